@@ -1,0 +1,120 @@
+//! The command line. Every command and flag says what it does in `--help`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Map, Value, json};
+
+use crate::config::LogFormat;
+use crate::roles::Roles;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "aiq",
+    version,
+    about = "AutomateIQ: a multi-tenant workflow automation engine on Kafka and ScyllaDB",
+    long_about = "AutomateIQ: a multi-tenant workflow automation engine on Kafka and ScyllaDB.\n\n\
+        One binary runs any subset of the stages (ingest, orchestrator, worker, sink) and \
+        the operator's commands. Configuration comes from config/aiq.toml (compiled in), \
+        then --config FILE, then AIQ_<SECTION>_<KEY> variables (AIQ_KAFKA_BROKERS, \
+        AIQ_CQL_CONTACT_POINTS, ...), then the flags below."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// A TOML file overriding any subset of config/aiq.toml.
+    #[arg(long, global = true, env = "AIQ_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Kafka brokers, host:port[,host:port...] (kafka.brokers).
+    #[arg(long, global = true, value_name = "HOSTS")]
+    pub brokers: Option<String>,
+    /// Prefix of every topic name (kafka.topic_prefix).
+    #[arg(long, global = true, value_name = "PREFIX")]
+    pub topic_prefix: Option<String>,
+    /// ScyllaDB/Cassandra contact points, host:port[,host:port...] (cql.contact_points).
+    #[arg(long, global = true, value_name = "HOSTS")]
+    pub cql: Option<String>,
+    /// CQL keyspace (cql.keyspace).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub keyspace: Option<String>,
+    /// Log line format (log.format).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl GlobalArgs {
+    /// The flags that were given, as a partial configuration document.
+    pub fn overrides(&self, roles: Option<&Roles>) -> Value {
+        let mut doc = Map::new();
+        let mut put = |section: &str, key: &str, value: Value| {
+            let entry = doc
+                .entry(section.to_owned())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(map) = entry {
+                map.insert(key.to_owned(), value);
+            }
+        };
+        if let Some(v) = &self.brokers {
+            put("kafka", "brokers", json!(v));
+        }
+        if let Some(v) = &self.topic_prefix {
+            put("kafka", "topic_prefix", json!(v));
+        }
+        if let Some(v) = &self.cql {
+            put("cql", "contact_points", json!(v));
+        }
+        if let Some(v) = &self.keyspace {
+            put("cql", "keyspace", json!(v));
+        }
+        if let Some(v) = self.log_format {
+            put("log", "format", json!(v));
+        }
+        if let Some(r) = roles {
+            put("serve", "roles", json!(r.to_string()));
+        }
+        Value::Object(doc)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run pipeline stages in this process (all four by default, or --roles).
+    Serve {
+        /// Stages to run: any of ingest, orchestrator, worker, sink, comma-separated.
+        #[arg(long, value_name = "ROLES")]
+        roles: Option<Roles>,
+    },
+    /// Kafka topics, declared in code: list them, or make the cluster match.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+    /// The CQL schema, as ordered migrations: apply the pending ones, or list them.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
+    /// Prove the services work: a record through Kafka and a row through the store.
+    Check,
+    /// Print the effective configuration, secrets redacted.
+    Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Print every declared topic: name, partitions, cleanup, retention and key.
+    List,
+    /// Create missing topics and restore drifted configs; report drift it cannot fix.
+    /// Exits 2 when drift remains.
+    Apply,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Apply the migrations not yet applied, in order, and record each.
+    Apply,
+    /// List every migration and whether it is applied.
+    Status,
+}

@@ -1,0 +1,7 @@
+//! One module per command.
+
+pub mod check;
+pub mod schema;
+pub mod serve;
+pub mod show_config;
+pub mod topics;

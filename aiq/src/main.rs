@@ -1,0 +1,42 @@
+//! `aiq`: the AutomateIQ binary. Everything fallible below `main` returns typed errors
+//! from the crates; they are turned into a message and an exit status here, at the edge.
+
+mod cli;
+mod commands;
+mod config;
+mod logging;
+mod roles;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("aiq: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let roles = match &cli.command {
+        Command::Serve { roles } => roles.as_ref(),
+        _ => None,
+    };
+    let config = config::load(cli.global.config.as_deref(), cli.global.overrides(roles))?;
+    logging::init(&config.log);
+    match cli.command {
+        Command::Serve { .. } => commands::serve::run(&config).await,
+        Command::Topics(cmd) => commands::topics::run(&config, cmd).await,
+        Command::Schema(cmd) => commands::schema::run(&config, cmd).await,
+        Command::Check => commands::check::run(&config).await,
+        Command::Config => commands::show_config::run(&config),
+    }
+}

@@ -1,0 +1,1 @@
+//! The trigger API, webhooks and the workflow registry (issue 4).

@@ -1,0 +1,8 @@
+//! Kafka plumbing shared by every stage: client settings (plaintext, TLS, SASL — enough
+//! for Azure Event Hubs' Kafka endpoint by configuration alone) and topic administration.
+
+pub mod admin;
+pub mod settings;
+
+pub use admin::{TopicAction, TopicReport, apply_topics};
+pub use settings::{KafkaError, KafkaSettings, SecurityProtocol};

@@ -1,0 +1,11 @@
+//! The store's schema as ordered CQL migrations, and the runner that applies them.
+//!
+//! Only CQL that both ScyllaDB and Apache Cassandra accept goes into `migrations/`.
+
+pub mod migrations;
+pub mod runner;
+pub mod settings;
+
+pub use migrations::{MIGRATIONS, Migration};
+pub use runner::{AppliedMigration, SchemaError, apply_schema, applied_migrations, connect};
+pub use settings::CqlSettings;

@@ -1,0 +1,59 @@
+//! Finds the real services integration tests run against.
+//!
+//! Tests read the addresses that `scripts/services env` prints. A local `cargo test`
+//! without services skips those tests with a message; under CI (`CI` set) or with
+//! `AIQ_REQUIRE_SERVICES=1` a missing address fails the test instead, so a CI run can
+//! never pass by skipping.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub const KAFKA: &str = "AIQ_KAFKA_BROKERS";
+pub const CQL: &str = "AIQ_CQL_CONTACT_POINTS";
+pub const PROMETHEUS: &str = "AIQ_PROMETHEUS_URL";
+
+/// The address in `var`, or `None` (after saying why) when the test should skip.
+///
+/// # Panics
+/// When the address is missing but services are required (CI).
+pub fn service(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Some(v),
+        _ => {
+            let required = std::env::var_os("CI").is_some()
+                || std::env::var("AIQ_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
+            assert!(
+                !required,
+                "{var} is not set, but services are required here: start them with \
+                 `scripts/services up` and export `scripts/services env`"
+            );
+            eprintln!(
+                "skipping: {var} is not set; run `scripts/services up` and \
+                 `eval \"$(scripts/services env)\"` to run this test"
+            );
+            None
+        }
+    }
+}
+
+/// Returns early from a test when the service is not configured.
+#[macro_export]
+macro_rules! require_service {
+    ($var:expr) => {
+        match $crate::service($var) {
+            Some(addr) => addr,
+            None => return,
+        }
+    };
+}
+
+/// A name no other test run uses, for topics, keyspaces and groups: tests share one
+/// broker and one Cassandra and must not see each other's data.
+pub fn unique(label: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{label}_{:x}_{}_{n}", nanos & 0xffff_ffff_ffff, std::process::id())
+}

@@ -1,0 +1,17 @@
+//! The contract every AutomateIQ stage shares.
+//!
+//! Nothing here does I/O: these are the identifiers, the event payloads that travel over
+//! Kafka, the declared topics with what their keys mean, and the partitioner that keeps
+//! a tenant's topics co-partitioned. Stages depend on this crate, never on each other.
+
+pub mod ids;
+pub mod partition;
+pub mod spec;
+pub mod task;
+pub mod trigger;
+
+pub use ids::{IdError, RunId, StepId, TenantId, WorkflowId};
+pub use partition::partition_for_key;
+pub use spec::{CleanupPolicy, KeyKind, TopicKind, TopicSet, TopicSpec};
+pub use task::{ErrorClass, TaskMessage, TaskOutcome, TaskResult};
+pub use trigger::{TRIGGER_SCHEMA_V1, TriggerError, TriggerEvent, TriggerSource};

@@ -1,0 +1,105 @@
+//! The worker contract: a task the orchestrator dispatches and the result a worker
+//! reports. Workers are at-least-once, so both carry the attempt that identifies them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ids::{RunId, StepId, TenantId};
+
+/// How a step failed; decides retry and `catch` routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// Worth trying again: 5xx, connection refused, deadlocks.
+    Retryable,
+    /// Trying again cannot help: 4xx, bad arguments, SOAP client faults.
+    Fatal,
+    /// The step ran past its timeout.
+    Timeout,
+    /// The target's circuit breaker was open; the call was not made.
+    CircuitOpen,
+}
+
+impl ErrorClass {
+    pub const ALL: [ErrorClass; 4] = [
+        ErrorClass::Retryable,
+        ErrorClass::Fatal,
+        ErrorClass::Timeout,
+        ErrorClass::CircuitOpen,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Retryable => "retryable",
+            ErrorClass::Fatal => "fatal",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::CircuitOpen => "circuit_open",
+        }
+    }
+}
+
+/// One step attempt for a worker to execute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskMessage {
+    pub tenant: TenantId,
+    pub run: RunId,
+    pub step: StepId,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The connector name, e.g. `http`, `soap`, `sql`, `email`, `file`, `kafka`.
+    pub connector: String,
+    /// Connector arguments, expressions already evaluated.
+    pub args: Value,
+    pub timeout_ms: u64,
+    pub dispatched_at: DateTime<Utc>,
+}
+
+impl TaskMessage {
+    /// Passed to the systems a worker calls, so that a redelivered task does no second
+    /// effect: stable across redeliveries of the same attempt.
+    pub fn idempotency_key(&self) -> String {
+        format!("{}/{}/{}", self.run, self.step, self.attempt)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum TaskOutcome {
+    Ok { output: Value },
+    Error { class: ErrorClass, message: String },
+}
+
+/// What a worker reports for one attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub tenant: TenantId,
+    pub run: RunId,
+    pub step: StepId,
+    pub attempt: u32,
+    pub outcome: TaskOutcome,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn results_serialise_with_a_status_tag() {
+        let r = TaskOutcome::Error {
+            class: ErrorClass::CircuitOpen,
+            message: "open".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            json!({"status": "error", "class": "circuit_open", "message": "open"})
+        );
+        for class in ErrorClass::ALL {
+            let v = serde_json::to_value(class).unwrap();
+            assert_eq!(v, json!(class.as_str()));
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! The trigger event: the one record an outside producer may write straight to the
+//! triggers topic. Documented by `schemas/trigger.v1.json`; the key is the tenant id.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ids::{RunId, TenantId, WorkflowId};
+
+/// The value of the `schema` field of a version-1 trigger.
+pub const TRIGGER_SCHEMA_V1: &str = "aiq.trigger.v1";
+
+/// Where a trigger came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerSource {
+    Api,
+    Manual,
+    Webhook,
+    Cron,
+    Kafka,
+    SubWorkflow,
+}
+
+/// A request to start one run of a workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerEvent {
+    /// Always [`TRIGGER_SCHEMA_V1`]; a later version gets a new tag, never a silent change.
+    pub schema: String,
+    pub tenant: TenantId,
+    pub workflow: WorkflowId,
+    /// A registered version number; the newest version when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    /// Set by ingest; an outside producer may leave it out (see [`TriggerEvent::run_id`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<RunId>,
+    /// Retrying producers set this so that a repeat starts no second run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    pub source: TriggerSource,
+    #[serde(default)]
+    pub input: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+/// Why a record on the triggers topic is not a trigger. The message names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    #[error("trigger is not valid JSON for schema {TRIGGER_SCHEMA_V1}: at `{path}`: {reason}")]
+    Decode { path: String, reason: String },
+    #[error("trigger field `schema` is {found:?}; expected {TRIGGER_SCHEMA_V1:?}")]
+    UnknownSchema { found: String },
+    #[error("record key {key:?} does not name the trigger's tenant {tenant:?}; key must be the tenant id")]
+    KeyMismatch { key: String, tenant: String },
+    #[error("trigger field `idempotency_key` must be 1 to {max} characters, got {len}")]
+    BadIdempotencyKey { len: usize, max: usize },
+}
+
+impl TriggerEvent {
+    pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+
+    pub fn new(
+        tenant: TenantId,
+        workflow: WorkflowId,
+        source: TriggerSource,
+        input: Value,
+    ) -> Self {
+        Self {
+            schema: TRIGGER_SCHEMA_V1.to_owned(),
+            tenant,
+            workflow,
+            version: None,
+            run_id: None,
+            idempotency_key: None,
+            source,
+            input,
+            occurred_at: None,
+        }
+    }
+
+    /// Decodes and checks a record from the triggers topic. `key` is the record key; a
+    /// tenant may be spread by sub-key, so `tenant#shard` is accepted for `tenant`.
+    pub fn decode(key: Option<&[u8]>, payload: &[u8]) -> Result<Self, TriggerError> {
+        let de = &mut serde_json::Deserializer::from_slice(payload);
+        let event: TriggerEvent =
+            serde_path_to_error::deserialize(de).map_err(|e| TriggerError::Decode {
+                path: e.path().to_string(),
+                reason: e.into_inner().to_string(),
+            })?;
+        if event.schema != TRIGGER_SCHEMA_V1 {
+            return Err(TriggerError::UnknownSchema {
+                found: event.schema,
+            });
+        }
+        if let Some(k) = &event.idempotency_key {
+            let len = k.chars().count();
+            if len == 0 || len > Self::MAX_IDEMPOTENCY_KEY {
+                return Err(TriggerError::BadIdempotencyKey {
+                    len,
+                    max: Self::MAX_IDEMPOTENCY_KEY,
+                });
+            }
+        }
+        let key = key.map(String::from_utf8_lossy).unwrap_or_default();
+        let tenant_part = key.split_once('#').map_or(&*key, |(t, _)| t);
+        if tenant_part != event.tenant.as_str() {
+            return Err(TriggerError::KeyMismatch {
+                key: key.into_owned(),
+                tenant: event.tenant.to_string(),
+            });
+        }
+        Ok(event)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising these plain fields cannot fail.
+        serde_json::to_vec(self).unwrap_or_else(|e| unreachable!("trigger encodes: {e}"))
+    }
+
+    /// The run this trigger starts. Deterministic, so that replaying the topic names the
+    /// same runs: the given id, else one derived from the idempotency key, else one
+    /// derived from the record's position in the log.
+    pub fn run_id(&self, partition: i32, offset: i64) -> RunId {
+        if let Some(id) = self.run_id {
+            return id;
+        }
+        let key = match &self.idempotency_key {
+            Some(k) => k.clone(),
+            None => format!("log:{partition}:{offset}"),
+        };
+        RunId::from_idempotency_key(&self.tenant, &self.workflow, &key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> Vec<u8> {
+        json!({
+            "schema": "aiq.trigger.v1",
+            "tenant": "acme",
+            "workflow": "order-sync",
+            "source": "kafka",
+            "input": {"order": 42}
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn decodes_an_outside_producers_trigger() {
+        let t = TriggerEvent::decode(Some(b"acme"), &sample()).unwrap();
+        assert_eq!(t.tenant.as_str(), "acme");
+        assert_eq!(t.input, json!({"order": 42}));
+        assert_eq!(t.run_id(3, 17), t.run_id(3, 17));
+        assert_ne!(t.run_id(3, 17), t.run_id(3, 18));
+        assert!(TriggerEvent::decode(Some(b"acme#2"), &sample()).is_ok());
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_reason() {
+        let bad_tenant = br#"{"schema":"aiq.trigger.v1","tenant":"ACME","workflow":"w","source":"api"}"#;
+        let e = TriggerEvent::decode(Some(b"ACME"), bad_tenant).unwrap_err().to_string();
+        assert!(e.starts_with("trigger is not valid JSON for schema aiq.trigger.v1: at `tenant`: tenant id \"ACME\""), "{e}");
+
+        let bad_source = br#"{"schema":"aiq.trigger.v1","tenant":"a","workflow":"w","source":"fax"}"#;
+        let e = TriggerEvent::decode(Some(b"a"), bad_source).unwrap_err().to_string();
+        assert!(e.contains("at `source`: unknown variant `fax`"), "{e}");
+
+        let extra = br#"{"schema":"aiq.trigger.v1","tenant":"a","workflow":"w","source":"api","tenantt":1}"#;
+        let e = TriggerEvent::decode(Some(b"a"), extra).unwrap_err().to_string();
+        assert!(e.contains("unknown field `tenantt`"), "{e}");
+
+        let e = TriggerEvent::decode(Some(b"other"), &sample()).unwrap_err().to_string();
+        assert_eq!(e, "record key \"other\" does not name the trigger's tenant \"acme\"; key must be the tenant id");
+
+        let v2 = br#"{"schema":"aiq.trigger.v2","tenant":"a","workflow":"w","source":"api"}"#;
+        assert!(matches!(TriggerEvent::decode(Some(b"a"), v2), Err(TriggerError::UnknownSchema { .. })));
+    }
+
+    #[test]
+    fn encode_then_decode_is_identity() {
+        let mut t = TriggerEvent::new(
+            TenantId::new("t1").unwrap(),
+            WorkflowId::new("w").unwrap(),
+            TriggerSource::Api,
+            json!([1, 2]),
+        );
+        t.idempotency_key = Some("abc".into());
+        t.run_id = Some(RunId::random());
+        assert_eq!(TriggerEvent::decode(Some(b"t1"), &t.encode()).unwrap(), t);
+    }
+
+    #[test]
+    fn the_published_example_is_a_valid_trigger() {
+        let example = include_str!("../schemas/trigger.example.json");
+        let t = TriggerEvent::decode(Some(b"acme"), example.as_bytes()).unwrap();
+        assert_eq!(t.workflow.as_str(), "order-sync");
+    }
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+
+    fn validator() -> jsonschema::Validator {
+        let schema: Value = serde_json::from_str(include_str!("../schemas/trigger.v1.json")).unwrap();
+        jsonschema::validator_for(&schema).unwrap()
+    }
+
+    #[test]
+    fn the_json_schema_accepts_what_the_code_writes_and_the_example() {
+        let v = validator();
+        let example: Value = serde_json::from_str(include_str!("../schemas/trigger.example.json")).unwrap();
+        assert!(v.is_valid(&example));
+        let mut t = TriggerEvent::new(
+            TenantId::new("t-1").unwrap(),
+            WorkflowId::new("w.1").unwrap(),
+            TriggerSource::Cron,
+            serde_json::json!({"a": 1}),
+        );
+        t.version = Some(2);
+        t.run_id = Some(RunId::random());
+        t.occurred_at = Some(chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap());
+        assert!(v.is_valid(&serde_json::to_value(&t).unwrap()));
+    }
+
+    #[test]
+    fn the_json_schema_and_the_decoder_refuse_the_same_bad_records() {
+        let v = validator();
+        let bad = [
+            r#"{"schema":"aiq.trigger.v1","tenant":"Acme","workflow":"w","source":"api"}"#,
+            r#"{"schema":"aiq.trigger.v1","tenant":"a","workflow":"w","source":"fax"}"#,
+            r#"{"schema":"aiq.trigger.v1","tenant":"a","workflow":"w"}"#,
+            r#"{"schema":"aiq.trigger.v1","tenant":"a","workflow":"w","source":"api","extra":1}"#,
+            r#"{"schema":"aiq.trigger.v9","tenant":"a","workflow":"w","source":"api"}"#,
+            r#"{"schema":"aiq.trigger.v1","tenant":"a","workflow":"w","source":"api","idempotency_key":""}"#,
+        ];
+        for raw in bad {
+            let value: Value = serde_json::from_str(raw).unwrap();
+            assert!(!v.is_valid(&value), "schema accepted {raw}");
+            assert!(TriggerEvent::decode(Some(b"a"), raw.as_bytes()).is_err(), "decoder accepted {raw}");
+        }
+    }
+}
