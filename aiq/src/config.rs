@@ -154,3 +154,24 @@ mod tests {
         });
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_event_hubs_example_loads_and_maps_to_sasl_ssl() {
+        figment::Jail::expect_with(|_| {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/azure-event-hubs.toml");
+            let c = load(Some(Path::new(path)), json!({})).map_err(|e| e.to_string())?;
+            assert!(!c.kafka.manage_topics);
+            let rd = c.kafka.producer_config();
+            assert_eq!(rd.get("security.protocol"), Some("sasl_ssl"));
+            assert_eq!(rd.get("sasl.mechanism"), Some("PLAIN"));
+            assert_eq!(rd.get("sasl.username"), Some("$ConnectionString"));
+            assert_eq!(rd.get("connections.max.idle.ms"), Some("180000"));
+            Ok(())
+        });
+    }
+}

@@ -33,7 +33,7 @@ pub struct TopicReport {
     pub action: TopicAction,
 }
 
-const TIMEOUT: Duration = Duration::from_secs(30);
+const TIMEOUT: Duration = Duration::from_secs(15);
 
 fn admin(settings: &KafkaSettings) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
     settings

@@ -4,6 +4,13 @@
 //! without services skips those tests with a message; under CI (`CI` set) or with
 //! `AIQ_REQUIRE_SERVICES=1` a missing address fails the test instead, so a CI run can
 //! never pass by skipping.
+//!
+//! With the `containers` feature and `AIQ_TESTCONTAINERS=1`, a missing address is filled
+//! by starting the official Docker image through testcontainers instead (a machine with
+//! a Docker engine; these build machines have none).
+
+#[cfg(feature = "containers")]
+mod containers;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,6 +26,10 @@ pub const PROMETHEUS: &str = "AIQ_PROMETHEUS_URL";
 pub fn service(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(v) if !v.trim().is_empty() => Some(v),
+        #[cfg(feature = "containers")]
+        _ if std::env::var("AIQ_TESTCONTAINERS").is_ok_and(|v| v == "1") => {
+            Some(containers::address(var))
+        }
         _ => {
             let required = std::env::var_os("CI").is_some()
                 || std::env::var("AIQ_REQUIRE_SERVICES").is_ok_and(|v| v == "1");

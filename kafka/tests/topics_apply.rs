@@ -1,0 +1,125 @@
+//! `apply_topics` against the real broker: creates, leaves alone, restores, reports.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aiq_kafka::{KafkaSettings, SecurityProtocol, TopicAction, apply_topics};
+use aiq_testkit::{KAFKA, require_service, unique};
+use aiq_topics::TopicKind;
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
+};
+use rdkafka::client::DefaultClientContext;
+
+fn settings(brokers: String, prefix: String) -> KafkaSettings {
+    KafkaSettings {
+        brokers,
+        topic_prefix: prefix,
+        tenant_partitions: 4,
+        work_partitions: 3,
+        replication_factor: 1,
+        manage_topics: true,
+        client_id: "aiq-test".into(),
+        security_protocol: SecurityProtocol::Plaintext,
+        sasl_mechanism: None,
+        sasl_username: None,
+        sasl_password: None,
+        ssl_ca_location: None,
+        extra: BTreeMap::new(),
+    }
+}
+
+fn admin(s: &KafkaSettings) -> AdminClient<DefaultClientContext> {
+    s.client_config().create().expect("admin client")
+}
+
+fn partitions(s: &KafkaSettings, topic: &str) -> usize {
+    let md = admin(s)
+        .inner()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    md.topics()[0].partitions().len()
+}
+
+async fn config_value(s: &KafkaSettings, topic: &str, key: &str) -> Option<String> {
+    let res = admin(s)
+        .describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new())
+        .await
+        .expect("describe");
+    let resource = res.into_iter().next().expect("one").expect("ok");
+    resource
+        .entries
+        .into_iter()
+        .find(|e| e.name == key)
+        .and_then(|e| e.value)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_twice_creates_then_changes_nothing() {
+    let brokers = require_service!(KAFKA);
+    let s = settings(brokers, format!("{}.", unique("apply")));
+    let set = s.topics();
+
+    let first = apply_topics(&s, &set).await.expect("first apply");
+    assert_eq!(first.len(), set.specs().len());
+    assert!(first.iter().all(|r| r.action == TopicAction::Created), "{first:?}");
+
+    let second = apply_topics(&s, &set).await.expect("second apply");
+    assert!(second.iter().all(|r| r.action == TopicAction::Unchanged), "{second:?}");
+
+    for spec in set.specs() {
+        assert_eq!(partitions(&s, &spec.name), spec.partitions as usize, "{}", spec.name);
+        for (key, value) in spec.configs() {
+            assert_eq!(config_value(&s, &spec.name, key).await.as_deref(), Some(value.as_str()), "{} {key}", spec.name);
+        }
+    }
+    let triggers = set.get(TopicKind::Triggers);
+    assert_eq!(triggers.name, format!("{}triggers", s.topic_prefix));
+    for kind in [TopicKind::Results, TopicKind::Signals, TopicKind::Changelog] {
+        assert_eq!(partitions(&s, set.name(kind)), triggers.partitions as usize);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_config_is_restored_and_a_partition_count_is_reported() {
+    let brokers = require_service!(KAFKA);
+    let s = settings(brokers, format!("{}.", unique("drift")));
+    let set = s.topics();
+    let triggers = set.name(TopicKind::Triggers).to_owned();
+    let events = set.name(TopicKind::Events).to_owned();
+
+    // Someone created the triggers topic by hand with too few partitions.
+    let a = admin(&s);
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    a.create_topics(&[NewTopic::new(&triggers, 2, TopicReplication::Fixed(1))], &opts)
+        .await
+        .expect("create")
+        .into_iter()
+        .for_each(|r| { r.expect("created"); });
+
+    let reports = apply_topics(&s, &set).await.expect("apply");
+    let report = reports.iter().find(|r| r.topic == triggers).expect("triggers report");
+    match &report.action {
+        TopicAction::Drift(why) => assert!(why.starts_with("has 2 partitions, declared 4"), "{why}"),
+        other => panic!("expected drift, got {other:?}"),
+    }
+    assert_eq!(partitions(&s, &triggers), 2, "apply must not add partitions");
+
+    // Someone shortened the events topic's retention.
+    a.alter_configs(&[AlterConfig::new(ResourceSpecifier::Topic(&events)).set("retention.ms", "1000")], &opts)
+        .await
+        .expect("alter")
+        .into_iter()
+        .for_each(|r| { r.expect("altered"); });
+    let reports = apply_topics(&s, &set).await.expect("apply again");
+    let report = reports.iter().find(|r| r.topic == events).expect("events report");
+    match &report.action {
+        TopicAction::Updated(changes) => {
+            assert_eq!(changes, &vec![("retention.ms".to_owned(), Some("1000".to_owned()), (7 * 24 * 3600 * 1000u64).to_string())]);
+        }
+        other => panic!("expected an update, got {other:?}"),
+    }
+    let declared = set.get(TopicKind::Events).configs();
+    let retention = declared.iter().find(|(k, _)| *k == "retention.ms").map(|(_, v)| v.clone());
+    assert_eq!(config_value(&s, &events, "retention.ms").await, retention);
+}
