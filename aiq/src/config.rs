@@ -97,14 +97,22 @@ pub fn load(file: Option<&Path>, flags: serde_json::Value) -> Result<Config, Con
 }
 
 #[cfg(test)]
+// figment::Jail fixes the closures' error type to figment::Error, a large one.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use serde_json::json;
 
     #[test]
     fn variables_map_to_section_keys() {
-        assert_eq!(env_key("KAFKA_TOPIC_PREFIX").as_deref(), Some("kafka.topic_prefix"));
-        assert_eq!(env_key("CQL_CONTACT_POINTS").as_deref(), Some("cql.contact_points"));
+        assert_eq!(
+            env_key("KAFKA_TOPIC_PREFIX").as_deref(),
+            Some("kafka.topic_prefix")
+        );
+        assert_eq!(
+            env_key("CQL_CONTACT_POINTS").as_deref(),
+            Some("cql.contact_points")
+        );
         assert_eq!(env_key("DEV_JWT_SECRET"), None);
         assert_eq!(env_key("PROMETHEUS_URL"), None);
     }
@@ -112,15 +120,21 @@ mod tests {
     #[test]
     fn layers_apply_in_order() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("site.toml", "[kafka]\nbrokers = \"file:1\"\ntopic_prefix = \"site.\"\n")?;
+            jail.create_file(
+                "site.toml",
+                "[kafka]\nbrokers = \"file:1\"\ntopic_prefix = \"site.\"\n",
+            )?;
             jail.set_env("AIQ_KAFKA_BROKERS", "env:1");
             jail.set_env("AIQ_DEV_JWT_SECRET", "not-config");
             let c = load(Some(Path::new("site.toml")), json!({})).map_err(|e| e.to_string())?;
             assert_eq!(c.kafka.brokers, "env:1");
             assert_eq!(c.kafka.topic_prefix, "site.");
             assert_eq!(c.cql.keyspace, "aiq");
-            let c = load(Some(Path::new("site.toml")), json!({"kafka": {"brokers": "flag:1"}}))
-                .map_err(|e| e.to_string())?;
+            let c = load(
+                Some(Path::new("site.toml")),
+                json!({"kafka": {"brokers": "flag:1"}}),
+            )
+            .map_err(|e| e.to_string())?;
             assert_eq!(c.kafka.brokers, "flag:1");
             Ok(())
         });
@@ -131,17 +145,25 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("AIQ_KAFKA_TENANT_PARTITIONS", "many");
             let e = load(None, json!({})).unwrap_err().to_string();
-            assert!(e.to_lowercase().contains("kafka.tenant_partitions") && e.contains("\"many\""), "{e}");
+            assert!(
+                e.to_lowercase().contains("kafka.tenant_partitions") && e.contains("\"many\""),
+                "{e}"
+            );
             Ok(())
         });
         figment::Jail::expect_with(|jail| {
             jail.create_file("bad.toml", "[kafka]\nbrokerz = \"x\"\n")?;
-            let e = load(Some(Path::new("bad.toml")), json!({})).unwrap_err().to_string();
+            let e = load(Some(Path::new("bad.toml")), json!({}))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("brokerz"), "{e}");
             Ok(())
         });
         let e = load(Some(Path::new("/nonexistent/aiq.toml")), json!({})).unwrap_err();
-        assert_eq!(e.to_string(), "configuration file /nonexistent/aiq.toml: not found");
+        assert_eq!(
+            e.to_string(),
+            "configuration file /nonexistent/aiq.toml: not found"
+        );
     }
 
     #[test]
@@ -156,6 +178,7 @@ mod tests {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)]
 mod example_tests {
     use super::*;
     use serde_json::json;
@@ -163,7 +186,10 @@ mod example_tests {
     #[test]
     fn the_event_hubs_example_loads_and_maps_to_sasl_ssl() {
         figment::Jail::expect_with(|_| {
-            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/azure-event-hubs.toml");
+            let path = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../config/examples/azure-event-hubs.toml"
+            );
             let c = load(Some(Path::new(path)), json!({})).map_err(|e| e.to_string())?;
             assert!(!c.kafka.manage_topics);
             let rd = c.kafka.producer_config();

@@ -40,21 +40,43 @@ fn help_says_what_every_command_does() {
         ("config", "Print the effective configuration"),
         ("workflows", "Workflow definitions"),
     ] {
-        assert!(text.contains(cmd) && text.contains(words), "--help lacks {cmd}: {words}\n{text}");
+        assert!(
+            text.contains(cmd) && text.contains(words),
+            "--help lacks {cmd}: {words}\n{text}"
+        );
     }
     for (args, words) in [
         (vec!["serve", "--help"], "--roles"),
         (vec!["topics", "--help"], "apply"),
-        (vec!["topics", "apply", "--help"], "report drift it cannot fix"),
-        (vec!["topics", "list", "--help"], "Print every declared topic"),
-        (vec!["schema", "apply", "--help"], "Apply the migrations not yet applied"),
+        (
+            vec!["topics", "apply", "--help"],
+            "report drift it cannot fix",
+        ),
+        (
+            vec!["topics", "list", "--help"],
+            "Print every declared topic",
+        ),
+        (
+            vec!["schema", "apply", "--help"],
+            "Apply the migrations not yet applied",
+        ),
         (vec!["schema", "status", "--help"], "List every migration"),
-        (vec!["check", "--help"], "a record through Kafka and a row through the store"),
-        (vec!["workflows", "validate", "--help"], "one line per error"),
+        (
+            vec!["check", "--help"],
+            "a record through Kafka and a row through the store",
+        ),
+        (
+            vec!["workflows", "validate", "--help"],
+            "one line per error",
+        ),
     ] {
         let o = aiq(&args, &[]);
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
-        assert!(stdout(&o).contains(words), "{args:?} help lacks {words:?}:\n{}", stdout(&o));
+        assert!(
+            stdout(&o).contains(words),
+            "{args:?} help lacks {words:?}:\n{}",
+            stdout(&o)
+        );
     }
 }
 
@@ -63,8 +85,14 @@ fn topics_list_prints_the_declaration_under_the_prefix() {
     let o = aiq(&["topics", "list"], &[("AIQ_KAFKA_TOPIC_PREFIX", "demo.")]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
-    assert!(text.contains("demo.triggers") && text.contains("key = tenant id"), "{text}");
-    assert!(text.contains("demo.orchestrator-changelog") && text.contains("compact"), "{text}");
+    assert!(
+        text.contains("demo.triggers") && text.contains("key = tenant id"),
+        "{text}"
+    );
+    assert!(
+        text.contains("demo.orchestrator-changelog") && text.contains("compact"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -75,13 +103,19 @@ fn config_redacts_secrets_and_bad_config_names_the_key() {
             ("AIQ_KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
             ("AIQ_KAFKA_SASL_MECHANISM", "PLAIN"),
             ("AIQ_KAFKA_SASL_USERNAME", "$ConnectionString"),
-            ("AIQ_KAFKA_SASL_PASSWORD", "Endpoint=sb://x/;SharedAccessKey=topsecret"),
+            (
+                "AIQ_KAFKA_SASL_PASSWORD",
+                "Endpoint=sb://x/;SharedAccessKey=topsecret",
+            ),
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     assert!(text.contains("brokers = \"flag:9092\""), "{text}");
-    assert!(text.contains("<redacted>") && !text.contains("topsecret"), "{text}");
+    assert!(
+        text.contains("<redacted>") && !text.contains("topsecret"),
+        "{text}"
+    );
 
     let o = aiq(&["config"], &[("AIQ_KAFKA_SECURITY_PROTOCOL", "sasl_ssl")]);
     assert!(!o.status.success());
@@ -92,7 +126,11 @@ fn config_redacts_secrets_and_bad_config_names_the_key() {
 
     let o = aiq(&["serve", "--roles", "ingest,cron"], &[]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("\"cron\" is not a role"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("\"cron\" is not a role"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -114,24 +152,44 @@ fn topics_and_schema_apply_twice_change_nothing_the_second_time_and_check_passes
     assert!(first.status.success(), "{}", stderr(&first));
     let lines: Vec<String> = stdout(&first).lines().map(str::to_owned).collect();
     assert_eq!(lines.len(), 10, "{lines:?}");
-    assert!(lines.iter().all(|l| l.starts_with(&prefix) && l.ends_with(" created")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with(&prefix) && l.ends_with(" created")),
+        "{lines:?}"
+    );
     let second = aiq(&["topics", "apply"], &env);
     assert!(second.status.success(), "{}", stderr(&second));
-    assert!(stdout(&second).lines().all(|l| l.ends_with(" unchanged")), "{}", stdout(&second));
+    assert!(
+        stdout(&second).lines().all(|l| l.ends_with(" unchanged")),
+        "{}",
+        stdout(&second)
+    );
 
     let first = aiq(&["schema", "apply"], &env);
     assert!(first.status.success(), "{}", stderr(&first));
-    assert!(stdout(&first).contains("applied 0001_keyspace\napplied 0002_run_history\napplied 0003_service_probes\n"), "{}", stdout(&first));
+    assert!(stdout(&first).contains("applied 0001_keyspace\napplied 0002_run_history\napplied 0003_service_probes\napplied 0004_registry\n"), "{}", stdout(&first));
     let second = aiq(&["schema", "apply"], &env);
     assert!(second.status.success(), "{}", stderr(&second));
-    assert_eq!(stdout(&second), format!("keyspace {keyspace}: 0 migration(s) applied now, 3 in all\n"));
+    assert_eq!(
+        stdout(&second),
+        format!("keyspace {keyspace}: 0 migration(s) applied now, 4 in all\n")
+    );
     let status = aiq(&["schema", "status"], &env);
-    assert_eq!(stdout(&status).matches(" applied ").count(), 3, "{}", stdout(&status));
+    assert_eq!(
+        stdout(&status).matches(" applied ").count(),
+        4,
+        "{}",
+        stdout(&status)
+    );
 
     let check = aiq(&["check"], &env);
     assert!(check.status.success(), "{}", stderr(&check));
     let text = stdout(&check);
-    assert!(text.contains("kafka: read it back") && text.contains("cql:   read it back"), "{text}");
+    assert!(
+        text.contains("kafka: read it back") && text.contains("cql:   read it back"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -139,8 +197,15 @@ fn kafka_down_is_a_clear_error_not_a_hang() {
     // Nothing listens on port 1; the admin request must fail within its timeout.
     let o = aiq(
         &["topics", "apply"],
-        &[("AIQ_KAFKA_BROKERS", "127.0.0.1:1"), ("AIQ_KAFKA_TOPIC_PREFIX", "nowhere.")],
+        &[
+            ("AIQ_KAFKA_BROKERS", "127.0.0.1:1"),
+            ("AIQ_KAFKA_TOPIC_PREFIX", "nowhere."),
+        ],
     );
     assert!(!o.status.success());
-    assert!(stderr(&o).starts_with("aiq: Kafka admin request `metadata` failed"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("aiq: Kafka admin request `metadata` failed"),
+        "{}",
+        stderr(&o)
+    );
 }

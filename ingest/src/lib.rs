@@ -1,1 +1,11 @@
-//! The trigger API, webhooks and the workflow registry (issue 4).
+//! Ingest: how producers and tenant users get work into the pipeline.
+//!
+//! An axum service under `/v1`: the workflow registry, API and manual triggers, webhooks,
+//! health. Every request is authenticated (`aiq-auth`), scoped to the caller's tenant,
+//! rate-limited per tenant, and answered only after Kafka has acknowledged what it wrote.
+
+pub mod limits;
+pub mod problem;
+pub mod publisher;
+pub mod registry;
+pub mod signature;

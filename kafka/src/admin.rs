@@ -50,11 +50,12 @@ fn admin(settings: &KafkaSettings) -> Result<AdminClient<DefaultClientContext>, 
 fn existing_partitions(
     admin: &AdminClient<DefaultClientContext>,
 ) -> Result<HashMap<String, u32>, KafkaError> {
-    let md = tokio::task::block_in_place(|| admin.inner().fetch_metadata(None, TIMEOUT))
-        .map_err(|source| KafkaError::Admin {
+    let md = tokio::task::block_in_place(|| admin.inner().fetch_metadata(None, TIMEOUT)).map_err(
+        |source| KafkaError::Admin {
             op: "metadata",
             source,
-        })?;
+        },
+    )?;
     Ok(md
         .topics()
         .iter()
@@ -193,17 +194,20 @@ pub async fn apply_topics(
                  automatically because tenants would move away from their state — recreate \
                  the topic or change `kafka.{}_partitions`",
                 spec.partitions,
-                if spec.kind.is_tenant_copartitioned() { "tenant" } else { "work" }
+                if spec.kind.is_tenant_copartitioned() {
+                    "tenant"
+                } else {
+                    "work"
+                }
             ))
         } else if changes.is_empty() {
             TopicAction::Unchanged
         } else {
             let wanted = spec.configs();
-            let alter = wanted
-                .iter()
-                .fold(AlterConfig::new(ResourceSpecifier::Topic(&spec.name)), |a, (k, v)| {
-                    a.set(k, v)
-                });
+            let alter = wanted.iter().fold(
+                AlterConfig::new(ResourceSpecifier::Topic(&spec.name)),
+                |a, (k, v)| a.set(k, v),
+            );
             for r in admin
                 .alter_configs(&[alter], &opts)
                 .await

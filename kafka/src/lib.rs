@@ -3,6 +3,8 @@
 
 pub mod admin;
 pub mod settings;
+pub mod tail;
 
 pub use admin::{TopicAction, TopicReport, apply_topics};
 pub use settings::{KafkaError, KafkaSettings, SecurityProtocol};
+pub use tail::{Tail, TailRecord, tail_topic};

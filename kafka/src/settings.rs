@@ -52,7 +52,10 @@ impl SecurityProtocol {
     }
 
     fn uses_sasl(self) -> bool {
-        matches!(self, SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl)
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
     }
 }
 
@@ -102,12 +105,39 @@ impl fmt::Debug for KafkaSettings {
             .field("security_protocol", &self.security_protocol)
             .field("sasl_mechanism", &self.sasl_mechanism)
             .field("sasl_username", &self.sasl_username)
-            .field("sasl_password", &self.sasl_password.as_ref().map(|_| "<redacted>"))
+            .field(
+                "sasl_password",
+                &self.sasl_password.as_ref().map(|_| "<redacted>"),
+            )
             .finish_non_exhaustive()
     }
 }
 
 impl KafkaSettings {
+    /// Plain-text settings for a local or test cluster, replication factor 1.
+    pub fn plaintext(
+        brokers: impl Into<String>,
+        topic_prefix: impl Into<String>,
+        tenant_partitions: u32,
+        work_partitions: u32,
+    ) -> Self {
+        Self {
+            brokers: brokers.into(),
+            topic_prefix: topic_prefix.into(),
+            tenant_partitions,
+            work_partitions,
+            replication_factor: 1,
+            manage_topics: true,
+            client_id: "aiq".into(),
+            security_protocol: SecurityProtocol::Plaintext,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            ssl_ca_location: None,
+            extra: BTreeMap::new(),
+        }
+    }
+
     /// Checks what librdkafka would only reject later, with less helpful words.
     pub fn validate(&self) -> Result<(), KafkaError> {
         let bad = |field, reason: &str| {
@@ -117,7 +147,10 @@ impl KafkaSettings {
             })
         };
         if self.brokers.split(',').any(|b| b.trim().is_empty()) {
-            return bad("brokers", "must be a comma-separated list of host:port, none empty");
+            return bad(
+                "brokers",
+                "must be a comma-separated list of host:port, none empty",
+            );
         }
         if self.tenant_partitions == 0 {
             return bad("tenant_partitions", "must be at least 1");
@@ -139,7 +172,12 @@ impl KafkaSettings {
                         ),
                     });
                 }
-                None => return bad("sasl_mechanism", "is required with a SASL security_protocol"),
+                None => {
+                    return bad(
+                        "sasl_mechanism",
+                        "is required with a SASL security_protocol",
+                    );
+                }
             }
             if self.sasl_username.as_deref().is_none_or(str::is_empty) {
                 return bad("sasl_username", "is required with a SASL security_protocol");
@@ -201,21 +239,7 @@ mod tests {
     use super::*;
 
     fn local() -> KafkaSettings {
-        KafkaSettings {
-            brokers: "127.0.0.1:9092".into(),
-            topic_prefix: "aiq.".into(),
-            tenant_partitions: 12,
-            work_partitions: 12,
-            replication_factor: 1,
-            manage_topics: true,
-            client_id: "aiq".into(),
-            security_protocol: SecurityProtocol::Plaintext,
-            sasl_mechanism: None,
-            sasl_username: None,
-            sasl_password: None,
-            ssl_ca_location: None,
-            extra: BTreeMap::new(),
-        }
+        KafkaSettings::plaintext("127.0.0.1:9092", "aiq.", 12, 12)
     }
 
     #[test]
@@ -232,7 +256,10 @@ mod tests {
         assert_eq!(c.get("sasl.mechanism"), Some("PLAIN"));
         assert_eq!(c.get("sasl.username"), Some("$ConnectionString"));
         assert_eq!(c.get("partitioner"), Some("murmur2_random"));
-        assert!(!format!("{s:?}").contains("secret"), "password leaked into Debug");
+        assert!(
+            !format!("{s:?}").contains("secret"),
+            "password leaked into Debug"
+        );
     }
 
     #[test]
@@ -240,19 +267,30 @@ mod tests {
         let mut s = local();
         s.security_protocol = SecurityProtocol::SaslSsl;
         let e = s.validate().unwrap_err().to_string();
-        assert_eq!(e, "kafka setting `sasl_mechanism`: is required with a SASL security_protocol");
+        assert_eq!(
+            e,
+            "kafka setting `sasl_mechanism`: is required with a SASL security_protocol"
+        );
         s.sasl_mechanism = Some("GSSAPI".into());
         let e = s.validate().unwrap_err().to_string();
         assert!(e.contains("\"GSSAPI\" is not supported"), "{e}");
         s.sasl_mechanism = Some("PLAIN".into());
         let e = s.validate().unwrap_err().to_string();
-        assert_eq!(e, "kafka setting `sasl_username`: is required with a SASL security_protocol");
+        assert_eq!(
+            e,
+            "kafka setting `sasl_username`: is required with a SASL security_protocol"
+        );
     }
 
     #[test]
     fn empty_broker_entries_are_refused() {
         let mut s = local();
         s.brokers = "a:1,,b:2".into();
-        assert!(s.validate().unwrap_err().to_string().starts_with("kafka setting `brokers`"));
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("kafka setting `brokers`")
+        );
     }
 }

@@ -1,10 +1,10 @@
 //! 1,000 events keyed by 100 tenants through the real broker: every tenant's events land
 //! in one partition, the one our partitioner predicts, in the order they were produced.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
-use aiq_kafka::{KafkaSettings, SecurityProtocol, apply_topics};
+use aiq_kafka::{KafkaSettings, apply_topics};
 use aiq_testkit::{KAFKA, require_service, unique};
 use aiq_topics::{TenantId, TopicKind, TriggerEvent, TriggerSource, WorkflowId, partition_for_key};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -14,21 +14,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 #[tokio::test(flavor = "multi_thread")]
 async fn each_tenants_events_land_in_one_partition_in_order() {
     let brokers = require_service!(KAFKA);
-    let s = KafkaSettings {
-        brokers,
-        topic_prefix: format!("{}.", unique("part")),
-        tenant_partitions: 6,
-        work_partitions: 2,
-        replication_factor: 1,
-        manage_topics: true,
-        client_id: "aiq-test".into(),
-        security_protocol: SecurityProtocol::Plaintext,
-        sasl_mechanism: None,
-        sasl_username: None,
-        sasl_password: None,
-        ssl_ca_location: None,
-        extra: BTreeMap::new(),
-    };
+    let s = KafkaSettings::plaintext(brokers, format!("{}.", unique("part")), 6, 2);
     let set = s.topics();
     apply_topics(&s, &set).await.expect("apply");
     let topic = set.name(TopicKind::Triggers).to_owned();
@@ -38,7 +24,12 @@ async fn each_tenants_events_land_in_one_partition_in_order() {
     let mut sends = Vec::new();
     for i in 0..1000u32 {
         let tenant = TenantId::new(format!("tenant-{}", i % 100)).expect("id");
-        let mut t = TriggerEvent::new(tenant.clone(), workflow.clone(), TriggerSource::Kafka, serde_json::json!({ "seq": i }));
+        let mut t = TriggerEvent::new(
+            tenant.clone(),
+            workflow.clone(),
+            TriggerSource::Kafka,
+            serde_json::json!({ "seq": i }),
+        );
         t.idempotency_key = Some(format!("k{i}"));
         let payload = t.encode();
         let key = tenant.to_string();
@@ -46,9 +37,12 @@ async fn each_tenants_events_land_in_one_partition_in_order() {
         let topic = topic.clone();
         // Sends are pipelined; the idempotent producer keeps per-partition order.
         sends.push(tokio::spawn(async move {
-            p.send(FutureRecord::to(&topic).key(&key).payload(&payload), Duration::from_secs(30))
-                .await
-                .map_err(|(e, _)| e)
+            p.send(
+                FutureRecord::to(&topic).key(&key).payload(&payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
         }));
         if i % 100 == 99 {
             // Keep the send order per tenant well-defined: finish one round before the next.
@@ -74,7 +68,8 @@ async fn each_tenants_events_land_in_one_partition_in_order() {
             .expect("all 1000 events arrive within 60 s")
             .expect("message");
         let key = String::from_utf8(msg.key().expect("key").to_vec()).expect("utf8");
-        let event = TriggerEvent::decode(msg.key(), msg.payload().expect("payload")).expect("decodes");
+        let event =
+            TriggerEvent::decode(msg.key(), msg.payload().expect("payload")).expect("decodes");
         assert_eq!(event.tenant.as_str(), key);
         let seq = event.input["seq"].as_u64().expect("seq");
         seen.entry(key).or_default().push((msg.partition(), seq));
@@ -84,12 +79,18 @@ async fn each_tenants_events_land_in_one_partition_in_order() {
     for (tenant, events) in &seen {
         assert_eq!(events.len(), 10, "{tenant}");
         let expected = partition_for_key(tenant.as_bytes(), 6) as i32;
-        assert!(events.iter().all(|(p, _)| *p == expected), "{tenant}: {events:?}, expected partition {expected}");
+        assert!(
+            events.iter().all(|(p, _)| *p == expected),
+            "{tenant}: {events:?}, expected partition {expected}"
+        );
         let seqs: Vec<u64> = events.iter().map(|(_, s)| *s).collect();
         let mut sorted = seqs.clone();
         sorted.sort_unstable();
         assert_eq!(seqs, sorted, "{tenant}'s events out of order");
     }
     let used: std::collections::BTreeSet<i32> = seen.values().map(|v| v[0].0).collect();
-    assert!(used.len() > 1, "100 tenants should spread over several of 6 partitions");
+    assert!(
+        used.len() > 1,
+        "100 tenants should spread over several of 6 partitions"
+    );
 }

@@ -1,9 +1,8 @@
 //! `apply_topics` against the real broker: creates, leaves alone, restores, reports.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aiq_kafka::{KafkaSettings, SecurityProtocol, TopicAction, apply_topics};
+use aiq_kafka::{KafkaSettings, TopicAction, apply_topics};
 use aiq_testkit::{KAFKA, require_service, unique};
 use aiq_topics::TopicKind;
 use rdkafka::admin::{
@@ -12,21 +11,7 @@ use rdkafka::admin::{
 use rdkafka::client::DefaultClientContext;
 
 fn settings(brokers: String, prefix: String) -> KafkaSettings {
-    KafkaSettings {
-        brokers,
-        topic_prefix: prefix,
-        tenant_partitions: 4,
-        work_partitions: 3,
-        replication_factor: 1,
-        manage_topics: true,
-        client_id: "aiq-test".into(),
-        security_protocol: SecurityProtocol::Plaintext,
-        sasl_mechanism: None,
-        sasl_username: None,
-        sasl_password: None,
-        ssl_ca_location: None,
-        extra: BTreeMap::new(),
-    }
+    KafkaSettings::plaintext(brokers, prefix, 4, 3)
 }
 
 fn admin(s: &KafkaSettings) -> AdminClient<DefaultClientContext> {
@@ -62,15 +47,31 @@ async fn apply_twice_creates_then_changes_nothing() {
 
     let first = apply_topics(&s, &set).await.expect("first apply");
     assert_eq!(first.len(), set.specs().len());
-    assert!(first.iter().all(|r| r.action == TopicAction::Created), "{first:?}");
+    assert!(
+        first.iter().all(|r| r.action == TopicAction::Created),
+        "{first:?}"
+    );
 
     let second = apply_topics(&s, &set).await.expect("second apply");
-    assert!(second.iter().all(|r| r.action == TopicAction::Unchanged), "{second:?}");
+    assert!(
+        second.iter().all(|r| r.action == TopicAction::Unchanged),
+        "{second:?}"
+    );
 
     for spec in set.specs() {
-        assert_eq!(partitions(&s, &spec.name), spec.partitions as usize, "{}", spec.name);
+        assert_eq!(
+            partitions(&s, &spec.name),
+            spec.partitions as usize,
+            "{}",
+            spec.name
+        );
         for (key, value) in spec.configs() {
-            assert_eq!(config_value(&s, &spec.name, key).await.as_deref(), Some(value.as_str()), "{} {key}", spec.name);
+            assert_eq!(
+                config_value(&s, &spec.name, key).await.as_deref(),
+                Some(value.as_str()),
+                "{} {key}",
+                spec.name
+            );
         }
     }
     let triggers = set.get(TopicKind::Triggers);
@@ -91,35 +92,67 @@ async fn a_changed_config_is_restored_and_a_partition_count_is_reported() {
     // Someone created the triggers topic by hand with too few partitions.
     let a = admin(&s);
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    a.create_topics(&[NewTopic::new(&triggers, 2, TopicReplication::Fixed(1))], &opts)
-        .await
-        .expect("create")
-        .into_iter()
-        .for_each(|r| { r.expect("created"); });
+    a.create_topics(
+        &[NewTopic::new(&triggers, 2, TopicReplication::Fixed(1))],
+        &opts,
+    )
+    .await
+    .expect("create")
+    .into_iter()
+    .for_each(|r| {
+        r.expect("created");
+    });
 
     let reports = apply_topics(&s, &set).await.expect("apply");
-    let report = reports.iter().find(|r| r.topic == triggers).expect("triggers report");
+    let report = reports
+        .iter()
+        .find(|r| r.topic == triggers)
+        .expect("triggers report");
     match &report.action {
-        TopicAction::Drift(why) => assert!(why.starts_with("has 2 partitions, declared 4"), "{why}"),
+        TopicAction::Drift(why) => {
+            assert!(why.starts_with("has 2 partitions, declared 4"), "{why}")
+        }
         other => panic!("expected drift, got {other:?}"),
     }
-    assert_eq!(partitions(&s, &triggers), 2, "apply must not add partitions");
+    assert_eq!(
+        partitions(&s, &triggers),
+        2,
+        "apply must not add partitions"
+    );
 
     // Someone shortened the events topic's retention.
-    a.alter_configs(&[AlterConfig::new(ResourceSpecifier::Topic(&events)).set("retention.ms", "1000")], &opts)
-        .await
-        .expect("alter")
-        .into_iter()
-        .for_each(|r| { r.expect("altered"); });
+    a.alter_configs(
+        &[AlterConfig::new(ResourceSpecifier::Topic(&events)).set("retention.ms", "1000")],
+        &opts,
+    )
+    .await
+    .expect("alter")
+    .into_iter()
+    .for_each(|r| {
+        r.expect("altered");
+    });
     let reports = apply_topics(&s, &set).await.expect("apply again");
-    let report = reports.iter().find(|r| r.topic == events).expect("events report");
+    let report = reports
+        .iter()
+        .find(|r| r.topic == events)
+        .expect("events report");
     match &report.action {
         TopicAction::Updated(changes) => {
-            assert_eq!(changes, &vec![("retention.ms".to_owned(), Some("1000".to_owned()), (7 * 24 * 3600 * 1000u64).to_string())]);
+            assert_eq!(
+                changes,
+                &vec![(
+                    "retention.ms".to_owned(),
+                    Some("1000".to_owned()),
+                    (7 * 24 * 3600 * 1000u64).to_string()
+                )]
+            );
         }
         other => panic!("expected an update, got {other:?}"),
     }
     let declared = set.get(TopicKind::Events).configs();
-    let retention = declared.iter().find(|(k, _)| *k == "retention.ms").map(|(_, v)| v.clone());
+    let retention = declared
+        .iter()
+        .find(|(k, _)| *k == "retention.ms")
+        .map(|(_, v)| v.clone());
     assert_eq!(config_value(&s, &events, "retention.ms").await, retention);
 }

@@ -7,5 +7,5 @@ pub mod runner;
 pub mod settings;
 
 pub use migrations::{MIGRATIONS, Migration};
-pub use runner::{AppliedMigration, SchemaError, apply_schema, applied_migrations, connect};
+pub use runner::{AppliedMigration, SchemaError, applied_migrations, apply_schema, connect};
 pub use settings::CqlSettings;

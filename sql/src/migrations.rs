@@ -26,6 +26,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(1, "0001_keyspace"),
     migration!(2, "0002_run_history"),
     migration!(3, "0003_service_probes"),
+    migration!(4, "0004_registry"),
 ];
 
 impl Migration {
@@ -78,7 +79,11 @@ mod tests {
     fn versions_are_contiguous_and_match_file_names() {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version, i as i32 + 1);
-            assert!(m.name.starts_with(&format!("{:04}_", m.version)), "{}", m.name);
+            assert!(
+                m.name.starts_with(&format!("{:04}_", m.version)),
+                "{}",
+                m.name
+            );
         }
     }
 
@@ -91,13 +96,19 @@ mod tests {
             .filter(|n| n.ends_with(".cql"))
             .collect();
         files.sort();
-        let listed: Vec<String> = MIGRATIONS.iter().map(|m| format!("{}.cql", m.name)).collect();
+        let listed: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|m| format!("{}.cql", m.name))
+            .collect();
         assert_eq!(files, listed);
     }
 
     #[test]
     fn statements_are_split_and_templated() {
-        let stmts = MIGRATIONS[0].statements("ks1", "{'class': 'SimpleStrategy', 'replication_factor': 1}");
+        let stmts = MIGRATIONS[0].statements(
+            "ks1",
+            "{'class': 'SimpleStrategy', 'replication_factor': 1}",
+        );
         assert_eq!(stmts.len(), 2);
         assert!(stmts[0].starts_with("CREATE KEYSPACE IF NOT EXISTS ks1\n"));
         assert!(stmts[1].contains("ks1.schema_migrations"));

@@ -17,14 +17,14 @@ pub enum SchemaError {
     Connect {
         contact_points: String,
         #[source]
-        source: scylla::errors::NewSessionError,
+        source: Box<scylla::errors::NewSessionError>,
     },
     #[error("migration {name}: statement failed: {source}\n  statement: {statement}")]
     Statement {
         name: String,
         statement: String,
         #[source]
-        source: scylla::errors::ExecutionError,
+        source: Box<scylla::errors::ExecutionError>,
     },
     #[error("reading applied migrations from {keyspace}.schema_migrations: {reason}")]
     Ledger { keyspace: String, reason: String },
@@ -57,10 +57,13 @@ pub async fn connect(settings: &CqlSettings) -> Result<Session, SchemaError> {
     if let (Some(user), Some(password)) = (&settings.username, &settings.password) {
         builder = builder.user(user, password);
     }
-    builder.build().await.map_err(|source| SchemaError::Connect {
-        contact_points: settings.contact_points.clone(),
-        source,
-    })
+    builder
+        .build()
+        .await
+        .map_err(|source| SchemaError::Connect {
+            contact_points: settings.contact_points.clone(),
+            source: Box::new(source),
+        })
 }
 
 async fn run_statements(
@@ -75,7 +78,7 @@ async fn run_statements(
             .map_err(|source| SchemaError::Statement {
                 name: m.name.to_owned(),
                 statement: statement.clone(),
-                source,
+                source: Box::new(source),
             })?;
     }
     Ok(())
@@ -156,7 +159,7 @@ pub async fn apply_schema(
             .map_err(|source| SchemaError::Statement {
                 name: m.name.to_owned(),
                 statement: record.clone(),
-                source,
+                source: Box::new(source),
             })?;
         tracing::info!(migration = m.name, "applied");
         done.push(m);

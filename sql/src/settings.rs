@@ -61,11 +61,12 @@ impl CqlSettings {
         if self.replication_factor == 0 {
             return bad("replication_factor", "must be at least 1".into());
         }
-        if let Some(dc) = self
-            .datacenters
-            .iter()
-            .find(|dc| dc.is_empty() || !dc.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-        {
+        if let Some(dc) = self.datacenters.iter().find(|dc| {
+            dc.is_empty()
+                || !dc
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        }) {
             return bad(
                 "datacenters",
                 format!("{dc:?} is not a data centre name (A-Z, a-z, 0-9, '_', '-')"),
@@ -114,7 +115,10 @@ mod tests {
     #[test]
     fn replication_follows_the_datacentres() {
         let mut s = local();
-        assert_eq!(s.replication(), "{'class': 'SimpleStrategy', 'replication_factor': 1}");
+        assert_eq!(
+            s.replication(),
+            "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+        );
         s.datacenters = vec!["dc1".into(), "dc2".into()];
         s.replication_factor = 3;
         assert_eq!(
@@ -128,10 +132,18 @@ mod tests {
         let mut s = local();
         s.keyspace = "Aiq; DROP".into();
         let e = s.validate().unwrap_err().to_string();
-        assert!(e.starts_with("cql setting `keyspace`: \"Aiq; DROP\""), "{e}");
+        assert!(
+            e.starts_with("cql setting `keyspace`: \"Aiq; DROP\""),
+            "{e}"
+        );
         let mut s = local();
         s.datacenters = vec!["dc1'}".into()];
-        assert!(s.validate().unwrap_err().to_string().starts_with("cql setting `datacenters`"));
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("cql setting `datacenters`")
+        );
         assert!(!format!("{:?}", local()).contains("hunter2"));
     }
 }

@@ -26,7 +26,9 @@ async fn apply_twice_applies_each_migration_once_and_rows_read_back() {
     let t1 = DateTime::from_timestamp(1_800_000_000, 0).expect("time");
     let first = apply_schema(&session, &s, t1).await.expect("first apply");
     assert_eq!(first.len(), MIGRATIONS.len());
-    let second = apply_schema(&session, &s, Utc::now()).await.expect("second apply");
+    let second = apply_schema(&session, &s, Utc::now())
+        .await
+        .expect("second apply");
     assert!(second.is_empty(), "second apply applied {second:?}");
 
     let ledger = applied_migrations(&session, &ks).await.expect("ledger");
@@ -60,7 +62,10 @@ async fn apply_twice_applies_each_migration_once_and_rows_read_back() {
         .expect("rows")
         .single_row()
         .expect("one row");
-    assert_eq!(row, ("order-sync".to_owned(), 3, "running".to_owned(), started));
+    assert_eq!(
+        row,
+        ("order-sync".to_owned(), 3, "running".to_owned(), started)
+    );
 
     // The TTL backstop of the history tables is in place.
     let ttl: (Option<i32>,) = session
@@ -88,7 +93,7 @@ async fn a_bad_keyspace_name_is_refused_before_any_statement() {
     let cql = require_service!(CQL);
     let mut s = settings(cql);
     s.keyspace = "bad-name".into();
-    let err = connect(&s).await.err().expect("refused").to_string();
+    let err = connect(&s).await.expect_err("refused").to_string();
     assert_eq!(
         err,
         "cql setting `keyspace`: \"bad-name\" must be 1 to 48 of a-z, 0-9 and '_', starting with a letter"

@@ -220,7 +220,10 @@ mod tests {
         assert_eq!(ok.map(|w| w.to_string()).ok(), Some("order-sync.v2".into()));
         let bad: Result<WorkflowId, _> = serde_json::from_str("\"-x\"");
         let msg = bad.unwrap_err().to_string();
-        assert!(msg.contains("workflow id \"-x\" has '-' at position 0"), "{msg}");
+        assert!(
+            msg.contains("workflow id \"-x\" has '-' at position 0"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -4,12 +4,14 @@
 //! Kafka, the declared topics with what their keys mean, and the partitioner that keeps
 //! a tenant's topics co-partitioned. Stages depend on this crate, never on each other.
 
+pub mod definition;
 pub mod ids;
 pub mod partition;
 pub mod spec;
 pub mod task;
 pub mod trigger;
 
+pub use definition::DefinitionRecord;
 pub use ids::{IdError, RunId, StepId, TenantId, WorkflowId};
 pub use partition::partition_for_key;
 pub use spec::{CleanupPolicy, KeyKind, TopicKind, TopicSet, TopicSpec};

@@ -53,7 +53,9 @@ pub enum TriggerError {
     Decode { path: String, reason: String },
     #[error("trigger field `schema` is {found:?}; expected {TRIGGER_SCHEMA_V1:?}")]
     UnknownSchema { found: String },
-    #[error("record key {key:?} does not name the trigger's tenant {tenant:?}; key must be the tenant id")]
+    #[error(
+        "record key {key:?} does not name the trigger's tenant {tenant:?}; key must be the tenant id"
+    )]
     KeyMismatch { key: String, tenant: String },
     #[error("trigger field `idempotency_key` must be 1 to {max} characters, got {len}")]
     BadIdempotencyKey { len: usize, max: usize },
@@ -164,23 +166,39 @@ mod tests {
 
     #[test]
     fn errors_name_the_field_and_the_reason() {
-        let bad_tenant = br#"{"schema":"aiq.trigger.v1","tenant":"ACME","workflow":"w","source":"api"}"#;
-        let e = TriggerEvent::decode(Some(b"ACME"), bad_tenant).unwrap_err().to_string();
+        let bad_tenant =
+            br#"{"schema":"aiq.trigger.v1","tenant":"ACME","workflow":"w","source":"api"}"#;
+        let e = TriggerEvent::decode(Some(b"ACME"), bad_tenant)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("trigger is not valid JSON for schema aiq.trigger.v1: at `tenant`: tenant id \"ACME\""), "{e}");
 
-        let bad_source = br#"{"schema":"aiq.trigger.v1","tenant":"a","workflow":"w","source":"fax"}"#;
-        let e = TriggerEvent::decode(Some(b"a"), bad_source).unwrap_err().to_string();
+        let bad_source =
+            br#"{"schema":"aiq.trigger.v1","tenant":"a","workflow":"w","source":"fax"}"#;
+        let e = TriggerEvent::decode(Some(b"a"), bad_source)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("at `source`: unknown variant `fax`"), "{e}");
 
         let extra = br#"{"schema":"aiq.trigger.v1","tenant":"a","workflow":"w","source":"api","tenantt":1}"#;
-        let e = TriggerEvent::decode(Some(b"a"), extra).unwrap_err().to_string();
+        let e = TriggerEvent::decode(Some(b"a"), extra)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `tenantt`"), "{e}");
 
-        let e = TriggerEvent::decode(Some(b"other"), &sample()).unwrap_err().to_string();
-        assert_eq!(e, "record key \"other\" does not name the trigger's tenant \"acme\"; key must be the tenant id");
+        let e = TriggerEvent::decode(Some(b"other"), &sample())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "record key \"other\" does not name the trigger's tenant \"acme\"; key must be the tenant id"
+        );
 
         let v2 = br#"{"schema":"aiq.trigger.v2","tenant":"a","workflow":"w","source":"api"}"#;
-        assert!(matches!(TriggerEvent::decode(Some(b"a"), v2), Err(TriggerError::UnknownSchema { .. })));
+        assert!(matches!(
+            TriggerEvent::decode(Some(b"a"), v2),
+            Err(TriggerError::UnknownSchema { .. })
+        ));
     }
 
     #[test]
@@ -209,14 +227,16 @@ mod schema_tests {
     use super::*;
 
     fn validator() -> jsonschema::Validator {
-        let schema: Value = serde_json::from_str(include_str!("../schemas/trigger.v1.json")).unwrap();
+        let schema: Value =
+            serde_json::from_str(include_str!("../schemas/trigger.v1.json")).unwrap();
         jsonschema::validator_for(&schema).unwrap()
     }
 
     #[test]
     fn the_json_schema_accepts_what_the_code_writes_and_the_example() {
         let v = validator();
-        let example: Value = serde_json::from_str(include_str!("../schemas/trigger.example.json")).unwrap();
+        let example: Value =
+            serde_json::from_str(include_str!("../schemas/trigger.example.json")).unwrap();
         assert!(v.is_valid(&example));
         let mut t = TriggerEvent::new(
             TenantId::new("t-1").unwrap(),
@@ -244,7 +264,10 @@ mod schema_tests {
         for raw in bad {
             let value: Value = serde_json::from_str(raw).unwrap();
             assert!(!v.is_valid(&value), "schema accepted {raw}");
-            assert!(TriggerEvent::decode(Some(b"a"), raw.as_bytes()).is_err(), "decoder accepted {raw}");
+            assert!(
+                TriggerEvent::decode(Some(b"a"), raw.as_bytes()).is_err(),
+                "decoder accepted {raw}"
+            );
         }
     }
 }

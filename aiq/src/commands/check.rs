@@ -29,7 +29,10 @@ async fn kafka_probe(config: &Config, probe: Uuid) -> anyhow::Result<()> {
         .context("creating the Kafka producer")?;
     let started = Instant::now();
     let delivery = producer
-        .send(FutureRecord::to(&topic).key(&key).payload(&payload), TIMEOUT)
+        .send(
+            FutureRecord::to(&topic).key(&key).payload(&payload),
+            TIMEOUT,
+        )
         .await
         .map_err(|(e, _)| e)
         .with_context(|| format!("producing a probe to {topic} (did `aiq topics apply` run?)"))?;
@@ -51,7 +54,9 @@ async fn kafka_probe(config: &Config, probe: Uuid) -> anyhow::Result<()> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&topic, delivery.partition, Offset::Offset(delivery.offset))
         .context("building the partition list")?;
-    consumer.assign(&tpl).context("assigning the probe partition")?;
+    consumer
+        .assign(&tpl)
+        .context("assigning the probe partition")?;
     let started = Instant::now();
     let msg = tokio::time::timeout(TIMEOUT, consumer.recv())
         .await
@@ -78,11 +83,15 @@ async fn cql_probe(config: &Config, probe: Uuid) -> anyhow::Result<()> {
     let started = Instant::now();
     session
         .query_unpaged(
-            format!("INSERT INTO {ks}.service_probes (probe_id, written_at, note) VALUES (?, ?, ?)"),
+            format!(
+                "INSERT INTO {ks}.service_probes (probe_id, written_at, note) VALUES (?, ?, ?)"
+            ),
             (probe, written_at, note.as_str()),
         )
         .await
-        .with_context(|| format!("writing a probe row to {ks}.service_probes (did `aiq schema apply` run?)"))?;
+        .with_context(|| {
+            format!("writing a probe row to {ks}.service_probes (did `aiq schema apply` run?)")
+        })?;
     println!(
         "cql:   wrote probe row {probe} to {ks}.service_probes in {} ms",
         started.elapsed().as_millis()
@@ -99,7 +108,10 @@ async fn cql_probe(config: &Config, probe: Uuid) -> anyhow::Result<()> {
         .context("reading the probe row back")?
         .single_row()
         .context("the probe row did not come back")?;
-    anyhow::ensure!(read_note == note, "the probe row read back differs: {read_note:?}");
+    anyhow::ensure!(
+        read_note == note,
+        "the probe row read back differs: {read_note:?}"
+    );
     println!(
         "cql:   read it back in {} ms, identical",
         started.elapsed().as_millis()
@@ -111,6 +123,9 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     let probe = Uuid::new_v4();
     kafka_probe(config, probe).await?;
     cql_probe(config, probe).await?;
-    println!("check: Kafka at {} and the store at {} work", config.kafka.brokers, config.cql.contact_points);
+    println!(
+        "check: Kafka at {} and the store at {} work",
+        config.kafka.brokers, config.cql.contact_points
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -63,7 +63,9 @@ pub async fn run(config: &Config, cmd: TopicsCommand) -> anyhow::Result<ExitCode
                 }
             }
             if drift > 0 {
-                eprintln!("aiq: {drift} topic(s) differ from the declaration in ways apply does not change");
+                eprintln!(
+                    "aiq: {drift} topic(s) differ from the declaration in ways apply does not change"
+                );
                 return Ok(ExitCode::from(2));
             }
             Ok(ExitCode::SUCCESS)

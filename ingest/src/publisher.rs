@@ -1,0 +1,100 @@
+//! Writes to Kafka and waits for the acknowledgement: ingest answers a caller only after
+//! the brokers hold the record (acks=all, idempotent producer).
+
+use std::time::Duration;
+
+use aiq_kafka::KafkaSettings;
+use aiq_topics::{TopicKind, TopicSet, TriggerEvent};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("cannot create the Kafka producer: {0}")]
+    Create(#[source] rdkafka::error::KafkaError),
+    #[error("Kafka did not acknowledge the record for {topic}: {source}")]
+    NotAcknowledged {
+        topic: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+}
+
+/// Where a record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+#[derive(Clone)]
+pub struct Publisher {
+    producer: FutureProducer,
+    topics: TopicSet,
+    timeout: Duration,
+}
+
+impl Publisher {
+    /// `ack_timeout` bounds how long a caller waits when the brokers are down before it
+    /// gets a 503; the record is then dropped, never delivered later behind its back.
+    pub fn new(settings: &KafkaSettings, ack_timeout: Duration) -> Result<Self, PublishError> {
+        let producer: FutureProducer = settings
+            .producer_config()
+            .set("message.timeout.ms", ack_timeout.as_millis().to_string())
+            .set("linger.ms", "2")
+            .create()
+            .map_err(PublishError::Create)?;
+        Ok(Self {
+            producer,
+            topics: settings.topics(),
+            timeout: ack_timeout,
+        })
+    }
+
+    pub fn topics(&self) -> &TopicSet {
+        &self.topics
+    }
+
+    pub async fn send(
+        &self,
+        kind: TopicKind,
+        key: &str,
+        payload: &[u8],
+    ) -> Result<Delivery, PublishError> {
+        let topic = self.topics.name(kind);
+        let delivery = self
+            .producer
+            .send(
+                FutureRecord::to(topic).key(key).payload(payload),
+                self.timeout,
+            )
+            .await
+            .map_err(|(source, _)| PublishError::NotAcknowledged {
+                topic: topic.to_owned(),
+                source,
+            })?;
+        Ok(Delivery {
+            partition: delivery.partition,
+            offset: delivery.offset,
+        })
+    }
+
+    /// A trigger, keyed by its tenant.
+    pub async fn trigger(&self, t: &TriggerEvent) -> Result<Delivery, PublishError> {
+        self.send(TopicKind::Triggers, t.tenant.as_str(), &t.encode())
+            .await
+    }
+
+    /// Whether the brokers answer a metadata request within `timeout`.
+    pub async fn ready(&self, timeout: Duration) -> bool {
+        let producer = self.producer.clone();
+        let topic = self.topics.name(TopicKind::Triggers).to_owned();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), timeout)
+                .is_ok_and(|md| md.topics().iter().any(|t| t.error().is_none()))
+        })
+        .await
+        .unwrap_or(false)
+    }
+}

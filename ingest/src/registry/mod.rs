@@ -1,0 +1,4 @@
+//! The workflow registry: versions stored in the CQL store, published to the compacted
+//! definitions topic, and held in memory for the request path.
+
+pub mod store;

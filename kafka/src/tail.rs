@@ -1,0 +1,183 @@
+//! Reads a (compacted) topic from its beginning into memory and keeps following it.
+//!
+//! Used for state every instance holds whole, such as workflow definitions. It reports
+//! when it has caught up with the end the topic had at start, so that a process can say
+//! it is ready only once it knows everything that was there.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::settings::{KafkaError, KafkaSettings};
+
+/// One record as read: key and payload (a tombstone has no payload).
+pub struct TailRecord<'a> {
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+pub struct Tail {
+    caught_up: watch::Receiver<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Tail {
+    /// Waits until every record present at start has been handed over.
+    pub async fn caught_up(&mut self) {
+        // The sender lives as long as the task; if the task ended, nothing more comes.
+        let _ = self.caught_up.wait_for(|c| *c).await;
+    }
+
+    pub fn is_caught_up(&self) -> bool {
+        *self.caught_up.borrow()
+    }
+
+    pub fn watch(&self) -> watch::Receiver<bool> {
+        self.caught_up.clone()
+    }
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+const META_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Starts following `topic`, calling `on_record` for every record in offset order per
+/// partition.
+pub async fn tail_topic<F>(
+    settings: &KafkaSettings,
+    topic: &str,
+    mut on_record: F,
+) -> Result<Tail, KafkaError>
+where
+    F: FnMut(TailRecord<'_>) + Send + 'static,
+{
+    let consumer: StreamConsumer = settings
+        .client_config()
+        // No group coordination: every instance reads everything and commits nothing.
+        .set("group.id", format!("aiq-tail-{}", uuid_like()))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .map_err(|source| KafkaError::Client {
+            what: "tail consumer",
+            brokers: settings.brokers.clone(),
+            source,
+        })?;
+
+    let topic_name = topic.to_owned();
+    let (consumer, ends) = tokio::task::spawn_blocking(move || {
+        let md = consumer
+            .fetch_metadata(Some(&topic_name), META_TIMEOUT)
+            .map_err(|source| KafkaError::Admin {
+                op: "metadata",
+                source,
+            })?;
+        let partitions: Vec<i32> = md
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic_name && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(KafkaError::AdminItem {
+                op: "tail",
+                resource: topic_name.clone(),
+                code: "topic does not exist (run `aiq topics apply`)".into(),
+            });
+        }
+        let mut ends = HashMap::new();
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(&topic_name, p, META_TIMEOUT)
+                .map_err(|source| KafkaError::Admin {
+                    op: "watermarks",
+                    source,
+                })?;
+            if high > low {
+                ends.insert(p, high);
+            }
+            tpl.add_partition_offset(&topic_name, p, Offset::Beginning)
+                .map_err(|source| KafkaError::Admin {
+                    op: "assign",
+                    source,
+                })?;
+        }
+        consumer.assign(&tpl).map_err(|source| KafkaError::Admin {
+            op: "assign",
+            source,
+        })?;
+        Ok((consumer, ends))
+    })
+    .await
+    .map_err(|e| KafkaError::AdminItem {
+        op: "tail",
+        resource: topic.to_owned(),
+        code: e.to_string(),
+    })??;
+
+    let (tx, rx) = watch::channel(ends.is_empty());
+    let topic = topic.to_owned();
+    let task = tokio::spawn(async move {
+        let mut pending = ends;
+        loop {
+            match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
+                Ok(Ok(msg)) => {
+                    on_record(TailRecord {
+                        key: msg.key(),
+                        payload: msg.payload(),
+                        partition: msg.partition(),
+                        offset: msg.offset(),
+                    });
+                    if pending
+                        .get(&msg.partition())
+                        .is_some_and(|end| msg.offset() + 1 >= *end)
+                    {
+                        pending.remove(&msg.partition());
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(topic, error = %e, "tail consumer error; retrying"),
+                Err(_) => {
+                    // Idle: transaction markers and compaction leave offsets that no
+                    // record carries, so ask where the consumer stands.
+                    if !pending.is_empty()
+                        && let Ok(pos) = consumer.position()
+                    {
+                        for e in pos.elements() {
+                            if let Offset::Offset(o) = e.offset()
+                                && pending.get(&e.partition()).is_some_and(|end| o >= *end)
+                            {
+                                pending.remove(&e.partition());
+                            }
+                        }
+                    }
+                }
+            }
+            if pending.is_empty() && !*tx.borrow() {
+                let _ = tx.send(true);
+            }
+        }
+    });
+    Ok(Tail {
+        caught_up: rx,
+        task,
+    })
+}
+
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{nanos:x}-{}", std::process::id())
+}
