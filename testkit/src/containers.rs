@@ -13,7 +13,7 @@ use testcontainers_modules::testcontainers::runners::SyncRunner;
 use testcontainers_modules::testcontainers::{GenericImage, ImageExt};
 
 const LABEL: &str = "dev.automateiq.test";
-const KAFKA_TAG: &str = "4.1.0";
+const KAFKA_TAG: &str = "4.1.1";
 const CASSANDRA_TAG: &str = "5.0";
 
 fn start_kafka() -> Result<String, String> {

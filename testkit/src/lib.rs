@@ -66,5 +66,9 @@ pub fn unique(label: &str) -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{label}_{:x}_{}_{n}", nanos & 0xffff_ffff_ffff, std::process::id())
+    format!(
+        "{label}_{:x}_{}_{n}",
+        nanos & 0xffff_ffff_ffff,
+        std::process::id()
+    )
 }
