@@ -38,7 +38,6 @@ fn help_says_what_every_command_does() {
         ("schema", "The CQL schema, as ordered migrations"),
         ("check", "Prove the services work"),
         ("config", "Print the effective configuration"),
-        ("workflows", "Workflow definitions"),
     ] {
         assert!(
             text.contains(cmd) && text.contains(words),

@@ -1,0 +1,1 @@
+//! Workflow definitions, validation and the pure run state machine.
