@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use aiq_ingest::settings::IngestSettings;
 use aiq_kafka::KafkaSettings;
 use aiq_sql::CqlSettings;
 use figment::Figment;
@@ -16,7 +17,7 @@ pub const DEFAULTS: &str = include_str!("../../config/aiq.toml");
 
 /// Top-level sections; an `AIQ_` variable outside them (`AIQ_DEV_JWT_SECRET`,
 /// `AIQ_PROMETHEUS_URL`) is not configuration and is left alone.
-const SECTIONS: [&str; 4] = ["kafka", "cql", "serve", "log"];
+const SECTIONS: [&str; 5] = ["kafka", "cql", "serve", "ingest", "log"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +25,7 @@ pub struct Config {
     pub kafka: KafkaSettings,
     pub cql: CqlSettings,
     pub serve: ServeSettings,
+    pub ingest: IngestSettings,
     pub log: LogSettings,
 }
 
@@ -172,6 +174,8 @@ mod tests {
             let c = load(None, json!({})).map_err(|e| e.to_string())?;
             assert_eq!(c.kafka.topic_prefix, "aiq.");
             assert_eq!(c.serve.roles.to_string(), "ingest,orchestrator,worker,sink");
+            assert_eq!(c.ingest.trigger_quota.per_second.get(), 100);
+            assert!(c.ingest.tenants.is_empty());
             Ok(())
         });
     }

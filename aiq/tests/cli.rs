@@ -64,10 +64,6 @@ fn help_says_what_every_command_does() {
             vec!["check", "--help"],
             "a record through Kafka and a row through the store",
         ),
-        (
-            vec!["workflows", "validate", "--help"],
-            "one line per error",
-        ),
     ] {
         let o = aiq(&args, &[]);
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));

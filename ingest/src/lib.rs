@@ -8,4 +8,5 @@ pub mod limits;
 pub mod problem;
 pub mod publisher;
 pub mod registry;
+pub mod settings;
 pub mod signature;

@@ -1,0 +1,52 @@
+//! The `[ingest]` section of the configuration.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aiq_topics::TenantId;
+use serde::{Deserialize, Serialize};
+
+use crate::limits::TriggerQuota;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// How long a request waits for Kafka's acknowledgement before it gets 503.
+    pub ack_timeout_ms: u64,
+    /// How far a webhook's timestamp may be from now, in seconds.
+    pub webhook_replay_window_secs: u64,
+    /// A pending idempotency claim older than this belongs to a request that died.
+    pub idempotency_stale_after_ms: u64,
+    /// The `aud` every bearer token must carry.
+    pub jwt_audience: String,
+    #[serde(default)]
+    pub jwt_issuer: Option<String>,
+    /// A JWKS file or URL with the OIDC provider's RS256/ES256 keys.
+    #[serde(default)]
+    pub jwks: Option<String>,
+    /// Every tenant's trigger allowance unless `tenants.<id>` says otherwise.
+    pub trigger_quota: TriggerQuota,
+    #[serde(default)]
+    pub tenants: HashMap<TenantId, TenantOverrides>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantOverrides {
+    pub trigger_quota: TriggerQuota,
+}
+
+impl IngestSettings {
+    pub fn ack_timeout(&self) -> Duration {
+        Duration::from_millis(self.ack_timeout_ms)
+    }
+
+    pub fn quota_overrides(&self) -> HashMap<TenantId, TriggerQuota> {
+        self.tenants
+            .iter()
+            .map(|(t, o)| (t.clone(), o.trigger_quota))
+            .collect()
+    }
+}
