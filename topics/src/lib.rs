@@ -5,6 +5,7 @@
 //! a tenant's topics co-partitioned. Stages depend on this crate, never on each other.
 
 pub mod definition;
+pub mod events;
 pub mod ids;
 pub mod partition;
 pub mod spec;
@@ -12,6 +13,7 @@ pub mod task;
 pub mod trigger;
 
 pub use definition::DefinitionRecord;
+pub use events::{Failure, RunEvent, RunStatus, StepEvent, StepStatus};
 pub use ids::{IdError, RunId, StepId, TenantId, WorkflowId};
 pub use partition::partition_for_key;
 pub use spec::{CleanupPolicy, KeyKind, TopicKind, TopicSet, TopicSpec};

@@ -1,0 +1,125 @@
+//! Run and step events: what the orchestrator reports about every run, on the events
+//! topic (key = tenant). The sink stores them; subscribers may follow them. Field names
+//! are part of the contract: add fields, never rename them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ids::{RunId, StepId, TenantId, WorkflowId};
+use crate::task::ErrorClass;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    TimedOut,
+}
+
+impl RunStatus {
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, RunStatus::Running)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::TimedOut => "timed_out",
+        }
+    }
+}
+
+/// Why something failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub class: ErrorClass,
+    pub message: String,
+    /// The step where it happened, if a step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunEvent {
+    pub tenant: TenantId,
+    pub run: RunId,
+    pub workflow: WorkflowId,
+    pub version: u32,
+    pub status: RunStatus,
+    pub at: DateTime<Utc>,
+    /// Set on the `running` event: when the run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Handed to a worker (tasks) or begun (everything else).
+    Started,
+    Succeeded,
+    Failed,
+    /// Failed, and another attempt is scheduled after a backoff.
+    Retrying,
+    /// Waiting for time, a signal or a sub-workflow.
+    Waiting,
+    /// Stopped because the run or its block ended first.
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepEvent {
+    pub tenant: TenantId,
+    pub run: RunId,
+    pub step: StepId,
+    /// The dispatch number of the step within the run (tasks), else 1.
+    pub attempt: u32,
+    pub status: StepStatus,
+    pub at: DateTime<Utc>,
+    /// `task`, `choice`, `parallel`, ...
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+    /// For a foreach body: which item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iteration: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_serialise_in_snake_case_and_only_running_is_open() {
+        assert_eq!(
+            serde_json::to_value(RunStatus::TimedOut).unwrap(),
+            "timed_out"
+        );
+        assert_eq!(RunStatus::TimedOut.as_str(), "timed_out");
+        assert!(!RunStatus::Running.is_terminal());
+        for s in [
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+            RunStatus::TimedOut,
+        ] {
+            assert!(s.is_terminal());
+        }
+        assert_eq!(
+            serde_json::to_value(StepStatus::Retrying).unwrap(),
+            "retrying"
+        );
+    }
+}
