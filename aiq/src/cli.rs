@@ -100,6 +100,19 @@ pub enum Command {
     Check,
     /// Print the effective configuration, secrets redacted.
     Config,
+    /// Workflow definitions: check documents before registering them.
+    #[command(subcommand)]
+    Workflows(WorkflowsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkflowsCommand {
+    /// Validate workflow documents (JSON or YAML) offline: one line per error, as
+    /// FILE:/json/pointer: reason. Exits 0 when all are valid, 1 otherwise.
+    Validate {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

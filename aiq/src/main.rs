@@ -26,6 +26,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Offline: needs no configuration, so a broken config cannot stop a document check.
+    if let Command::Workflows(cmd) = cli.command {
+        return commands::workflows::run(cmd);
+    }
     let roles = match &cli.command {
         Command::Serve { roles } => roles.as_ref(),
         _ => None,
@@ -38,5 +42,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schema(cmd) => commands::schema::run(&config, cmd).await,
         Command::Check => commands::check::run(&config).await,
         Command::Config => commands::show_config::run(&config),
+        Command::Workflows(_) => unreachable!("handled before loading configuration"),
     }
 }

@@ -38,6 +38,7 @@ fn help_says_what_every_command_does() {
         ("schema", "The CQL schema, as ordered migrations"),
         ("check", "Prove the services work"),
         ("config", "Print the effective configuration"),
+        ("workflows", "Workflow definitions"),
     ] {
         assert!(
             text.contains(cmd) && text.contains(words),
@@ -61,6 +62,10 @@ fn help_says_what_every_command_does() {
         ),
         (vec!["schema", "status", "--help"], "List every migration"),
         (
+            vec!["workflows", "validate", "--help"],
+            "one line per error",
+        ),
+        (
             vec!["check", "--help"],
             "a record through Kafka and a row through the store",
         ),
@@ -73,6 +78,40 @@ fn help_says_what_every_command_does() {
             stdout(&o)
         );
     }
+}
+
+#[test]
+fn workflows_validate_prints_one_line_per_error_and_sets_the_exit_status() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/workflows");
+    let files: Vec<String> = std::fs::read_dir(examples)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    let args: Vec<&str> = std::iter::once("workflows")
+        .chain(std::iter::once("validate"))
+        .chain(files.iter().map(String::as_str))
+        .collect();
+    let o = aiq(&args, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "", "valid files print no error lines");
+
+    let dir = std::env::temp_dir().join(unique("wf"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "id: bad\nsteps:\n  - id: a\n    task: { connector: http, retry: { max_attempts: 0 } }\n    next: b\n",
+    )
+    .unwrap();
+    let o = aiq(&["workflows", "validate", bad.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stdout(&o),
+        format!(
+            "{0}:/steps/0/task/retry/max_attempts: must be between 1 and 100, got 0\n{0}:/steps/0/next: there is no step \"b\"\n",
+            bad.display()
+        )
+    );
 }
 
 #[test]

@@ -5,3 +5,4 @@ pub mod schema;
 pub mod serve;
 pub mod show_config;
 pub mod topics;
+pub mod workflows;

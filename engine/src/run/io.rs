@@ -1,0 +1,82 @@
+//! What goes into a transition and what comes out of it.
+
+use aiq_topics::{
+    Failure, RunEvent, RunId, RunStatus, StepEvent, TaskMessage, TaskOutcome, TaskResult, TenantId,
+    WorkflowId,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::run::state::RunState;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Input {
+    /// Starts the run. A second trigger for a run that exists changes nothing.
+    Trigger {
+        run: RunId,
+        tenant: TenantId,
+        input: Value,
+    },
+    /// A worker's result for one task attempt.
+    StepResult(TaskResult),
+    /// A sub-workflow this run started has ended.
+    ChildCompleted {
+        child_run: RunId,
+        outcome: TaskOutcome,
+    },
+    /// A timer this run asked for is due.
+    TimerFired {
+        id: String,
+    },
+    Signal {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        correlation: Option<String>,
+        #[serde(default)]
+        payload: Value,
+    },
+    Cancel {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    DispatchTask(TaskMessage),
+    StartTimer {
+        id: String,
+        due: DateTime<Utc>,
+    },
+    CancelTimer {
+        id: String,
+    },
+    EmitRun(RunEvent),
+    EmitStep(StepEvent),
+    StartSubWorkflow {
+        child_run: RunId,
+        workflow: WorkflowId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u32>,
+        input: Value,
+    },
+    CancelSubWorkflow {
+        child_run: RunId,
+    },
+    CompleteRun {
+        status: RunStatus,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<Failure>,
+    },
+}
+
+/// The outcome of one input: the new state (none for an input about no run) and what to do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub state: Option<RunState>,
+    pub commands: Vec<Command>,
+}
