@@ -696,6 +696,16 @@ steps:
     assert!(sim.apply(dup).is_empty());
     assert_eq!(sim.state(), &before);
     sim.fire_next_timer();
+    // The first attempt's result arriving while the second is in flight: still stale.
+    let before = sim.state().clone();
+    let stale = sim.result(
+        &first,
+        aiq_topics::TaskOutcome::Ok {
+            output: json!("late"),
+        },
+    );
+    assert!(sim.apply(stale).is_empty());
+    assert_eq!(sim.state(), &before);
     let second = sim.ok("a", json!(1));
     let dup = sim.result(&second, aiq_topics::TaskOutcome::Ok { output: json!(1) });
     let before = sim.state().clone();
