@@ -64,6 +64,42 @@ fn existing_partitions(
         .collect())
 }
 
+/// Waits until every named topic shows in metadata with all its partitions led, so
+/// that a caller can use a topic as soon as `apply_topics` returns (creation is
+/// acknowledged by the controller before every broker's metadata has it).
+async fn await_visible(
+    admin: &AdminClient<DefaultClientContext>,
+    topics: &[String],
+) -> Result<(), KafkaError> {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let md = tokio::task::block_in_place(|| admin.inner().fetch_metadata(None, TIMEOUT))
+            .map_err(|source| KafkaError::Admin {
+                op: "metadata",
+                source,
+            })?;
+        let ready = topics.iter().all(|name| {
+            md.topics().iter().any(|t| {
+                t.name() == name
+                    && t.error().is_none()
+                    && !t.partitions().is_empty()
+                    && t.partitions().iter().all(|p| p.leader() >= 0)
+            })
+        });
+        if ready {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(KafkaError::AdminItem {
+                op: "create topics",
+                resource: topics.join(", "),
+                code: format!("not visible with leaders within {TIMEOUT:?}"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Creates missing topics and restores drifted configs. Returns one report per declared
 /// topic, in declaration order.
 pub async fn apply_topics(
@@ -117,6 +153,10 @@ pub async fn apply_topics(
                 }
             }
         }
+    }
+
+    if !created.is_empty() {
+        await_visible(&admin, &created).await?;
     }
 
     let present: Vec<&TopicSpec> = set

@@ -131,6 +131,13 @@ async fn a_changed_config_is_restored_and_a_partition_count_is_reported() {
     .for_each(|r| {
         r.expect("altered");
     });
+    // KRaft applies config changes through its metadata log; wait until the broker
+    // reports the hand-made change before asking apply to notice it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while config_value(&s, &events, "retention.ms").await.as_deref() != Some("1000") {
+        assert!(std::time::Instant::now() < deadline, "the altered config never became visible");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let reports = apply_topics(&s, &set).await.expect("apply again");
     let report = reports
         .iter()
