@@ -135,7 +135,10 @@ async fn a_changed_config_is_restored_and_a_partition_count_is_reported() {
     // reports the hand-made change before asking apply to notice it.
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while config_value(&s, &events, "retention.ms").await.as_deref() != Some("1000") {
-        assert!(std::time::Instant::now() < deadline, "the altered config never became visible");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the altered config never became visible"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let reports = apply_topics(&s, &set).await.expect("apply again");
