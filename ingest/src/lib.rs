@@ -9,5 +9,6 @@ pub mod limits;
 pub mod problem;
 pub mod publisher;
 pub mod registry;
+pub mod runs;
 pub mod settings;
 pub mod signature;

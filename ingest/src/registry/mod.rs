@@ -1,4 +1,5 @@
 //! The workflow registry: versions stored in the CQL store, published to the compacted
 //! definitions topic, and held in memory for the request path.
 
+pub mod service;
 pub mod store;

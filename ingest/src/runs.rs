@@ -1,0 +1,184 @@
+//! Starting runs: the trigger is answered only after Kafka holds it, and a repeated
+//! request with the same `Idempotency-Key` gets the same run and writes nothing twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiq_topics::{RunId, TenantId, TriggerEvent, TriggerSource, WorkflowId};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::catalog::Catalog;
+use crate::publisher::{PublishError, Publisher};
+use crate::registry::store::{Claim, RegistryStore, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct StartRun {
+    pub tenant: TenantId,
+    pub workflow: WorkflowId,
+    pub version: Option<u32>,
+    pub input: Value,
+    pub idempotency_key: Option<String>,
+    pub source: TriggerSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub run_id: RunId,
+    pub version: u32,
+    /// An earlier request with the same key was accepted; nothing new was written.
+    pub replayed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("workflow {0:?} is not registered")]
+    UnknownWorkflow(String),
+    #[error("workflow {workflow:?} has no version {version}")]
+    UnknownVersion { workflow: String, version: u32 },
+    #[error("the input does not match the workflow's input schema")]
+    InvalidInput(Vec<String>),
+    #[error("Idempotency-Key must be 1 to {max} characters")]
+    BadKey { max: usize },
+    #[error("Idempotency-Key {0:?} was used for a different request")]
+    KeyReused(String),
+    #[error("a request with Idempotency-Key {0:?} is still being processed")]
+    InProgress(String),
+    #[error("Kafka did not take the trigger: {0}")]
+    Unavailable(#[from] PublishError),
+    #[error("the store failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+#[derive(Clone)]
+pub struct Runs {
+    pub store: RegistryStore,
+    pub publisher: Publisher,
+    pub catalog: Arc<Catalog>,
+    /// A pending claim older than this was left by a request that died.
+    pub stale_after: Duration,
+}
+
+fn request_hash(req: &StartRun, version: u32) -> String {
+    let canonical = serde_json::json!({
+        "workflow": req.workflow,
+        "version": version,
+        "input": req.input,
+    });
+    Sha256::digest(canonical.to_string().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Runs {
+    pub async fn start(&self, req: StartRun, now: DateTime<Utc>) -> Result<Accepted, StartError> {
+        let found = match req.version {
+            Some(v) => self
+                .catalog
+                .version(&req.tenant, &req.workflow, v)
+                .ok_or_else(|| match self.catalog.latest(&req.tenant, &req.workflow) {
+                    Some(_) => StartError::UnknownVersion {
+                        workflow: req.workflow.to_string(),
+                        version: v,
+                    },
+                    None => StartError::UnknownWorkflow(req.workflow.to_string()),
+                })?,
+            None => self
+                .catalog
+                .latest(&req.tenant, &req.workflow)
+                .ok_or_else(|| StartError::UnknownWorkflow(req.workflow.to_string()))?,
+        };
+        found
+            .workflow
+            .validate_input(&req.input)
+            .map_err(StartError::InvalidInput)?;
+        let version = found.record.version;
+
+        let mut trigger = TriggerEvent::new(
+            req.tenant.clone(),
+            req.workflow.clone(),
+            req.source,
+            req.input.clone(),
+        );
+        trigger.version = Some(version);
+        trigger.occurred_at = Some(now);
+
+        let Some(key) = req.idempotency_key.clone() else {
+            let run_id = RunId::random();
+            trigger.run_id = Some(run_id);
+            self.publisher.trigger(&trigger).await?;
+            return Ok(Accepted {
+                run_id,
+                version,
+                replayed: false,
+            });
+        };
+
+        let len = key.chars().count();
+        if len == 0 || len > TriggerEvent::MAX_IDEMPOTENCY_KEY {
+            return Err(StartError::BadKey {
+                max: TriggerEvent::MAX_IDEMPOTENCY_KEY,
+            });
+        }
+        let run_id = RunId::from_idempotency_key(&req.tenant, &req.workflow, &key);
+        let hash = request_hash(&req, version);
+        let tenant = req.tenant.as_str();
+        match self
+            .store
+            .claim_key(
+                tenant,
+                &key,
+                req.workflow.as_str(),
+                run_id.as_uuid(),
+                &hash,
+                now,
+            )
+            .await?
+        {
+            Claim::Claimed => {}
+            Claim::Existing {
+                request_hash,
+                run_id: existing,
+                accepted,
+                claimed_at,
+                ..
+            } => {
+                if request_hash != hash {
+                    return Err(StartError::KeyReused(key));
+                }
+                if accepted {
+                    return Ok(Accepted {
+                        run_id: RunId::from_uuid(existing),
+                        version,
+                        replayed: true,
+                    });
+                }
+                // Pending: another request holds it, unless that request died.
+                let stale = claimed_at.is_none_or(|t| {
+                    now.signed_duration_since(t).to_std().unwrap_or_default() >= self.stale_after
+                });
+                let Some(seen) = claimed_at.filter(|_| stale) else {
+                    return Err(StartError::InProgress(key));
+                };
+                if !self.store.reclaim_key(tenant, &key, seen, now).await? {
+                    return Err(StartError::InProgress(key));
+                }
+            }
+        }
+        trigger.run_id = Some(run_id);
+        trigger.idempotency_key = Some(key.clone());
+        if let Err(e) = self.publisher.trigger(&trigger).await {
+            // Not written: free the key so that a retry can try again.
+            self.store.release_key(tenant, &key).await?;
+            return Err(e.into());
+        }
+        self.store.accept_key(tenant, &key).await?;
+        Ok(Accepted {
+            run_id,
+            version,
+            replayed: false,
+        })
+    }
+}
