@@ -4,7 +4,9 @@
 //! health. Every request is authenticated (`aiq-auth`), scoped to the caller's tenant,
 //! rate-limited per tenant, and answered only after Kafka has acknowledged what it wrote.
 
+pub mod bootstrap;
 pub mod catalog;
+pub mod http;
 pub mod limits;
 pub mod problem;
 pub mod publisher;

@@ -7,14 +7,15 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 /// One field-level error in a problem document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// A JSON pointer into the request document, e.g. `/steps/4/retry/max_attempts`.
     pub pointer: String,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,

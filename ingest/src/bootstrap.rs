@@ -1,0 +1,82 @@
+//! Builds the ingest stage from configuration: store, publisher, the catalog that
+//! follows the definitions topic, limits and the authenticator.
+
+use std::sync::Arc;
+
+use aiq_kafka::{KafkaError, KafkaSettings, Tail, tail_topic};
+use aiq_sql::{CqlSettings, SchemaError};
+use aiq_topics::TopicKind;
+
+use crate::catalog::Catalog;
+use crate::http::{App, Authenticate};
+use crate::limits::TriggerLimiter;
+use crate::publisher::{PublishError, Publisher};
+use crate::registry::service::Registry;
+use crate::registry::store::{RegistryStore, StoreError};
+use crate::runs::Runs;
+use crate::settings::IngestSettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error(transparent)]
+    Cql(#[from] SchemaError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Publisher(#[from] PublishError),
+    #[error("following the definitions topic: {0}")]
+    Definitions(#[from] KafkaError),
+}
+
+/// The running stage's parts; dropping the tail stops following definitions.
+pub struct Ingest {
+    pub app: App,
+    pub tail: Tail,
+}
+
+pub async fn build(
+    kafka: &KafkaSettings,
+    cql: &CqlSettings,
+    settings: IngestSettings,
+    auth: Arc<dyn Authenticate>,
+) -> Result<Ingest, BootError> {
+    let session = Arc::new(aiq_sql::connect(cql).await?);
+    let store = RegistryStore::new(session, &cql.keyspace).await?;
+    let publisher = Publisher::new(kafka, settings.ack_timeout())?;
+    let catalog = Arc::new(Catalog::default());
+    let feed = Arc::clone(&catalog);
+    let tail = tail_topic(kafka, kafka.topics().name(TopicKind::Definitions), move |r| {
+        if let Some(payload) = r.payload
+            && let Err(e) = feed.apply_bytes(payload)
+        {
+            tracing::error!(partition = r.partition, offset = r.offset, error = %e, "skipping a definition record");
+        }
+    })
+    .await?;
+    let limiter = Arc::new(TriggerLimiter::new(
+        settings.trigger_quota,
+        settings.quota_overrides(),
+    ));
+    let settings = Arc::new(settings);
+    let app = App {
+        registry: Registry {
+            store: store.clone(),
+            publisher: publisher.clone(),
+            catalog: Arc::clone(&catalog),
+        },
+        runs: Runs {
+            store: store.clone(),
+            publisher: publisher.clone(),
+            catalog: Arc::clone(&catalog),
+            stale_after: std::time::Duration::from_millis(settings.idempotency_stale_after_ms),
+        },
+        store,
+        catalog,
+        publisher,
+        limiter,
+        auth,
+        settings,
+        catalog_ready: tail.watch(),
+    };
+    Ok(Ingest { app, tail })
+}

@@ -1,0 +1,174 @@
+//! Starting runs by API or by hand.
+
+use aiq_topics::{RunId, TriggerSource, WorkflowId};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::http::body;
+use crate::http::{App, Caller, Op};
+use crate::problem::{FieldError, Problem};
+use crate::runs::{Accepted, StartError, StartRun};
+
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    /// The run input, checked against the workflow's input schema.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    input: serde_json::Value,
+    /// A registered version; the newest when absent.
+    #[serde(default)]
+    version: Option<u32>,
+    /// `api` (default) or `manual`.
+    #[serde(default)]
+    manual: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StartedRun {
+    #[schema(value_type = String, format = Uuid)]
+    run_id: RunId,
+    workflow: String,
+    version: u32,
+}
+
+pub(crate) fn start_error(e: StartError) -> Problem {
+    match e {
+        StartError::UnknownWorkflow(_) | StartError::UnknownVersion { .. } => {
+            Problem::not_found(e.to_string())
+        }
+        StartError::InvalidInput(errors) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-input",
+            "the input does not match the workflow's input schema",
+        )
+        .with_errors(
+            errors
+                .into_iter()
+                .map(|line| match line.split_once(": ") {
+                    Some((p, r)) => FieldError {
+                        pointer: format!("/input{}", if p == "/" { "" } else { p }),
+                        reason: r.to_owned(),
+                    },
+                    None => FieldError {
+                        pointer: "/input".into(),
+                        reason: line,
+                    },
+                })
+                .collect(),
+        ),
+        StartError::BadKey { .. } => Problem::bad_request("bad-idempotency-key", e.to_string()),
+        StartError::KeyReused(_) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            e.to_string(),
+        ),
+        StartError::InProgress(_) => {
+            Problem::new(StatusCode::CONFLICT, "in-progress", e.to_string()).retry_after(1)
+        }
+        StartError::Unavailable(_) | StartError::Store(_) => Problem::unavailable(e.to_string()),
+    }
+}
+
+pub(crate) fn accepted(a: &Accepted, workflow: &WorkflowId) -> Response {
+    let mut resp = (
+        StatusCode::ACCEPTED,
+        Json(StartedRun {
+            run_id: a.run_id,
+            workflow: workflow.to_string(),
+            version: a.version,
+        }),
+    )
+        .into_response();
+    if a.replayed {
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    resp
+}
+
+/// Starts a run. Answered 202 only once Kafka has acknowledged the trigger; with an
+/// `Idempotency-Key`, a repeated request returns the same run and starts nothing new.
+#[utoipa::path(post, path = "/v1/workflows/{id}/runs", tag = "runs",
+    params(
+        ("id" = String, Path, description = "Workflow id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request return the same run"),
+    ),
+    request_body = StartRequest,
+    responses(
+        (status = 202, body = StartedRun),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem),
+        (status = 422, body = Problem), (status = 429, body = Problem), (status = 503, body = Problem),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn start(
+    State(app): State<App>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    caller.require(Op::StartRun)?;
+    let workflow = WorkflowId::new(id.clone())
+        .map_err(|_| Problem::not_found(format!("workflow {id:?} is not registered")))?;
+    app.limiter.check(&caller.tenant).map_err(|r| {
+        Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            format!("tenant {} is over its trigger rate", caller.tenant),
+        )
+        .retry_after(r.header_secs())
+    })?;
+    let raw = body::bytes(raw, app.settings.max_body_bytes)?;
+    let req: StartRequest = if raw.is_empty() {
+        StartRequest {
+            input: serde_json::Value::Null,
+            version: None,
+            manual: false,
+        }
+    } else {
+        body::json(&raw)?
+    };
+    let key = headers
+        .get(IDEMPOTENCY_KEY)
+        .map(|v| {
+            v.to_str().map(str::to_owned).map_err(|_| {
+                Problem::bad_request(
+                    "bad-idempotency-key",
+                    "Idempotency-Key must be visible ASCII",
+                )
+            })
+        })
+        .transpose()?;
+    let accepted_run = app
+        .runs
+        .start(
+            StartRun {
+                tenant: caller.tenant.clone(),
+                workflow: workflow.clone(),
+                version: req.version,
+                input: req.input,
+                idempotency_key: key,
+                source: if req.manual {
+                    TriggerSource::Manual
+                } else {
+                    TriggerSource::Api
+                },
+            },
+            Utc::now(),
+        )
+        .await
+        .map_err(start_error)?;
+    Ok(accepted(&accepted_run, &workflow))
+}

@@ -1,0 +1,162 @@
+//! The workflow registry.
+
+use aiq_topics::WorkflowId;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::catalog::Version;
+use crate::http::body;
+use crate::http::{App, Caller, Op};
+use crate::problem::{FieldError, Problem};
+use crate::registry::service::{RegisterError, Registered};
+
+#[derive(Serialize, ToSchema)]
+pub struct VersionSummary {
+    workflow: String,
+    version: u32,
+    content_hash: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VersionDetail {
+    #[serde(flatten)]
+    summary: VersionSummary,
+    /// The accepted definition document.
+    #[schema(value_type = Object)]
+    definition: serde_json::Value,
+}
+
+fn summary(v: &Version) -> VersionSummary {
+    VersionSummary {
+        workflow: v.record.workflow.to_string(),
+        version: v.record.version,
+        content_hash: v.record.content_hash.clone(),
+        name: v.workflow.definition().name.clone(),
+        created_at: v.record.created_at,
+    }
+}
+
+pub(crate) fn register_error(e: RegisterError) -> Problem {
+    match e {
+        RegisterError::Invalid(errors) => Problem::bad_request(
+            "invalid-workflow",
+            format!("the workflow has {} error(s)", errors.len()),
+        )
+        .with_errors(
+            errors
+                .into_iter()
+                .map(|e| FieldError {
+                    pointer: e.pointer,
+                    reason: e.message,
+                })
+                .collect(),
+        ),
+        RegisterError::Publish(_) | RegisterError::Store(_) | RegisterError::Contended(_) => {
+            Problem::unavailable(e.to_string())
+        }
+        RegisterError::Corrupt { .. } => {
+            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        }
+    }
+}
+
+/// Registers a new version of a workflow (JSON, or YAML with a YAML content type).
+/// Registering the newest version's content again answers 200 with that version.
+#[utoipa::path(post, path = "/v1/workflows", tag = "workflows",
+    request_body(content = String, description = "The definition document", content_type = "application/yaml"),
+    responses(
+        (status = 201, description = "A new version", body = VersionSummary),
+        (status = 200, description = "The newest version already has this content", body = VersionSummary),
+        (status = 400, description = "Invalid definition; one entry per error", body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 413, body = Problem),
+        (status = 503, body = Problem),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn register(
+    State(app): State<App>,
+    caller: Caller,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    caller.require(Op::RegisterWorkflow)?;
+    let raw = body::bytes(raw, app.settings.max_body_bytes)?;
+    let text = std::str::from_utf8(&raw)
+        .map_err(|e| Problem::bad_request("not-utf8", format!("the body is not UTF-8: {e}")))?;
+    let yaml = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.contains("yaml"));
+    let file = if yaml { "request.yaml" } else { "request.json" };
+    let outcome = app
+        .registry
+        .register(&caller.tenant, file, text, &caller.subject, Utc::now())
+        .await
+        .map_err(register_error)?;
+    let (status, v) = match outcome {
+        Registered::Created(v) => (StatusCode::CREATED, v),
+        Registered::Unchanged(v) => (StatusCode::OK, v),
+    };
+    let location = format!(
+        "/v1/workflows/{}/versions/{}",
+        v.record.workflow, v.record.version
+    );
+    let mut resp = (status, Json(summary(&v))).into_response();
+    if let Ok(l) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, l);
+    }
+    Ok(resp)
+}
+
+/// The caller's workflows, each with its newest version.
+#[utoipa::path(get, path = "/v1/workflows", tag = "workflows",
+    responses((status = 200, body = [VersionSummary]), (status = 401, body = Problem)),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn list(
+    State(app): State<App>,
+    caller: Caller,
+) -> Result<Json<Vec<VersionSummary>>, Problem> {
+    caller.require(Op::ReadWorkflows)?;
+    Ok(Json(
+        app.catalog
+            .list(&caller.tenant)
+            .iter()
+            .map(summary)
+            .collect(),
+    ))
+}
+
+/// One version of one of the caller's workflows.
+#[utoipa::path(get, path = "/v1/workflows/{id}/versions/{version}", tag = "workflows",
+    params(("id" = String, Path, description = "Workflow id"), ("version" = u32, Path, description = "Version number")),
+    responses((status = 200, body = VersionDetail), (status = 404, body = Problem), (status = 401, body = Problem)),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn get_version(
+    State(app): State<App>,
+    caller: Caller,
+    Path((id, version)): Path<(String, u32)>,
+) -> Result<Json<VersionDetail>, Problem> {
+    caller.require(Op::ReadWorkflows)?;
+    let not_found = || Problem::not_found(format!("workflow {id:?} has no version {version}"));
+    let workflow = WorkflowId::new(id.clone()).map_err(|_| not_found())?;
+    let v = app
+        .catalog
+        .version(&caller.tenant, &workflow, version)
+        .ok_or_else(not_found)?;
+    Ok(Json(VersionDetail {
+        summary: summary(&v),
+        definition: v.record.definition.clone(),
+    }))
+}
