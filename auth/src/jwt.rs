@@ -1,0 +1,190 @@
+//! Bearer JWTs: HS256 with the development secret, RS256/ES256 with keys from a JWKS
+//! (an OIDC provider's). `alg: none` and every algorithm not configured are refused
+//! before any signature is checked, so a token cannot choose how it is verified.
+
+use std::collections::BTreeMap;
+
+use aiq_topics::TenantId;
+use base64::Engine;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::error::AuthError;
+use crate::principal::{CredentialKind, Principal};
+use crate::role::Role;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub tenant: String,
+    pub role: String,
+    pub aud: String,
+    pub exp: u64,
+    pub iat: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JwtConfig {
+    pub audience: String,
+    pub issuer: Option<String>,
+    pub leeway_secs: u64,
+    /// Enables HS256 (development tokens).
+    pub hs256_secret: Option<String>,
+    /// Enables RS256/ES256 with these keys.
+    pub jwks: Option<JwkSet>,
+}
+
+pub struct JwtVerifier {
+    audience: String,
+    issuer: Option<String>,
+    leeway_secs: u64,
+    hs256: Option<DecodingKey>,
+    /// Keys by kid, with the one algorithm each may verify.
+    keys: BTreeMap<String, (Algorithm, DecodingKey)>,
+}
+
+fn jwk_algorithm(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve};
+    match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Some(Algorithm::RS256),
+        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
+            Some(Algorithm::ES256)
+        }
+        _ => None,
+    }
+}
+
+/// The `alg` a token claims, read without trusting anything else in it.
+fn claimed_alg(token: &str) -> Option<String> {
+    let head = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head)
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("alg")?.as_str().map(str::to_owned)
+}
+
+impl JwtVerifier {
+    pub fn new(cfg: JwtConfig) -> Result<Self, AuthError> {
+        if cfg.audience.is_empty() {
+            return Err(AuthError::Config("the audience must not be empty".into()));
+        }
+        let hs256 = match cfg.hs256_secret {
+            Some(s) if s.len() < 32 => return Err(AuthError::WeakSecret),
+            Some(s) => Some(
+                DecodingKey::from_secret(s.as_bytes())
+                    .map_err(|e| AuthError::Config(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let mut keys = BTreeMap::new();
+        for jwk in cfg.jwks.map(|s| s.keys).unwrap_or_default() {
+            let kid = jwk
+                .common
+                .key_id
+                .clone()
+                .ok_or_else(|| AuthError::Config("every JWKS key needs a `kid`".into()))?;
+            let alg = jwk_algorithm(&jwk).ok_or_else(|| {
+                AuthError::Config(format!("JWKS key {kid:?} is neither RSA nor EC P-256"))
+            })?;
+            let key = DecodingKey::from_jwk(&jwk)
+                .map_err(|e| AuthError::Config(format!("JWKS key {kid:?}: {e}")))?;
+            keys.insert(kid, (alg, key));
+        }
+        if hs256.is_none() && keys.is_empty() {
+            return Err(AuthError::Config(
+                "no way to verify tokens: set AIQ_DEV_JWT_SECRET (development) or ingest.jwks"
+                    .into(),
+            ));
+        }
+        Ok(Self {
+            audience: cfg.audience,
+            issuer: cfg.issuer,
+            leeway_secs: cfg.leeway_secs,
+            hs256,
+            keys,
+        })
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let alg = claimed_alg(token).ok_or_else(|| AuthError::Malformed("not a JWT".into()))?;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| AuthError::AlgorithmNotAllowed(alg.clone()))?;
+        let key = match header.alg {
+            Algorithm::HS256 => self
+                .hs256
+                .as_ref()
+                .ok_or(AuthError::AlgorithmNotAllowed(alg))?,
+            Algorithm::RS256 | Algorithm::ES256 => {
+                let kid = header.kid.clone().unwrap_or_default();
+                let (key_alg, key) = self.keys.get(&kid).ok_or(AuthError::UnknownKey(kid))?;
+                // A key verifies only the algorithm it was published for.
+                if *key_alg != header.alg {
+                    return Err(AuthError::AlgorithmNotAllowed(alg));
+                }
+                key
+            }
+            _ => return Err(AuthError::AlgorithmNotAllowed(alg)),
+        };
+        let mut v = Validation::new(header.alg);
+        v.set_audience(&[&self.audience]);
+        if let Some(iss) = &self.issuer {
+            v.set_issuer(&[iss]);
+        }
+        v.leeway = self.leeway_secs;
+        v.validate_nbf = true;
+        v.set_required_spec_claims(&["exp", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<Claims>(token, key, &v).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+            ErrorKind::InvalidAudience => AuthError::WrongAudience,
+            ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+            ErrorKind::InvalidSignature => AuthError::BadSignature,
+            ErrorKind::InvalidAlgorithm => {
+                AuthError::AlgorithmNotAllowed(format!("{:?}", header.alg))
+            }
+            other => AuthError::Malformed(format!("{other:?}")),
+        })?;
+        let c = data.claims;
+        Ok(Principal {
+            tenant: TenantId::new(c.tenant).map_err(|e| AuthError::BadTenant(e.to_string()))?,
+            role: c
+                .role
+                .parse::<Role>()
+                .map_err(|_| AuthError::UnknownRole(c.role.clone()))?,
+            subject: c.sub,
+            via: CredentialKind::Jwt,
+        })
+    }
+}
+
+/// A short-lived HS256 token for development and tests (`aiq token`).
+pub fn mint_dev_token(
+    secret: &str,
+    tenant: &TenantId,
+    role: Role,
+    audience: &str,
+    ttl_secs: u64,
+    now_unix: u64,
+) -> Result<String, AuthError> {
+    if secret.len() < 32 {
+        return Err(AuthError::WeakSecret);
+    }
+    let claims = Claims {
+        sub: format!("dev:{tenant}:{role}"),
+        tenant: tenant.to_string(),
+        role: role.to_string(),
+        aud: audience.to_owned(),
+        exp: now_unix + ttl_secs,
+        iat: now_unix,
+        iss: None,
+    };
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())
+        .map_err(|e| AuthError::Config(e.to_string()))?;
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), &claims, &key)
+        .map_err(|e| AuthError::Config(e.to_string()))
+}

@@ -1,0 +1,311 @@
+//! Every way a credential is accepted or refused.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aiq_auth::{
+    ApiKey, ApiKeyLookup, ApiKeyRecord, AuthError, Authenticator, Claims, CredentialKind,
+    JwtConfig, JwtVerifier, LookupFuture, Role, mint_dev_token,
+};
+use aiq_topics::TenantId;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+const SECRET: &str = "a-development-secret-of-32-bytes!!";
+const AUD: &str = "automateiq";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn jwks() -> jsonwebtoken::jwk::JwkSet {
+    serde_json::from_str(include_str!("fixtures/jwks.json")).unwrap()
+}
+
+fn verifier(hs: bool, jwks_on: bool, issuer: Option<&str>) -> JwtVerifier {
+    JwtVerifier::new(JwtConfig {
+        audience: AUD.into(),
+        issuer: issuer.map(str::to_owned),
+        leeway_secs: 5,
+        hs256_secret: hs.then(|| SECRET.to_owned()),
+        jwks: jwks_on.then(jwks),
+    })
+    .unwrap()
+}
+
+fn claims(exp_offset: i64) -> Claims {
+    Claims {
+        sub: "ada".into(),
+        tenant: "acme".into(),
+        role: "tenant_admin".into(),
+        aud: AUD.into(),
+        exp: (now() as i64 + exp_offset) as u64,
+        iat: now(),
+        iss: None,
+    }
+}
+
+fn sign(alg: Algorithm, kid: Option<&str>, c: &Claims, key: &EncodingKey) -> String {
+    let mut h = Header::new(alg);
+    h.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&h, c, key).unwrap()
+}
+
+fn hs_key(secret: &[u8]) -> EncodingKey {
+    EncodingKey::from_secret(secret).unwrap()
+}
+
+fn rsa_key() -> EncodingKey {
+    EncodingKey::from_rsa_pem(include_bytes!("fixtures/rsa.pem")).unwrap()
+}
+
+fn ec_key() -> EncodingKey {
+    EncodingKey::from_ec_pem(include_bytes!("fixtures/ec.pem")).unwrap()
+}
+
+#[test]
+fn a_dev_token_round_trips_into_a_principal() {
+    let tenant = TenantId::new("acme").unwrap();
+    let token = mint_dev_token(SECRET, &tenant, Role::User, AUD, 600, now()).unwrap();
+    let p = verifier(true, false, None).verify(&token).unwrap();
+    assert_eq!(
+        (p.tenant.as_str(), p.role, p.via),
+        ("acme", Role::User, CredentialKind::Jwt)
+    );
+    assert_eq!(
+        mint_dev_token("short", &tenant, Role::User, AUD, 600, now()),
+        Err(AuthError::WeakSecret)
+    );
+}
+
+#[test]
+fn rs256_and_es256_verify_with_the_jwks_keys() {
+    let v = verifier(false, true, None);
+    let p = v
+        .verify(&sign(
+            Algorithm::RS256,
+            Some("rsa-1"),
+            &claims(600),
+            &rsa_key(),
+        ))
+        .unwrap();
+    assert_eq!(p.role, Role::TenantAdmin);
+    let p = v
+        .verify(&sign(
+            Algorithm::ES256,
+            Some("ec-1"),
+            &claims(600),
+            &ec_key(),
+        ))
+        .unwrap();
+    assert_eq!(p.subject, "ada");
+}
+
+#[test]
+fn every_bad_token_is_refused_with_its_reason() {
+    let v = verifier(true, true, None);
+    let hs = hs_key(SECRET.as_bytes());
+    assert_eq!(
+        v.verify(&sign(Algorithm::HS256, None, &claims(-60), &hs)),
+        Err(AuthError::Expired)
+    );
+    let mut wrong_aud = claims(600);
+    wrong_aud.aud = "someone-else".into();
+    assert_eq!(
+        v.verify(&sign(Algorithm::HS256, None, &wrong_aud, &hs)),
+        Err(AuthError::WrongAudience)
+    );
+    let mut role = claims(600);
+    role.role = "root".into();
+    assert_eq!(
+        v.verify(&sign(Algorithm::HS256, None, &role, &hs)),
+        Err(AuthError::UnknownRole("root".into()))
+    );
+    let mut tenant = claims(600);
+    tenant.tenant = "ACME".into();
+    assert!(matches!(
+        v.verify(&sign(Algorithm::HS256, None, &tenant, &hs)),
+        Err(AuthError::BadTenant(_))
+    ));
+    assert_eq!(
+        v.verify(&sign(
+            Algorithm::HS256,
+            None,
+            &claims(600),
+            &hs_key(b"another-secret-that-is-32-bytes-long")
+        )),
+        Err(AuthError::BadSignature)
+    );
+    // A tampered payload.
+    let good = sign(Algorithm::HS256, None, &claims(600), &hs);
+    let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+    let mut c = claims(600);
+    c.role = "platform_admin".into();
+    parts[1] =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap());
+    assert_eq!(v.verify(&parts.join(".")), Err(AuthError::BadSignature));
+    assert!(matches!(
+        v.verify("not-a-token"),
+        Err(AuthError::Malformed(_))
+    ));
+    assert_eq!(
+        v.verify(&sign(
+            Algorithm::RS256,
+            Some("nope"),
+            &claims(600),
+            &rsa_key()
+        )),
+        Err(AuthError::UnknownKey("nope".into()))
+    );
+    // An RSA token claiming the EC key's kid.
+    assert_eq!(
+        v.verify(&sign(
+            Algorithm::RS256,
+            Some("ec-1"),
+            &claims(600),
+            &rsa_key()
+        )),
+        Err(AuthError::AlgorithmNotAllowed("RS256".into()))
+    );
+    let with_issuer = verifier(true, false, Some("https://login.example.com/"));
+    let mut iss = claims(600);
+    iss.iss = Some("https://evil.example.com/".into());
+    assert_eq!(
+        with_issuer.verify(&sign(Algorithm::HS256, None, &iss, &hs)),
+        Err(AuthError::WrongIssuer)
+    );
+}
+
+#[test]
+fn alg_none_and_algorithm_confusion_are_refused() {
+    let b64 = |v: &serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let none = format!(
+        "{}.{}.",
+        b64(&serde_json::json!({"alg": "none", "typ": "JWT"})),
+        b64(&serde_json::to_value(claims(600)).unwrap())
+    );
+    assert_eq!(
+        verifier(true, true, None).verify(&none),
+        Err(AuthError::AlgorithmNotAllowed("none".into()))
+    );
+
+    // HS256 "signed" with the RSA public key as the secret, against a verifier that has
+    // only the JWKS: HS256 is not accepted at all.
+    let public_pem = include_bytes!("fixtures/rsa.pub.pem");
+    let confused = sign(
+        Algorithm::HS256,
+        Some("rsa-1"),
+        &claims(600),
+        &hs_key(public_pem),
+    );
+    assert_eq!(
+        verifier(false, true, None).verify(&confused),
+        Err(AuthError::AlgorithmNotAllowed("HS256".into()))
+    );
+    // With a development secret configured too, the forged token still fails: HS256 is
+    // checked only against the development secret, never against a JWKS key.
+    assert_eq!(
+        verifier(true, true, None).verify(&confused),
+        Err(AuthError::BadSignature)
+    );
+}
+
+#[test]
+fn a_verifier_needs_a_way_to_verify_and_a_strong_secret() {
+    let none = JwtVerifier::new(JwtConfig {
+        audience: AUD.into(),
+        ..JwtConfig::default()
+    });
+    assert!(matches!(none, Err(AuthError::Config(_))));
+    let weak = JwtVerifier::new(JwtConfig {
+        audience: AUD.into(),
+        hs256_secret: Some("short".into()),
+        ..JwtConfig::default()
+    });
+    assert!(matches!(weak, Err(AuthError::WeakSecret)));
+}
+
+/// API key records in memory: a test double of the CQL table the ingest stage reads.
+#[derive(Default)]
+struct Keys(Mutex<BTreeMap<String, ApiKeyRecord>>);
+
+impl ApiKeyLookup for Keys {
+    fn find<'a>(&'a self, key_id: &'a str) -> LookupFuture<'a> {
+        let found = self.0.lock().unwrap().get(key_id).cloned();
+        Box::pin(async move { Ok(found) })
+    }
+}
+
+#[tokio::test]
+async fn api_keys_authenticate_and_refusals_do_not_say_which_part_was_wrong() {
+    let keys = Arc::new(Keys::default());
+    let (plain, record) =
+        ApiKey::generate(TenantId::new("acme").unwrap(), Role::User, "ci", now()).unwrap();
+    keys.0
+        .lock()
+        .unwrap()
+        .insert(record.key_id.clone(), record.clone());
+    let auth = Authenticator::new(verifier(true, false, None), keys.clone());
+
+    let p = auth.authenticate(None, Some(&plain)).await.unwrap();
+    assert_eq!(
+        (p.tenant.as_str(), p.role, p.via),
+        ("acme", Role::User, CredentialKind::ApiKey)
+    );
+    let p = auth
+        .authenticate(Some(&format!("Bearer {plain}")), None)
+        .await
+        .unwrap();
+    assert_eq!(p.subject, format!("key:{}", record.key_id));
+
+    // A wrong secret for a real id, and an id that does not exist, read the same.
+    let (other, _) =
+        ApiKey::generate(TenantId::new("acme").unwrap(), Role::User, "x", now()).unwrap();
+    let wrong_secret = format!(
+        "aiq_{}_{}",
+        record.key_id,
+        other.rsplit_once('_').unwrap().1
+    );
+    let a = auth
+        .authenticate(None, Some(&wrong_secret))
+        .await
+        .unwrap_err();
+    let b = auth.authenticate(None, Some(&other)).await.unwrap_err();
+    assert_eq!((a.to_string(), a.status()), (b.to_string(), b.status()));
+    assert_eq!(a, AuthError::InvalidApiKey);
+
+    keys.0
+        .lock()
+        .unwrap()
+        .get_mut(&record.key_id)
+        .unwrap()
+        .revoked = true;
+    assert_eq!(
+        auth.authenticate(None, Some(&plain)).await,
+        Err(AuthError::InvalidApiKey)
+    );
+
+    assert_eq!(auth.authenticate(None, None).await, Err(AuthError::Missing));
+    assert_eq!(
+        auth.authenticate(Some("Bearer x"), Some(&plain)).await,
+        Err(AuthError::Ambiguous)
+    );
+    assert!(matches!(
+        auth.authenticate(Some("Basic dXNlcg=="), None).await,
+        Err(AuthError::Malformed(_))
+    ));
+    assert_eq!(AuthError::Missing.status(), 401);
+}
+
+proptest::proptest! {
+    #[test]
+    fn api_key_parsing_never_panics(s in ".{0,120}") {
+        let _ = ApiKey::parse(&s);
+    }
+}
