@@ -100,6 +100,18 @@ pub enum Command {
     Check,
     /// Print the effective configuration, secrets redacted.
     Config,
+    /// Print a short-lived development token (HS256, signed with AIQ_DEV_JWT_SECRET).
+    Token {
+        /// The tenant the token acts for.
+        #[arg(long)]
+        tenant: aiq_topics::TenantId,
+        /// platform_admin, tenant_admin or user.
+        #[arg(long)]
+        role: aiq_auth::Role,
+        /// Seconds until it expires.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
     /// Workflow definitions: check documents before registering them.
     #[command(subcommand)]
     Workflows(WorkflowsCommand),

@@ -1,6 +1,7 @@
 //! `aiq`: the AutomateIQ binary. Everything fallible below `main` returns typed errors
 //! from the crates; they are turned into a message and an exit status here, at the edge.
 
+mod auth;
 mod cli;
 mod commands;
 mod config;
@@ -42,6 +43,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schema(cmd) => commands::schema::run(&config, cmd).await,
         Command::Check => commands::check::run(&config).await,
         Command::Config => commands::show_config::run(&config),
+        Command::Token { tenant, role, ttl } => commands::token::run(&config, &tenant, role, ttl),
         Command::Workflows(_) => unreachable!("handled before loading configuration"),
     }
 }

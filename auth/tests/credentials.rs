@@ -1,5 +1,8 @@
 //! Every way a credential is accepted or refused.
 
+// Test support: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};

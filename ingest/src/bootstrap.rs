@@ -38,7 +38,7 @@ pub async fn build(
     kafka: &KafkaSettings,
     cql: &CqlSettings,
     settings: IngestSettings,
-    auth: Arc<dyn Authenticate>,
+    jwt: aiq_auth::JwtVerifier,
 ) -> Result<Ingest, BootError> {
     let session = Arc::new(aiq_sql::connect(cql).await?);
     let store = RegistryStore::new(session, &cql.keyspace).await?;
@@ -53,6 +53,10 @@ pub async fn build(
         }
     })
     .await?;
+    let auth: Arc<dyn Authenticate> = Arc::new(aiq_auth::Authenticator::new(
+        jwt,
+        Arc::new(crate::api_keys::CqlApiKeys(store.clone())),
+    ));
     let limiter = Arc::new(TriggerLimiter::new(
         settings.trigger_quota,
         settings.quota_overrides(),

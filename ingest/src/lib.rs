@@ -4,6 +4,7 @@
 //! health. Every request is authenticated (`aiq-auth`), scoped to the caller's tenant,
 //! rate-limited per tenant, and answered only after Kafka has acknowledged what it wrote.
 
+pub mod api_keys;
 pub mod bootstrap;
 pub mod catalog;
 pub mod http;

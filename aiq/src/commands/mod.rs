@@ -4,5 +4,6 @@ pub mod check;
 pub mod schema;
 pub mod serve;
 pub mod show_config;
+pub mod token;
 pub mod topics;
 pub mod workflows;

@@ -1,26 +1,21 @@
-//! Who is calling. Handlers take a [`Caller`]; how it is established (bearer JWT, API
-//! key) is the [`Authenticate`] implementation's business, so every route is
-//! authenticated the same way and the tenant never comes from a request body.
+//! Who is calling. Handlers take a [`Caller`]; it is established by [`Authenticate`]
+//! from the request headers only, so the tenant never comes from a request body.
 
 use std::future::Future;
 use std::pin::Pin;
 
+use aiq_auth::{Action, AuthError, Role};
 use aiq_topics::TenantId;
 use axum::extract::FromRequestParts;
-use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use serde::{Deserialize, Serialize};
+use axum::http::{HeaderMap, StatusCode};
 
 use crate::http::App;
 use crate::problem::Problem;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    PlatformAdmin,
-    TenantAdmin,
-    User,
-}
+/// Header with which a platform admin acts for a tenant; anyone else may only name
+/// their own tenant.
+pub const ACTING_TENANT: &str = "x-aiq-tenant";
 
 /// An authenticated caller, acting for one tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,11 +26,70 @@ pub struct Caller {
     pub subject: String,
 }
 
+impl Caller {
+    pub fn require(&self, action: Action) -> Result<(), Problem> {
+        if aiq_auth::permits(self.role, action) {
+            Ok(())
+        } else {
+            Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("role {} may not {action}", self.role),
+            ))
+        }
+    }
+}
+
 pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<Caller, Problem>> + Send + 'a>>;
 
 pub trait Authenticate: Send + Sync {
-    /// Establishes the caller from the request headers, or refuses with 401/403.
+    /// Establishes the caller from the request headers, or refuses with 401/403/503.
     fn authenticate<'a>(&'a self, headers: &'a HeaderMap) -> AuthFuture<'a>;
+}
+
+pub fn auth_problem(e: &AuthError) -> Problem {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    let slug = match status {
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        StatusCode::UNAUTHORIZED => "unauthenticated",
+        _ => "internal",
+    };
+    let p = Problem::new(status, slug, e.to_string());
+    if status == StatusCode::UNAUTHORIZED {
+        p.challenge()
+    } else {
+        p
+    }
+}
+
+impl Authenticate for aiq_auth::Authenticator {
+    fn authenticate<'a>(&'a self, headers: &'a HeaderMap) -> AuthFuture<'a> {
+        Box::pin(async move {
+            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+            let principal = aiq_auth::Authenticator::authenticate(
+                self,
+                header("authorization"),
+                header("x-api-key"),
+            )
+            .await
+            .map_err(|e| auth_problem(&e))?;
+            let requested = match header(ACTING_TENANT) {
+                None => None,
+                Some(t) => Some(TenantId::new(t).map_err(|e| {
+                    Problem::bad_request("bad-tenant", format!("header X-AIQ-Tenant: {e}"))
+                })?),
+            };
+            let tenant = principal
+                .acting_tenant(requested.as_ref())
+                .map_err(|e| auth_problem(&AuthError::Access(e)))?;
+            Ok(Caller {
+                tenant,
+                role: principal.role,
+                subject: principal.subject,
+            })
+        })
+    }
 }
 
 impl FromRequestParts<App> for Caller {
@@ -43,39 +97,5 @@ impl FromRequestParts<App> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
         app.auth.authenticate(&parts.headers).await
-    }
-}
-
-/// What a route does, for the role check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    RegisterWorkflow,
-    ReadWorkflows,
-    StartRun,
-    ManageWebhooks,
-}
-
-impl Role {
-    /// The one table of who may do what in ingest (README "Roles").
-    pub fn permits(self, op: Op) -> bool {
-        match self {
-            Role::PlatformAdmin => true,
-            Role::TenantAdmin => true,
-            Role::User => matches!(op, Op::ReadWorkflows | Op::StartRun),
-        }
-    }
-}
-
-impl Caller {
-    pub fn require(&self, op: Op) -> Result<(), Problem> {
-        if self.role.permits(op) {
-            Ok(())
-        } else {
-            Err(Problem::new(
-                axum::http::StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("role {:?} may not {op:?}", self.role),
-            ))
-        }
     }
 }

@@ -13,10 +13,11 @@ use utoipa::ToSchema;
 
 use crate::http::body;
 use crate::http::runs::{IDEMPOTENCY_KEY, accepted, start_error};
-use crate::http::{App, Caller, Op};
+use crate::http::{App, Caller};
 use crate::problem::Problem;
 use crate::runs::StartRun;
 use crate::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use aiq_auth::Action;
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -116,7 +117,7 @@ pub async fn rotate_secret(
     caller: Caller,
     Path(hook): Path<String>,
 ) -> Result<Json<HookSecret>, Problem> {
-    caller.require(Op::ManageWebhooks)?;
+    caller.require(Action::ManageWebhooks)?;
     let slug = !hook.is_empty()
         && hook.len() <= 64
         && hook

@@ -19,7 +19,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use caller::{AuthFuture, Authenticate, Caller, Op, Role};
+pub use caller::{ACTING_TENANT, AuthFuture, Authenticate, Caller, auth_problem};
 
 use crate::catalog::Catalog;
 use crate::limits::TriggerLimiter;

@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::http::body;
-use crate::http::{App, Caller, Op};
+use crate::http::{App, Caller};
 use crate::problem::{FieldError, Problem};
 use crate::runs::{Accepted, StartError, StartRun};
+use aiq_auth::Action;
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
@@ -119,7 +120,7 @@ pub async fn start(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    caller.require(Op::StartRun)?;
+    caller.require(Action::StartRun)?;
     let workflow = WorkflowId::new(id.clone())
         .map_err(|_| Problem::not_found(format!("workflow {id:?} is not registered")))?;
     app.limiter.check(&caller.tenant).map_err(|r| {

@@ -13,9 +13,10 @@ use utoipa::ToSchema;
 
 use crate::catalog::Version;
 use crate::http::body;
-use crate::http::{App, Caller, Op};
+use crate::http::{App, Caller};
 use crate::problem::{FieldError, Problem};
 use crate::registry::service::{RegisterError, Registered};
+use aiq_auth::Action;
 
 #[derive(Serialize, ToSchema)]
 pub struct VersionSummary {
@@ -89,7 +90,7 @@ pub async fn register(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    caller.require(Op::RegisterWorkflow)?;
+    caller.require(Action::RegisterWorkflow)?;
     let raw = body::bytes(raw, app.settings.max_body_bytes)?;
     let text = std::str::from_utf8(&raw)
         .map_err(|e| Problem::bad_request("not-utf8", format!("the body is not UTF-8: {e}")))?;
@@ -127,7 +128,7 @@ pub async fn list(
     State(app): State<App>,
     caller: Caller,
 ) -> Result<Json<Vec<VersionSummary>>, Problem> {
-    caller.require(Op::ReadWorkflows)?;
+    caller.require(Action::ReadWorkflows)?;
     Ok(Json(
         app.catalog
             .list(&caller.tenant)
@@ -148,7 +149,7 @@ pub async fn get_version(
     caller: Caller,
     Path((id, version)): Path<(String, u32)>,
 ) -> Result<Json<VersionDetail>, Problem> {
-    caller.require(Op::ReadWorkflows)?;
+    caller.require(Action::ReadWorkflows)?;
     let not_found = || Problem::not_found(format!("workflow {id:?} has no version {version}"));
     let workflow = WorkflowId::new(id.clone()).map_err(|_| not_found())?;
     let v = app
