@@ -41,6 +41,15 @@ steps:
     succeed: {}
 "#;
 
+const DELAYED: &str = r#"
+id: reminder
+steps:
+  - id: pause
+    wait: { duration: 24h }
+  - id: done
+    succeed: {}
+"#;
+
 fn now() -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default()
 }
@@ -83,22 +92,24 @@ fn bench(c: &mut Criterion) {
     let wf = validate_source("bench.yaml", TEN_STEPS).unwrap_or_else(|e| panic!("{e:?}"));
     let per_run = run_to_end(&wf) as u64;
 
-    let waiting = validate_source("approval.yaml", WAITING).unwrap_or_else(|e| panic!("{e:?}"));
-    let t = advance(
-        &waiting,
-        None,
-        Input::Trigger {
-            run: RunId::from_uuid(uuid::Uuid::from_u128(9)),
-            tenant: TenantId::new("acme").unwrap_or_else(|_| unreachable!()),
-            input: json!({"order": "o-1001"}),
-        },
-        now(),
-    );
-    if let Some(state) = &t.state {
-        eprintln!(
-            "serialized state of a run waiting for a signal: {} bytes",
-            state.encode().len()
+    for (what, doc) in [("a signal", WAITING), ("a wait step", DELAYED)] {
+        let waiting = validate_source("waiting.yaml", doc).unwrap_or_else(|e| panic!("{e:?}"));
+        let t = advance(
+            &waiting,
+            None,
+            Input::Trigger {
+                run: RunId::from_uuid(uuid::Uuid::from_u128(9)),
+                tenant: TenantId::new("acme").unwrap_or_else(|_| unreachable!()),
+                input: json!({"order": "o-1001"}),
+            },
+            now(),
         );
+        if let Some(state) = &t.state {
+            eprintln!(
+                "serialized state of a run waiting for {what}: {} bytes",
+                state.encode().len()
+            );
+        }
     }
 
     let mut g = c.benchmark_group("advance");

@@ -158,6 +158,18 @@ impl Driver {
         let before = self.state.clone();
         let was_terminal = before.as_ref().is_some_and(RunState::is_terminal);
         let t = advance(&self.wf, self.state.take(), input.clone(), self.now);
+        // Deterministic byte for byte: the same state, input and time again.
+        let again = advance(&self.wf, before.clone(), input.clone(), self.now);
+        assert_eq!(
+            serde_json::to_vec(&again.commands).unwrap(),
+            serde_json::to_vec(&t.commands).unwrap(),
+            "the same input gave different commands"
+        );
+        assert_eq!(
+            again.state.map(|s| s.encode()),
+            t.state.as_ref().map(RunState::encode),
+            "the same input gave a different state"
+        );
         if was_terminal {
             assert!(
                 t.commands.is_empty(),

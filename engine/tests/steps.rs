@@ -158,6 +158,12 @@ steps:
     let task = sim.open_tasks[0].clone();
     assert_eq!(sim.fire_next_timer().as_deref(), Some("timeout/hang/1"));
     assert_eq!(sim.status(), RunStatus::Failed);
+    assert!(
+        sim.step_events()
+            .contains(&("hang".to_owned(), "timed_out".to_owned())),
+        "{:?}",
+        sim.step_events()
+    );
     assert_eq!(
         sim.state().error.as_ref().unwrap().class,
         ErrorClass::Timeout
@@ -500,6 +506,15 @@ fn wait_for_event_times_out_into_its_catch() {
         sim.state().error.as_ref().unwrap().message,
         "nobody approved order o-9"
     );
+    let events = sim.step_events();
+    assert!(
+        events.contains(&("ask".to_owned(), "timed_out".to_owned())),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&("escalate".to_owned(), "failed".to_owned())),
+        "{events:?}"
+    );
 }
 
 #[test]
@@ -738,5 +753,44 @@ fn state_round_trips_through_its_versioned_encoding() {
             .unwrap_err()
             .to_string(),
         "run state has format 99; this build reads format 1"
+    );
+}
+
+#[test]
+fn the_event_applying_a_task_result_carries_the_workers_duration() {
+    use aiq_topics::{StepStatus, TaskOutcome};
+    let mut sim = Sim::start(
+        r#"
+id: w
+steps:
+  - id: call
+    task: { connector: http }
+  - id: after
+    set: { vars: { x: "${ 1 }" } }
+"#,
+        json!({}),
+    );
+    let task = sim.take_task("call");
+    let Input::StepResult(mut r) = sim.result(&task, TaskOutcome::Ok { output: json!(1) }) else {
+        unreachable!()
+    };
+    r.started_at = common::t0();
+    r.finished_at = common::t0() + Duration::milliseconds(1_250);
+    let events: Vec<_> = sim
+        .apply(Input::StepResult(r))
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::EmitStep(e) => Some((e.step.to_string(), e.status, e.duration_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        events[0],
+        ("call".into(), StepStatus::Succeeded, Some(1_250))
+    );
+    // Only the event for the result carries it, not the steps it led to.
+    assert!(
+        events[1..].iter().all(|(_, _, d)| d.is_none()),
+        "{events:?}"
     );
 }

@@ -71,6 +71,10 @@ pub enum StepStatus {
     Failed,
     /// Failed, and another attempt is scheduled after a backoff.
     Retrying,
+    /// Failed for good because it ran out of time (a task's timeout, a signal that did
+    /// not come); the error has class `timeout`. Added after `failed`: older readers
+    /// that know only `failed` should treat an unknown status as a failure.
+    TimedOut,
     /// Waiting for time, a signal or a sub-workflow.
     Waiting,
     /// Stopped because the run or its block ended first.
@@ -95,6 +99,10 @@ pub struct StepEvent {
     /// For a foreach body: which item.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iteration: Option<u64>,
+    /// How long the worker took (its `finished_at - started_at`), on the event that
+    /// applies a task result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
 }
 
 #[cfg(test)]

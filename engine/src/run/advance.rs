@@ -60,6 +60,7 @@ pub fn advance(
                 now,
                 out: Vec::new(),
                 filling: BTreeSet::new(),
+                result_duration_ms: None,
             };
             m.apply(input);
             Transition {
@@ -110,6 +111,7 @@ fn start(
         now,
         out: Vec::new(),
         filling: BTreeSet::new(),
+        result_duration_ms: None,
     };
     m.emit_run(RunStatus::Running, Some(input), None, None);
     if let Some(t) = def.timeout {
@@ -136,6 +138,9 @@ struct Machine<'w> {
     /// not recurse into starting more (thousands of instant iterations would overflow
     /// the stack), the loop already running does it.
     filling: BTreeSet<FrameId>,
+    /// The worker's duration of the result being applied; the first step event that
+    /// reports its outcome carries it, and only that one.
+    result_duration_ms: Option<u64>,
 }
 
 fn failure(class: ErrorClass, message: impl Into<String>, step: Option<&StepId>) -> Failure {
@@ -157,6 +162,8 @@ impl Machine<'_> {
                     return;
                 };
                 self.cancel_timer(&task_timeout_id(&r.step, r.attempt));
+                self.result_duration_ms =
+                    u64::try_from((r.finished_at - r.started_at).num_milliseconds()).ok();
                 match r.outcome {
                     TaskOutcome::Ok { output } => {
                         self.complete_step(fid, output);
@@ -334,6 +341,13 @@ impl Machine<'_> {
             StepKind::Task(t) => Some(t.connector.as_str().to_owned()),
             _ => None,
         };
+        let duration_ms = match status {
+            StepStatus::Succeeded
+            | StepStatus::Failed
+            | StepStatus::TimedOut
+            | StepStatus::Retrying => self.result_duration_ms.take(),
+            _ => None,
+        };
         self.out.push(Command::EmitStep(StepEvent {
             tenant: self.st.tenant.clone(),
             run: self.st.run,
@@ -345,6 +359,7 @@ impl Machine<'_> {
             connector,
             error,
             iteration: frame.index,
+            duration_ms,
         }));
     }
 
@@ -897,7 +912,12 @@ impl Machine<'_> {
             return;
         };
         let at = frame.at.clone();
-        self.emit_step(fid, StepStatus::Failed, attempt, Some(err.clone()));
+        let status = if err.class == ErrorClass::Timeout {
+            StepStatus::TimedOut
+        } else {
+            StepStatus::Failed
+        };
+        self.emit_step(fid, status, attempt, Some(err.clone()));
         let rule = self
             .wf
             .step(&at)
