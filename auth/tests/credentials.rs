@@ -312,3 +312,13 @@ proptest::proptest! {
         let _ = ApiKey::parse(&s);
     }
 }
+
+#[test]
+fn the_readme_shows_the_permission_table_the_code_enforces() {
+    let readme = include_str!("../../README.md");
+    let table = aiq_auth::permission_table_markdown();
+    assert!(
+        readme.contains(&table),
+        "README.md's roles table differs from the code; paste this:\n{table}"
+    );
+}

@@ -1,1 +1,4 @@
-//! Load generator and benchmarks (issue 8).
+//! Load generation and measurement. Every performance figure in BENCHMARKS.md comes from
+//! here, with the command that produced it.
+
+pub mod open_loop;

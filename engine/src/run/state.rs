@@ -179,3 +179,15 @@ impl RunState {
         Ok(serde_json::from_slice(json)?)
     }
 }
+
+#[cfg(test)]
+mod json_key_order {
+    /// Replays and snapshots compare bytes, and serde_json orders object keys by name
+    /// unless some crate in the build enables its `preserve_order` feature. If this
+    /// fails, find it with `cargo tree -e features -i serde_json` and turn it off.
+    #[test]
+    fn serde_json_orders_keys_by_name_in_this_build() {
+        let v: serde_json::Value = serde_json::from_str(r#"{"b": 1, "a": 2}"#).unwrap();
+        assert_eq!(v.to_string(), r#"{"a":2,"b":1}"#);
+    }
+}

@@ -1,0 +1,121 @@
+//! `aiq-load`: drives a running `aiq serve` at a fixed rate and reports what it saw.
+//!
+//!   aiq-load triggers --url http://127.0.0.1:8080 --token "$TOKEN" \
+//!       --workflow load-noop --rate 500 --duration 20
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aiq_loadtests::open_loop::{due, histogram, latency_us};
+use clap::{Parser, Subcommand};
+use tokio::sync::Mutex;
+
+#[derive(Parser)]
+#[command(name = "aiq-load", about = "Open-loop load against a running aiq")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// POST /v1/workflows/{id}/runs at a fixed rate; report accepted/s and latency.
+    Triggers {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// A bearer token (`aiq token --tenant T --role user`).
+        #[arg(long, env = "AIQ_LOAD_TOKEN")]
+        token: String,
+        #[arg(long)]
+        workflow: String,
+        /// Requests per second.
+        #[arg(long)]
+        rate: f64,
+        /// Seconds.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// Requests in flight at most; beyond it the schedule slips (and is reported).
+        #[arg(long, default_value_t = 2000)]
+        max_in_flight: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Triggers {
+            url,
+            token,
+            workflow,
+            rate,
+            duration,
+            max_in_flight,
+        } => {
+            anyhow::ensure!(rate > 0.0, "--rate must be positive");
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(max_in_flight)
+                .build()?;
+            let endpoint = format!("{}/v1/workflows/{workflow}/runs", url.trim_end_matches('/'));
+            let total = (rate * duration as f64) as u64;
+            let hist = Arc::new(Mutex::new(histogram()));
+            let statuses = Arc::new(Mutex::new(std::collections::BTreeMap::<u16, u64>::new()));
+            let gate = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
+            let start = Instant::now();
+            let mut tasks = Vec::with_capacity(total as usize);
+            for i in 0..total {
+                let intended = start + due(i, rate);
+                tokio::time::sleep_until(intended.into()).await;
+                let permit = Arc::clone(&gate).acquire_owned().await?;
+                let (client, endpoint, token) = (client.clone(), endpoint.clone(), token.clone());
+                let (hist, statuses) = (Arc::clone(&hist), Arc::clone(&statuses));
+                tasks.push(tokio::spawn(async move {
+                    let resp = client
+                        .post(&endpoint)
+                        .bearer_auth(&token)
+                        .json(&serde_json::json!({ "input": { "n": i } }))
+                        .send()
+                        .await;
+                    let code = resp.map(|r| r.status().as_u16()).unwrap_or(0);
+                    let lat = latency_us(intended, Instant::now());
+                    drop(permit);
+                    let _ = hist.lock().await.record(lat.max(1));
+                    *statuses.lock().await.entry(code).or_default() += 1;
+                }));
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+            let elapsed = start.elapsed();
+            let h = hist.lock().await;
+            let statuses = statuses.lock().await;
+            let accepted = statuses.get(&202).copied().unwrap_or(0);
+            let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+            println!(
+                "| target rate | sent | accepted (202) | other statuses | accepted/s | p50 ms | p99 ms | p99.9 ms | max ms |"
+            );
+            println!("|---|---|---|---|---|---|---|---|---|");
+            let others: Vec<String> = statuses
+                .iter()
+                .filter(|(c, _)| **c != 202)
+                .map(|(c, n)| format!("{c}: {n}"))
+                .collect();
+            println!(
+                "| {rate}/s | {total} | {accepted} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                if others.is_empty() {
+                    "none".to_owned()
+                } else {
+                    others.join(", ")
+                },
+                accepted as f64
+                    / elapsed
+                        .as_secs_f64()
+                        .max(Duration::from_millis(1).as_secs_f64()),
+                ms(0.5),
+                ms(0.99),
+                ms(0.999),
+                h.max() as f64 / 1000.0
+            );
+            Ok(())
+        }
+    }
+}
