@@ -58,13 +58,15 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// Maps `AIQ_KAFKA_TOPIC_PREFIX` to `kafka.topic_prefix`; `None` for other variables.
+/// Maps `AIQ_KAFKA_TOPIC_PREFIX` to `kafka.topic_prefix`, and a double underscore to a
+/// nested key (`AIQ_INGEST_TRIGGER_QUOTA__PER_SECOND` to
+/// `ingest.trigger_quota.per_second`); `None` for variables outside the sections.
 fn env_key(var: &str) -> Option<String> {
     let lower = var.to_ascii_lowercase();
     let (section, key) = lower.split_once('_')?;
     SECTIONS
         .contains(&section)
-        .then(|| format!("{section}.{key}"))
+        .then(|| format!("{section}.{}", key.replace("__", ".")))
 }
 
 /// Loads the configuration. `flags` holds the values given on the command line, as a
@@ -117,6 +119,10 @@ mod tests {
         );
         assert_eq!(env_key("DEV_JWT_SECRET"), None);
         assert_eq!(env_key("PROMETHEUS_URL"), None);
+        assert_eq!(
+            env_key("INGEST_TRIGGER_QUOTA__PER_SECOND").as_deref(),
+            Some("ingest.trigger_quota.per_second")
+        );
     }
 
     #[test]
