@@ -39,6 +39,7 @@ fn help_says_what_every_command_does() {
         ("check", "Prove the services work"),
         ("config", "Print the effective configuration"),
         ("workflows", "Workflow definitions"),
+        ("token", "short-lived development token"),
     ] {
         assert!(
             text.contains(cmd) && text.contains(words),
@@ -112,6 +113,47 @@ fn workflows_validate_prints_one_line_per_error_and_sets_the_exit_status() {
             bad.display()
         )
     );
+}
+
+#[test]
+fn token_needs_the_development_secret_and_mints_a_verifiable_token() {
+    let o = aiq(&["token", "--tenant", "acme", "--role", "user"], &[]);
+    assert!(!o.status.success());
+    assert_eq!(
+        stderr(&o).trim(),
+        "aiq: AIQ_DEV_JWT_SECRET is not set; development tokens are signed with it (32 bytes or more)"
+    );
+    let secret = "cli-test-development-secret-0123456789";
+    let o = aiq(
+        &[
+            "token",
+            "--tenant",
+            "acme",
+            "--role",
+            "tenant_admin",
+            "--ttl",
+            "60",
+        ],
+        &[("AIQ_DEV_JWT_SECRET", secret)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let token = stdout(&o).trim().to_owned();
+    let verifier = aiq_auth::JwtVerifier::new(aiq_auth::JwtConfig {
+        audience: "automateiq".into(),
+        hs256_secret: Some(secret.into()),
+        ..aiq_auth::JwtConfig::default()
+    })
+    .unwrap();
+    let p = verifier.verify(&token).unwrap();
+    assert_eq!(
+        (p.tenant.as_str(), p.role),
+        ("acme", aiq_auth::Role::TenantAdmin)
+    );
+    let o = aiq(
+        &["token", "--tenant", "acme", "--role", "root"],
+        &[("AIQ_DEV_JWT_SECRET", secret)],
+    );
+    assert!(stderr(&o).contains("root"), "{}", stderr(&o));
 }
 
 #[test]

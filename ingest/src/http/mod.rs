@@ -1,6 +1,7 @@
 //! The HTTP API under `/v1`, described by the OpenAPI document at `/openapi.json`.
 //! Routes and document are registered together (utoipa-axum), so they cannot drift.
 
+mod api_keys;
 mod body;
 mod caller;
 mod health;
@@ -95,6 +96,7 @@ fn api() -> OpenApiRouter<App> {
         .routes(routes!(runs::start))
         .routes(routes!(hooks::deliver))
         .routes(routes!(hooks::rotate_secret))
+        .routes(routes!(api_keys::create))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }
@@ -135,8 +137,9 @@ mod tests {
     use std::collections::BTreeSet;
 
     /// Every route and method the API serves; the document must list exactly these.
-    const ROUTES: [(&str, &str); 8] = [
+    const ROUTES: [(&str, &str); 9] = [
         ("/healthz", "get"),
+        ("/v1/api-keys", "post"),
         ("/readyz", "get"),
         ("/v1/hooks/{hook}/secret", "put"),
         ("/v1/hooks/{tenant}/{hook}", "post"),
@@ -163,7 +166,7 @@ mod tests {
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
         // A structural check by an independent OpenAPI 3.1 model.
         let parsed: oas3::OpenApiV3Spec = serde_json::from_value(doc.clone()).unwrap();
-        assert_eq!(parsed.paths.as_ref().map(|p| p.len()), Some(7));
+        assert_eq!(parsed.paths.as_ref().map(|p| p.len()), Some(8));
         // Every operation that is not a webhook or health check names a security scheme.
         for (path, method) in &expected {
             let op = &doc["paths"][path][method];

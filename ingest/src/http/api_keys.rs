@@ -1,0 +1,81 @@
+//! Machine credentials for a tenant.
+
+use aiq_auth::{Action, ApiKey, Role};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::http::body;
+use crate::http::{App, Caller};
+use crate::problem::Problem;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewApiKey {
+    /// `user` (default) or `tenant_admin`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    role: Option<Role>,
+    /// What the key is for, e.g. "erp integration".
+    #[serde(default)]
+    label: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedApiKey {
+    key_id: String,
+    /// Shown once; only its SHA-256 is stored. Send it as `X-API-Key`.
+    key: String,
+    role: String,
+}
+
+/// Creates an API key for the caller's tenant.
+#[utoipa::path(post, path = "/v1/api-keys", tag = "workflows",
+    request_body = NewApiKey,
+    responses((status = 201, body = CreatedApiKey), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn create(
+    State(app): State<App>,
+    caller: Caller,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<CreatedApiKey>), Problem> {
+    caller.require(Action::ManageApiKeys)?;
+    let raw = body::bytes(raw, app.settings.max_body_bytes)?;
+    let req: NewApiKey = if raw.is_empty() {
+        NewApiKey {
+            role: None,
+            label: String::new(),
+        }
+    } else {
+        body::json(&raw)?
+    };
+    let role = req.role.unwrap_or(Role::User);
+    // Only tenant admins and platform admins get here (ManageApiKeys); platform rights
+    // never go into a tenant's key.
+    if role == Role::PlatformAdmin {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("role {} may not create {role} keys", caller.role),
+        ));
+    }
+    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
+    let (key, record) = ApiKey::generate(caller.tenant.clone(), role, req.label, now)
+        .map_err(|e| Problem::unavailable(e.to_string()))?;
+    crate::api_keys::store(&app.store, &record)
+        .await
+        .map_err(|e| Problem::unavailable(e.to_string()))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedApiKey {
+            key_id: record.key_id,
+            key,
+            role: role.to_string(),
+        }),
+    ))
+}
