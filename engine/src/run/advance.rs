@@ -492,21 +492,16 @@ impl Machine<'_> {
                             }
                             Ok(Value::Bool(false)) => {}
                             Ok(other) => {
-                                let f = failure(
-                                    ErrorClass::Fatal,
+                                return self.fatal(
+                                    fid,
                                     format!(
                                         "`when: {}` gave {other}, not true or false",
                                         case.when
                                     ),
-                                    Some(&at),
                                 );
-                                return self.fail_step(fid, f);
                             }
                             Err(e) => {
-                                return self.fail_step(
-                                    fid,
-                                    failure(ErrorClass::Fatal, e.to_string(), Some(&at)),
-                                );
+                                return self.fatal(fid, e.to_string());
                             }
                         }
                     }
@@ -516,14 +511,8 @@ impl Machine<'_> {
                             self.goto(fid, next);
                         }
                         None => {
-                            return self.fail_step(
-                                fid,
-                                failure(
-                                    ErrorClass::Fatal,
-                                    "no case matched and the choice has no default",
-                                    Some(&at),
-                                ),
-                            );
+                            return self
+                                .fatal(fid, "no case matched and the choice has no default");
                         }
                     }
                 }
@@ -566,30 +555,23 @@ impl Machine<'_> {
                     let items = match self.wf.exprs.eval(&f.items, &self.scope(fid)) {
                         Ok(Value::Array(items)) => items,
                         Ok(other) => {
-                            let e = failure(
-                                ErrorClass::Fatal,
+                            return self.fatal(
+                                fid,
                                 format!("`items: {}` gave {other}, not a list", f.items),
-                                Some(&at),
                             );
-                            return self.fail_step(fid, e);
                         }
                         Err(e) => {
-                            return self.fail_step(
-                                fid,
-                                failure(ErrorClass::Fatal, e.to_string(), Some(&at)),
-                            );
+                            return self.fatal(fid, e.to_string());
                         }
                     };
                     if items.len() > MAX_FOREACH_ITEMS {
-                        let e = failure(
-                            ErrorClass::Fatal,
+                        return self.fatal(
+                            fid,
                             format!(
                                 "{} items; a foreach takes at most {MAX_FOREACH_ITEMS}",
                                 items.len()
                             ),
-                            Some(&at),
                         );
-                        return self.fail_step(fid, e);
                     }
                     if items.is_empty() {
                         self.complete_step(fid, Value::Array(Vec::new()));
@@ -615,27 +597,18 @@ impl Machine<'_> {
                             Ok(Value::String(s)) => match DateTime::parse_from_rfc3339(&s) {
                                 Ok(t) => t.with_timezone(&Utc),
                                 Err(e) => {
-                                    let f = failure(
-                                        ErrorClass::Fatal,
+                                    return self.fatal(
+                                        fid,
                                         format!("`until` gave {s:?}, not an RFC 3339 time: {e}"),
-                                        Some(&at),
                                     );
-                                    return self.fail_step(fid, f);
                                 }
                             },
                             Ok(other) => {
-                                let f = failure(
-                                    ErrorClass::Fatal,
-                                    format!("`until` gave {other}, not a time"),
-                                    Some(&at),
-                                );
-                                return self.fail_step(fid, f);
+                                return self
+                                    .fatal(fid, format!("`until` gave {other}, not a time"));
                             }
                             Err(e) => {
-                                return self.fail_step(
-                                    fid,
-                                    failure(ErrorClass::Fatal, e.to_string(), Some(&at)),
-                                );
+                                return self.fatal(fid, e.to_string());
                             }
                         },
                         (None, None) => self.now,
@@ -661,10 +634,7 @@ impl Machine<'_> {
                             Ok(Value::String(s)) => Some(s),
                             Ok(other) => Some(other.to_string()),
                             Err(e) => {
-                                return self.fail_step(
-                                    fid,
-                                    failure(ErrorClass::Fatal, e.to_string(), Some(&at)),
-                                );
+                                return self.fatal(fid, e.to_string());
                             }
                         },
                     };
@@ -697,10 +667,7 @@ impl Machine<'_> {
                     let input = match self.wf.exprs.render(&s.input, &self.scope(fid)) {
                         Ok(v) => v,
                         Err(e) => {
-                            return self.fail_step(
-                                fid,
-                                failure(ErrorClass::Fatal, e.to_string(), Some(&at)),
-                            );
+                            return self.fatal(fid, e.to_string());
                         }
                     };
                     let seq = self.next_dispatch(&at);
@@ -728,10 +695,7 @@ impl Machine<'_> {
                                 self.st.vars.insert(name.clone(), v);
                             }
                             Err(e) => {
-                                return self.fail_step(
-                                    fid,
-                                    failure(ErrorClass::Fatal, e.to_string(), Some(&at)),
-                                );
+                                return self.fatal(fid, e.to_string());
                             }
                         }
                     }
@@ -744,10 +708,7 @@ impl Machine<'_> {
                         Some(t) => match self.wf.exprs.render(t, &self.scope(fid)) {
                             Ok(v) => v,
                             Err(e) => {
-                                return self.fail_step(
-                                    fid,
-                                    failure(ErrorClass::Fatal, e.to_string(), Some(&at)),
-                                );
+                                return self.fatal(fid, e.to_string());
                             }
                         },
                     };
@@ -805,7 +766,7 @@ impl Machine<'_> {
         let args = match self.wf.exprs.render(&task.args, &self.scope(fid)) {
             Ok(a) => a,
             Err(e) => {
-                return self.fail_step(fid, failure(ErrorClass::Fatal, e.to_string(), Some(&at)));
+                return self.fatal(fid, e.to_string());
             }
         };
         let seq = self.next_dispatch(&at);
@@ -899,6 +860,13 @@ impl Machine<'_> {
             Some(next) => self.goto(fid, next),
             None => self.finish_frame(fid, Ok(output)),
         }
+    }
+
+    /// The current step fails with class `fatal`: an expression error or a value of the
+    /// wrong kind, which no retry can fix.
+    fn fatal(&mut self, fid: FrameId, message: impl Into<String>) {
+        let at = self.st.frames.get(&fid).map(|f| f.at.clone());
+        self.fail_step(fid, failure(ErrorClass::Fatal, message, at.as_ref()));
     }
 
     fn fail_step(&mut self, fid: FrameId, err: Failure) {
