@@ -81,6 +81,7 @@ pub async fn build(
         auth,
         settings,
         catalog_ready: tail.watch(),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
     };
     Ok(Ingest { app, tail })
 }

@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod catalog;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod problem;
 pub mod publisher;
 pub mod registry;

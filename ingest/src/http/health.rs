@@ -42,3 +42,17 @@ pub async fn readyz(State(app): State<App>) -> (StatusCode, Json<Readiness>) {
     };
     (status, Json(r))
 }
+
+/// Prometheus metrics of this process.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(
+    State(app): State<App>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        app.metrics.render(),
+    )
+}

@@ -51,6 +51,13 @@ pub async fn deliver(
         .await
         .map_err(|e| Problem::unavailable(e.to_string()))?
         .ok_or_else(unknown)?;
+    let label = app.metrics.tenant(&tenant_id);
+    let count = |outcome: &str| {
+        app.metrics
+            .webhooks
+            .with_label_values(&[label.as_str(), outcome])
+            .inc()
+    };
     signature::verify(
         secret.as_bytes(),
         header(&headers, TIMESTAMP_HEADER),
@@ -59,7 +66,10 @@ pub async fn deliver(
         Utc::now().timestamp(),
         app.settings.webhook_replay_window_secs,
     )
-    .map_err(|e| Problem::new(StatusCode::UNAUTHORIZED, "bad-signature", e.to_string()))?;
+    .map_err(|e| {
+        count("bad_signature");
+        Problem::new(StatusCode::UNAUTHORIZED, "bad-signature", e.to_string())
+    })?;
     // Only a verified tenant reaches the limiter, so its map stays bounded.
     app.limiter.check(&tenant_id).map_err(|r| {
         Problem::new(
@@ -94,7 +104,15 @@ pub async fn deliver(
             Utc::now(),
         )
         .await
-        .map_err(start_error)?;
+        .map_err(|e| {
+            count(crate::http::runs::outcome(&e));
+            start_error(e)
+        })?;
+    count(if started.replayed {
+        "replayed"
+    } else {
+        "accepted"
+    });
     Ok(accepted(&started, &workflow))
 }
 

@@ -43,6 +43,7 @@ pub struct App {
     pub settings: Arc<IngestSettings>,
     /// True once the definitions topic has been read to its end.
     pub catalog_ready: watch::Receiver<bool>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 #[derive(OpenApi)]
@@ -99,6 +100,7 @@ fn api() -> OpenApiRouter<App> {
         .routes(routes!(api_keys::create))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
 }
 
 /// The OpenAPI document, built from the same registration as the routes.
@@ -137,8 +139,9 @@ mod tests {
     use std::collections::BTreeSet;
 
     /// Every route and method the API serves; the document must list exactly these.
-    const ROUTES: [(&str, &str); 9] = [
+    const ROUTES: [(&str, &str); 10] = [
         ("/healthz", "get"),
+        ("/metrics", "get"),
         ("/v1/api-keys", "post"),
         ("/readyz", "get"),
         ("/v1/hooks/{hook}/secret", "put"),
@@ -166,7 +169,7 @@ mod tests {
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
         // A structural check by an independent OpenAPI 3.1 model.
         let parsed: oas3::OpenApiV3Spec = serde_json::from_value(doc.clone()).unwrap();
-        assert_eq!(parsed.paths.as_ref().map(|p| p.len()), Some(8));
+        assert_eq!(parsed.paths.as_ref().map(|p| p.len()), Some(9));
         // Every operation that is not a webhook or health check names a security scheme.
         for (path, method) in &expected {
             let op = &doc["paths"][path][method];

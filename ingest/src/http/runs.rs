@@ -42,6 +42,17 @@ pub struct StartedRun {
     version: u32,
 }
 
+/// The `outcome` label of a refused run start.
+pub(crate) fn outcome(e: &StartError) -> &'static str {
+    match e {
+        StartError::UnknownWorkflow(_) | StartError::UnknownVersion { .. } => "unknown_workflow",
+        StartError::InvalidInput(_) => "invalid_input",
+        StartError::BadKey { .. } | StartError::KeyReused(_) => "bad_request",
+        StartError::InProgress(_) => "in_progress",
+        StartError::Unavailable(_) | StartError::Store(_) => "unavailable",
+    }
+}
+
 pub(crate) fn start_error(e: StartError) -> Problem {
     match e {
         StartError::UnknownWorkflow(_) | StartError::UnknownVersion { .. } => {
@@ -123,7 +134,13 @@ pub async fn start(
     caller.require(Action::StartRun)?;
     let workflow = WorkflowId::new(id.clone())
         .map_err(|_| Problem::not_found(format!("workflow {id:?} is not registered")))?;
+    let started_at = std::time::Instant::now();
+    let label = app.metrics.tenant(&caller.tenant);
     app.limiter.check(&caller.tenant).map_err(|r| {
+        app.metrics
+            .triggers
+            .with_label_values(&[label.as_str(), "rate_limited"])
+            .inc();
         Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate-limited",
@@ -170,6 +187,25 @@ pub async fn start(
             Utc::now(),
         )
         .await
-        .map_err(start_error)?;
+        .map_err(|e| {
+            app.metrics
+                .triggers
+                .with_label_values(&[label.as_str(), outcome(&e)])
+                .inc();
+            start_error(e)
+        })?;
+    let result = if accepted_run.replayed {
+        "replayed"
+    } else {
+        "accepted"
+    };
+    app.metrics
+        .triggers
+        .with_label_values(&[label.as_str(), result])
+        .inc();
+    app.metrics
+        .accept_seconds
+        .with_label_values(&[label.as_str()])
+        .observe(started_at.elapsed().as_secs_f64());
     Ok(accepted(&accepted_run, &workflow))
 }

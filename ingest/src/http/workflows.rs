@@ -99,14 +99,34 @@ pub async fn register(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.contains("yaml"));
     let file = if yaml { "request.yaml" } else { "request.json" };
+    let label = app.metrics.tenant(&caller.tenant);
+    let count = |outcome: &str| {
+        app.metrics
+            .registrations
+            .with_label_values(&[label.as_str(), outcome])
+            .inc()
+    };
     let outcome = app
         .registry
         .register(&caller.tenant, file, text, &caller.subject, Utc::now())
         .await
-        .map_err(register_error)?;
+        .map_err(|e| {
+            count(if matches!(e, RegisterError::Invalid(_)) {
+                "invalid"
+            } else {
+                "unavailable"
+            });
+            register_error(e)
+        })?;
     let (status, v) = match outcome {
-        Registered::Created(v) => (StatusCode::CREATED, v),
-        Registered::Unchanged(v) => (StatusCode::OK, v),
+        Registered::Created(v) => {
+            count("created");
+            (StatusCode::CREATED, v)
+        }
+        Registered::Unchanged(v) => {
+            count("unchanged");
+            (StatusCode::OK, v)
+        }
     };
     let location = format!(
         "/v1/workflows/{}/versions/{}",

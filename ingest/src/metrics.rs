@@ -1,0 +1,119 @@
+//! What ingest reports on `/metrics` (Prometheus text format).
+//!
+//! Tenant labels are bounded: the first `MAX_NAMED_TENANTS` tenants seen by this process
+//! are named, every later one is counted as `other`, so a platform with thousands of
+//! tenants cannot blow up the series count. (Naming the busiest tenants rather than the
+//! first ones comes with the observability work, issue #8.)
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use aiq_topics::TenantId;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+pub const MAX_NAMED_TENANTS: usize = 100;
+pub const OTHER: &str = "other";
+
+pub struct Metrics {
+    registry: Registry,
+    named: Mutex<HashSet<String>>,
+    pub triggers: IntCounterVec,
+    pub registrations: IntCounterVec,
+    pub webhooks: IntCounterVec,
+    pub accept_seconds: HistogramVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| {
+            let c = IntCounterVec::new(Opts::new(name, help), &["tenant", "outcome"])
+                .unwrap_or_else(|e| unreachable!("metric {name} is well-formed: {e}"));
+            // Names are unique constants, so registration cannot collide.
+            let _ = registry.register(Box::new(c.clone()));
+            c
+        };
+        let triggers = counter(
+            "aiq_ingest_triggers_total",
+            "Run starts by API, manual or webhook, by tenant and outcome",
+        );
+        let registrations = counter(
+            "aiq_ingest_registrations_total",
+            "Workflow registrations by tenant and outcome",
+        );
+        let webhooks = counter(
+            "aiq_ingest_webhooks_total",
+            "Webhook deliveries by tenant and outcome",
+        );
+        let accept_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "aiq_ingest_trigger_accept_seconds",
+                "Time from a run-start request to Kafka's acknowledgement",
+            )
+            .buckets(vec![
+                0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["tenant"],
+        )
+        .unwrap_or_else(|e| unreachable!("histogram is well-formed: {e}"));
+        let _ = registry.register(Box::new(accept_seconds.clone()));
+        Self {
+            registry,
+            named: Mutex::new(HashSet::new()),
+            triggers,
+            registrations,
+            webhooks,
+            accept_seconds,
+        }
+    }
+
+    /// The label for a tenant: its id while few are named, else `other`.
+    pub fn tenant(&self, tenant: &TenantId) -> String {
+        let mut named = self.named.lock().unwrap_or_else(|p| p.into_inner());
+        if named.contains(tenant.as_str()) {
+            return tenant.to_string();
+        }
+        if named.len() < MAX_NAMED_TENANTS {
+            named.insert(tenant.to_string());
+            return tenant.to_string();
+        }
+        OTHER.to_owned()
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_labels_are_bounded() {
+        let m = Metrics::new();
+        for i in 0..MAX_NAMED_TENANTS {
+            let t = TenantId::new(format!("t{i}")).unwrap();
+            assert_eq!(m.tenant(&t), t.as_str());
+        }
+        let late = TenantId::new("late").unwrap();
+        assert_eq!(m.tenant(&late), OTHER);
+        assert_eq!(m.tenant(&TenantId::new("t0").unwrap()), "t0");
+        m.triggers.with_label_values(&["t0", "accepted"]).inc();
+        let text = m.render();
+        assert!(
+            text.contains("aiq_ingest_triggers_total{outcome=\"accepted\",tenant=\"t0\"} 1"),
+            "{text}"
+        );
+    }
+}
