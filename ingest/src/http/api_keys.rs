@@ -79,3 +79,34 @@ pub async fn create(
         }),
     ))
 }
+
+/// Revokes one of the caller's tenant's API keys; requests with it are refused at once.
+#[utoipa::path(delete, path = "/v1/api-keys/{key_id}", tag = "workflows",
+    params(("key_id" = String, Path)),
+    responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn revoke(
+    State(app): State<App>,
+    caller: Caller,
+    axum::extract::Path(key_id): axum::extract::Path<String>,
+) -> Result<StatusCode, Problem> {
+    caller.require(Action::ManageApiKeys)?;
+    let not_found = || Problem::not_found(format!("no API key {key_id:?}"));
+    let row = app
+        .store
+        .api_key_row(&key_id)
+        .await
+        .map_err(|e| Problem::unavailable(e.to_string()))?
+        .ok_or_else(not_found)?;
+    // Another tenant's key does not exist, as far as this caller can tell.
+    if row.1 != caller.tenant.as_str() {
+        return Err(not_found());
+    }
+    let (id, tenant, role, hash, label, created, _) = row;
+    app.store
+        .put_api_key_row(&(id, tenant, role, hash, label, created, true))
+        .await
+        .map_err(|e| Problem::unavailable(e.to_string()))?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -98,6 +98,7 @@ fn api() -> OpenApiRouter<App> {
         .routes(routes!(hooks::deliver))
         .routes(routes!(hooks::rotate_secret))
         .routes(routes!(api_keys::create))
+        .routes(routes!(api_keys::revoke))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
@@ -139,9 +140,10 @@ mod tests {
     use std::collections::BTreeSet;
 
     /// Every route and method the API serves; the document must list exactly these.
-    const ROUTES: [(&str, &str); 10] = [
+    const ROUTES: [(&str, &str); 11] = [
         ("/healthz", "get"),
         ("/metrics", "get"),
+        ("/v1/api-keys/{key_id}", "delete"),
         ("/v1/api-keys", "post"),
         ("/readyz", "get"),
         ("/v1/hooks/{hook}/secret", "put"),
@@ -169,7 +171,7 @@ mod tests {
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
         // A structural check by an independent OpenAPI 3.1 model.
         let parsed: oas3::OpenApiV3Spec = serde_json::from_value(doc.clone()).unwrap();
-        assert_eq!(parsed.paths.as_ref().map(|p| p.len()), Some(9));
+        assert_eq!(parsed.paths.as_ref().map(|p| p.len()), Some(10));
         // Every operation that is not a webhook or health check names a security scheme.
         for (path, method) in &expected {
             let op = &doc["paths"][path][method];
