@@ -285,3 +285,93 @@ fn kafka_down_is_a_clear_error_not_a_hang() {
         stderr(&o)
     );
 }
+
+/// A raw HTTP/1.0 GET; the status line's code, or None if nothing answers.
+fn http_status(addr: &str, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn serve_becomes_ready_and_stops_cleanly_on_sigterm() {
+    let brokers = require_service!(KAFKA);
+    let cql = require_service!(CQL);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let prefix = format!("{}.", unique("serve"));
+    let keyspace = unique("serve").to_lowercase();
+    let env = [
+        ("AIQ_KAFKA_BROKERS", brokers.as_str()),
+        ("AIQ_KAFKA_TOPIC_PREFIX", prefix.as_str()),
+        ("AIQ_KAFKA_TENANT_PARTITIONS", "2"),
+        ("AIQ_KAFKA_WORK_PARTITIONS", "2"),
+        ("AIQ_CQL_CONTACT_POINTS", cql.as_str()),
+        ("AIQ_CQL_KEYSPACE", keyspace.as_str()),
+        ("AIQ_SERVE_HTTP_LISTEN", listen.as_str()),
+        (
+            "AIQ_DEV_JWT_SECRET",
+            "serve-test-development-secret-0123456789",
+        ),
+    ];
+    assert!(aiq(&["topics", "apply"], &env).status.success());
+    assert!(aiq(&["schema", "apply"], &env).status.success());
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aiq"));
+    cmd.arg("serve");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while http_status(&listen, "/readyz") != Some(200) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "aiq serve never became ready"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "aiq serve exited early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(http_status(&listen, "/openapi.json"), Some(200));
+    assert_eq!(http_status(&listen, "/v1/workflows"), Some(401));
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "aiq serve ignored SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "exit {status:?}: {err}");
+    assert!(err.contains("shutting down"), "{err}");
+    // The default roles name stages this build lacks; it says so rather than pretend.
+    assert!(
+        err.contains(
+            "no stage yet for orchestrator (issue #5), worker (issue #6), sink (issue #7)"
+        ),
+        "{err}"
+    );
+}

@@ -44,8 +44,14 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("listening on {}", config.serve.http_listen))?;
     tracing::info!(address = %config.serve.http_listen, "ingest API listening");
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    // Ctrl-C by hand, SIGTERM from a service manager: either drains in-flight requests.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
         tracing::info!("shutting down");
     };
     aiq_ingest::http::serve(ingest.app, listener, shutdown).await?;
