@@ -27,6 +27,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(2, "0002_run_history"),
     migration!(3, "0003_service_probes"),
     migration!(4, "0004_registry"),
+    migration!(5, "0005_api_keys_by_tenant"),
 ];
 
 impl Migration {

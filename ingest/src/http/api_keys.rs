@@ -110,3 +110,41 @@ pub async fn revoke(
         .map_err(|e| Problem::unavailable(e.to_string()))?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyInfo {
+    key_id: String,
+    role: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    label: Option<String>,
+    created_at: chrono::DateTime<chrono::Utc>,
+    revoked: bool,
+}
+
+/// The caller's tenant's API keys (never the keys themselves).
+#[utoipa::path(get, path = "/v1/api-keys", tag = "workflows",
+    responses((status = 200, body = [ApiKeyInfo]), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn list(
+    State(app): State<App>,
+    caller: Caller,
+) -> Result<Json<Vec<ApiKeyInfo>>, Problem> {
+    caller.require(Action::ManageApiKeys)?;
+    let rows = app
+        .store
+        .api_keys_of(caller.tenant.as_str())
+        .await
+        .map_err(|e| Problem::unavailable(e.to_string()))?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|(key_id, role, label, created_at, revoked)| ApiKeyInfo {
+                key_id,
+                role,
+                label,
+                created_at,
+                revoked,
+            })
+            .collect(),
+    ))
+}

@@ -97,7 +97,7 @@ fn api() -> OpenApiRouter<App> {
         .routes(routes!(runs::start))
         .routes(routes!(hooks::deliver))
         .routes(routes!(hooks::rotate_secret))
-        .routes(routes!(api_keys::create))
+        .routes(routes!(api_keys::create, api_keys::list))
         .routes(routes!(api_keys::revoke))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
@@ -140,9 +140,10 @@ mod tests {
     use std::collections::BTreeSet;
 
     /// Every route and method the API serves; the document must list exactly these.
-    const ROUTES: [(&str, &str); 11] = [
+    const ROUTES: [(&str, &str); 12] = [
         ("/healthz", "get"),
         ("/metrics", "get"),
+        ("/v1/api-keys", "get"),
         ("/v1/api-keys/{key_id}", "delete"),
         ("/v1/api-keys", "post"),
         ("/readyz", "get"),

@@ -75,6 +75,8 @@ struct Statements {
     key_release: PreparedStatement,
     api_key_get: PreparedStatement,
     api_key_put: PreparedStatement,
+    api_key_index_put: PreparedStatement,
+    api_key_list: PreparedStatement,
     hook_get: PreparedStatement,
     hook_put: PreparedStatement,
 }
@@ -218,6 +220,16 @@ impl RegistryStore {
             api_key_put: prep(
                 "api key put",
                 format!("INSERT INTO {ks}.api_keys (key_id, tenant, role, secret_sha256, label, created_at, revoked) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+            )
+            .await?,
+            api_key_index_put: prep(
+                "api key index put",
+                format!("INSERT INTO {ks}.api_keys_by_tenant (tenant, key_id, role, label, created_at, revoked) VALUES (?, ?, ?, ?, ?, ?)"),
+            )
+            .await?,
+            api_key_list: prep(
+                "api key list",
+                format!("SELECT key_id, role, label, created_at, revoked FROM {ks}.api_keys_by_tenant WHERE tenant = ?"),
             )
             .await?,
             hook_get: prep(
@@ -466,6 +478,7 @@ impl RegistryStore {
             .map_err(|e| bad(e.to_string()))
     }
 
+    /// Stores a key and its entry in the tenant's list.
     pub async fn put_api_key_row(&self, row: &ApiKeyRow) -> Result<(), StoreError> {
         let (key_id, tenant, role, hash, label, created_at, revoked) = row;
         self.exec(
@@ -474,7 +487,28 @@ impl RegistryStore {
             (key_id, tenant, role, hash, label, created_at, revoked),
         )
         .await?;
+        self.exec(
+            "listing an API key under its tenant",
+            &self.st.api_key_index_put,
+            (tenant, key_id, role, label, created_at, revoked),
+        )
+        .await?;
         Ok(())
+    }
+
+    /// A tenant's keys: (key_id, role, label, created_at, revoked).
+    pub async fn api_keys_of(&self, tenant: &str) -> Result<Vec<ApiKeyListing>, StoreError> {
+        let op = "listing API keys";
+        let bad = |reason: String| StoreError::Result { op, reason };
+        let rows = self
+            .exec(op, &self.st.api_key_list, (tenant,))
+            .await?
+            .into_rows_result()
+            .map_err(|e| bad(e.to_string()))?;
+        rows.rows::<ApiKeyListing>()
+            .map_err(|e| bad(e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(e.to_string()))
     }
 }
 
@@ -487,6 +521,9 @@ pub type ApiKeyRow = (
     DateTime<Utc>,
     bool,
 );
+
+/// One key in a tenant's list: (key_id, role, label, created_at, revoked).
+pub type ApiKeyListing = (String, String, Option<String>, DateTime<Utc>, bool);
 
 fn existing_claim(op: &'static str, row: &LwtRow) -> Result<Claim, StoreError> {
     let bad = |reason: &str| StoreError::Result {
