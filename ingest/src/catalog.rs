@@ -21,7 +21,7 @@ pub struct Catalog {
 
 #[derive(Default)]
 struct Inner {
-    versions: HashMap<(TenantId, WorkflowId), BTreeMap<u32, Version>>,
+    versions: HashMap<(TenantId, WorkflowId), BTreeMap<u32, Arc<Version>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,9 +53,11 @@ impl Catalog {
             .entry((record.tenant.clone(), record.workflow.clone()))
             .or_default()
             .entry(record.version)
-            .or_insert(Version {
-                record,
-                workflow: Arc::new(workflow),
+            .or_insert_with(|| {
+                Arc::new(Version {
+                    record,
+                    workflow: Arc::new(workflow),
+                })
             });
         Ok(())
     }
@@ -64,7 +66,8 @@ impl Catalog {
         self.apply(DefinitionRecord::decode(payload)?)
     }
 
-    pub fn latest(&self, tenant: &TenantId, workflow: &WorkflowId) -> Option<Version> {
+    // Versions are shared, not copied: the request path asks for one on every run start.
+    pub fn latest(&self, tenant: &TenantId, workflow: &WorkflowId) -> Option<Arc<Version>> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
         inner
             .versions
@@ -79,7 +82,7 @@ impl Catalog {
         tenant: &TenantId,
         workflow: &WorkflowId,
         version: u32,
-    ) -> Option<Version> {
+    ) -> Option<Arc<Version>> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
         inner
             .versions
@@ -89,9 +92,9 @@ impl Catalog {
     }
 
     /// The tenant's workflows with their newest version, sorted by id.
-    pub fn list(&self, tenant: &TenantId) -> Vec<Version> {
+    pub fn list(&self, tenant: &TenantId) -> Vec<Arc<Version>> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<Version> = inner
+        let mut out: Vec<Arc<Version>> = inner
             .versions
             .iter()
             .filter(|((t, _), _)| t == tenant)
@@ -101,16 +104,25 @@ impl Catalog {
         out
     }
 
-    /// The workflow whose newest version declares the webhook `hook`.
-    pub fn by_webhook(&self, tenant: &TenantId, hook: &str) -> Option<Version> {
-        self.list(tenant).into_iter().find(|v| {
-            v.workflow
-                .definition()
-                .triggers
-                .webhooks
-                .iter()
-                .any(|w| w.name == hook)
-        })
+    /// The workflow whose newest version declares the webhook `hook` (the first by id
+    /// if several do).
+    pub fn by_webhook(&self, tenant: &TenantId, hook: &str) -> Option<Arc<Version>> {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner
+            .versions
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .filter_map(|(_, versions)| versions.values().next_back())
+            .filter(|v| {
+                v.workflow
+                    .definition()
+                    .triggers
+                    .webhooks
+                    .iter()
+                    .any(|w| w.name == hook)
+            })
+            .min_by(|a, b| a.record.workflow.cmp(&b.record.workflow))
+            .cloned()
     }
 }
 

@@ -54,14 +54,7 @@ pub fn advance(
                     commands: Vec::new(),
                 };
             }
-            let mut m = Machine {
-                wf,
-                st,
-                now,
-                out: Vec::new(),
-                filling: BTreeSet::new(),
-                result_duration_ms: None,
-            };
+            let mut m = Machine::new(wf, st, now);
             m.apply(input);
             Transition {
                 state: Some(m.st),
@@ -105,14 +98,7 @@ fn start(
         output: None,
         error: None,
     };
-    let mut m = Machine {
-        wf,
-        st,
-        now,
-        out: Vec::new(),
-        filling: BTreeSet::new(),
-        result_duration_ms: None,
-    };
+    let mut m = Machine::new(wf, st, now);
     m.emit_run(RunStatus::Running, Some(input), None, None);
     if let Some(t) = def.timeout {
         m.start_timer(
@@ -148,6 +134,19 @@ fn failure(class: ErrorClass, message: impl Into<String>, step: Option<&StepId>)
         class,
         message: message.into(),
         step: step.cloned(),
+    }
+}
+
+impl<'w> Machine<'w> {
+    fn new(wf: &'w Workflow, st: RunState, now: DateTime<Utc>) -> Self {
+        Self {
+            wf,
+            st,
+            now,
+            out: Vec::new(),
+            filling: BTreeSet::new(),
+            result_duration_ms: None,
+        }
     }
 }
 

@@ -153,7 +153,7 @@ pub async fn list(
         app.catalog
             .list(&caller.tenant)
             .iter()
-            .map(summary)
+            .map(|v| summary(v))
             .collect(),
     ))
 }

@@ -30,9 +30,9 @@ pub enum RegisterError {
 
 #[derive(Debug, Clone)]
 pub enum Registered {
-    Created(Version),
+    Created(Arc<Version>),
     /// The newest version already has this content.
-    Unchanged(Version),
+    Unchanged(Arc<Version>),
 }
 
 #[derive(Clone)]
@@ -125,7 +125,7 @@ impl Registry {
         Ok(())
     }
 
-    fn catalog_version(&self, record: DefinitionRecord) -> Result<Version, RegisterError> {
+    fn catalog_version(&self, record: DefinitionRecord) -> Result<Arc<Version>, RegisterError> {
         let (tenant, workflow, version) = (
             record.tenant.clone(),
             record.workflow.clone(),
