@@ -1,4 +1,5 @@
-//! Cron schedules: standard 5-field crontab in an IANA time zone, via `croner`.
+//! Cron schedules: standard 5-field crontab, or 6 fields with seconds first, in an IANA
+//! time zone, via `croner`.
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -19,6 +20,16 @@ pub fn next_tick(schedule: &str, timezone: &str, after: DateTime<Utc>) -> Option
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// The last tick at or before `at`, in `timezone`.
+pub fn prev_tick(schedule: &str, timezone: &str, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let cron = parse(schedule).ok()?;
+    let tz: Tz = timezone.parse().ok()?;
+    let local = at.with_timezone(&tz);
+    cron.find_previous_occurrence(&local, true)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -32,5 +43,11 @@ mod tests {
         let next = next_tick("0 2 * * *", "Europe/Berlin", after).unwrap();
         assert_eq!(next.to_rfc3339(), "2026-03-29T01:00:00+00:00");
         assert!(parse("61 * * * *").is_err());
+        let every_second = next_tick("* * * * * *", "UTC", after).unwrap();
+        assert_eq!(every_second.to_rfc3339(), "2026-03-28T12:00:01+00:00");
+        let prev = prev_tick("*/5 * * * *", "UTC", after + chrono::Duration::seconds(601)).unwrap();
+        assert_eq!(prev.to_rfc3339(), "2026-03-28T12:10:00+00:00");
+        let exact = prev_tick("*/5 * * * *", "UTC", prev).unwrap();
+        assert_eq!(exact, prev);
     }
 }

@@ -7,6 +7,7 @@
 //! - [`advance`] applies one [`Input`] to a [`RunState`] and returns the [`Command`]s
 //!   for the orchestrator to carry out.
 
+pub mod catalog;
 pub mod cron;
 pub mod definition;
 pub mod duration;
@@ -17,6 +18,7 @@ pub mod schema;
 pub mod validate;
 pub mod workflow;
 
+pub use catalog::{Catalog, Version};
 pub use definition::Definition;
 pub use run::{Command, Input, RunState, Transition, advance};
 pub use validate::{ValidationError, validate_source};

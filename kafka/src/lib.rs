@@ -7,4 +7,4 @@ pub mod tail;
 
 pub use admin::{TopicAction, TopicReport, apply_topics};
 pub use settings::{KafkaError, KafkaSettings, SecurityProtocol};
-pub use tail::{Tail, TailRecord, tail_topic};
+pub use tail::{Tail, TailRecord, TailSync, tail_topic};

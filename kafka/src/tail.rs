@@ -5,9 +5,10 @@
 //! it is ready only once it knows everything that was there.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -26,6 +27,57 @@ pub struct TailRecord<'a> {
 pub struct Tail {
     caught_up: watch::Receiver<bool>,
     task: JoinHandle<()>,
+    sync: TailSync,
+}
+
+/// Lets a thread wait until the tail has read everything the topic holds *now*: a
+/// reader that misses a key asks this before concluding that the key does not exist.
+#[derive(Clone)]
+pub struct TailSync {
+    topic: String,
+    /// The next offset to be handed over, per partition.
+    consumed: Arc<Mutex<HashMap<i32, i64>>>,
+    watermarks: Arc<BaseConsumer>,
+}
+
+impl TailSync {
+    /// Blocks until every record present when called has been handed over, or until
+    /// `timeout`; returns whether it caught up.
+    pub fn catch_up_blocking(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut ends = Vec::new();
+        let partitions: Vec<i32> = match self.watermarks.fetch_metadata(Some(&self.topic), timeout)
+        {
+            Ok(md) => md
+                .topics()
+                .iter()
+                .filter(|t| t.name() == self.topic)
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect(),
+            Err(_) => return false,
+        };
+        for p in partitions {
+            match self.watermarks.fetch_watermarks(&self.topic, p, timeout) {
+                Ok((low, high)) if high > low => ends.push((p, high)),
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        loop {
+            let done = {
+                let consumed = self.consumed.lock().unwrap_or_else(|p| p.into_inner());
+                ends.iter()
+                    .all(|(p, end)| consumed.get(p).is_some_and(|c| c >= end))
+            };
+            if done {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
 }
 
 impl Tail {
@@ -41,6 +93,10 @@ impl Tail {
 
     pub fn watch(&self) -> watch::Receiver<bool> {
         self.caught_up.clone()
+    }
+
+    pub fn sync(&self) -> TailSync {
+        self.sync.clone()
     }
 }
 
@@ -75,6 +131,22 @@ where
             source,
         })?;
 
+    let watermarks: BaseConsumer = settings
+        .client_config()
+        .set("group.id", format!("aiq-tail-{}", uuid_like()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|source| KafkaError::Client {
+            what: "tail watermark client",
+            brokers: settings.brokers.clone(),
+            source,
+        })?;
+    let consumed: Arc<Mutex<HashMap<i32, i64>>> = Arc::default();
+    let sync = TailSync {
+        topic: topic.to_owned(),
+        consumed: Arc::clone(&consumed),
+        watermarks: Arc::new(watermarks),
+    };
     let topic_name = topic.to_owned();
     let (consumer, ends) = tokio::task::spawn_blocking(move || {
         let md = consumer
@@ -140,6 +212,10 @@ where
                         partition: msg.partition(),
                         offset: msg.offset(),
                     });
+                    consumed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(msg.partition(), msg.offset() + 1);
                     if pending
                         .get(&msg.partition())
                         .is_some_and(|end| msg.offset() + 1 >= *end)
@@ -151,14 +227,14 @@ where
                 Err(_) => {
                     // Idle: transaction markers and compaction leave offsets that no
                     // record carries, so ask where the consumer stands.
-                    if !pending.is_empty()
-                        && let Ok(pos) = consumer.position()
-                    {
+                    if let Ok(pos) = consumer.position() {
+                        let mut consumed = consumed.lock().unwrap_or_else(|p| p.into_inner());
                         for e in pos.elements() {
-                            if let Offset::Offset(o) = e.offset()
-                                && pending.get(&e.partition()).is_some_and(|end| o >= *end)
-                            {
-                                pending.remove(&e.partition());
+                            if let Offset::Offset(o) = e.offset() {
+                                consumed.insert(e.partition(), o);
+                                if pending.get(&e.partition()).is_some_and(|end| o >= *end) {
+                                    pending.remove(&e.partition());
+                                }
                             }
                         }
                     }
@@ -172,6 +248,7 @@ where
     Ok(Tail {
         caught_up: rx,
         task,
+        sync,
     })
 }
 

@@ -1,1 +1,5 @@
-//! Stream stages that advance workflow runs. The orchestrator and workers land here (issues 5 and 6).
+//! The stream stages that advance workflow runs.
+//!
+//! - [`orchestrator`]: stateful, exactly-once; owns the tenants of its partitions.
+
+pub mod orchestrator;

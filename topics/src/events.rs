@@ -105,6 +105,38 @@ pub struct StepEvent {
     pub duration_ms: Option<u64>,
 }
 
+/// A record of the events topic: what happened to a run or to one of its steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    Run(RunEvent),
+    Step(StepEvent),
+}
+
+impl Event {
+    pub fn tenant(&self) -> &TenantId {
+        match self {
+            Event::Run(e) => &e.tenant,
+            Event::Step(e) => &e.tenant,
+        }
+    }
+
+    pub fn run(&self) -> RunId {
+        match self {
+            Event::Run(e) => e.run,
+            Event::Step(e) => e.run,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_else(|e| unreachable!("event encodes: {e}"))
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(payload)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +161,27 @@ mod tests {
             serde_json::to_value(StepStatus::Retrying).unwrap(),
             "retrying"
         );
+    }
+
+    #[test]
+    fn events_carry_a_type_tag_beside_their_fields() {
+        let tenant = TenantId::new("acme").unwrap();
+        let workflow = WorkflowId::new("w").unwrap();
+        let run = RunId::from_idempotency_key(&tenant, &workflow, "k");
+        let e = Event::Run(RunEvent {
+            tenant,
+            run,
+            workflow,
+            version: 1,
+            status: RunStatus::Succeeded,
+            at: DateTime::from_timestamp(0, 0).unwrap(),
+            input: None,
+            output: None,
+            error: None,
+        });
+        let v: Value = serde_json::from_slice(&e.encode()).unwrap();
+        assert_eq!(v["type"], "run");
+        assert_eq!(v["status"], "succeeded");
+        assert_eq!(Event::decode(&e.encode()).unwrap(), e);
     }
 }

@@ -4,18 +4,22 @@
 //! Kafka, the declared topics with what their keys mean, and the partitioner that keeps
 //! a tenant's topics co-partitioned. Stages depend on this crate, never on each other.
 
+pub mod dead_letter;
 pub mod definition;
 pub mod events;
 pub mod ids;
 pub mod partition;
+pub mod signal;
 pub mod spec;
 pub mod task;
 pub mod trigger;
 
+pub use dead_letter::DeadLetterKind;
 pub use definition::DefinitionRecord;
-pub use events::{Failure, RunEvent, RunStatus, StepEvent, StepStatus};
+pub use events::{Event, Failure, RunEvent, RunStatus, StepEvent, StepStatus};
 pub use ids::{IdError, RunId, StepId, TenantId, WorkflowId};
 pub use partition::partition_for_key;
+pub use signal::{SignalAction, SignalEvent};
 pub use spec::{CleanupPolicy, KeyKind, TopicKind, TopicSet, TopicSpec};
 pub use task::{ErrorClass, TaskMessage, TaskOutcome, TaskResult};
 pub use trigger::{TRIGGER_SCHEMA_V1, TriggerError, TriggerEvent, TriggerSource};

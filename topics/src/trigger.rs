@@ -42,8 +42,12 @@ pub struct TriggerEvent {
     pub source: TriggerSource,
     #[serde(default)]
     pub input: Value,
+    /// When the event happened; for cron runs, the scheduled tick.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub occurred_at: Option<DateTime<Utc>>,
+    /// Set by the orchestrator on a sub-workflow's trigger: the run told when this ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_run: Option<RunId>,
 }
 
 /// Why a record on the triggers topic is not a trigger. The message names the field.
@@ -80,6 +84,7 @@ impl TriggerEvent {
             source,
             input,
             occurred_at: None,
+            parent_run: None,
         }
     }
 

@@ -88,7 +88,8 @@ impl Triggers {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CronTrigger {
-    /// Standard 5-field crontab: minute hour day-of-month month day-of-week.
+    /// Standard 5-field crontab (minute hour day-of-month month day-of-week), or 6 fields
+    /// with seconds first (`*/5 * * * * *` fires every five seconds).
     pub schedule: String,
     /// An IANA time zone such as `Europe/Berlin`; DST follows its rules.
     #[serde(default = "utc")]

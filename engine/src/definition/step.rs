@@ -179,6 +179,9 @@ pub enum Connector {
     Email,
     File,
     Kafka,
+    /// Does nothing but answer: its output is `args.output` (or null), after
+    /// `args.delay_ms`. For load tests, demos and placeholders.
+    Noop,
 }
 
 impl Connector {
@@ -190,6 +193,7 @@ impl Connector {
             Connector::Email => "email",
             Connector::File => "file",
             Connector::Kafka => "kafka",
+            Connector::Noop => "noop",
         }
     }
 }

@@ -100,11 +100,11 @@ impl<'a> Walk<'a> {
         }
         for (i, c) in def.triggers.cron.iter().enumerate() {
             let p = format!("/triggers/cron/{i}");
-            if c.schedule.split_whitespace().count() != 5 {
+            if !matches!(c.schedule.split_whitespace().count(), 5 | 6) {
                 self.error(
                     format!("{p}/schedule"),
                     format!(
-                        "{:?} must have 5 fields: minute hour day-of-month month day-of-week",
+                        "{:?} must have 5 fields (minute hour day-of-month month day-of-week) or 6 with seconds first",
                         c.schedule
                     ),
                 );

@@ -1,0 +1,194 @@
+//! Every accepted workflow version, in memory. Stages feed it from the compacted
+//! definitions topic, so neither the request path nor the orchestrator asks a database
+//! for a definition. Pure: callers bring the records.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use crate::workflow::Workflow;
+use aiq_topics::{DefinitionRecord, TenantId, WorkflowId};
+
+/// One accepted version, compiled.
+#[derive(Debug, Clone)]
+pub struct Version {
+    pub record: DefinitionRecord,
+    pub workflow: Arc<Workflow>,
+}
+
+#[derive(Default)]
+pub struct Catalog {
+    inner: RwLock<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    versions: HashMap<(TenantId, WorkflowId), BTreeMap<u32, Arc<Version>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("definition record does not decode: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("definition {key} no longer validates: {errors}")]
+    Invalid { key: String, errors: String },
+}
+
+impl Catalog {
+    /// Adds a record read from the definitions topic (or just written by this process).
+    /// Versions are immutable, so a repeated record changes nothing.
+    pub fn apply(&self, record: DefinitionRecord) -> Result<(), CatalogError> {
+        let text = record.definition.to_string();
+        let workflow = crate::validate_source(&format!("{}.json", record.key()), &text)
+            .map_err(|errs| CatalogError::Invalid {
+                key: record.key(),
+                errors: errs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            })?
+            .with_version(record.version);
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        inner
+            .versions
+            .entry((record.tenant.clone(), record.workflow.clone()))
+            .or_default()
+            .entry(record.version)
+            .or_insert_with(|| {
+                Arc::new(Version {
+                    record,
+                    workflow: Arc::new(workflow),
+                })
+            });
+        Ok(())
+    }
+
+    pub fn apply_bytes(&self, payload: &[u8]) -> Result<(), CatalogError> {
+        self.apply(DefinitionRecord::decode(payload)?)
+    }
+
+    // Versions are shared, not copied: the request path asks for one on every run start.
+    pub fn latest(&self, tenant: &TenantId, workflow: &WorkflowId) -> Option<Arc<Version>> {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner
+            .versions
+            .get(&(tenant.clone(), workflow.clone()))?
+            .values()
+            .next_back()
+            .cloned()
+    }
+
+    pub fn version(
+        &self,
+        tenant: &TenantId,
+        workflow: &WorkflowId,
+        version: u32,
+    ) -> Option<Arc<Version>> {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner
+            .versions
+            .get(&(tenant.clone(), workflow.clone()))?
+            .get(&version)
+            .cloned()
+    }
+
+    /// The tenant's workflows with their newest version, sorted by id.
+    pub fn list(&self, tenant: &TenantId) -> Vec<Arc<Version>> {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<Arc<Version>> = inner
+            .versions
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .filter_map(|(_, versions)| versions.values().next_back().cloned())
+            .collect();
+        out.sort_by(|a, b| a.record.workflow.cmp(&b.record.workflow));
+        out
+    }
+
+    /// The newest version of every workflow that has cron triggers, for tenants that
+    /// `owned` accepts (the orchestrator passes the tenants of its partitions).
+    pub fn scheduled(&self, owned: impl Fn(&TenantId) -> bool) -> Vec<Arc<Version>> {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner
+            .versions
+            .iter()
+            .filter(|((t, _), _)| owned(t))
+            .filter_map(|(_, versions)| versions.values().next_back())
+            .filter(|v| !v.workflow.definition().triggers.cron.is_empty())
+            .cloned()
+            .collect()
+    }
+
+    /// The workflow whose newest version declares the webhook `hook` (the first by id
+    /// if several do).
+    pub fn by_webhook(&self, tenant: &TenantId, hook: &str) -> Option<Arc<Version>> {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner
+            .versions
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .filter_map(|(_, versions)| versions.values().next_back())
+            .filter(|v| {
+                v.workflow
+                    .definition()
+                    .triggers
+                    .webhooks
+                    .iter()
+                    .any(|w| w.name == hook)
+            })
+            .min_by(|a, b| a.record.workflow.cmp(&b.record.workflow))
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::DateTime;
+    use serde_json::json;
+
+    fn record(workflow: &str, version: u32, hook: Option<&str>) -> DefinitionRecord {
+        let mut def = json!({"id": workflow, "steps": [{"id": "a", "succeed": {}}]});
+        if let Some(h) = hook {
+            def["triggers"] = json!({"webhooks": [{"name": h}]});
+        }
+        DefinitionRecord {
+            tenant: TenantId::new("acme").unwrap(),
+            workflow: WorkflowId::new(workflow).unwrap(),
+            version,
+            content_hash: format!("h{version}"),
+            created_at: DateTime::from_timestamp(0, 0).unwrap(),
+            definition: def,
+        }
+    }
+
+    #[test]
+    fn keeps_versions_and_answers_latest_list_and_webhooks() {
+        let c = Catalog::default();
+        c.apply(record("sync", 1, None)).unwrap();
+        c.apply(record("sync", 2, Some("shop"))).unwrap();
+        c.apply(record("other", 1, None)).unwrap();
+        c.apply(record("sync", 1, None)).unwrap();
+        let t = TenantId::new("acme").unwrap();
+        let sync = WorkflowId::new("sync").unwrap();
+        assert_eq!(c.latest(&t, &sync).unwrap().record.version, 2);
+        assert_eq!(c.latest(&t, &sync).unwrap().workflow.version(), 2);
+        assert_eq!(c.version(&t, &sync, 1).unwrap().record.content_hash, "h1");
+        let listed: Vec<String> = c
+            .list(&t)
+            .iter()
+            .map(|v| v.record.workflow.to_string())
+            .collect();
+        assert_eq!(listed, vec!["other", "sync"]);
+        assert_eq!(
+            c.by_webhook(&t, "shop").unwrap().record.workflow.as_str(),
+            "sync"
+        );
+        assert!(
+            c.by_webhook(&TenantId::new("globex").unwrap(), "shop")
+                .is_none()
+        );
+        assert!(c.apply_bytes(b"not json").is_err());
+        assert!(c.scheduled(|_| true).is_empty());
+    }
+}

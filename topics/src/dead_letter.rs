@@ -1,0 +1,69 @@
+//! How a stage sets a record aside: the dead-letter topic gets the original key, bytes
+//! and headers, plus headers that say where the record came from and why it failed.
+
+use serde::Serialize;
+
+/// Why a record went to the dead-letter topic; the short code is the metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterKind {
+    /// Not JSON, or not the record type the topic carries.
+    Undecodable,
+    /// Decodes, but a field breaks a rule (schema tag, key mismatch, ...).
+    Invalid,
+    /// Names a workflow (or version) that is not registered.
+    UnknownWorkflow,
+    /// The input does not match the workflow's input schema.
+    InvalidInput,
+    /// A signal or cancel for a run that is not in flight.
+    UnknownRun,
+    /// A run's state could not be used (a definition version that vanished, ...).
+    Internal,
+}
+
+impl DeadLetterKind {
+    pub const ALL: [DeadLetterKind; 6] = [
+        DeadLetterKind::Undecodable,
+        DeadLetterKind::Invalid,
+        DeadLetterKind::UnknownWorkflow,
+        DeadLetterKind::InvalidInput,
+        DeadLetterKind::UnknownRun,
+        DeadLetterKind::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterKind::Undecodable => "undecodable",
+            DeadLetterKind::Invalid => "invalid",
+            DeadLetterKind::UnknownWorkflow => "unknown_workflow",
+            DeadLetterKind::InvalidInput => "invalid_input",
+            DeadLetterKind::UnknownRun => "unknown_run",
+            DeadLetterKind::Internal => "internal",
+        }
+    }
+}
+
+/// Header names on dead-letter records (the original headers are kept as they were).
+pub mod headers {
+    /// [`super::DeadLetterKind`] as its short code.
+    pub const KIND: &str = "aiq-dlq-kind";
+    /// A sentence naming the field and the reason.
+    pub const REASON: &str = "aiq-dlq-reason";
+    /// The stage that set the record aside (`orchestrator`, `worker`, `sink`).
+    pub const STAGE: &str = "aiq-dlq-stage";
+    pub const TOPIC: &str = "aiq-dlq-topic";
+    pub const PARTITION: &str = "aiq-dlq-partition";
+    pub const OFFSET: &str = "aiq-dlq-offset";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_snake_case_and_match_serde() {
+        for k in DeadLetterKind::ALL {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+    }
+}
