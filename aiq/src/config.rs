@@ -5,6 +5,7 @@ use std::path::Path;
 
 use aiq_ingest::settings::IngestSettings;
 use aiq_kafka::KafkaSettings;
+use aiq_pipeline::orchestrator::OrchestratorSettings;
 use aiq_sql::CqlSettings;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -17,7 +18,7 @@ pub const DEFAULTS: &str = include_str!("../../config/aiq.toml");
 
 /// Top-level sections; an `AIQ_` variable outside them (`AIQ_DEV_JWT_SECRET`,
 /// `AIQ_PROMETHEUS_URL`) is not configuration and is left alone.
-const SECTIONS: [&str; 5] = ["kafka", "cql", "serve", "ingest", "log"];
+const SECTIONS: [&str; 6] = ["kafka", "cql", "serve", "ingest", "orchestrator", "log"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +27,7 @@ pub struct Config {
     pub cql: CqlSettings,
     pub serve: ServeSettings,
     pub ingest: IngestSettings,
+    pub orchestrator: OrchestratorSettings,
     pub log: LogSettings,
 }
 
@@ -180,6 +182,8 @@ mod tests {
             let c = load(None, json!({})).map_err(|e| e.to_string())?;
             assert_eq!(c.kafka.topic_prefix, "aiq.");
             assert_eq!(c.serve.roles.to_string(), "ingest,orchestrator,worker,sink");
+            // The embedded defaults and the file must say the same.
+            assert_eq!(c.orchestrator, OrchestratorSettings::default());
             assert_eq!(c.ingest.trigger_quota.per_second.get(), 100);
             assert!(c.ingest.tenants.is_empty());
             Ok(())

@@ -369,9 +369,10 @@ fn serve_becomes_ready_and_stops_cleanly_on_sigterm() {
     assert!(err.contains("shutting down"), "{err}");
     // The default roles name stages this build lacks; it says so rather than pretend.
     assert!(
-        err.contains(
-            "no stage yet for orchestrator (issue #5), worker (issue #6), sink (issue #7)"
-        ),
+        err.contains("no stage yet for worker (issue #6), sink (issue #7)"),
         "{err}"
     );
+    // The orchestrator ran beside ingest and stopped with it.
+    assert!(err.contains("orchestrator started"), "{err}");
+    assert!(err.contains("orchestrator stopped"), "{err}");
 }

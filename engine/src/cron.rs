@@ -20,11 +20,13 @@ pub fn next_tick(schedule: &str, timezone: &str, after: DateTime<Utc>) -> Option
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// The last tick at or before `at`, in `timezone`.
+/// The last tick at or before `at`, in `timezone`. Ticks are whole seconds; `at` is
+/// taken down to its second first (croner would otherwise keep its fraction).
 pub fn prev_tick(schedule: &str, timezone: &str, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let cron = parse(schedule).ok()?;
     let tz: Tz = timezone.parse().ok()?;
-    let local = at.with_timezone(&tz);
+    let whole = DateTime::from_timestamp(at.timestamp(), 0)?;
+    let local = whole.with_timezone(&tz);
     cron.find_previous_occurrence(&local, true)
         .ok()
         .map(|t| t.with_timezone(&Utc))
@@ -49,5 +51,11 @@ mod tests {
         assert_eq!(prev.to_rfc3339(), "2026-03-28T12:10:00+00:00");
         let exact = prev_tick("*/5 * * * *", "UTC", prev).unwrap();
         assert_eq!(exact, prev);
+        let fraction = prev_tick(
+            "* * * * * *",
+            "UTC",
+            prev + chrono::Duration::milliseconds(1500),
+        );
+        assert_eq!(fraction.unwrap(), prev + chrono::Duration::seconds(1));
     }
 }

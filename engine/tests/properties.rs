@@ -170,6 +170,16 @@ impl Driver {
             t.state.as_ref().map(RunState::encode),
             "the same input gave a different state"
         );
+        // What the orchestrator stores reads back as the same state.
+        if let Some(st) = &t.state {
+            let bytes = st.encode();
+            let back = RunState::decode(&bytes).expect("a state decodes");
+            assert_eq!(
+                back.encode(),
+                bytes,
+                "a state changed through encode and decode"
+            );
+        }
         if was_terminal {
             assert!(
                 t.commands.is_empty(),

@@ -2,3 +2,4 @@
 //! here, with the command that produced it.
 
 pub mod open_loop;
+pub mod state_memory;

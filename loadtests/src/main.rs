@@ -2,6 +2,7 @@
 //!
 //!   aiq-load triggers --url http://127.0.0.1:8080 --token "$TOKEN" \
 //!       --workflow load-noop --rate 500 --duration 20
+//!   aiq-load state-memory --runs 100000
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,11 +39,28 @@ enum Cmd {
         #[arg(long, default_value_t = 2000)]
         max_in_flight: usize,
     },
+    /// Memory per run waiting for a signal in the orchestrator's core (no Kafka).
+    StateMemory {
+        #[arg(long, default_value_t = 100_000)]
+        runs: usize,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Cmd::StateMemory { runs } => {
+            let r = aiq_loadtests::state_memory::measure(runs)?;
+            println!(
+                "| waiting runs | resident memory per run | changelog per run | starts/s (one core, no Kafka) |"
+            );
+            println!("| ---: | ---: | ---: | ---: |");
+            println!(
+                "| {} | {:.0} B | {:.0} B | {:.0} |",
+                r.runs, r.rss_bytes_per_run, r.changelog_bytes_per_run, r.starts_per_sec
+            );
+            Ok(())
+        }
         Cmd::Triggers {
             url,
             token,

@@ -1,5 +1,7 @@
 //! The stream stages that advance workflow runs.
 //!
 //! - [`orchestrator`]: stateful, exactly-once; owns the tenants of its partitions.
+//! - [`worker`]: stateless, at-least-once; runs the connectors.
 
 pub mod orchestrator;
+pub mod worker;

@@ -1,7 +1,13 @@
 //! `aiq serve`: runs the stages named by `serve.roles` in this process.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
+use aiq_engine::Catalog;
+use aiq_kafka::{Tail, tail_topic};
+use aiq_pipeline::orchestrator::{Orchestrator, OrchestratorMetrics};
+use aiq_topics::TopicKind;
 use anyhow::Context;
 
 use crate::config::Config;
@@ -10,8 +16,7 @@ use crate::roles::Role;
 /// The issue that brings each stage not in this build yet.
 fn missing_stage(role: Role) -> Option<&'static str> {
     match role {
-        Role::Ingest => None,
-        Role::Orchestrator => Some("#5"),
+        Role::Ingest | Role::Orchestrator => None,
         Role::Worker => Some("#6"),
         Role::Sink => Some("#7"),
     }
@@ -23,38 +28,119 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         .iter()
         .filter_map(|r| missing_stage(*r).map(|issue| format!("{} (issue {issue})", r.as_str())))
         .collect();
-    if !roles.contains(&Role::Ingest) {
-        anyhow::bail!(
-            "this build runs only the ingest stage; not yet built: {}",
-            missing.join(", ")
-        );
-    }
     if !missing.is_empty() {
-        tracing::warn!(
-            "this build has no stage yet for {}; running ingest only",
-            missing.join(", ")
+        tracing::warn!("this build has no stage yet for {}", missing.join(", "));
+    }
+    if !roles.contains(&Role::Ingest) && !roles.contains(&Role::Orchestrator) {
+        anyhow::bail!(
+            "none of the roles {} is built yet; run ingest or orchestrator",
+            config.serve.roles
         );
     }
-    let jwt = crate::auth::jwt_verifier(&config.ingest)?;
-    let ingest =
-        aiq_ingest::bootstrap::build(&config.kafka, &config.cql, config.ingest.clone(), jwt)
-            .await
-            .context("starting the ingest stage")?;
-    let listener = tokio::net::TcpListener::bind(&config.serve.http_listen)
-        .await
-        .with_context(|| format!("listening on {}", config.serve.http_listen))?;
-    tracing::info!(address = %config.serve.http_listen, "ingest API listening");
-    // Ctrl-C by hand, SIGTERM from a service manager: either drains in-flight requests.
+
+    // Ctrl-C by hand, SIGTERM from a service manager: either drains and stops.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
-    let shutdown = async move {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let signals = stop_tx.clone();
+    tokio::spawn(async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
         tracing::info!("shutting down");
+        let _ = signals.send(true);
+    });
+
+    let orchestrator = if roles.contains(&Role::Orchestrator) {
+        Some(start_orchestrator(config).await?)
+    } else {
+        None
     };
-    aiq_ingest::http::serve(ingest.app, listener, shutdown).await?;
-    drop(ingest.tail);
+    // A dead orchestrator must end the process, so that its supervisor restarts it.
+    let watchdog = orchestrator.as_ref().map(|(o, _)| {
+        let o = Arc::clone(o);
+        let stop = stop_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let finished = o
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .is_none_or(Orchestrator::is_finished);
+                if finished {
+                    let _ = stop.send(true);
+                    return;
+                }
+            }
+        })
+    });
+
+    let mut wait = stop_rx.clone();
+    if roles.contains(&Role::Ingest) {
+        let jwt = crate::auth::jwt_verifier(&config.ingest)?;
+        let ingest =
+            aiq_ingest::bootstrap::build(&config.kafka, &config.cql, config.ingest.clone(), jwt)
+                .await
+                .context("starting the ingest stage")?;
+        let listener = tokio::net::TcpListener::bind(&config.serve.http_listen)
+            .await
+            .with_context(|| format!("listening on {}", config.serve.http_listen))?;
+        tracing::info!(address = %config.serve.http_listen, "ingest API listening");
+        let shutdown = async move {
+            let _ = wait.wait_for(|s| *s).await;
+        };
+        aiq_ingest::http::serve(ingest.app, listener, shutdown).await?;
+        drop(ingest.tail);
+    } else {
+        let _ = wait.wait_for(|s| *s).await;
+    }
+
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    if let Some((o, _tail)) = orchestrator {
+        let taken = o.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(o) = taken {
+            tokio::task::spawn_blocking(move || o.stop())
+                .await
+                .context("waiting for the orchestrator")?
+                .context("the orchestrator failed")?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+type Shared = Arc<std::sync::Mutex<Option<Orchestrator>>>;
+
+async fn start_orchestrator(config: &Config) -> anyhow::Result<(Shared, Tail)> {
+    let catalog = Arc::new(Catalog::default());
+    let feed = Arc::clone(&catalog);
+    let topic = config
+        .kafka
+        .topics()
+        .get(TopicKind::Definitions)
+        .name
+        .clone();
+    let mut tail = tail_topic(&config.kafka, &topic, move |r| {
+        if let Some(p) = r.payload
+            && let Err(e) = feed.apply_bytes(p)
+        {
+            tracing::error!(offset = r.offset, error = %e, "definition record skipped");
+        }
+    })
+    .await
+    .context("following the definitions topic")?;
+    tail.caught_up().await;
+    let metrics = Arc::new(OrchestratorMetrics::new(prometheus::default_registry()));
+    let o = Orchestrator::spawn(
+        config.kafka.clone(),
+        config.orchestrator.clone(),
+        catalog,
+        tail.sync(),
+        metrics,
+    )
+    .context("starting the orchestrator")?;
+    Ok((Arc::new(std::sync::Mutex::new(Some(o))), tail))
 }

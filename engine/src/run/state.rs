@@ -46,7 +46,11 @@ pub struct RunState {
     /// Signals that arrived before a step waited for them (bounded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signals: Vec<BufferedSignal>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub output: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Failure>,
@@ -65,13 +69,23 @@ pub struct Frame {
     /// Output of the last step finished: the block's output when it ends.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub last: Value,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub item: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<u64>,
     /// Attempts made of the current task step in this frame.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub tries: u32,
+}
+
+/// A field that is written is present, even when its value is `null` (serde would read
+/// `null` back as absent, and a decoded state must encode to the same bytes).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -108,6 +122,7 @@ pub enum Pending {
         join: Join,
         fail_fast: bool,
         open: BTreeSet<u64>,
+        #[serde(with = "index_keyed")]
         done: BTreeMap<u64, Value>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         failure: Option<Failure>,
@@ -117,6 +132,7 @@ pub enum Pending {
         started: u64,
         concurrency: u32,
         open: BTreeSet<u64>,
+        #[serde(with = "index_keyed")]
         done: BTreeMap<u64, Value>,
     },
     Child {
@@ -146,6 +162,33 @@ pub struct BufferedSignal {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation: Option<String>,
     pub payload: Value,
+}
+
+/// `Pending` is internally tagged, and serde reads such an enum through a buffer that
+/// cannot turn the JSON object keys `"0"`, `"1"` back into integers. These maps are
+/// written as they always were (an object keyed by the index) and read through string
+/// keys.
+mod index_keyed {
+    use std::collections::BTreeMap;
+
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::Value;
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<u64, Value>, s: S) -> Result<S::Ok, S::Error> {
+        m.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u64, Value>, D::Error> {
+        BTreeMap::<String, Value>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| {
+                k.parse::<u64>()
+                    .map(|k| (k, v))
+                    .map_err(|_| D::Error::custom(format!("index key {k:?} is not a number")))
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -22,8 +22,10 @@ pub enum EntryKey {
     Cron(TenantId, WorkflowId, u32),
 }
 
+// Externally tagged (`{"run": {...}}`): an internally tagged enum buffers its content,
+// and buffered content cannot read the integer map keys of a run's frames.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "entry", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Entry {
     Run(Box<LiveRun>),
     Finished(FinishedRun),

@@ -30,11 +30,12 @@ pub enum OrchestratorError {
     },
     #[error(
         "restoring changelog partitions {partitions:?} did not reach their end within {waited:?} \
-         (a crashed instance's transaction stays open until the broker times it out)"
+         (a crashed instance's transaction stays open until the broker times it out): {detail}"
     )]
     RestoreTimeout {
         partitions: Vec<i32>,
         waited: Duration,
+        detail: String,
     },
     #[error("the consumer has no group metadata to commit offsets with")]
     NoGroupMetadata,

@@ -10,7 +10,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use aiq_kafka::KafkaSettings;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as RdError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -19,6 +20,19 @@ use crate::orchestrator::OrchestratorError;
 use crate::orchestrator::changelog::{Entry, EntryKey};
 
 pub type Restored = HashMap<i32, Vec<(EntryKey, Entry)>>;
+
+/// Reaching a partition's end is how a restore finishes, not an error worth a log line.
+struct QuietEof;
+
+impl ClientContext for QuietEof {
+    fn error(&self, error: RdError, reason: &str) {
+        if !matches!(error, RdError::PartitionEOF(_)) {
+            tracing::error!(%error, reason, "changelog restore client error");
+        }
+    }
+}
+
+impl ConsumerContext for QuietEof {}
 
 pub fn restore(
     kafka: &KafkaSettings,
@@ -30,14 +44,14 @@ pub fn restore(
     if partitions.is_empty() {
         return Ok(out);
     }
-    let consumer: BaseConsumer = kafka
+    let consumer: BaseConsumer<QuietEof> = kafka
         .client_config()
         .set("group.id", format!("aiq-restore-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
-        .create()
+        .create_with_context(QuietEof)
         .map_err(|e| OrchestratorError::kafka("create the restore consumer", e))?;
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
@@ -48,18 +62,39 @@ pub fn restore(
         .assign(&tpl)
         .map_err(|e| OrchestratorError::kafka("assign changelog partitions", e))?;
 
+    // Read committed, a client's watermark query answers the last stable offset; read
+    // uncommitted, the high watermark. Equal means no transaction is open.
+    let uncommitted: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", format!("aiq-restore-hw-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .map_err(|e| OrchestratorError::kafka("create the restore watermark client", e))?;
+
     let mut latest: HashMap<i32, HashMap<Vec<u8>, Option<Vec<u8>>>> = HashMap::new();
     let mut open: BTreeSet<i32> = partitions.iter().copied().collect();
+    let mut last_seen: HashMap<i32, String> = HashMap::new();
     let started = Instant::now();
-    let mut last_check = Instant::now();
     while !open.is_empty() {
         if started.elapsed() > timeout {
+            let detail: Vec<String> = open
+                .iter()
+                .map(|p| {
+                    format!(
+                        "partition {p}: {}",
+                        last_seen
+                            .get(p)
+                            .map_or("no end of partition seen", String::as_str)
+                    )
+                })
+                .collect();
             return Err(OrchestratorError::RestoreTimeout {
                 partitions: open.into_iter().collect(),
                 waited: timeout,
+                detail: detail.join("; "),
             });
         }
-        let mut check = false;
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 let Some(key) = m.key() else { continue };
@@ -68,31 +103,28 @@ pub fn restore(
                     .or_default()
                     .insert(key.to_vec(), m.payload().map(<[u8]>::to_vec));
             }
-            Some(Err(RdError::PartitionEOF(_))) => check = true,
-            Some(Err(e)) => tracing::warn!(error = %e, "changelog restore: consumer error"),
-            None => check = true,
-        }
-        if check || last_check.elapsed() > Duration::from_millis(500) {
-            last_check = Instant::now();
-            let positions = consumer
-                .position()
-                .map_err(|e| OrchestratorError::kafka("changelog position", e))?;
-            for e in positions.elements() {
-                if !open.contains(&e.partition()) {
-                    continue;
-                }
-                let (low, high) = consumer
-                    .fetch_watermarks(topic, e.partition(), Duration::from_secs(5))
-                    .map_err(|e| OrchestratorError::kafka("changelog watermarks", e))?;
-                let at_end = match e.offset() {
-                    Offset::Offset(o) => o >= high,
-                    // Nothing fetched yet: only an empty partition is at its end.
-                    _ => low >= high,
-                };
-                if at_end {
-                    open.remove(&e.partition());
+            // The fetch reached the last stable offset. The application position does
+            // not move past aborted records, so it cannot tell; the watermarks can.
+            Some(Err(RdError::PartitionEOF(p))) if open.contains(&p) => {
+                let wm = Duration::from_secs(5);
+                let (_, stable) = consumer
+                    .fetch_watermarks(topic, p, wm)
+                    .map_err(|e| OrchestratorError::kafka("changelog stable offset", e))?;
+                let (_, high) = uncommitted
+                    .fetch_watermarks(topic, p, wm)
+                    .map_err(|e| OrchestratorError::kafka("changelog high watermark", e))?;
+                if stable >= high {
+                    open.remove(&p);
+                } else {
+                    // An open transaction; the end is signalled again once it ends.
+                    last_seen.insert(
+                        p,
+                        format!("a transaction is open from before offset {stable} to {high}"),
+                    );
                 }
             }
+            Some(Err(RdError::PartitionEOF(_))) | None => {}
+            Some(Err(e)) => tracing::warn!(error = %e, "changelog restore: consumer error"),
         }
     }
 

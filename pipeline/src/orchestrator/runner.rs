@@ -205,7 +205,10 @@ impl Runner {
         };
         let producer: TxProducer = kafka
             .producer_config()
-            .set("transactional.id", settings.transactional_id())
+            .set(
+                "transactional.id",
+                settings.transactional_id(&kafka.topic_prefix),
+            )
             .set(
                 "transaction.timeout.ms",
                 settings.transaction_timeout_ms.to_string(),
@@ -228,7 +231,13 @@ impl Runner {
         };
         let consumer: BaseConsumer<RebalanceContext> = kafka
             .client_config()
-            .set("group.id", &settings.group_id)
+            .set("group.id", settings.group(&kafka.topic_prefix))
+            // Static membership: a restarted instance takes its partitions back at once
+            // instead of waiting out a rebalance.
+            .set(
+                "group.instance.id",
+                settings.transactional_id(&kafka.topic_prefix),
+            )
             .set("group.protocol", "classic")
             // Range keeps partition n of every input topic on one instance.
             .set("partition.assignment.strategy", "range")
@@ -264,8 +273,8 @@ impl Runner {
 
     fn run(&mut self) -> Result<(), OrchestratorError> {
         tracing::info!(
-            transactional_id = self.settings.transactional_id(),
-            group = self.settings.group_id,
+            transactional_id = self.settings.transactional_id(&self.kafka.topic_prefix),
+            group = self.settings.group(&self.kafka.topic_prefix),
             "orchestrator started"
         );
         let mut next_cron = Instant::now();

@@ -9,11 +9,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OrchestratorSettings {
-    /// Names this process's transactional producer (`aiq-orchestrator-<id>`). Must be
+    /// Names this process's transactional producer (`aiq.orchestrator-<id>`). Must be
     /// unique among running instances and stable across restarts of one instance: a
     /// restarted instance fences its own zombie by reusing it.
     pub instance_id: String,
-    /// The consumer group every orchestrator instance joins.
+    /// The consumer group every orchestrator instance joins, after the topic prefix
+    /// (`aiq.` + `orchestrator`), so that deployments sharing a cluster stay apart.
     pub group_id: String,
     /// A transaction is committed after this many input records ...
     pub batch_max_records: usize,
@@ -56,8 +57,13 @@ impl OrchestratorSettings {
         self.tenants.get(tenant).map_or(self.quota, |o| o.quota)
     }
 
-    pub fn transactional_id(&self) -> String {
-        format!("aiq-orchestrator-{}", self.instance_id)
+    /// `<topic prefix>orchestrator-<instance id>`.
+    pub fn transactional_id(&self, topic_prefix: &str) -> String {
+        format!("{topic_prefix}orchestrator-{}", self.instance_id)
+    }
+
+    pub fn group(&self, topic_prefix: &str) -> String {
+        format!("{topic_prefix}{}", self.group_id)
     }
 }
 
@@ -66,7 +72,7 @@ impl Default for OrchestratorSettings {
     fn default() -> Self {
         Self {
             instance_id: "local".into(),
-            group_id: "aiq-orchestrator".into(),
+            group_id: "orchestrator".into(),
             batch_max_records: 500,
             batch_max_ms: 20,
             transaction_timeout_ms: 10_000,

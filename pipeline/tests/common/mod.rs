@@ -31,8 +31,15 @@ pub struct Env {
 }
 
 pub fn env(label: &str, tenant_partitions: u32) -> Option<Env> {
-    let brokers = aiq_testkit::service(aiq_testkit::KAFKA)?;
     let prefix = format!("{}.", aiq_testkit::unique(label));
+    env_with_prefix(&prefix, tenant_partitions)
+}
+
+/// An environment over topics that may exist already (a child process joins its
+/// parent's).
+pub fn env_with_prefix(prefix: &str, tenant_partitions: u32) -> Option<Env> {
+    let brokers = aiq_testkit::service(aiq_testkit::KAFKA)?;
+    let prefix = prefix.to_owned();
     let kafka = KafkaSettings::plaintext(&brokers, &prefix, tenant_partitions, 4);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let catalog = Arc::new(Catalog::default());
@@ -210,7 +217,7 @@ impl TestWorker {
         let seen: Arc<Mutex<Vec<TaskMessage>>> = Arc::default();
         let consumer: BaseConsumer = kafka
             .client_config()
-            .set("group.id", "test-worker")
+            .set("group.id", format!("{}test-worker", kafka.topic_prefix))
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest")
             .create()

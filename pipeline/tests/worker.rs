@@ -1,0 +1,90 @@
+//! The worker stage with the orchestrator, against a real Kafka.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use aiq_pipeline::worker::{Connectors, Worker, WorkerSettings};
+use aiq_topics::{ErrorClass, Event, RunStatus, StepStatus, TopicKind};
+use serde_json::json;
+
+const NOOP: &str = r#"
+id: noop
+steps:
+  - id: one
+    task: { connector: noop, args: { output: "${ input.n }", delay_ms: 5 } }
+  - id: two
+    task: { connector: noop, args: { output: "${ steps.one.output + 1 }" } }
+"#;
+
+const TOO_SLOW: &str = r#"
+id: too-slow
+steps:
+  - id: sleepy
+    task: { connector: noop, args: { delay_ms: 3000 }, timeout: 200ms }
+"#;
+
+#[test]
+fn the_worker_runs_tasks_reports_results_and_cuts_off_a_task_at_its_timeout() {
+    const RUNS: usize = 300;
+    let Some(env) = common::env("worker", 4) else {
+        return;
+    };
+    env.register("acme", 1, NOOP);
+    env.register("acme", 1, TOO_SLOW);
+    let orch = env.orchestrator("worker-test");
+    let worker = env.rt.block_on(async {
+        Worker::start(
+            &env.kafka,
+            WorkerSettings {
+                max_in_flight: 16,
+                ..WorkerSettings::default()
+            },
+            Connectors::builtin(),
+            &prometheus::Registry::new(),
+        )
+        .unwrap()
+    });
+    let runs: Vec<_> = (0..RUNS)
+        .map(|i| env.trigger("acme", "noop", json!({"n": i}), &format!("n{i}")))
+        .collect();
+    let slow = env.trigger("acme", "too-slow", json!({}), "slow");
+    env.flush();
+
+    let mut events = env.reader(TopicKind::Events);
+    let done = events.read_until(Duration::from_secs(120), |rs| {
+        rs.iter()
+            .filter(|r| matches!(Event::decode(&r.payload), Ok(Event::Run(e)) if e.status.is_terminal()))
+            .count()
+            > RUNS
+    });
+    assert!(done, "runs did not finish");
+    let all = events.events();
+    for (i, run) in runs.iter().enumerate() {
+        let end = all
+            .iter()
+            .find_map(|e| match e {
+                Event::Run(r) if r.run == *run && r.status.is_terminal() => Some(r.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(end.status, RunStatus::Succeeded);
+        assert_eq!(end.output, Some(json!(i + 1)));
+    }
+    let timed_out = all.iter().find_map(|e| match e {
+        Event::Step(s) if s.run == slow && s.status == StepStatus::TimedOut => Some(s.clone()),
+        _ => None,
+    });
+    let timed_out = timed_out.expect("the slow step timed out");
+    assert_eq!(timed_out.error.unwrap().class, ErrorClass::Timeout);
+    // Cut off by the worker at 200 ms, not by the orchestrator's backstop 5 s later.
+    assert!(
+        timed_out.duration_ms.unwrap() < 3_000,
+        "{:?}",
+        timed_out.duration_ms
+    );
+
+    env.rt.block_on(worker.stop()).unwrap();
+    orch.stop().unwrap();
+}
