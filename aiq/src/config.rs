@@ -6,6 +6,7 @@ use std::path::Path;
 use aiq_ingest::settings::IngestSettings;
 use aiq_kafka::KafkaSettings;
 use aiq_pipeline::orchestrator::OrchestratorSettings;
+use aiq_pipeline::worker::WorkerSettings;
 use aiq_sql::CqlSettings;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -18,7 +19,15 @@ pub const DEFAULTS: &str = include_str!("../../config/aiq.toml");
 
 /// Top-level sections; an `AIQ_` variable outside them (`AIQ_DEV_JWT_SECRET`,
 /// `AIQ_PROMETHEUS_URL`) is not configuration and is left alone.
-const SECTIONS: [&str; 6] = ["kafka", "cql", "serve", "ingest", "orchestrator", "log"];
+const SECTIONS: [&str; 7] = [
+    "kafka",
+    "cql",
+    "serve",
+    "ingest",
+    "orchestrator",
+    "worker",
+    "log",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +37,7 @@ pub struct Config {
     pub serve: ServeSettings,
     pub ingest: IngestSettings,
     pub orchestrator: OrchestratorSettings,
+    pub worker: WorkerSettings,
     pub log: LogSettings,
 }
 
@@ -184,6 +194,7 @@ mod tests {
             assert_eq!(c.serve.roles.to_string(), "ingest,orchestrator,worker,sink");
             // The embedded defaults and the file must say the same.
             assert_eq!(c.orchestrator, OrchestratorSettings::default());
+            assert_eq!(c.worker, WorkerSettings::default());
             assert_eq!(c.ingest.trigger_quota.per_second.get(), 100);
             assert!(c.ingest.tenants.is_empty());
             Ok(())

@@ -1,5 +1,6 @@
 //! Load generation and measurement. Every performance figure in BENCHMARKS.md comes from
 //! here, with the command that produced it.
 
+pub mod drain;
 pub mod open_loop;
 pub mod state_memory;

@@ -3,6 +3,7 @@
 //!   aiq-load triggers --url http://127.0.0.1:8080 --token "$TOKEN" \
 //!       --workflow load-noop --rate 500 --duration 20
 //!   aiq-load state-memory --runs 100000
+//!   aiq-load drain --brokers 127.0.0.1:9092 --runs 20000 --steps 1
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +40,18 @@ enum Cmd {
         #[arg(long, default_value_t = 2000)]
         max_in_flight: usize,
     },
+    /// A backlog of runs drained by one orchestrator and one worker through Kafka.
+    Drain {
+        #[arg(long, env = "AIQ_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long, default_value_t = 20_000)]
+        runs: usize,
+        /// noop task steps per run.
+        #[arg(long, default_value_t = 1)]
+        steps: usize,
+        #[arg(long, default_value_t = 50)]
+        tenants: usize,
+    },
     /// Memory per run waiting for a signal in the orchestrator's core (no Kafka).
     StateMemory {
         #[arg(long, default_value_t = 100_000)]
@@ -49,6 +62,25 @@ enum Cmd {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Cmd::Drain {
+            brokers,
+            runs,
+            steps,
+            tenants,
+        } => {
+            let r = aiq_loadtests::drain::measure(&brokers, runs, steps, tenants).await?;
+            println!("| runs | task steps per run | seconds | runs/s | tasks/s |");
+            println!("| ---: | ---: | ---: | ---: | ---: |");
+            println!(
+                "| {} | {} | {:.1} | {:.0} | {:.0} |",
+                r.runs,
+                r.steps,
+                r.seconds,
+                r.runs as f64 / r.seconds,
+                (r.runs * r.steps) as f64 / r.seconds
+            );
+            Ok(())
+        }
         Cmd::StateMemory { runs } => {
             let r = aiq_loadtests::state_memory::measure(runs)?;
             println!(

@@ -16,8 +16,7 @@ use crate::roles::Role;
 /// The issue that brings each stage not in this build yet.
 fn missing_stage(role: Role) -> Option<&'static str> {
     match role {
-        Role::Ingest | Role::Orchestrator => None,
-        Role::Worker => Some("#6"),
+        Role::Ingest | Role::Orchestrator | Role::Worker => None,
         Role::Sink => Some("#7"),
     }
 }
@@ -31,9 +30,9 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     if !missing.is_empty() {
         tracing::warn!("this build has no stage yet for {}", missing.join(", "));
     }
-    if !roles.contains(&Role::Ingest) && !roles.contains(&Role::Orchestrator) {
+    if roles.iter().all(|r| missing_stage(*r).is_some()) {
         anyhow::bail!(
-            "none of the roles {} is built yet; run ingest or orchestrator",
+            "none of the roles {} is built yet; run ingest, orchestrator or worker",
             config.serve.roles
         );
     }
@@ -77,6 +76,20 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         })
     });
 
+    let worker = if roles.contains(&Role::Worker) {
+        let w = aiq_pipeline::worker::Worker::start(
+            &config.kafka,
+            config.worker.clone(),
+            aiq_pipeline::worker::Connectors::builtin(),
+            prometheus::default_registry(),
+        )
+        .context("starting the worker")?;
+        tracing::info!("worker started");
+        Some(w)
+    } else {
+        None
+    };
+
     let mut wait = stop_rx.clone();
     if roles.contains(&Role::Ingest) {
         let jwt = crate::auth::jwt_verifier(&config.ingest)?;
@@ -99,6 +112,10 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
 
     if let Some(w) = watchdog {
         w.abort();
+    }
+    if let Some(w) = worker {
+        w.stop().await.context("the worker failed")?;
+        tracing::info!("worker stopped");
     }
     if let Some((o, _tail)) = orchestrator {
         let taken = o.lock().unwrap_or_else(|p| p.into_inner()).take();
