@@ -33,7 +33,7 @@ pub async fn measure(
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis();
-    let kafka = KafkaSettings::plaintext(brokers, &format!("load-{stamp}."), 12, 12);
+    let kafka = KafkaSettings::plaintext(brokers, format!("load-{stamp}."), 12, 12);
     apply_topics(&kafka, &kafka.topics()).await?;
     let topic = |k: TopicKind| kafka.topics().get(k).name.clone();
     let producer: ThreadedProducer<DefaultProducerContext> =
