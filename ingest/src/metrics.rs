@@ -5,20 +5,17 @@
 //! tenants cannot blow up the series count. (Naming the busiest tenants rather than the
 //! first ones comes with the observability work, issue #8.)
 
-use std::collections::HashSet;
-use std::sync::Mutex;
-
-use aiq_topics::TenantId;
+use aiq_topics::{TenantId, TenantLabels};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
 pub const MAX_NAMED_TENANTS: usize = 100;
-pub const OTHER: &str = "other";
+pub const OTHER: &str = aiq_topics::labels::OTHER_TENANTS;
 
 pub struct Metrics {
     registry: Registry,
-    named: Mutex<HashSet<String>>,
+    tenants: TenantLabels,
     pub triggers: IntCounterVec,
     pub registrations: IntCounterVec,
     pub webhooks: IntCounterVec,
@@ -61,7 +58,7 @@ impl Metrics {
         let _ = registry.register(Box::new(accept_seconds.clone()));
         Self {
             registry,
-            named: Mutex::new(HashSet::new()),
+            tenants: TenantLabels::new(MAX_NAMED_TENANTS),
             triggers,
             registrations,
             webhooks,
@@ -70,16 +67,9 @@ impl Metrics {
     }
 
     /// The label for a tenant: its id while few are named, else `other`.
+    /// The label for a tenant: its id while few are named, else `other`.
     pub fn tenant(&self, tenant: &TenantId) -> String {
-        let mut named = self.named.lock().unwrap_or_else(|p| p.into_inner());
-        if named.contains(tenant.as_str()) {
-            return tenant.to_string();
-        }
-        if named.len() < MAX_NAMED_TENANTS {
-            named.insert(tenant.to_string());
-            return tenant.to_string();
-        }
-        OTHER.to_owned()
+        self.tenants.label(tenant)
     }
 
     pub fn render(&self) -> String {

@@ -1,9 +1,6 @@
 //! What the orchestrator reports on `/metrics`.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
-
-use aiq_topics::{Event, TenantId};
+use aiq_topics::{Event, TenantLabels};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Tenants named in labels; later ones are counted as `other`, so the series count
@@ -11,7 +8,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, 
 pub const MAX_NAMED_TENANTS: usize = 100;
 
 pub struct OrchestratorMetrics {
-    named: Mutex<HashSet<String>>,
+    tenants: TenantLabels,
     pub commit_seconds: Histogram,
     pub batch_records: Histogram,
     pub restore_seconds: Histogram,
@@ -59,7 +56,7 @@ impl OrchestratorMetrics {
         ));
         let _ = registry.register(Box::new(owned_partitions.clone()));
         Self {
-            named: Mutex::new(HashSet::new()),
+            tenants: TenantLabels::new(MAX_NAMED_TENANTS),
             commit_seconds: hist(
                 "aiq_orchestrator_commit_seconds",
                 "Time to write a batch's changelog and offsets and commit its transaction",
@@ -98,20 +95,8 @@ impl OrchestratorMetrics {
         }
     }
 
-    pub fn tenant(&self, tenant: &TenantId) -> String {
-        let mut named = self.named.lock().unwrap_or_else(|p| p.into_inner());
-        if named.contains(tenant.as_str()) {
-            return tenant.to_string();
-        }
-        if named.len() < MAX_NAMED_TENANTS {
-            named.insert(tenant.to_string());
-            return tenant.to_string();
-        }
-        "other".to_owned()
-    }
-
     pub fn observe_event(&self, e: &Event) {
-        let tenant = self.tenant(e.tenant());
+        let tenant = self.tenants.label(e.tenant());
         match e {
             Event::Run(r) => self
                 .runs
