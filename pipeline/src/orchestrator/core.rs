@@ -1090,19 +1090,19 @@ mod tests {
             TriggerSource::Api,
             json!({}),
         );
-        let bytes = t.encode();
-        c.handle(
-            Record {
-                topic: InputTopic::Triggers,
-                partition: p,
-                offset,
-                key: Some(b"acme"),
-                payload: Some(&bytes),
-            },
-            t0(),
-            true,
-        )
-        .unwrap();
+        feed(c, InputTopic::Triggers, p, offset, &t.encode());
+    }
+
+    /// Hands one record of acme's to the core, as the runner does.
+    fn feed(c: &mut Core, topic: InputTopic, partition: i32, offset: i64, payload: &[u8]) {
+        let rec = Record {
+            topic,
+            partition,
+            offset,
+            key: Some(b"acme"),
+            payload: Some(payload),
+        };
+        c.handle(rec, t0(), true).unwrap();
     }
 
     fn tasks(c: &mut Core) -> Vec<TaskMessage> {
@@ -1125,19 +1125,13 @@ mod tests {
             started_at: t0(),
             finished_at: t0(),
         };
-        let bytes = serde_json::to_vec(&r).unwrap();
-        c.handle(
-            Record {
-                topic: InputTopic::Results,
-                partition: p,
-                offset,
-                key: Some(b"acme"),
-                payload: Some(&bytes),
-            },
-            t0(),
-            true,
-        )
-        .unwrap();
+        feed(
+            c,
+            InputTopic::Results,
+            p,
+            offset,
+            &serde_json::to_vec(&r).unwrap(),
+        );
     }
 
     #[test]
