@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use aiq_kafka::KafkaSettings;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError as RdError;
+use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -26,7 +26,11 @@ struct QuietEof;
 
 impl ClientContext for QuietEof {
     fn error(&self, error: RdError, reason: &str) {
-        if !matches!(error, RdError::PartitionEOF(_)) {
+        let eof = matches!(
+            error,
+            RdError::PartitionEOF(_) | RdError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !eof {
             tracing::error!(%error, reason, "changelog restore client error");
         }
     }

@@ -316,6 +316,8 @@ pub struct Read {
     pub payload: Vec<u8>,
     pub headers: HashMap<String, String>,
     pub partition: i32,
+    /// The record's timestamp (producer's create time), in ms since the epoch.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// Reads a topic from the beginning, committed records only.
@@ -379,6 +381,7 @@ impl Reader {
                             })
                             .unwrap_or_default(),
                         partition: m.partition(),
+                        timestamp_ms: m.timestamp().to_millis(),
                     }),
                     _ => break,
                 }
