@@ -230,6 +230,12 @@ impl Core {
         self.out.clear();
     }
 
+    /// Whether state changed since the last `take_changelog` (a cursor moved, a
+    /// finished run expired) — work that must be committed even without any output.
+    pub fn has_changes(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
     pub fn take_outputs(&mut self) -> Vec<Output> {
         std::mem::take(&mut self.out)
     }
@@ -728,9 +734,13 @@ impl Core {
         let Some(st) = self.parts.get(&p) else {
             return;
         };
-        let known = st.runs.contains_key(&s.run) || st.queued.contains_key(&s.run);
+        // Run ids are global and tenants share partitions: a signal acts only on a run
+        // of the tenant it came from, and another tenant's run looks like no run.
+        let owner = owner_of(st, &s.run);
+        let known = owner.as_ref() == Some(&s.tenant)
+            && (st.runs.contains_key(&s.run) || st.queued.contains_key(&s.run));
         if !known {
-            let reason = match st.finished.get(&s.run) {
+            let reason = match st.finished.get(&s.run).filter(|f| f.tenant == s.tenant) {
                 Some(f) => format!("run {} already ended ({})", s.run, f.status.as_str()),
                 None => format!(
                     "run {} is not in flight for tenant {:?}",
@@ -771,9 +781,10 @@ impl Core {
         let Some(st) = self.parts.get(&p) else {
             return;
         };
-        if st.runs.contains_key(&r.run) {
+        let owned = owner_of(st, &r.run).as_ref() == Some(&r.tenant);
+        if owned && st.runs.contains_key(&r.run) {
             self.drive(p, r.run, Input::StepResult(r), now);
-        } else if st.finished.contains_key(&r.run) {
+        } else if owned && st.finished.contains_key(&r.run) {
             // A late or repeated result of a finished run: at-least-once workers.
             self.stats.duplicates += 1;
         } else {
@@ -963,6 +974,17 @@ impl Core {
             .values()
             .find_map(|s| s.runs.get(run).and_then(StoredRun::live).map(|l| l.state))
     }
+}
+
+/// The tenant a run of this partition belongs to, wherever the run is.
+fn owner_of(st: &PartitionState, run: &RunId) -> Option<TenantId> {
+    if let Some(stored) = st.runs.get(run) {
+        return stored.live().map(|l| l.state.tenant);
+    }
+    if let Some((tenant, _)) = st.queued.get(run) {
+        return Some(tenant.clone());
+    }
+    st.finished.get(run).map(|f| f.tenant.clone())
 }
 
 fn key_names(key: &[u8], tenant: &TenantId) -> bool {
@@ -1201,6 +1223,45 @@ mod tests {
             order.push(wf);
         }
         assert_eq!(order, ["b", "a", "b", "a", "b", "a"]);
+    }
+
+    #[test]
+    fn a_tenant_cannot_signal_or_answer_another_tenants_run_in_the_same_partition() {
+        let (mut c, p) = core(&[one_task("w", None)], 10);
+        trigger(&mut c, p, 1, "w");
+        let task = tasks(&mut c).remove(0);
+        // A tenant key that hashes to the same partition as acme's.
+        let other = (0..10_000)
+            .map(|i| format!("t{i}"))
+            .find(|t| partition_for_key(t.as_bytes(), PARTS as u32) as i32 == p)
+            .unwrap();
+        let cancel = SignalEvent {
+            tenant: TenantId::new(&other).unwrap(),
+            run: task.run,
+            action: SignalAction::Cancel {
+                reason: "mine now".into(),
+            },
+        };
+        let bytes = cancel.encode();
+        c.handle(
+            Record {
+                topic: InputTopic::Signals,
+                partition: p,
+                offset: 2,
+                key: Some(other.as_bytes()),
+                payload: Some(&bytes),
+            },
+            t0(),
+            true,
+        )
+        .unwrap();
+        let out = c.take_outputs();
+        assert!(
+            matches!(&out[..], [Output::DeadLetter(d)] if d.kind == DeadLetterKind::UnknownRun
+                && d.reason.contains("is not in flight")),
+            "{out:?}"
+        );
+        assert!(c.run_state(&task.run).is_some_and(|s| !s.is_terminal()));
     }
 
     #[test]

@@ -341,6 +341,9 @@ impl Runner {
                 next_expiry = Instant::now() + EXPIRY_EVERY;
             }
             self.flush()?;
+            if self.core.has_changes() {
+                self.batch_started.get_or_insert_with(Instant::now);
+            }
             let full = self.batch_records >= self.settings.batch_max_records;
             let old = self
                 .batch_started
