@@ -158,6 +158,9 @@ async fn api_for(tenant: &str) -> Option<Api> {
     Some(api)
 }
 
+/// Any run id: the API only queues signals; the orchestrator decides what they reach.
+const RUN: &str = "0b1f6e0e-3c5a-5d7e-9a41-2f0c1d9e8b77";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_role_by_endpoint_cell() {
     let Some(api) = api_for("acme").await else {
@@ -198,6 +201,24 @@ async fn every_role_by_endpoint_cell() {
             (
                 Action::ManageWebhooks,
                 req("PUT", "/v1/hooks/shop-paid/secret", Some(&t), Body::empty()),
+            ),
+            (
+                Action::SendSignal,
+                req(
+                    "POST",
+                    &format!("/v1/runs/{RUN}/signals/approved"),
+                    Some(&t),
+                    Body::from(r#"{"payload":{"by":"ann"}}"#),
+                ),
+            ),
+            (
+                Action::CancelRun,
+                req(
+                    "POST",
+                    &format!("/v1/runs/{RUN}/cancel"),
+                    Some(&t),
+                    Body::empty(),
+                ),
             ),
         ];
         for (action, r) in cases {

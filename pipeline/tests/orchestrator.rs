@@ -360,3 +360,66 @@ fn a_per_second_schedule_fires_every_tick_once_across_a_restart() {
     );
     assert!(span >= 115, "only {span} ticks in two minutes");
 }
+
+const APPROVAL: &str = r#"
+id: approval
+steps:
+  - id: wait
+    wait_for_event: { signal: approved, timeout: 1h }
+  - id: done
+    succeed: { output: "${ steps.wait.output }" }
+"#;
+
+#[test]
+fn signals_reach_waiting_runs_and_cancels_end_them() {
+    let Some(env) = env("orch_signals", 4) else {
+        return;
+    };
+    env.register("acme", 1, APPROVAL);
+    let orch = env.orchestrator("signals-1");
+    let approved = env.trigger("acme", "approval", json!({}), "a1");
+    let cancelled = env.trigger("acme", "approval", json!({}), "a2");
+    env.flush();
+    let signals = env.topic(TopicKind::Signals);
+    let send = |run, action| {
+        let s = aiq_topics::SignalEvent {
+            tenant: common::tenant("acme"),
+            run,
+            action,
+        };
+        env.send(&signals, None, b"acme", &s.encode());
+    };
+    // Sent at once: a signal that arrives before the run waits is kept for it.
+    send(
+        approved,
+        aiq_topics::SignalAction::Signal {
+            name: "approved".into(),
+            correlation: None,
+            payload: json!({"by": "ann"}),
+        },
+    );
+    send(
+        cancelled,
+        aiq_topics::SignalAction::Cancel {
+            reason: "not needed".into(),
+        },
+    );
+    let mut events = env.reader(TopicKind::Events);
+    let ended = |rs: &[common::Read], run| {
+        rs.iter().find_map(|r| match Event::decode(&r.payload) {
+            Ok(Event::Run(e)) if e.run == run && e.status.is_terminal() => Some(e),
+            _ => None,
+        })
+    };
+    assert!(events.read_until(Duration::from_secs(60), |rs| {
+        ended(rs, approved).is_some() && ended(rs, cancelled).is_some()
+    }));
+    let a = ended(&events.records, approved).unwrap();
+    assert_eq!(a.status, RunStatus::Succeeded);
+    assert_eq!(a.output, Some(json!({"by": "ann"})));
+    assert_eq!(
+        ended(&events.records, cancelled).unwrap().status,
+        RunStatus::Cancelled
+    );
+    orch.stop().unwrap();
+}

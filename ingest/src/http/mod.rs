@@ -7,6 +7,7 @@ mod caller;
 mod health;
 mod hooks;
 mod runs;
+mod signals;
 mod workflows;
 
 use std::sync::Arc;
@@ -59,7 +60,7 @@ pub struct App {
     modifiers(&SecurityAddon),
     tags(
         (name = "workflows", description = "The workflow registry"),
-        (name = "runs", description = "Starting runs"),
+        (name = "runs", description = "Starting, signalling and cancelling runs"),
         (name = "hooks", description = "Webhooks from outside systems"),
         (name = "health", description = "Liveness, readiness, metrics"),
     )
@@ -95,6 +96,8 @@ fn api() -> OpenApiRouter<App> {
         .routes(routes!(workflows::register, workflows::list))
         .routes(routes!(workflows::get_version))
         .routes(routes!(runs::start))
+        .routes(routes!(signals::signal))
+        .routes(routes!(signals::cancel))
         .routes(routes!(hooks::deliver))
         .routes(routes!(hooks::rotate_secret))
         .routes(routes!(api_keys::create, api_keys::list))
@@ -140,12 +143,14 @@ mod tests {
     use std::collections::BTreeSet;
 
     /// Every route and method the API serves; the document must list exactly these.
-    const ROUTES: [(&str, &str); 12] = [
+    const ROUTES: [(&str, &str); 14] = [
         ("/healthz", "get"),
         ("/metrics", "get"),
         ("/v1/api-keys", "get"),
         ("/v1/api-keys/{key_id}", "delete"),
         ("/v1/api-keys", "post"),
+        ("/v1/runs/{run_id}/cancel", "post"),
+        ("/v1/runs/{run_id}/signals/{name}", "post"),
         ("/readyz", "get"),
         ("/v1/hooks/{hook}/secret", "put"),
         ("/v1/hooks/{tenant}/{hook}", "post"),
@@ -172,7 +177,7 @@ mod tests {
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
         // A structural check by an independent OpenAPI 3.1 model.
         let parsed: oas3::OpenApiV3Spec = serde_json::from_value(doc.clone()).unwrap();
-        assert_eq!(parsed.paths.as_ref().map(|p| p.len()), Some(10));
+        assert_eq!(parsed.paths.as_ref().map(|p| p.len()), Some(12));
         // Every operation that is not a webhook or health check names a security scheme.
         for (path, method) in &expected {
             let op = &doc["paths"][path][method];
