@@ -47,6 +47,7 @@ pub fn measure(runs: usize) -> anyhow::Result<Report> {
     let settings = OrchestratorSettings {
         quota: aiq_pipeline::orchestrator::settings::TenantQuota {
             max_concurrent_runs: u32::MAX,
+            max_inflight_tasks: u32::MAX,
         },
         ..OrchestratorSettings::default()
     };

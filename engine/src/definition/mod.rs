@@ -39,6 +39,10 @@ pub struct Definition {
     /// Runs of this workflow beyond this many wait in a queue (the orchestrator's quota).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_runs: Option<u32>,
+    /// Tasks of this workflow's runs in flight at once; more wait to be dispatched (the
+    /// orchestrator's quota).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_inflight_tasks: Option<u32>,
     #[serde(default)]
     pub retention: RetentionClass,
     #[serde(default, skip_serializing_if = "Triggers::is_empty")]

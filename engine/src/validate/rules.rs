@@ -98,6 +98,9 @@ impl<'a> Walk<'a> {
         if def.max_concurrent_runs == Some(0) {
             self.error("/max_concurrent_runs", "must be at least 1");
         }
+        if def.max_inflight_tasks == Some(0) {
+            self.error("/max_inflight_tasks", "must be at least 1");
+        }
         for (i, c) in def.triggers.cron.iter().enumerate() {
             let p = format!("/triggers/cron/{i}");
             if !matches!(c.schedule.split_whitespace().count(), 5 | 6) {

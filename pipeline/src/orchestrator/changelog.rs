@@ -6,7 +6,7 @@
 //! misread.
 
 use aiq_engine::RunState;
-use aiq_topics::{RunId, RunStatus, TenantId, TriggerEvent, WorkflowId};
+use aiq_topics::{RunId, RunStatus, StepId, TaskMessage, TenantId, TriggerEvent, WorkflowId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +20,8 @@ pub enum EntryKey {
     Queued(TenantId, RunId),
     /// The cursor of one cron trigger of a workflow.
     Cron(TenantId, WorkflowId, u32),
+    /// A task waiting for an in-flight slot: run, step, attempt.
+    Held(TenantId, RunId, StepId, u32),
 }
 
 // Externally tagged (`{"run": {...}}`): an internally tagged enum buffers its content,
@@ -31,6 +33,16 @@ pub enum Entry {
     Finished(FinishedRun),
     Queued(QueuedRun),
     Cron(CronCursor),
+    Held(HeldTask),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldTask {
+    /// Arrival order within the partition.
+    pub seq: u64,
+    pub workflow: WorkflowId,
+    pub version: u32,
+    pub task: TaskMessage,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,7 +93,10 @@ pub enum EntryError {
 impl EntryKey {
     pub fn tenant(&self) -> &TenantId {
         match self {
-            EntryKey::Run(t, _) | EntryKey::Queued(t, _) | EntryKey::Cron(t, _, _) => t,
+            EntryKey::Run(t, _)
+            | EntryKey::Queued(t, _)
+            | EntryKey::Cron(t, _, _)
+            | EntryKey::Held(t, _, _, _) => t,
         }
     }
 
@@ -90,6 +105,7 @@ impl EntryKey {
             EntryKey::Run(t, r) => format!("{t}/run/{r}"),
             EntryKey::Queued(t, r) => format!("{t}/queued/{r}"),
             EntryKey::Cron(t, w, i) => format!("{t}/cron/{w}/{i}"),
+            EntryKey::Held(t, r, s, a) => format!("{t}/held/{r}/{s}/{a}"),
         }
     }
 
@@ -111,6 +127,17 @@ impl EntryKey {
                     WorkflowId::new(wf).map_err(|_| bad())?,
                     idx.parse().map_err(|_| bad())?,
                 )
+            }
+            "held" => {
+                let mut p = rest.splitn(3, '/');
+                let run = p
+                    .next()
+                    .ok_or_else(bad)?
+                    .parse::<RunId>()
+                    .map_err(|_| bad())?;
+                let step = StepId::new(p.next().ok_or_else(bad)?).map_err(|_| bad())?;
+                let attempt = p.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;
+                EntryKey::Held(tenant, run, step, attempt)
             }
             _ => return Err(bad()),
         })
@@ -152,6 +179,7 @@ mod tests {
             EntryKey::Run(t.clone(), r),
             EntryKey::Queued(t.clone(), r),
             EntryKey::Cron(t.clone(), w.clone(), 2),
+            EntryKey::Held(t.clone(), r, StepId::new("fetch").unwrap(), 3),
         ] {
             assert_eq!(EntryKey::decode(k.encode().as_bytes()).unwrap(), k);
         }

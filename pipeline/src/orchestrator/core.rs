@@ -12,13 +12,13 @@ use aiq_engine::definition::{MisfirePolicy, OverlapPolicy};
 use aiq_engine::{Catalog, Input, RunState, Transition, Version, advance};
 use aiq_topics::{
     DeadLetterKind, ErrorClass, Event, RunEvent, RunId, RunStatus, SignalAction, SignalEvent,
-    TaskMessage, TaskOutcome, TaskResult, TenantId, TriggerError, TriggerEvent, TriggerSource,
-    WorkflowId, partition_for_key,
+    StepId, TaskMessage, TaskOutcome, TaskResult, TenantId, TriggerError, TriggerEvent,
+    TriggerSource, WorkflowId, partition_for_key,
 };
 use chrono::{DateTime, Duration, Utc};
 
 use crate::orchestrator::changelog::{
-    CronCursor, Entry, EntryKey, FinishedRun, LiveRun, QueuedRun,
+    CronCursor, Entry, EntryKey, FinishedRun, HeldTask, LiveRun, QueuedRun,
 };
 use crate::orchestrator::settings::OrchestratorSettings;
 
@@ -88,6 +88,7 @@ pub struct Stats {
     pub duplicates: u64,
     pub timers_fired: u64,
     pub cron_fired: u64,
+    pub tasks_held: u64,
 }
 
 /// A run in flight, kept as its encoded changelog entry: a waiting run's decoded state
@@ -129,7 +130,25 @@ struct PartitionState {
     timers: BTreeSet<(DateTime<Utc>, RunId, String)>,
     running_by_tenant: HashMap<TenantId, u32>,
     running_by_workflow: HashMap<(TenantId, WorkflowId), u32>,
+    /// Tasks dispatched and not yet answered (or timed out, or cancelled).
+    tasks_by_tenant: HashMap<TenantId, u32>,
+    tasks_by_workflow: HashMap<(TenantId, WorkflowId), u32>,
+    /// Tasks waiting for an in-flight slot, in arrival order.
+    held: BTreeMap<u64, HeldTask>,
+    held_index: HashMap<(RunId, StepId, u32), u64>,
     next_seq: u64,
+}
+
+/// The task attempts a run's engine state waits for.
+fn inflight_of(state: &RunState) -> BTreeSet<(StepId, u32)> {
+    state
+        .frames
+        .values()
+        .filter_map(|f| match f.pending {
+            aiq_engine::run::Pending::Task { attempt } => Some((f.at.clone(), attempt)),
+            _ => None,
+        })
+        .collect()
 }
 
 pub struct Core {
@@ -167,6 +186,14 @@ impl Core {
         &self.stats
     }
 
+    /// Tasks dispatched and tasks waiting for a slot, per partition.
+    pub fn task_load(&self) -> BTreeMap<i32, (u32, usize)> {
+        self.parts
+            .iter()
+            .map(|(p, s)| (*p, (s.tasks_by_tenant.values().sum(), s.held.len())))
+            .collect()
+    }
+
     /// Runs in flight and queued, per partition, for metrics and tests.
     pub fn load(&self) -> BTreeMap<i32, (usize, usize)> {
         self.parts
@@ -180,8 +207,14 @@ impl Core {
     pub fn restore(&mut self, partition: i32, entries: Vec<(EntryKey, Entry)>) {
         let mut st = PartitionState::default();
         let mut queued = Vec::new();
+        let mut live_runs = Vec::new();
         for (key, entry) in entries {
             match (key, entry) {
+                (EntryKey::Held(_, run, step, attempt), Entry::Held(h)) => {
+                    st.next_seq = st.next_seq.max(h.seq + 1);
+                    st.held_index.insert((run, step, attempt), h.seq);
+                    st.held.insert(h.seq, h);
+                }
                 (EntryKey::Run(_, run), Entry::Run(live)) => {
                     let live = *live;
                     for (id, t) in &live.state.timers {
@@ -193,6 +226,12 @@ impl Core {
                     *st.running_by_workflow
                         .entry((live.state.tenant.clone(), live.state.workflow.clone()))
                         .or_default() += 1;
+                    live_runs.push((
+                        run,
+                        inflight_of(&live.state),
+                        live.state.tenant.clone(),
+                        live.state.workflow.clone(),
+                    ));
                     st.runs.insert(run, StoredRun::new(live));
                 }
                 (EntryKey::Run(_, run), Entry::Finished(f)) => {
@@ -207,6 +246,17 @@ impl Core {
                         key = key.encode(),
                         "changelog entry of the wrong kind; skipped"
                     );
+                }
+            }
+        }
+        // Dispatched = what the engine waits for, less what still waits for a slot.
+        for (run, tasks, tenant, workflow) in live_runs {
+            for (step, attempt) in tasks {
+                if !st.held_index.contains_key(&(run, step, attempt)) {
+                    *st.tasks_by_tenant.entry(tenant.clone()).or_default() += 1;
+                    *st.tasks_by_workflow
+                        .entry((tenant.clone(), workflow.clone()))
+                        .or_default() += 1;
                 }
             }
         }
@@ -265,6 +315,12 @@ impl Core {
                         .and_then(|q| q.iter().find(|q| q.run == *run))
                         .cloned()
                         .map(Entry::Queued),
+                    EntryKey::Held(_, run, step, attempt) => st
+                        .held_index
+                        .get(&(*run, step.clone(), *attempt))
+                        .and_then(|seq| st.held.get(seq))
+                        .cloned()
+                        .map(Entry::Held),
                     EntryKey::Cron(t, w, i) => st
                         .cron
                         .get(&(t.clone(), w.clone(), *i))
@@ -480,7 +536,7 @@ impl Core {
                 .or_default() += 1;
         }
         self.stats.runs_started += 1;
-        self.apply(p, q.run, q.trigger.parent_run, t, now);
+        self.apply(p, q.run, q.trigger.parent_run, BTreeSet::new(), t, now);
     }
 
     /// Feeds `input` to `run` and everything that follows from it (a finished child
@@ -516,8 +572,9 @@ impl Core {
                 continue;
             };
             let parent = live.parent;
+            let before = inflight_of(&live.state);
             let t = advance(&version.workflow, Some(live.state), input, now);
-            work.extend(self.apply(p, run, parent, t, now));
+            work.extend(self.apply(p, run, parent, before, t, now));
         }
     }
 
@@ -528,6 +585,7 @@ impl Core {
         p: i32,
         run: RunId,
         parent: Option<RunId>,
+        before: BTreeSet<(StepId, u32)>,
         t: Transition,
         now: DateTime<Utc>,
     ) -> Vec<(RunId, Input)> {
@@ -536,9 +594,10 @@ impl Core {
             return follow;
         };
         let tenant = state.tenant.clone();
+        let mut dispatches = Vec::new();
         for cmd in t.commands {
             match cmd {
-                aiq_engine::Command::DispatchTask(task) => self.out.push(Output::Task(task)),
+                aiq_engine::Command::DispatchTask(task) => dispatches.push(task),
                 aiq_engine::Command::EmitRun(e) => self.out.push(Output::Event(Event::Run(e))),
                 aiq_engine::Command::EmitStep(e) => self.out.push(Output::Event(Event::Step(e))),
                 aiq_engine::Command::StartSubWorkflow {
@@ -603,6 +662,21 @@ impl Core {
             }
         }
         self.dirty.insert((p, EntryKey::Run(tenant.clone(), run)));
+        let after = if state.is_terminal() {
+            BTreeSet::new()
+        } else {
+            inflight_of(&state)
+        };
+        let (workflow, version) = (state.workflow.clone(), state.version);
+        self.settle_tasks(
+            p,
+            run,
+            &tenant,
+            (&workflow, version),
+            &before,
+            &after,
+            dispatches,
+        );
         let Some(st) = self.parts.get_mut(&p) else {
             return follow;
         };
@@ -633,6 +707,138 @@ impl Core {
                 .insert(run, StoredRun::new(LiveRun { parent, state }));
         }
         follow
+    }
+
+    /// Accounts for the task attempts a transition ended and dispatched: ended ones free
+    /// their slot (or leave the waiting line), new ones go out if the tenant and the
+    /// workflow have a slot and wait in line otherwise; freed slots go to the line.
+    #[allow(clippy::too_many_arguments)]
+    fn settle_tasks(
+        &mut self,
+        p: i32,
+        run: RunId,
+        tenant: &TenantId,
+        (workflow, version): (&WorkflowId, u32),
+        before: &BTreeSet<(StepId, u32)>,
+        after: &BTreeSet<(StepId, u32)>,
+        dispatches: Vec<TaskMessage>,
+    ) {
+        let Some(st) = self.parts.get_mut(&p) else {
+            return;
+        };
+        let mut freed = false;
+        for (step, attempt) in before.difference(after) {
+            let key = EntryKey::Held(tenant.clone(), run, step.clone(), *attempt);
+            if let Some(seq) = st.held_index.remove(&(run, step.clone(), *attempt)) {
+                st.held.remove(&seq);
+                self.dirty.insert((p, key));
+            } else {
+                decrement(&mut st.tasks_by_tenant, tenant);
+                decrement(
+                    &mut st.tasks_by_workflow,
+                    &(tenant.clone(), workflow.clone()),
+                );
+                freed = true;
+            }
+        }
+        for task in dispatches {
+            if self.task_slot(p, tenant, workflow, version) {
+                self.send_task(p, tenant, workflow, task);
+            } else if let Some(st) = self.parts.get_mut(&p) {
+                let seq = st.next_seq;
+                st.next_seq += 1;
+                let key = (task.run, task.step.clone(), task.attempt);
+                self.dirty.insert((
+                    p,
+                    EntryKey::Held(tenant.clone(), task.run, task.step.clone(), task.attempt),
+                ));
+                st.held_index.insert(key, seq);
+                st.held.insert(
+                    seq,
+                    HeldTask {
+                        seq,
+                        workflow: workflow.clone(),
+                        version,
+                        task,
+                    },
+                );
+                self.stats.tasks_held += 1;
+            }
+        }
+        if freed {
+            self.release_held(p, tenant);
+        }
+    }
+
+    fn task_slot(&self, p: i32, tenant: &TenantId, workflow: &WorkflowId, version: u32) -> bool {
+        let Some(st) = self.parts.get(&p) else {
+            return false;
+        };
+        let by_tenant = st.tasks_by_tenant.get(tenant).copied().unwrap_or(0);
+        if by_tenant >= self.settings.quota_for(tenant).max_inflight_tasks {
+            return false;
+        }
+        let by_workflow = st
+            .tasks_by_workflow
+            .get(&(tenant.clone(), workflow.clone()))
+            .copied()
+            .unwrap_or(0);
+        self.catalog
+            .version(tenant, workflow, version)
+            .and_then(|v| v.workflow.definition().max_inflight_tasks)
+            .is_none_or(|max| by_workflow < max)
+    }
+
+    fn send_task(&mut self, p: i32, tenant: &TenantId, workflow: &WorkflowId, task: TaskMessage) {
+        if let Some(st) = self.parts.get_mut(&p) {
+            *st.tasks_by_tenant.entry(tenant.clone()).or_default() += 1;
+            *st.tasks_by_workflow
+                .entry((tenant.clone(), workflow.clone()))
+                .or_default() += 1;
+        }
+        self.out.push(Output::Task(task));
+    }
+
+    /// Dispatches the tenant's waiting tasks, oldest first, while slots allow.
+    fn release_held(&mut self, p: i32, tenant: &TenantId) {
+        let Some(st) = self.parts.get(&p) else {
+            return;
+        };
+        let waiting: Vec<(u64, WorkflowId, u32)> = st
+            .held
+            .values()
+            .filter(|h| h.task.tenant == *tenant)
+            .map(|h| (h.seq, h.workflow.clone(), h.version))
+            .collect();
+        for (seq, workflow, version) in waiting {
+            if !self.task_slot(p, tenant, &workflow, version) {
+                let st = &self.parts[&p];
+                if st.tasks_by_tenant.get(tenant).copied().unwrap_or(0)
+                    >= self.settings.quota_for(tenant).max_inflight_tasks
+                {
+                    return;
+                }
+                continue;
+            }
+            let Some(st) = self.parts.get_mut(&p) else {
+                return;
+            };
+            let Some(h) = st.held.remove(&seq) else {
+                continue;
+            };
+            st.held_index
+                .remove(&(h.task.run, h.task.step.clone(), h.task.attempt));
+            self.dirty.insert((
+                p,
+                EntryKey::Held(
+                    tenant.clone(),
+                    h.task.run,
+                    h.task.step.clone(),
+                    h.task.attempt,
+                ),
+            ));
+            self.send_task(p, tenant, &workflow, h.task);
+        }
     }
 
     /// Fills the tenant's free slots from its queue, one workflow after the other.
@@ -1090,12 +1296,17 @@ mod tests {
     }
 
     fn core(defs: &[serde_json::Value], tenant_max: u32) -> (Core, i32) {
+        core_with(defs, tenant_max, 10_000)
+    }
+
+    fn core_with(defs: &[serde_json::Value], tenant_max: u32, tasks_max: u32) -> (Core, i32) {
         let mut s = OrchestratorSettings::default();
         s.tenants.insert(
             TenantId::new("acme").unwrap(),
             TenantOverrides {
                 quota: TenantQuota {
                     max_concurrent_runs: tenant_max,
+                    max_inflight_tasks: tasks_max,
                 },
             },
         );
@@ -1188,6 +1399,77 @@ mod tests {
         answer(&mut again, p, 101, &started[1]);
         assert_eq!(tasks(&mut again).len(), 1);
         assert_eq!(again.load()[&p], (2, 1));
+    }
+
+    fn three_branches(id: &str, max_tasks: Option<u32>) -> serde_json::Value {
+        let branch = |n: &str| json!({"steps": [{"id": n, "task": {"connector": "noop"}}]});
+        let mut d = json!({"id": id, "steps": [{"id": "all", "parallel": {"branches": [
+            branch("a"), branch("b"), branch("c")]}}]});
+        if let Some(m) = max_tasks {
+            d["max_inflight_tasks"] = json!(m);
+        }
+        d
+    }
+
+    fn restored(c: &mut Core, p: i32) -> Core {
+        let entries: Vec<(EntryKey, Entry)> = c
+            .take_changelog()
+            .iter()
+            .filter_map(|w| {
+                Some((
+                    EntryKey::decode(w.key.as_bytes()).unwrap(),
+                    Entry::decode(w.value.as_ref()?).unwrap(),
+                ))
+            })
+            .collect();
+        let mut again = Core::new(Arc::clone(&c.settings), Arc::clone(&c.catalog), PARTS);
+        again.restore(p, entries);
+        again
+    }
+
+    #[test]
+    fn tasks_over_the_tenant_in_flight_quota_wait_and_go_out_as_answers_come() {
+        // The tenant may have 2 tasks in flight; one run wants 3 at once.
+        let (mut c, p) = core_with(&[three_branches("fan", None)], 100, 2);
+        trigger(&mut c, p, 0, "fan");
+        let first = tasks(&mut c);
+        assert_eq!(first.len(), 2);
+        assert_eq!(c.task_load()[&p], (2, 1));
+        // The waiting task survives a restore, and the counts are rebuilt.
+        let mut c = restored(&mut c, p);
+        assert_eq!(c.task_load()[&p], (2, 1));
+        answer(&mut c, p, 10, &first[0]);
+        let third = tasks(&mut c);
+        assert_eq!(
+            third.len(),
+            1,
+            "the waiting task goes out when a slot frees"
+        );
+        assert_eq!(c.task_load()[&p], (2, 0));
+        answer(&mut c, p, 11, &first[1]);
+        answer(&mut c, p, 12, &third[0]);
+        assert_eq!(c.task_load()[&p], (0, 0));
+        assert!(c.load()[&p].0 == 0, "the run finished");
+    }
+
+    #[test]
+    fn a_workflow_in_flight_limit_holds_its_tasks_while_other_workflows_proceed() {
+        let (mut c, p) = core(
+            &[
+                three_branches("one-at-a-time", Some(1)),
+                one_task("w", None),
+            ],
+            100,
+        );
+        trigger(&mut c, p, 0, "one-at-a-time");
+        assert_eq!(tasks(&mut c).len(), 1);
+        assert_eq!(c.task_load()[&p], (1, 2));
+        trigger(&mut c, p, 1, "w");
+        assert_eq!(
+            tasks(&mut c).len(),
+            1,
+            "another workflow's task is not held"
+        );
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct OrchestratorSettings {
 pub struct TenantQuota {
     /// Runs beyond this many wait in the tenant's queue.
     pub max_concurrent_runs: u32,
+    /// Tasks dispatched to workers and not yet answered; more wait to be dispatched.
+    pub max_inflight_tasks: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +83,7 @@ impl Default for OrchestratorSettings {
             misfire_max_ticks: 100,
             quota: TenantQuota {
                 max_concurrent_runs: 10_000,
+                max_inflight_tasks: 10_000,
             },
             tenants: HashMap::new(),
         }
