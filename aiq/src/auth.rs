@@ -1,9 +1,13 @@
 //! The token verifier from configuration: the development secret from
-//! `AIQ_DEV_JWT_SECRET`, an OIDC provider's keys from `ingest.jwks`.
+//! `AIQ_DEV_JWT_SECRET`, an OIDC provider's keys from `ingest.jwks` (a file, or a URL
+//! fetched at start and refreshed).
+
+use std::time::Duration;
 
 use aiq_auth::{JwtConfig, JwtVerifier};
 use aiq_ingest::settings::IngestSettings;
 use anyhow::Context;
+use jsonwebtoken::jwk::JwkSet;
 
 pub const DEV_SECRET_VAR: &str = "AIQ_DEV_JWT_SECRET";
 
@@ -11,27 +15,135 @@ pub fn dev_secret() -> Option<String> {
     std::env::var(DEV_SECRET_VAR).ok().filter(|s| !s.is_empty())
 }
 
-pub fn jwt_verifier(settings: &IngestSettings) -> anyhow::Result<JwtVerifier> {
-    let jwks = match &settings.jwks {
-        None => None,
-        Some(src) if src.starts_with("http://") || src.starts_with("https://") => anyhow::bail!(
-            "ingest.jwks: fetching a JWKS over HTTP is not built yet; save the provider's JWKS \
-             to a file and give its path"
-        ),
+/// The verifier, and the JWKS URL to keep refreshing (when `ingest.jwks` is one).
+pub async fn jwt_verifier(
+    settings: &IngestSettings,
+) -> anyhow::Result<(JwtVerifier, Option<String>)> {
+    let (jwks, url) = match &settings.jwks {
+        None => (None, None),
+        Some(src) if src.starts_with("http://") || src.starts_with("https://") => {
+            let url = src.clone();
+            let fetched = {
+                let url = url.clone();
+                tokio::task::spawn_blocking(move || fetch_jwks(&url)).await??
+            };
+            (Some(fetched), Some(url))
+        }
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("ingest.jwks: reading {path}"))?;
-            Some(
-                serde_json::from_str(&text)
-                    .with_context(|| format!("ingest.jwks: {path} is not a JWKS"))?,
-            )
+            let set = serde_json::from_str(&text)
+                .with_context(|| format!("ingest.jwks: {path} is not a JWKS"))?;
+            (Some(set), None)
         }
     };
-    Ok(JwtVerifier::new(JwtConfig {
+    let verifier = JwtVerifier::new(JwtConfig {
         audience: settings.jwt_audience.clone(),
         issuer: settings.jwt_issuer.clone(),
         leeway_secs: 30,
         hs256_secret: dev_secret(),
         jwks,
-    })?)
+    })?;
+    Ok((verifier, url))
+}
+
+/// Keys travel over TLS, except from this machine (a provider in a test or a sidecar).
+fn check_url(url: &str) -> anyhow::Result<()> {
+    if url.starts_with("https://") {
+        return Ok(());
+    }
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    if matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+        return Ok(());
+    }
+    anyhow::bail!("ingest.jwks: {url} must be https (plain http only for a loopback host)")
+}
+
+/// Fetches and parses a JWKS (blocking; at most 10 s).
+pub fn fetch_jwks(url: &str) -> anyhow::Result<JwkSet> {
+    check_url(url)?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let body = agent
+        .get(url)
+        .call()
+        .with_context(|| format!("ingest.jwks: fetching {url}"))?
+        .body_mut()
+        .read_to_string()
+        .with_context(|| format!("ingest.jwks: reading {url}"))?;
+    serde_json::from_str(&body).with_context(|| format!("ingest.jwks: {url} is not a JWKS"))
+}
+
+/// Fetches the JWKS again every `every`; a failure keeps the keys the verifier has.
+pub fn spawn_refresh(
+    verifier: JwtVerifier,
+    url: String,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(Duration::from_secs(10)));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let fetched = {
+                let url = url.clone();
+                tokio::task::spawn_blocking(move || fetch_jwks(&url)).await
+            };
+            match fetched.map_err(anyhow::Error::from).and_then(|r| r) {
+                Ok(set) => match verifier.replace_jwks(set) {
+                    Ok(n) => tracing::info!(url, keys = n, "JWKS refreshed"),
+                    Err(e) => tracing::warn!(url, error = %e, "JWKS refresh refused; keys kept"),
+                },
+                Err(e) => tracing::warn!(url, error = %e, "JWKS refresh failed; keys kept"),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// Serves `body` to every request on a loopback port; returns the URL.
+    fn serve(body: &'static str) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf);
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn a_jwks_url_is_fetched_and_plain_http_is_only_for_loopback() {
+        let url = serve(include_str!("../../auth/tests/fixtures/jwks.json"));
+        let set = fetch_jwks(&url).unwrap();
+        let kids: Vec<_> = set
+            .keys
+            .iter()
+            .filter_map(|k| k.common.key_id.clone())
+            .collect();
+        assert!(kids.contains(&"rsa-1".to_owned()), "{kids:?}");
+        let e = fetch_jwks("http://login.example.com/jwks.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must be https"), "{e}");
+        let not_jwks = serve("{\"hello\": 1}");
+        let e = format!("{:#}", fetch_jwks(&not_jwks).unwrap_err());
+        assert!(e.contains("is not a JWKS"), "{e}");
+    }
 }

@@ -3,6 +3,7 @@
 //! before any signature is checked, so a token cannot choose how it is verified.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
 use aiq_topics::TenantId;
 use base64::Engine;
@@ -38,13 +39,36 @@ pub struct JwtConfig {
     pub jwks: Option<JwkSet>,
 }
 
+/// Keys by kid, with the one algorithm each may verify.
+type KeySet = BTreeMap<String, (Algorithm, DecodingKey)>;
+
+/// Clones share one key set, so that a refresher can replace the provider's keys while
+/// requests verify against them.
+#[derive(Clone)]
 pub struct JwtVerifier {
     audience: String,
     issuer: Option<String>,
     leeway_secs: u64,
     hs256: Option<DecodingKey>,
-    /// Keys by kid, with the one algorithm each may verify.
-    keys: BTreeMap<String, (Algorithm, DecodingKey)>,
+    keys: Arc<RwLock<KeySet>>,
+}
+
+fn key_set(set: JwkSet) -> Result<KeySet, AuthError> {
+    let mut keys = BTreeMap::new();
+    for jwk in set.keys {
+        let kid = jwk
+            .common
+            .key_id
+            .clone()
+            .ok_or_else(|| AuthError::Config("every JWKS key needs a `kid`".into()))?;
+        let alg = jwk_algorithm(&jwk).ok_or_else(|| {
+            AuthError::Config(format!("JWKS key {kid:?} is neither RSA nor EC P-256"))
+        })?;
+        let key = DecodingKey::from_jwk(&jwk)
+            .map_err(|e| AuthError::Config(format!("JWKS key {kid:?}: {e}")))?;
+        keys.insert(kid, (alg, key));
+    }
+    Ok(keys)
 }
 
 fn jwk_algorithm(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
@@ -81,20 +105,10 @@ impl JwtVerifier {
             ),
             None => None,
         };
-        let mut keys = BTreeMap::new();
-        for jwk in cfg.jwks.map(|s| s.keys).unwrap_or_default() {
-            let kid = jwk
-                .common
-                .key_id
-                .clone()
-                .ok_or_else(|| AuthError::Config("every JWKS key needs a `kid`".into()))?;
-            let alg = jwk_algorithm(&jwk).ok_or_else(|| {
-                AuthError::Config(format!("JWKS key {kid:?} is neither RSA nor EC P-256"))
-            })?;
-            let key = DecodingKey::from_jwk(&jwk)
-                .map_err(|e| AuthError::Config(format!("JWKS key {kid:?}: {e}")))?;
-            keys.insert(kid, (alg, key));
-        }
+        let keys = match cfg.jwks {
+            Some(set) => key_set(set)?,
+            None => BTreeMap::new(),
+        };
         if hs256.is_none() && keys.is_empty() {
             return Err(AuthError::Config(
                 "no way to verify tokens: set AIQ_DEV_JWT_SECRET (development) or ingest.jwks"
@@ -106,8 +120,20 @@ impl JwtVerifier {
             issuer: cfg.issuer,
             leeway_secs: cfg.leeway_secs,
             hs256,
-            keys,
+            keys: Arc::new(RwLock::new(keys)),
         })
+    }
+
+    /// Replaces the provider's keys (a JWKS refresh), for this verifier and every clone.
+    /// A set that does not parse changes nothing. Returns how many keys it holds.
+    pub fn replace_jwks(&self, set: JwkSet) -> Result<usize, AuthError> {
+        let keys = key_set(set)?;
+        if keys.is_empty() {
+            return Err(AuthError::Config("the JWKS holds no keys".into()));
+        }
+        let n = keys.len();
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        Ok(n)
     }
 
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
@@ -117,16 +143,17 @@ impl JwtVerifier {
         let key = match header.alg {
             Algorithm::HS256 => self
                 .hs256
-                .as_ref()
+                .clone()
                 .ok_or(AuthError::AlgorithmNotAllowed(alg))?,
             Algorithm::RS256 | Algorithm::ES256 => {
                 let kid = header.kid.clone().unwrap_or_default();
-                let (key_alg, key) = self.keys.get(&kid).ok_or(AuthError::UnknownKey(kid))?;
+                let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+                let (key_alg, key) = keys.get(&kid).ok_or(AuthError::UnknownKey(kid))?;
                 // A key verifies only the algorithm it was published for.
                 if *key_alg != header.alg {
                     return Err(AuthError::AlgorithmNotAllowed(alg));
                 }
-                key
+                key.clone()
             }
             _ => return Err(AuthError::AlgorithmNotAllowed(alg)),
         };
@@ -138,7 +165,7 @@ impl JwtVerifier {
         v.leeway = self.leeway_secs;
         v.validate_nbf = true;
         v.set_required_spec_claims(&["exp", "aud", "sub"]);
-        let data = jsonwebtoken::decode::<Claims>(token, key, &v).map_err(|e| match e.kind() {
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &v).map_err(|e| match e.kind() {
             ErrorKind::ExpiredSignature => AuthError::Expired,
             ErrorKind::ImmatureSignature => AuthError::NotYetValid,
             ErrorKind::InvalidAudience => AuthError::WrongAudience,

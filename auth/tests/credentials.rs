@@ -322,3 +322,29 @@ fn the_readme_shows_the_permission_table_the_code_enforces() {
         "README.md's roles table differs from the code; paste this:\n{table}"
     );
 }
+
+#[test]
+fn a_refreshed_jwks_replaces_the_keys_of_every_clone() {
+    let v = verifier(true, true, None);
+    let clone = v.clone();
+    let rs = sign(Algorithm::RS256, Some("rsa-1"), &claims(600), &rsa_key());
+    assert!(clone.verify(&rs).is_ok());
+    // The provider rotated: only the EC key is published now.
+    let mut rotated = jwks();
+    rotated
+        .keys
+        .retain(|k| k.common.key_id.as_deref() == Some("ec-1"));
+    assert_eq!(v.replace_jwks(rotated).unwrap(), 1);
+    assert_eq!(
+        clone.verify(&rs),
+        Err(AuthError::UnknownKey("rsa-1".into()))
+    );
+    let es = sign(Algorithm::ES256, Some("ec-1"), &claims(600), &ec_key());
+    assert!(clone.verify(&es).is_ok());
+    // An empty or broken set changes nothing.
+    assert!(
+        v.replace_jwks(jsonwebtoken::jwk::JwkSet { keys: vec![] })
+            .is_err()
+    );
+    assert!(clone.verify(&es).is_ok());
+}

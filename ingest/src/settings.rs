@@ -26,6 +26,8 @@ pub struct IngestSettings {
     /// A JWKS file or URL with the OIDC provider's RS256/ES256 keys.
     #[serde(default)]
     pub jwks: Option<String>,
+    /// A JWKS URL is fetched again this often, so that rotated keys are picked up.
+    pub jwks_refresh_secs: u64,
     /// Every tenant's trigger allowance unless `tenants.<id>` says otherwise.
     pub trigger_quota: TriggerQuota,
     #[serde(default)]

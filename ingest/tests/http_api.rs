@@ -68,6 +68,7 @@ async fn api(brokers: String, cql: String) -> Api {
         jwt_audience: AUD.into(),
         jwt_issuer: None,
         jwks: None,
+        jwks_refresh_secs: 600,
         trigger_quota: TriggerQuota {
             per_second: NonZeroU32::new(1000).unwrap(),
             burst: NonZeroU32::new(1000).unwrap(),

@@ -92,7 +92,14 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
 
     let mut wait = stop_rx.clone();
     if roles.contains(&Role::Ingest) {
-        let jwt = crate::auth::jwt_verifier(&config.ingest)?;
+        let (jwt, jwks_url) = crate::auth::jwt_verifier(&config.ingest).await?;
+        let _refresh = jwks_url.map(|url| {
+            crate::auth::spawn_refresh(
+                jwt.clone(),
+                url,
+                Duration::from_secs(config.ingest.jwks_refresh_secs),
+            )
+        });
         let ingest =
             aiq_ingest::bootstrap::build(&config.kafka, &config.cql, config.ingest.clone(), jwt)
                 .await
