@@ -128,7 +128,7 @@ pub async fn measure(
     let worker = Worker::start(
         &kafka,
         WorkerSettings::default(),
-        Connectors::builtin(),
+        Connectors::builtin(&WorkerSettings::default()),
         &registry,
     )?;
     let ended = tokio::task::spawn_blocking(move || {

@@ -18,6 +18,17 @@ steps:
     task: { connector: noop, args: { output: "${ steps.one.output + 1 }" } }
 "#;
 
+const FILES: &str = r#"
+id: files
+steps:
+  - id: save
+    task: { connector: file, args: { op: write, path: "reports/${ input.name }.txt", content: "n=${ string(input.n) }" } }
+  - id: load
+    task: { connector: file, args: { op: read, path: "reports/${ input.name }.txt" } }
+  - id: done
+    succeed: { output: "${ steps.load.output.content }" }
+"#;
+
 const TOO_SLOW: &str = r#"
 id: too-slow
 steps:
@@ -33,15 +44,19 @@ fn the_worker_runs_tasks_reports_results_and_cuts_off_a_task_at_its_timeout() {
     };
     env.register("acme", 1, NOOP);
     env.register("acme", 1, TOO_SLOW);
+    env.register("acme", 1, FILES);
+    let file_root = std::env::temp_dir().join(aiq_testkit::unique("files"));
+    let settings = WorkerSettings {
+        max_in_flight: 16,
+        file_root: file_root.display().to_string(),
+        ..WorkerSettings::default()
+    };
     let orch = env.orchestrator("worker-test");
     let worker = env.rt.block_on(async {
         Worker::start(
             &env.kafka,
-            WorkerSettings {
-                max_in_flight: 16,
-                ..WorkerSettings::default()
-            },
-            Connectors::builtin(),
+            settings.clone(),
+            Connectors::builtin(&settings),
             &prometheus::Registry::new(),
         )
         .unwrap()
@@ -50,6 +65,7 @@ fn the_worker_runs_tasks_reports_results_and_cuts_off_a_task_at_its_timeout() {
         .map(|i| env.trigger("acme", "noop", json!({"n": i}), &format!("n{i}")))
         .collect();
     let slow = env.trigger("acme", "too-slow", json!({}), "slow");
+    let file_run = env.trigger("acme", "files", json!({"name": "daily", "n": 7}), "f1");
     env.flush();
 
     let mut events = env.reader(TopicKind::Events);
@@ -57,7 +73,7 @@ fn the_worker_runs_tasks_reports_results_and_cuts_off_a_task_at_its_timeout() {
         rs.iter()
             .filter(|r| matches!(Event::decode(&r.payload), Ok(Event::Run(e)) if e.status.is_terminal()))
             .count()
-            > RUNS
+            > RUNS + 1
     });
     assert!(done, "runs did not finish");
     let all = events.events();
@@ -84,6 +100,17 @@ fn the_worker_runs_tasks_reports_results_and_cuts_off_a_task_at_its_timeout() {
         "{:?}",
         timed_out.duration_ms
     );
+
+    let file_end = all.iter().find_map(|e| match e {
+        Event::Run(r) if r.run == file_run && r.status.is_terminal() => Some(r.clone()),
+        _ => None,
+    });
+    assert_eq!(file_end.unwrap().output, Some(json!("n=7")));
+    assert_eq!(
+        std::fs::read_to_string(file_root.join("acme/reports/daily.txt")).unwrap(),
+        "n=7"
+    );
+    let _ = std::fs::remove_dir_all(&file_root);
 
     env.rt.block_on(worker.stop()).unwrap();
     orch.stop().unwrap();

@@ -80,7 +80,7 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         let w = aiq_pipeline::worker::Worker::start(
             &config.kafka,
             config.worker.clone(),
-            aiq_pipeline::worker::Connectors::builtin(),
+            aiq_pipeline::worker::Connectors::builtin(&config.worker),
             prometheus::default_registry(),
         )
         .context("starting the worker")?;

@@ -44,9 +44,13 @@ pub struct Connectors {
 
 impl Connectors {
     /// The connectors this build has.
-    pub fn builtin() -> Self {
+    pub fn builtin(settings: &crate::worker::WorkerSettings) -> Self {
         let mut c = Self::default();
         c.insert("noop", Arc::new(NoopConnector));
+        c.insert(
+            "file",
+            Arc::new(crate::worker::FileConnector::new(&settings.file_root)),
+        );
         c
     }
 
@@ -104,7 +108,7 @@ mod tests {
 
     #[tokio::test]
     async fn noop_answers_its_output_and_timeouts_and_unknown_connectors_are_errors() {
-        let c = Connectors::builtin();
+        let c = Connectors::builtin(&crate::worker::WorkerSettings::default());
         assert_eq!(
             c.call(&task("noop", json!({"output": 7}), 1000)).await,
             TaskOutcome::Ok { output: json!(7) }

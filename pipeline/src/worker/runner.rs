@@ -27,6 +27,8 @@ pub struct WorkerSettings {
     pub max_in_flight: usize,
     /// How often finished tasks' offsets are committed.
     pub commit_interval_ms: u64,
+    /// The file connector's folder; each tenant gets `<file_root>/<tenant>`.
+    pub file_root: String,
 }
 
 impl Default for WorkerSettings {
@@ -36,6 +38,7 @@ impl Default for WorkerSettings {
             group_id: "worker".into(),
             max_in_flight: 256,
             commit_interval_ms: 200,
+            file_root: "data/files".into(),
         }
     }
 }
