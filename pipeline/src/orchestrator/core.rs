@@ -91,16 +91,62 @@ pub struct Stats {
     pub tasks_held: u64,
 }
 
+/// How much of a quota each tenant and each of its workflows uses: running runs, or
+/// tasks in flight.
+#[derive(Default)]
+struct Usage {
+    by_tenant: HashMap<TenantId, u32>,
+    by_workflow: HashMap<(TenantId, WorkflowId), u32>,
+}
+
+impl Usage {
+    fn add(&mut self, tenant: &TenantId, workflow: &WorkflowId) {
+        *self.by_tenant.entry(tenant.clone()).or_default() += 1;
+        *self
+            .by_workflow
+            .entry((tenant.clone(), workflow.clone()))
+            .or_default() += 1;
+    }
+
+    fn remove(&mut self, tenant: &TenantId, workflow: &WorkflowId) {
+        decrement(&mut self.by_tenant, tenant);
+        decrement(&mut self.by_workflow, &(tenant.clone(), workflow.clone()));
+    }
+
+    fn tenant(&self, tenant: &TenantId) -> u32 {
+        self.by_tenant.get(tenant).copied().unwrap_or(0)
+    }
+
+    /// Whether one more fits under the tenant's limit and the workflow's (if any).
+    fn admits(
+        &self,
+        tenant: &TenantId,
+        workflow: &WorkflowId,
+        tenant_max: u32,
+        workflow_max: Option<u32>,
+    ) -> bool {
+        let by_workflow = self
+            .by_workflow
+            .get(&(tenant.clone(), workflow.clone()))
+            .copied()
+            .unwrap_or(0);
+        self.tenant(tenant) < tenant_max && workflow_max.is_none_or(|max| by_workflow < max)
+    }
+}
+
 /// A run in flight, kept as its encoded changelog entry: a waiting run's decoded state
 /// is mostly half-empty B-tree nodes (~8 KB); encoded it is ~0.6 KB, and decoding it for
 /// the next input costs microseconds.
 struct StoredRun {
+    /// Kept beside the bytes: ownership checks on every signal and result need it.
+    tenant: TenantId,
     entry: Box<[u8]>,
 }
 
 impl StoredRun {
     fn new(live: LiveRun) -> Self {
         Self {
+            tenant: live.state.tenant.clone(),
             entry: Entry::Run(Box::new(live)).encode().into_boxed_slice(),
         }
     }
@@ -128,13 +174,11 @@ struct PartitionState {
     served_last: HashMap<TenantId, WorkflowId>,
     cron: HashMap<(TenantId, WorkflowId, u32), CronCursor>,
     timers: BTreeSet<(DateTime<Utc>, RunId, String)>,
-    running_by_tenant: HashMap<TenantId, u32>,
-    running_by_workflow: HashMap<(TenantId, WorkflowId), u32>,
+    running: Usage,
     /// Tasks dispatched and not yet answered (or timed out, or cancelled).
-    tasks_by_tenant: HashMap<TenantId, u32>,
-    tasks_by_workflow: HashMap<(TenantId, WorkflowId), u32>,
-    /// Tasks waiting for an in-flight slot, in arrival order.
-    held: BTreeMap<u64, HeldTask>,
+    tasks: Usage,
+    /// Tasks waiting for an in-flight slot, per tenant in arrival order.
+    held: HashMap<TenantId, BTreeMap<u64, HeldTask>>,
     held_index: HashMap<(RunId, StepId, u32), u64>,
     next_seq: u64,
 }
@@ -190,7 +234,10 @@ impl Core {
     pub fn task_load(&self) -> BTreeMap<i32, (u32, usize)> {
         self.parts
             .iter()
-            .map(|(p, s)| (*p, (s.tasks_by_tenant.values().sum(), s.held.len())))
+            .map(|(p, s)| {
+                let held = s.held.values().map(BTreeMap::len).sum();
+                (*p, (s.tasks.by_tenant.values().sum(), held))
+            })
             .collect()
     }
 
@@ -210,22 +257,17 @@ impl Core {
         let mut live_runs = Vec::new();
         for (key, entry) in entries {
             match (key, entry) {
-                (EntryKey::Held(_, run, step, attempt), Entry::Held(h)) => {
+                (EntryKey::Held(tenant, run, step, attempt), Entry::Held(h)) => {
                     st.next_seq = st.next_seq.max(h.seq + 1);
                     st.held_index.insert((run, step, attempt), h.seq);
-                    st.held.insert(h.seq, h);
+                    st.held.entry(tenant).or_default().insert(h.seq, h);
                 }
                 (EntryKey::Run(_, run), Entry::Run(live)) => {
                     let live = *live;
                     for (id, t) in &live.state.timers {
                         st.timers.insert((t.due, run, id.clone()));
                     }
-                    *st.running_by_tenant
-                        .entry(live.state.tenant.clone())
-                        .or_default() += 1;
-                    *st.running_by_workflow
-                        .entry((live.state.tenant.clone(), live.state.workflow.clone()))
-                        .or_default() += 1;
+                    st.running.add(&live.state.tenant, &live.state.workflow);
                     live_runs.push((
                         run,
                         inflight_of(&live.state),
@@ -253,10 +295,7 @@ impl Core {
         for (run, tasks, tenant, workflow) in live_runs {
             for (step, attempt) in tasks {
                 if !st.held_index.contains_key(&(run, step, attempt)) {
-                    *st.tasks_by_tenant.entry(tenant.clone()).or_default() += 1;
-                    *st.tasks_by_workflow
-                        .entry((tenant.clone(), workflow.clone()))
-                        .or_default() += 1;
+                    st.tasks.add(&tenant, &workflow);
                 }
             }
         }
@@ -315,10 +354,10 @@ impl Core {
                         .and_then(|q| q.iter().find(|q| q.run == *run))
                         .cloned()
                         .map(Entry::Queued),
-                    EntryKey::Held(_, run, step, attempt) => st
+                    EntryKey::Held(t, run, step, attempt) => st
                         .held_index
                         .get(&(*run, step.clone(), *attempt))
-                        .and_then(|seq| st.held.get(seq))
+                        .and_then(|seq| st.held.get(t)?.get(seq))
                         .cloned()
                         .map(Entry::Held),
                     EntryKey::Cron(t, w, i) => st
@@ -497,19 +536,12 @@ impl Core {
         let Some(st) = self.parts.get(&p) else {
             return false;
         };
-        let tenant_running = st.running_by_tenant.get(tenant).copied().unwrap_or(0);
-        if tenant_running >= self.settings.quota_for(tenant).max_concurrent_runs {
-            return false;
-        }
-        let wf_running = st
-            .running_by_workflow
-            .get(&(tenant.clone(), workflow.clone()))
-            .copied()
-            .unwrap_or(0);
-        v.workflow
-            .definition()
-            .max_concurrent_runs
-            .is_none_or(|max| wf_running < max)
+        st.running.admits(
+            tenant,
+            workflow,
+            self.settings.quota_for(tenant).max_concurrent_runs,
+            v.workflow.definition().max_concurrent_runs,
+        )
     }
 
     fn start(&mut self, p: i32, q: QueuedRun, version: &Version, now: DateTime<Utc>) {
@@ -530,10 +562,7 @@ impl Core {
         if let Some(st) = self.parts.get_mut(&p) {
             st.served_last
                 .insert(tenant.clone(), q.trigger.workflow.clone());
-            *st.running_by_tenant.entry(tenant.clone()).or_default() += 1;
-            *st.running_by_workflow
-                .entry((tenant, q.trigger.workflow.clone()))
-                .or_default() += 1;
+            st.running.add(&tenant, &q.trigger.workflow);
         }
         self.stats.runs_started += 1;
         self.apply(p, q.run, q.trigger.parent_run, BTreeSet::new(), t, now);
@@ -691,8 +720,7 @@ impl Core {
                     finished_at: state.finished_at.unwrap_or(now),
                 },
             );
-            decrement(&mut st.running_by_tenant, &tenant);
-            decrement(&mut st.running_by_workflow, &(tenant.clone(), workflow));
+            st.running.remove(&tenant, &workflow);
             *self
                 .stats
                 .runs_finished
@@ -730,14 +758,15 @@ impl Core {
         for (step, attempt) in before.difference(after) {
             let key = EntryKey::Held(tenant.clone(), run, step.clone(), *attempt);
             if let Some(seq) = st.held_index.remove(&(run, step.clone(), *attempt)) {
-                st.held.remove(&seq);
+                if let Some(line) = st.held.get_mut(tenant) {
+                    line.remove(&seq);
+                    if line.is_empty() {
+                        st.held.remove(tenant);
+                    }
+                }
                 self.dirty.insert((p, key));
             } else {
-                decrement(&mut st.tasks_by_tenant, tenant);
-                decrement(
-                    &mut st.tasks_by_workflow,
-                    &(tenant.clone(), workflow.clone()),
-                );
+                st.tasks.remove(tenant, workflow);
                 freed = true;
             }
         }
@@ -753,7 +782,7 @@ impl Core {
                     EntryKey::Held(tenant.clone(), task.run, task.step.clone(), task.attempt),
                 ));
                 st.held_index.insert(key, seq);
-                st.held.insert(
+                st.held.entry(tenant.clone()).or_default().insert(
                     seq,
                     HeldTask {
                         seq,
@@ -774,27 +803,19 @@ impl Core {
         let Some(st) = self.parts.get(&p) else {
             return false;
         };
-        let by_tenant = st.tasks_by_tenant.get(tenant).copied().unwrap_or(0);
-        if by_tenant >= self.settings.quota_for(tenant).max_inflight_tasks {
-            return false;
-        }
-        let by_workflow = st
-            .tasks_by_workflow
-            .get(&(tenant.clone(), workflow.clone()))
-            .copied()
-            .unwrap_or(0);
-        self.catalog
-            .version(tenant, workflow, version)
-            .and_then(|v| v.workflow.definition().max_inflight_tasks)
-            .is_none_or(|max| by_workflow < max)
+        st.tasks.admits(
+            tenant,
+            workflow,
+            self.settings.quota_for(tenant).max_inflight_tasks,
+            self.catalog
+                .version(tenant, workflow, version)
+                .and_then(|v| v.workflow.definition().max_inflight_tasks),
+        )
     }
 
     fn send_task(&mut self, p: i32, tenant: &TenantId, workflow: &WorkflowId, task: TaskMessage) {
         if let Some(st) = self.parts.get_mut(&p) {
-            *st.tasks_by_tenant.entry(tenant.clone()).or_default() += 1;
-            *st.tasks_by_workflow
-                .entry((tenant.clone(), workflow.clone()))
-                .or_default() += 1;
+            st.tasks.add(tenant, workflow);
         }
         self.out.push(Output::Task(task));
     }
@@ -806,16 +827,15 @@ impl Core {
         };
         let waiting: Vec<(u64, WorkflowId, u32)> = st
             .held
-            .values()
-            .filter(|h| h.task.tenant == *tenant)
+            .get(tenant)
+            .into_iter()
+            .flat_map(BTreeMap::values)
             .map(|h| (h.seq, h.workflow.clone(), h.version))
             .collect();
+        let tenant_max = self.settings.quota_for(tenant).max_inflight_tasks;
         for (seq, workflow, version) in waiting {
             if !self.task_slot(p, tenant, &workflow, version) {
-                let st = &self.parts[&p];
-                if st.tasks_by_tenant.get(tenant).copied().unwrap_or(0)
-                    >= self.settings.quota_for(tenant).max_inflight_tasks
-                {
+                if self.parts[&p].tasks.tenant(tenant) >= tenant_max {
                     return;
                 }
                 continue;
@@ -823,9 +843,15 @@ impl Core {
             let Some(st) = self.parts.get_mut(&p) else {
                 return;
             };
-            let Some(h) = st.held.remove(&seq) else {
+            let Some(line) = st.held.get_mut(tenant) else {
+                return;
+            };
+            let Some(h) = line.remove(&seq) else {
                 continue;
             };
+            if line.is_empty() {
+                st.held.remove(tenant);
+            }
             st.held_index
                 .remove(&(h.task.run, h.task.step.clone(), h.task.attempt));
             self.dirty.insert((
@@ -870,8 +896,7 @@ impl Core {
                     picked = Some((w, version));
                     break;
                 }
-                if st.running_by_tenant.get(tenant).copied().unwrap_or(0)
-                    >= self.settings.quota_for(tenant).max_concurrent_runs
+                if st.running.tenant(tenant) >= self.settings.quota_for(tenant).max_concurrent_runs
                 {
                     return;
                 }
@@ -1185,7 +1210,7 @@ impl Core {
 /// The tenant a run of this partition belongs to, wherever the run is.
 fn owner_of(st: &PartitionState, run: &RunId) -> Option<TenantId> {
     if let Some(stored) = st.runs.get(run) {
-        return stored.live().map(|l| l.state.tenant);
+        return Some(stored.tenant.clone());
     }
     if let Some((tenant, _)) = st.queued.get(run) {
         return Some(tenant.clone());
