@@ -112,9 +112,23 @@ pub enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
     },
+    /// Tenant secrets: make a sealing key.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Workflow definitions: check documents before registering them.
     #[command(subcommand)]
     Workflows(WorkflowsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Print a key file line with a fresh random key: `<key-id> <64 hex digits>`. Put it
+    /// first in `secrets.key_file` to seal with it (older lines still open).
+    NewKey {
+        /// The key's id, stored beside every value it seals.
+        #[arg(long, default_value = "k1")]
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,10 +3,12 @@
 
 use std::path::Path;
 
+use aiq_connectors::ConnectorSettings;
 use aiq_ingest::settings::IngestSettings;
 use aiq_kafka::KafkaSettings;
 use aiq_pipeline::orchestrator::OrchestratorSettings;
 use aiq_pipeline::worker::WorkerSettings;
+use aiq_secrets::SecretsSettings;
 use aiq_sql::CqlSettings;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -19,13 +21,15 @@ pub const DEFAULTS: &str = include_str!("../../config/aiq.toml");
 
 /// Top-level sections; an `AIQ_` variable outside them (`AIQ_DEV_JWT_SECRET`,
 /// `AIQ_PROMETHEUS_URL`) is not configuration and is left alone.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 9] = [
     "kafka",
     "cql",
     "serve",
     "ingest",
     "orchestrator",
     "worker",
+    "connectors",
+    "secrets",
     "log",
 ];
 
@@ -38,6 +42,8 @@ pub struct Config {
     pub ingest: IngestSettings,
     pub orchestrator: OrchestratorSettings,
     pub worker: WorkerSettings,
+    pub connectors: ConnectorSettings,
+    pub secrets: SecretsSettings,
     pub log: LogSettings,
 }
 
@@ -195,6 +201,8 @@ mod tests {
             // The embedded defaults and the file must say the same.
             assert_eq!(c.orchestrator, OrchestratorSettings::default());
             assert_eq!(c.worker, WorkerSettings::default());
+            assert_eq!(c.connectors, ConnectorSettings::default());
+            assert_eq!(c.secrets, SecretsSettings::default());
             assert_eq!(c.ingest.trigger_quota.per_second.get(), 100);
             assert!(c.ingest.tenants.is_empty());
             Ok(())

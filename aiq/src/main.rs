@@ -44,6 +44,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check => commands::check::run(&config).await,
         Command::Config => commands::show_config::run(&config),
         Command::Token { tenant, role, ttl } => commands::token::run(&config, &tenant, role, ttl),
+        Command::Secrets(cli::SecretsCommand::NewKey { id }) => {
+            println!("{}", aiq_secrets::Keyring::new_key_line(&id)?);
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Command::Workflows(_) => unreachable!("handled before loading configuration"),
     }
 }

@@ -227,7 +227,7 @@ fn topics_and_schema_apply_twice_change_nothing_the_second_time_and_check_passes
     let first = aiq(&["topics", "apply"], &env);
     assert!(first.status.success(), "{}", stderr(&first));
     let lines: Vec<String> = stdout(&first).lines().map(str::to_owned).collect();
-    assert_eq!(lines.len(), 10, "{lines:?}");
+    assert_eq!(lines.len(), aiq_topics::TopicKind::ALL.len(), "{lines:?}");
     assert!(
         lines
             .iter()

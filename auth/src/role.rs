@@ -66,6 +66,8 @@ pub enum Action {
     QuerySqlAllTenants,
     ManageApiKeys,
     ManageWebhooks,
+    /// Connector credentials: set and delete the tenant's secrets (never read them).
+    ManageSecrets,
     /// Quotas and tenant configuration.
     ManageTenants,
     ReadAudit,
@@ -75,7 +77,7 @@ pub enum Action {
 
 impl Action {
     /// Row order of the permission table.
-    pub const ALL: [Action; 14] = [
+    pub const ALL: [Action; 15] = [
         Action::RegisterWorkflow,
         Action::ReadWorkflows,
         Action::StartRun,
@@ -86,6 +88,7 @@ impl Action {
         Action::QuerySqlAllTenants,
         Action::ManageApiKeys,
         Action::ManageWebhooks,
+        Action::ManageSecrets,
         Action::ManageTenants,
         Action::ReadAudit,
         Action::ExportTenantData,
@@ -104,6 +107,7 @@ impl Action {
             Action::QuerySqlAllTenants => "query_sql_all_tenants",
             Action::ManageApiKeys => "manage_api_keys",
             Action::ManageWebhooks => "manage_webhooks",
+            Action::ManageSecrets => "manage_secrets",
             Action::ManageTenants => "manage_tenants",
             Action::ReadAudit => "read_audit",
             Action::ExportTenantData => "export_tenant_data",
@@ -128,7 +132,8 @@ pub fn permits(role: Role, action: Action) -> bool {
         (
             Role::TenantAdmin,
             RegisterWorkflow | ReadWorkflows | StartRun | SendSignal | CancelRun | ReadRuns
-            | QuerySql | ManageApiKeys | ManageWebhooks | ReadAudit | ExportTenantData,
+            | QuerySql | ManageApiKeys | ManageWebhooks | ManageSecrets | ReadAudit
+            | ExportTenantData,
         ) => true,
         (Role::TenantAdmin, QuerySqlAllTenants | ManageTenants | EraseTenantData) => false,
         // Users operate existing workflows of their tenant.
@@ -137,8 +142,8 @@ pub fn permits(role: Role, action: Action) -> bool {
         }
         (
             Role::User,
-            RegisterWorkflow | QuerySqlAllTenants | ManageApiKeys | ManageWebhooks | ManageTenants
-            | ReadAudit | ExportTenantData | EraseTenantData,
+            RegisterWorkflow | QuerySqlAllTenants | ManageApiKeys | ManageWebhooks | ManageSecrets
+            | ManageTenants | ReadAudit | ExportTenantData | EraseTenantData,
         ) => false,
     }
 }
@@ -183,6 +188,7 @@ mod tests {
             (Action::QuerySqlAllTenants, true, false, false),
             (Action::ManageApiKeys, true, true, false),
             (Action::ManageWebhooks, true, true, false),
+            (Action::ManageSecrets, true, true, false),
             (Action::ManageTenants, true, false, false),
             (Action::ReadAudit, true, true, false),
             (Action::ExportTenantData, true, true, false),

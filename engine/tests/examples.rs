@@ -69,12 +69,12 @@ fn generate(stages: usize) -> String {
       branches:
         - steps:
             - id: enrich_{i}_db
-              task: {{ connector: sql, args: {{ query: "SELECT * FROM items WHERE id = $1", params: ["${{ input.id }}"] }} }}
+              task: {{ connector: sql, args: {{ connection_secret: items-db, query: "SELECT * FROM items WHERE id = $1", params: ["${{ input.id }}"] }} }}
             - id: enrich_{i}_mark
               set: {{ vars: {{ stage_{i}: enriched }} }}
         - steps:
             - id: enrich_{i}_publish
-              task: {{ connector: kafka, args: {{ topic: stage-{i}, message: "${{ steps.fetch_{i}.output }}" }} }}
+              task: {{ connector: kafka, args: {{ topic: stage-{i}, value: "${{ steps.fetch_{i}.output }}" }} }}
   - id: join_{i}
     set: {{ vars: {{ stage_{i}_done: true }} }}
 "#

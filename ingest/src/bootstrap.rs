@@ -39,6 +39,7 @@ pub async fn build(
     cql: &CqlSettings,
     settings: IngestSettings,
     jwt: aiq_auth::JwtVerifier,
+    keyring: Option<Arc<aiq_secrets::Keyring>>,
 ) -> Result<Ingest, BootError> {
     let session = Arc::new(aiq_sql::connect(cql).await?);
     let store = RegistryStore::new(session, &cql.keyspace).await?;
@@ -82,6 +83,7 @@ pub async fn build(
         settings,
         catalog_ready: tail.watch(),
         metrics: Arc::new(crate::metrics::Metrics::new()),
+        keyring,
     };
     Ok(Ingest { app, tail })
 }

@@ -78,6 +78,23 @@ impl Publisher {
         })
     }
 
+    /// A record with a key and no value: deletes the key from a compacted topic.
+    pub async fn tombstone(&self, kind: TopicKind, key: &str) -> Result<Delivery, PublishError> {
+        let topic = self.topics.name(kind);
+        let delivery = self
+            .producer
+            .send(FutureRecord::<str, [u8]>::to(topic).key(key), self.timeout)
+            .await
+            .map_err(|(source, _)| PublishError::NotAcknowledged {
+                topic: topic.to_owned(),
+                source,
+            })?;
+        Ok(Delivery {
+            partition: delivery.partition,
+            offset: delivery.offset,
+        })
+    }
+
     /// A trigger, keyed by its tenant.
     pub async fn trigger(&self, t: &TriggerEvent) -> Result<Delivery, PublishError> {
         self.send(TopicKind::Triggers, t.tenant.as_str(), &t.encode())

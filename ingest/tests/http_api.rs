@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aiq_auth::{Action, ApiKey, JwtConfig, JwtVerifier, Role, mint_dev_token, permits};
@@ -14,7 +15,8 @@ use aiq_ingest::limits::TriggerQuota;
 use aiq_ingest::publisher::Publisher;
 use aiq_ingest::settings::{IngestSettings, TenantOverrides};
 use aiq_ingest::signature;
-use aiq_kafka::{KafkaSettings, apply_topics};
+use aiq_kafka::{KafkaSettings, apply_topics, tail_topic};
+use aiq_secrets::{ExposeSecret, Keyring, SecretRecord};
 use aiq_sql::{CqlSettings, apply_schema, connect};
 use aiq_testkit::{CQL, KAFKA, unique};
 use aiq_topics::TenantId;
@@ -43,6 +45,8 @@ steps:
 struct Api {
     router: axum::Router,
     ingest: Ingest,
+    kafka: KafkaSettings,
+    keyring: Arc<Keyring>,
 }
 
 async fn api(brokers: String, cql: String) -> Api {
@@ -89,9 +93,17 @@ async fn api(brokers: String, cql: String) -> Api {
         ..JwtConfig::default()
     })
     .unwrap();
-    let ingest = build(&kafka, &cql, settings, jwt).await.unwrap();
+    let keyring = Arc::new(Keyring::parse("test", &Keyring::new_key_line("k1").unwrap()).unwrap());
+    let ingest = build(&kafka, &cql, settings, jwt, Some(keyring.clone()))
+        .await
+        .unwrap();
     let (router, _) = aiq_ingest::http::router(ingest.app.clone());
-    Api { router, ingest }
+    Api {
+        router,
+        ingest,
+        kafka,
+        keyring,
+    }
 }
 
 fn token(tenant: &str, role: Role) -> String {
@@ -202,6 +214,19 @@ async fn every_role_by_endpoint_cell() {
             (
                 Action::ManageWebhooks,
                 req("PUT", "/v1/hooks/shop-paid/secret", Some(&t), Body::empty()),
+            ),
+            (
+                Action::ManageSecrets,
+                req(
+                    "PUT",
+                    "/v1/secrets/crm-token",
+                    Some(&t),
+                    Body::from(r#"{"value":"t0ken-value"}"#),
+                ),
+            ),
+            (
+                Action::ManageSecrets,
+                req("DELETE", "/v1/secrets/crm-token", Some(&t), Body::empty()),
             ),
             (
                 Action::SendSignal,
@@ -551,4 +576,112 @@ async fn kafka_down_gives_503_and_no_acceptance() {
     );
     let (s, _, b) = call(&api.router, req("GET", "/readyz", None, Body::empty())).await;
     assert_eq!(s, StatusCode::OK, "{b}");
+}
+
+/// A record's key and payload (None for a tombstone).
+type KeyedRecord = (String, Option<Vec<u8>>);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_are_stored_sealed_and_deleted_with_a_tombstone() {
+    let Some(api) = api_for("acme").await else {
+        return;
+    };
+    let seen: Arc<Mutex<Vec<KeyedRecord>>> = Arc::default();
+    let into = seen.clone();
+    let _tail = tail_topic(
+        &api.kafka,
+        api.kafka.topics().name(aiq_topics::TopicKind::Secrets),
+        move |r| {
+            let key = String::from_utf8_lossy(r.key.unwrap_or_default()).into_owned();
+            into.lock()
+                .unwrap()
+                .push((key, r.payload.map(<[u8]>::to_vec)));
+        },
+    )
+    .await
+    .unwrap();
+    let admin = token("acme", Role::TenantAdmin);
+    let value = "sk_live_Zq81-never-in-clear";
+    let (status, _, body) = call(
+        &api.router,
+        req(
+            "PUT",
+            "/v1/secrets/crm-token",
+            Some(&admin),
+            Body::from(json!({ "value": value }).to_string()),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["name"], "crm-token");
+    assert_eq!(body["key_id"], "k1");
+    assert!(!body.to_string().contains(value));
+
+    let wait_for = |n: usize| {
+        let seen = seen.clone();
+        async move {
+            for _ in 0..200 {
+                if seen.lock().unwrap().len() >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("the secrets topic did not get {n} records");
+        }
+    };
+    wait_for(1).await;
+    let (key, payload) = seen.lock().unwrap()[0].clone();
+    assert_eq!(key, "acme/crm-token");
+    let payload = payload.unwrap();
+    // At rest it is sealed: the value is nowhere in the record, and it opens.
+    assert!(!String::from_utf8_lossy(&payload).contains(value));
+    let record = SecretRecord::decode(&payload).unwrap();
+    assert_eq!(api.keyring.open(&record).unwrap().expose_secret(), value);
+
+    let (status, _, body) = call(
+        &api.router,
+        req(
+            "PUT",
+            "/v1/secrets/no%2Fslash",
+            Some(&admin),
+            Body::from(r#"{"value":"x"}"#),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("only letters, digits"),
+        "{body}"
+    );
+    let (status, _, body) = call(
+        &api.router,
+        req(
+            "PUT",
+            "/v1/secrets/empty",
+            Some(&admin),
+            Body::from(r#"{"value":""}"#),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["detail"], "`value` must be 1 to 8192 bytes");
+
+    let (status, _, _) = call(
+        &api.router,
+        req(
+            "DELETE",
+            "/v1/secrets/crm-token",
+            Some(&admin),
+            Body::empty(),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    wait_for(2).await;
+    let (key, payload) = seen.lock().unwrap()[1].clone();
+    assert_eq!(key, "acme/crm-token");
+    assert!(payload.is_none(), "a delete is a tombstone");
 }

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aiq_connectors::{ConnectorSettings, Connectors, SecretStore};
 use aiq_engine::Catalog;
 use aiq_kafka::{KafkaSettings, apply_topics, tail_topic};
 use aiq_pipeline::orchestrator::{Orchestrator, OrchestratorMetrics, OrchestratorSettings};
-use aiq_pipeline::worker::{Connectors, Worker, WorkerSettings};
+use aiq_pipeline::worker::{Worker, WorkerSettings};
 use aiq_topics::{
     DefinitionRecord, Event, TenantId, TopicKind, TriggerEvent, TriggerSource, WorkflowId,
 };
@@ -128,7 +129,12 @@ pub async fn measure(
     let worker = Worker::start(
         &kafka,
         WorkerSettings::default(),
-        Connectors::builtin(&WorkerSettings::default()),
+        Connectors::builtin(
+            &ConnectorSettings::default(),
+            Arc::new(SecretStore::fixed(None, Vec::new())),
+            None,
+            &registry,
+        )?,
         &registry,
     )?;
     let ended = tokio::task::spawn_blocking(move || {

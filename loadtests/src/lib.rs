@@ -4,3 +4,4 @@
 pub mod drain;
 pub mod open_loop;
 pub mod state_memory;
+pub mod worker_throughput;

@@ -52,6 +52,18 @@ enum Cmd {
         #[arg(long, default_value_t = 50)]
         tenants: usize,
     },
+    /// A backlog of no-op tasks answered by one worker through Kafka (no orchestrator).
+    Worker {
+        #[arg(long, env = "AIQ_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long, default_value_t = 50_000)]
+        tasks: usize,
+        #[arg(long, default_value_t = 50)]
+        tenants: usize,
+        /// worker.max_in_flight.
+        #[arg(long, default_value_t = 256)]
+        max_in_flight: usize,
+    },
     /// Memory per run waiting for a signal in the orchestrator's core (no Kafka).
     StateMemory {
         #[arg(long, default_value_t = 100_000)]
@@ -78,6 +90,26 @@ async fn main() -> anyhow::Result<()> {
                 r.seconds,
                 r.runs as f64 / r.seconds,
                 (r.runs * r.steps) as f64 / r.seconds
+            );
+            Ok(())
+        }
+        Cmd::Worker {
+            brokers,
+            tasks,
+            tenants,
+            max_in_flight,
+        } => {
+            let r =
+                aiq_loadtests::worker_throughput::measure(&brokers, tasks, tenants, max_in_flight)
+                    .await?;
+            println!("| no-op tasks | max_in_flight | seconds | tasks/s |");
+            println!("| ---: | ---: | ---: | ---: |");
+            println!(
+                "| {} | {} | {:.1} | {:.0} |",
+                r.tasks,
+                r.max_in_flight,
+                r.seconds,
+                r.tasks as f64 / r.seconds
             );
             Ok(())
         }

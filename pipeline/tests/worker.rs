@@ -3,9 +3,11 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use aiq_pipeline::worker::{Connectors, Worker, WorkerSettings};
+use aiq_connectors::{ConnectorSettings, Connectors, SecretStore};
+use aiq_pipeline::worker::{Worker, WorkerSettings};
 use aiq_topics::{ErrorClass, Event, RunStatus, StepStatus, TopicKind};
 use serde_json::json;
 
@@ -48,15 +50,24 @@ fn the_worker_runs_tasks_reports_results_and_cuts_off_a_task_at_its_timeout() {
     let file_root = std::env::temp_dir().join(aiq_testkit::unique("files"));
     let settings = WorkerSettings {
         max_in_flight: 16,
-        file_root: file_root.display().to_string(),
         ..WorkerSettings::default()
+    };
+    let connector_settings = ConnectorSettings {
+        file_root: file_root.display().to_string(),
+        ..ConnectorSettings::default()
     };
     let orch = env.orchestrator("worker-test");
     let worker = env.rt.block_on(async {
         Worker::start(
             &env.kafka,
             settings.clone(),
-            Connectors::builtin(&settings),
+            Connectors::builtin(
+                &connector_settings,
+                Arc::new(SecretStore::fixed(None, Vec::new())),
+                None,
+                &prometheus::Registry::new(),
+            )
+            .unwrap(),
             &prometheus::Registry::new(),
         )
         .unwrap()

@@ -14,6 +14,7 @@ pub enum TopicKind {
     Results,
     Changelog,
     Definitions,
+    Secrets,
     Tasks,
     Events,
     Audit,
@@ -22,12 +23,13 @@ pub enum TopicKind {
 }
 
 impl TopicKind {
-    pub const ALL: [TopicKind; 10] = [
+    pub const ALL: [TopicKind; 11] = [
         TopicKind::Triggers,
         TopicKind::Signals,
         TopicKind::Results,
         TopicKind::Changelog,
         TopicKind::Definitions,
+        TopicKind::Secrets,
         TopicKind::Tasks,
         TopicKind::Events,
         TopicKind::Audit,
@@ -42,6 +44,7 @@ impl TopicKind {
             TopicKind::Results => "results",
             TopicKind::Changelog => "orchestrator-changelog",
             TopicKind::Definitions => "definitions",
+            TopicKind::Secrets => "secrets",
             TopicKind::Tasks => "tasks",
             TopicKind::Events => "events",
             TopicKind::Audit => "audit",
@@ -73,6 +76,8 @@ pub enum KeyKind {
     StateEntry,
     /// `tenant/workflow/version`: one compacted entry per immutable version.
     WorkflowVersion,
+    /// `tenant/secret-name`: one compacted entry per secret; a tombstone deletes it.
+    SecretName,
     /// The key of the record that failed, unchanged.
     OriginalKey,
     /// A probe id; meaningless beyond `aiq check`.
@@ -86,6 +91,7 @@ impl KeyKind {
             KeyKind::Run => "tenant/run-id",
             KeyKind::StateEntry => "tenant/entity; partition = owner's triggers partition",
             KeyKind::WorkflowVersion => "tenant/workflow/version",
+            KeyKind::SecretName => "tenant/secret-name",
             KeyKind::OriginalKey => "key of the failed record",
             KeyKind::Probe => "probe id",
         }
@@ -201,6 +207,14 @@ impl TopicSet {
                 None,
                 KeyKind::WorkflowVersion,
                 "accepted workflow versions, read into memory by every orchestrator",
+            ),
+            spec(
+                TopicKind::Secrets,
+                1,
+                Compact,
+                None,
+                KeyKind::SecretName,
+                "tenant secrets, sealed (ChaCha20-Poly1305); read into memory by workers",
             ),
             spec(
                 TopicKind::Tasks,

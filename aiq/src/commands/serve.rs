@@ -4,11 +4,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aiq_connectors::{Connectors, KafkaTarget, SecretStore};
 use aiq_engine::Catalog;
 use aiq_kafka::{Tail, tail_topic};
 use aiq_pipeline::orchestrator::{Orchestrator, OrchestratorMetrics};
 use aiq_topics::TopicKind;
 use anyhow::Context;
+use rdkafka::producer::FutureProducer;
 
 use crate::config::Config;
 use crate::roles::Role;
@@ -76,16 +78,39 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         })
     });
 
+    let keyring = config
+        .secrets
+        .keyring()
+        .context("loading the secrets key file")?
+        .map(Arc::new);
     let worker = if roles.contains(&Role::Worker) {
+        let (secrets, secrets_tail) = SecretStore::follow(&config.kafka, keyring.clone())
+            .await
+            .context("reading the secrets topic")?;
+        let producer: FutureProducer = config
+            .kafka
+            .producer_config()
+            .create()
+            .context("creating the kafka connector's producer")?;
+        let connectors = Connectors::builtin(
+            &config.connectors,
+            Arc::new(secrets),
+            Some(KafkaTarget {
+                producer,
+                topic_prefix: config.kafka.topic_prefix.clone(),
+            }),
+            prometheus::default_registry(),
+        )
+        .context("setting up the connectors")?;
         let w = aiq_pipeline::worker::Worker::start(
             &config.kafka,
             config.worker.clone(),
-            aiq_pipeline::worker::Connectors::builtin(&config.worker),
+            connectors,
             prometheus::default_registry(),
         )
         .context("starting the worker")?;
         tracing::info!("worker started");
-        Some(w)
+        Some((w, secrets_tail))
     } else {
         None
     };
@@ -100,10 +125,15 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
                 Duration::from_secs(config.ingest.jwks_refresh_secs),
             )
         });
-        let ingest =
-            aiq_ingest::bootstrap::build(&config.kafka, &config.cql, config.ingest.clone(), jwt)
-                .await
-                .context("starting the ingest stage")?;
+        let ingest = aiq_ingest::bootstrap::build(
+            &config.kafka,
+            &config.cql,
+            config.ingest.clone(),
+            jwt,
+            keyring.clone(),
+        )
+        .await
+        .context("starting the ingest stage")?;
         let listener = tokio::net::TcpListener::bind(&config.serve.http_listen)
             .await
             .with_context(|| format!("listening on {}", config.serve.http_listen))?;
@@ -120,7 +150,7 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     if let Some(w) = watchdog {
         w.abort();
     }
-    if let Some(w) = worker {
+    if let Some((w, _secrets_tail)) = worker {
         w.stop().await.context("the worker failed")?;
         tracing::info!("worker stopped");
     }

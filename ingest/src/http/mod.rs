@@ -7,6 +7,7 @@ mod caller;
 mod health;
 mod hooks;
 mod runs;
+mod secrets;
 mod signals;
 mod workflows;
 
@@ -45,6 +46,8 @@ pub struct App {
     /// True once the definitions topic has been read to its end.
     pub catalog_ready: watch::Receiver<bool>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Seals tenant secrets; None when `secrets.key_file` is not set.
+    pub keyring: Option<Arc<aiq_secrets::Keyring>>,
 }
 
 #[derive(OpenApi)]
@@ -100,6 +103,7 @@ fn api() -> OpenApiRouter<App> {
         .routes(routes!(signals::cancel))
         .routes(routes!(hooks::deliver))
         .routes(routes!(hooks::rotate_secret))
+        .routes(routes!(secrets::put, secrets::delete))
         .routes(routes!(api_keys::create, api_keys::list))
         .routes(routes!(api_keys::revoke))
         .routes(routes!(health::healthz))
@@ -143,7 +147,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     /// Every route and method the API serves; the document must list exactly these.
-    const ROUTES: [(&str, &str); 14] = [
+    const ROUTES: [(&str, &str); 16] = [
         ("/healthz", "get"),
         ("/metrics", "get"),
         ("/v1/api-keys", "get"),
@@ -153,6 +157,8 @@ mod tests {
         ("/v1/runs/{run_id}/signals/{name}", "post"),
         ("/readyz", "get"),
         ("/v1/hooks/{hook}/secret", "put"),
+        ("/v1/secrets/{name}", "put"),
+        ("/v1/secrets/{name}", "delete"),
         ("/v1/hooks/{tenant}/{hook}", "post"),
         ("/v1/workflows", "get"),
         ("/v1/workflows", "post"),

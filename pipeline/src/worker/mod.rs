@@ -4,15 +4,10 @@
 //! after its result is acknowledged. When every slot is busy it stops polling: the
 //! backlog stays in Kafka, never in memory.
 //!
-//! Connectors sit behind [`Connector`]; this build has `noop` and `file`. The others
-//! (HTTP, SOAP, SQL, email, Kafka) come with issue #6 and are answered with a fatal error
-//! that says so, never pretended.
+//! What a task calls lives in `aiq-connectors` (HTTP, SOAP, SQL, email, file, Kafka,
+//! noop), with its secrets, outbound guard and circuit breakers.
 
-mod connector;
-mod file;
 mod offsets;
 mod runner;
 
-pub use connector::{Connector, Connectors, NoopConnector};
-pub use file::FileConnector;
 pub use runner::{Worker, WorkerError, WorkerSettings};

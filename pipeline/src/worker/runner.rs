@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
-use crate::worker::connector::Connectors;
 use crate::worker::offsets::Pending;
+use aiq_connectors::Connectors;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,8 +27,6 @@ pub struct WorkerSettings {
     pub max_in_flight: usize,
     /// How often finished tasks' offsets are committed.
     pub commit_interval_ms: u64,
-    /// The file connector's folder; each tenant gets `<file_root>/<tenant>`.
-    pub file_root: String,
 }
 
 impl Default for WorkerSettings {
@@ -38,7 +36,6 @@ impl Default for WorkerSettings {
             group_id: "worker".into(),
             max_in_flight: 256,
             commit_interval_ms: 200,
-            file_root: "data/files".into(),
         }
     }
 }

@@ -9,7 +9,7 @@ use aiq_topics::{ErrorClass, TaskMessage, TaskOutcome};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::worker::connector::{CallFuture, Connector};
+use crate::call::{CallContext, CallFuture, Connector, fatal};
 
 pub struct FileConnector {
     root: PathBuf,
@@ -18,13 +18,6 @@ pub struct FileConnector {
 impl FileConnector {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
-    }
-}
-
-fn fatal(message: impl Into<String>) -> TaskOutcome {
-    TaskOutcome::Error {
-        class: ErrorClass::Fatal,
-        message: message.into(),
     }
 }
 
@@ -159,7 +152,7 @@ impl FileConnector {
 }
 
 impl Connector for FileConnector {
-    fn call<'a>(&'a self, task: &'a TaskMessage) -> CallFuture<'a> {
+    fn call<'a>(&'a self, task: &'a TaskMessage, _ctx: &'a CallContext<'a>) -> CallFuture<'a> {
         Box::pin(async move {
             match self.run(task).await {
                 Ok(output) => TaskOutcome::Ok { output },
@@ -188,6 +181,15 @@ mod tests {
         }
     }
 
+    impl FileConnector {
+        async fn exec(&self, task: &TaskMessage) -> TaskOutcome {
+            match self.run(task).await {
+                Ok(output) => TaskOutcome::Ok { output },
+                Err(e) => e,
+            }
+        }
+    }
+
     fn root() -> PathBuf {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -211,7 +213,7 @@ mod tests {
         let dir = root();
         let c = FileConnector::new(&dir);
         let w = c
-            .call(&task(
+            .exec(&task(
                 "acme",
                 json!({"op": "write", "path": "out/report.txt", "content": "hello"}),
             ))
@@ -223,14 +225,14 @@ mod tests {
             }
         );
         let r = c
-            .call(&task("acme", json!({"path": "out/report.txt"})))
+            .exec(&task("acme", json!({"path": "out/report.txt"})))
             .await;
         let TaskOutcome::Ok { output } = r else {
             panic!("{r:?}")
         };
         assert_eq!(output["content"], "hello");
         let l = c
-            .call(&task("acme", json!({"op": "list", "path": "out"})))
+            .exec(&task("acme", json!({"op": "list", "path": "out"})))
             .await;
         let TaskOutcome::Ok { output } = l else {
             panic!("{l:?}")
@@ -238,26 +240,26 @@ mod tests {
         assert_eq!(output["entries"][0]["name"], "report.txt");
         // Another tenant has a folder of its own: the same path is not there.
         refused(
-            &c.call(&task("globex", json!({"path": "out/report.txt"})))
+            &c.exec(&task("globex", json!({"path": "out/report.txt"})))
                 .await,
             "does not exist",
         );
         // No way out.
         for bad in ["../acme/out/report.txt", "/etc/passwd", "out/../../x"] {
             refused(
-                &c.call(&task("globex", json!({"path": bad}))).await,
+                &c.exec(&task("globex", json!({"path": bad}))).await,
                 "must stay inside the tenant's folder",
             );
         }
         std::fs::create_dir_all(dir.join("globex")).unwrap();
         std::os::unix::fs::symlink(dir.join("acme"), dir.join("globex/link")).unwrap();
         refused(
-            &c.call(&task("globex", json!({"path": "link/out/report.txt"})))
+            &c.exec(&task("globex", json!({"path": "link/out/report.txt"})))
                 .await,
             "leads outside the tenant's folder",
         );
         refused(
-            &c.call(&task("acme", json!({"op": "delete", "path": "x"})))
+            &c.exec(&task("acme", json!({"op": "delete", "path": "x"})))
                 .await,
             "is not read, write or list",
         );

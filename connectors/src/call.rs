@@ -1,0 +1,271 @@
+//! What one connector call gets besides its task: the tenant's secrets, the outbound
+//! guard, the breakers and the deadline; and the shapes of its answers.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+
+use aiq_secrets::{ExposeSecret, SecretName, SecretString};
+use aiq_topics::{ErrorClass, TaskMessage, TaskOutcome};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::breaker::{Admission, Breakers, is_failure};
+use crate::outbound::Outbound;
+use crate::secrets::SecretSource;
+
+pub type CallFuture<'a> = Pin<Box<dyn Future<Output = TaskOutcome> + Send + 'a>>;
+
+pub trait Connector: Send + Sync {
+    /// Runs one attempt. The table enforces the deadline around this call, redacts the
+    /// secrets it resolved from the answer, and counts it.
+    fn call<'a>(&'a self, task: &'a TaskMessage, ctx: &'a CallContext<'a>) -> CallFuture<'a>;
+}
+
+pub struct CallContext<'a> {
+    pub task: &'a TaskMessage,
+    pub deadline: Instant,
+    pub(crate) secrets: &'a dyn SecretSource,
+    pub(crate) outbound: &'a Outbound,
+    pub(crate) breakers: &'a Breakers,
+    /// Every value resolved for this call, so the answer can be scrubbed of them.
+    resolved: Mutex<Vec<String>>,
+}
+
+impl<'a> CallContext<'a> {
+    pub(crate) fn new(
+        task: &'a TaskMessage,
+        deadline: Instant,
+        secrets: &'a dyn SecretSource,
+        outbound: &'a Outbound,
+        breakers: &'a Breakers,
+    ) -> Self {
+        Self {
+            task,
+            deadline,
+            secrets,
+            outbound,
+            breakers,
+            resolved: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The tenant's secret `name`; `field` names where the definition referenced it.
+    pub async fn secret(&self, field: &str, name: &str) -> Result<SecretString, TaskOutcome> {
+        let parsed = SecretName::new(name).map_err(|e| fatal(format!("{field}: {e}")))?;
+        let value = self
+            .secrets
+            .get(&self.task.tenant, &parsed)
+            .await
+            .map_err(|e| fatal(format!("{field}: {e}")))?;
+        self.resolved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(value.expose_secret().to_owned());
+        Ok(value)
+    }
+
+    /// Runs `call` against `host` through the tenant's breaker for it, cut off at the
+    /// deadline (a hang counts against the host).
+    pub async fn guarded<F>(&self, host: &str, call: F) -> TaskOutcome
+    where
+        F: Future<Output = TaskOutcome>,
+    {
+        let tenant = &self.task.tenant;
+        let admission = self.breakers.admit(tenant, host, Instant::now());
+        if let Admission::Refused { retry_in } = admission {
+            return TaskOutcome::Error {
+                class: ErrorClass::CircuitOpen,
+                message: format!(
+                    "circuit open for {host}: too many recent failures; calls resume in {} ms",
+                    retry_in.as_millis()
+                ),
+            };
+        }
+        let mut pending = Pending {
+            ctx: self,
+            host,
+            admission,
+            done: false,
+        };
+        let outcome = match tokio::time::timeout_at(self.deadline, call).await {
+            Ok(o) => o,
+            Err(_) => timeout_outcome(self.task.timeout_ms),
+        };
+        pending.done = true;
+        self.breakers.record(
+            tenant,
+            host,
+            admission,
+            is_failure(&outcome),
+            Instant::now(),
+        );
+        outcome
+    }
+
+    /// Replaces every resolved secret value in the answer. Values shorter than four
+    /// characters are left alone: scrubbing them would shred ordinary output, and a
+    /// credential that short protects nothing.
+    pub(crate) fn scrub(&self, outcome: TaskOutcome) -> TaskOutcome {
+        let resolved = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        let values: Vec<&str> = resolved
+            .iter()
+            .map(String::as_str)
+            .filter(|v| v.chars().count() >= 4)
+            .collect();
+        if values.is_empty() {
+            return outcome;
+        }
+        match outcome {
+            TaskOutcome::Ok { mut output } => {
+                scrub_value(&mut output, &values);
+                TaskOutcome::Ok { output }
+            }
+            TaskOutcome::Error { class, message } => TaskOutcome::Error {
+                class,
+                message: scrub_str(&message, &values),
+            },
+        }
+    }
+}
+
+/// A call dropped before it ended (the worker stopping) still counts, so a half-open
+/// breaker is never left waiting for a probe that will not come back.
+struct Pending<'c, 'a> {
+    ctx: &'c CallContext<'a>,
+    host: &'c str,
+    admission: Admission,
+    done: bool,
+}
+
+impl Drop for Pending<'_, '_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.ctx.breakers.record(
+                &self.ctx.task.tenant,
+                self.host,
+                self.admission,
+                true,
+                Instant::now(),
+            );
+        }
+    }
+}
+
+pub(crate) fn timeout_outcome(timeout_ms: u64) -> TaskOutcome {
+    TaskOutcome::Error {
+        class: ErrorClass::Timeout,
+        message: format!("step ran past its timeout of {timeout_ms} ms"),
+    }
+}
+
+pub(crate) const REDACTED: &str = "[redacted]";
+
+fn scrub_str(s: &str, values: &[&str]) -> String {
+    let mut out = s.to_owned();
+    for v in values {
+        if out.contains(v) {
+            out = out.replace(v, REDACTED);
+        }
+    }
+    out
+}
+
+fn scrub_value(v: &mut Value, values: &[&str]) {
+    match v {
+        Value::String(s) if values.iter().any(|x| s.contains(x)) => {
+            *s = scrub_str(s, values);
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| scrub_value(i, values)),
+        Value::Object(map) => {
+            let keys: Vec<String> = map.keys().cloned().collect();
+            for k in keys {
+                if let Some(mut inner) = map.remove(&k) {
+                    scrub_value(&mut inner, values);
+                    map.insert(scrub_str(&k, values), inner);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+pub fn fatal(message: impl Into<String>) -> TaskOutcome {
+    TaskOutcome::Error {
+        class: ErrorClass::Fatal,
+        message: message.into(),
+    }
+}
+
+pub fn retryable(message: impl Into<String>) -> TaskOutcome {
+    TaskOutcome::Error {
+        class: ErrorClass::Retryable,
+        message: message.into(),
+    }
+}
+
+/// A connector's `args` as its typed form; the error names the connector, the field path
+/// and the reason.
+pub fn parse_args<T: DeserializeOwned>(connector: &str, args: &Value) -> Result<T, TaskOutcome> {
+    serde_path_to_error::deserialize(args).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." {
+            "args".to_owned()
+        } else {
+            format!("args.{path}")
+        };
+        fatal(format!(
+            "{connector} connector: `{path}`: {}",
+            e.into_inner()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn scrubbing_reaches_nested_strings_keys_and_messages() {
+        let values = ["hunter22", "tok-123"];
+        let mut v = json!({"a": ["x hunter22 y", {"tok-123": 1}], "n": 5});
+        scrub_value(&mut v, &values);
+        assert_eq!(
+            v,
+            json!({"a": ["x [redacted] y", {"[redacted]": 1}], "n": 5})
+        );
+        assert_eq!(
+            scrub_str("auth tok-123 failed", &values),
+            "auth [redacted] failed"
+        );
+    }
+
+    #[test]
+    fn argument_errors_name_the_field() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct A {
+            url: String,
+            retries: Option<u8>,
+        }
+        let TaskOutcome::Error { message, class } =
+            parse_args::<A>("http", &json!({"url": "x", "retries": 300})).unwrap_err()
+        else {
+            panic!()
+        };
+        assert_eq!(class, ErrorClass::Fatal);
+        assert!(
+            message.starts_with("http connector: `args.retries`: invalid value: integer `300`"),
+            "{message}"
+        );
+        let TaskOutcome::Error { message, .. } =
+            parse_args::<A>("http", &json!({"url": "x", "verb": 1})).unwrap_err()
+        else {
+            panic!()
+        };
+        assert!(message.contains("unknown field `verb`"), "{message}");
+    }
+}

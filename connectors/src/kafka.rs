@@ -1,0 +1,146 @@
+//! The `kafka` connector: publishes one message to one of the tenant's own topics,
+//! `<prefix>tenant.<tenant>.<topic>`; a step can name no other.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aiq_topics::{ErrorClass, TaskMessage, TaskOutcome};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::call::{CallContext, CallFuture, Connector, fatal, parse_args, retryable};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KafkaArgs {
+    /// The topic's own part of the name: 1 to 100 of `a-z A-Z 0-9 . _ -`.
+    topic: String,
+    #[serde(default)]
+    key: Option<String>,
+    /// Sent as JSON; a string is sent as its bare text.
+    value: Value,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+pub struct KafkaConnector {
+    producer: FutureProducer,
+    prefix: String,
+}
+
+impl KafkaConnector {
+    pub fn new(producer: FutureProducer, topic_prefix: String) -> Self {
+        Self {
+            producer,
+            prefix: topic_prefix,
+        }
+    }
+
+    /// The full topic name a tenant's step publishes to.
+    pub fn topic_for(prefix: &str, tenant: &str, topic: &str) -> String {
+        format!("{prefix}tenant.{tenant}.{topic}")
+    }
+
+    async fn run(&self, task: &TaskMessage, ctx: &CallContext<'_>) -> TaskOutcome {
+        let args: KafkaArgs = match parse_args("kafka", &task.args) {
+            Ok(a) => a,
+            Err(e) => return e,
+        };
+        if args.topic.is_empty()
+            || args.topic.len() > 100
+            || !args
+                .topic
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return fatal(format!(
+                "kafka connector: `args.topic`: {:?} must be 1 to 100 of letters, digits, \
+                 `.`, `_` and `-`",
+                args.topic
+            ));
+        }
+        let topic = Self::topic_for(&self.prefix, task.tenant.as_str(), &args.topic);
+        let payload = match &args.value {
+            Value::String(s) => s.clone().into_bytes(),
+            v => v.to_string().into_bytes(),
+        };
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in &args.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let mut record = FutureRecord::<str, [u8]>::to(&topic)
+            .payload(&payload)
+            .headers(headers);
+        if let Some(k) = &args.key {
+            record = record.key(k.as_str());
+        }
+        let left = ctx
+            .deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_millis(1));
+        match self.producer.send(record, left).await {
+            Ok(delivery) => TaskOutcome::Ok {
+                output: json!({
+                    "topic": topic,
+                    "partition": delivery.partition,
+                    "offset": delivery.offset,
+                }),
+            },
+            Err((e, _)) => classify(&topic, &e),
+        }
+    }
+}
+
+fn classify(topic: &str, e: &KafkaError) -> TaskOutcome {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+            fatal(format!(
+                "kafka connector: topic {topic} does not exist; an operator creates a tenant's \
+                 topics"
+            ))
+        }
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed) => fatal(format!(
+            "kafka connector: not authorised to write to {topic}"
+        )),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize) => {
+            fatal(format!(
+                "kafka connector: the message is too large for {topic}"
+            ))
+        }
+        Some(RDKafkaErrorCode::MessageTimedOut) => TaskOutcome::Error {
+            class: ErrorClass::Timeout,
+            message: format!("kafka connector: {topic}: not acknowledged in time"),
+        },
+        _ => retryable(format!("kafka connector: {topic}: {e}")),
+    }
+}
+
+impl Connector for KafkaConnector {
+    fn call<'a>(&'a self, task: &'a TaskMessage, ctx: &'a CallContext<'a>) -> CallFuture<'a> {
+        Box::pin(self.run(task, ctx))
+    }
+}
+
+/// Whether `args` have the shape this connector takes (templates not yet filled in).
+pub(crate) fn check_args(args: &serde_json::Value) -> Result<(), aiq_topics::TaskOutcome> {
+    crate::call::parse_args::<KafkaArgs>("kafka", args).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_can_name_only_its_tenants_topics() {
+        assert_eq!(
+            KafkaConnector::topic_for("aiq.", "acme", "orders"),
+            "aiq.tenant.acme.orders"
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! The connector table: name → connector, and what every call goes through.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiq_topics::{ErrorClass, TaskMessage, TaskOutcome};
+use prometheus::Registry;
+use rdkafka::producer::FutureProducer;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::breaker::{BreakerSettings, Breakers};
+use crate::call::{CallContext, Connector, timeout_outcome};
+use crate::email::EmailConnector;
+use crate::file::FileConnector;
+use crate::http::{HttpClient, HttpConnector};
+use crate::kafka::KafkaConnector;
+use crate::noop::NoopConnector;
+use crate::outbound::{Outbound, OutboundError, OutboundSettings};
+use crate::secrets::SecretSource;
+use crate::soap::SoapConnector;
+use crate::sql::SqlConnector;
+use crate::tls::TlsError;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorSettings {
+    /// The file connector's folder; each tenant gets `<file_root>/<tenant>`.
+    pub file_root: String,
+    /// PEM files of CAs trusted besides the compiled-in Mozilla roots (HTTP, SOAP, SMTP,
+    /// PostgreSQL over TLS).
+    pub extra_ca_files: Vec<String>,
+    /// Response bodies larger than this fail the step (HTTP, SOAP).
+    pub max_response_bytes: usize,
+    /// Rows beyond this fail a SQL step rather than flooding the run state.
+    pub sql_max_rows: usize,
+    pub outbound: OutboundSettings,
+    pub breaker: BreakerSettings,
+}
+
+impl Default for ConnectorSettings {
+    /// The values of `config/aiq.toml`.
+    fn default() -> Self {
+        Self {
+            file_root: "data/files".into(),
+            extra_ca_files: Vec::new(),
+            max_response_bytes: 1 << 20,
+            sql_max_rows: 1000,
+            outbound: OutboundSettings::default(),
+            breaker: BreakerSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error(transparent)]
+    Outbound(#[from] OutboundError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("the HTTP client: {0}")]
+    Http(String),
+}
+
+/// The Kafka connector publishes with the worker's own producer.
+pub struct KafkaTarget {
+    pub producer: FutureProducer,
+    pub topic_prefix: String,
+}
+
+#[derive(Clone)]
+pub struct Connectors {
+    by_name: HashMap<String, Arc<dyn Connector>>,
+    secrets: Arc<dyn SecretSource>,
+    outbound: Outbound,
+    breakers: Arc<Breakers>,
+}
+
+impl Connectors {
+    /// An empty table: connectors are added with [`Connectors::insert`].
+    pub fn empty(secrets: Arc<dyn SecretSource>, registry: &Registry) -> Self {
+        Self {
+            by_name: HashMap::new(),
+            secrets,
+            outbound: Outbound::default(),
+            breakers: Arc::new(Breakers::new(BreakerSettings::default(), registry)),
+        }
+    }
+
+    /// Every connector this build has. `kafka` is None where no cluster is at hand; the
+    /// kafka connector then answers that it is unavailable.
+    pub fn builtin(
+        settings: &ConnectorSettings,
+        secrets: Arc<dyn SecretSource>,
+        kafka: Option<KafkaTarget>,
+        registry: &Registry,
+    ) -> Result<Self, ConnectorError> {
+        let outbound = Outbound::new(&settings.outbound)?;
+        let extra = crate::tls::extra_cas(&settings.extra_ca_files)?;
+        let http = HttpClient::new(settings, &outbound, &extra)?;
+        let mut c = Self {
+            by_name: HashMap::new(),
+            secrets,
+            outbound,
+            breakers: Arc::new(Breakers::new(settings.breaker.clone(), registry)),
+        };
+        c.insert("noop", Arc::new(NoopConnector));
+        c.insert("file", Arc::new(FileConnector::new(&settings.file_root)));
+        c.insert("http", Arc::new(HttpConnector::new(http.clone())));
+        c.insert("soap", Arc::new(SoapConnector::new(http)));
+        c.insert("sql", Arc::new(SqlConnector::new(settings)));
+        c.insert("email", Arc::new(EmailConnector::new(&extra)));
+        if let Some(k) = kafka {
+            c.insert(
+                "kafka",
+                Arc::new(KafkaConnector::new(k.producer, k.topic_prefix)),
+            );
+        }
+        Ok(c)
+    }
+
+    pub fn insert(&mut self, name: &str, connector: Arc<dyn Connector>) {
+        self.by_name.insert(name.to_owned(), connector);
+    }
+
+    pub fn breakers(&self) -> &Breakers {
+        &self.breakers
+    }
+
+    pub async fn call(&self, task: &TaskMessage) -> TaskOutcome {
+        let Some(c) = self.by_name.get(&task.connector) else {
+            return TaskOutcome::Error {
+                class: ErrorClass::Fatal,
+                message: format!(
+                    "connector `{}` is not available in this worker (this build has: {})",
+                    task.connector,
+                    self.names().join(", ")
+                ),
+            };
+        };
+        let limit = Duration::from_millis(task.timeout_ms.max(1));
+        let deadline = Instant::now() + limit;
+        let ctx = CallContext::new(
+            task,
+            deadline,
+            self.secrets.as_ref(),
+            &self.outbound,
+            &self.breakers,
+        );
+        // Connectors stop at the deadline themselves (so a hang counts against the
+        // host's breaker); this outer bound, a little later, backs them up.
+        let outcome =
+            match tokio::time::timeout_at(deadline + Duration::from_millis(50), c.call(task, &ctx))
+                .await
+            {
+                Ok(outcome) => outcome,
+                Err(_) => timeout_outcome(task.timeout_ms),
+            };
+        ctx.scrub(outcome)
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut n: Vec<String> = self.by_name.keys().cloned().collect();
+        n.sort();
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::SecretStore;
+    use aiq_topics::{RunId, StepId, TenantId, WorkflowId};
+    use serde_json::{Value, json};
+
+    pub(crate) fn task(connector: &str, args: Value, timeout_ms: u64) -> TaskMessage {
+        let tenant = TenantId::new("acme").unwrap();
+        TaskMessage {
+            run: RunId::from_idempotency_key(&tenant, &WorkflowId::new("w").unwrap(), "k"),
+            tenant,
+            step: StepId::new("s").unwrap(),
+            attempt: 1,
+            connector: connector.into(),
+            args,
+            timeout_ms,
+            dispatched_at: chrono::Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn noop_answers_its_output_and_timeouts_and_unknown_connectors_are_errors() {
+        let c = Connectors::builtin(
+            &ConnectorSettings::default(),
+            Arc::new(SecretStore::fixed(None, vec![])),
+            None,
+            &Registry::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.call(&task("noop", json!({"output": 7}), 1000)).await,
+            TaskOutcome::Ok { output: json!(7) }
+        );
+        match c.call(&task("noop", json!({"delay_ms": 200}), 20)).await {
+            TaskOutcome::Error { class, .. } => assert_eq!(class, ErrorClass::Timeout),
+            other => panic!("{other:?}"),
+        }
+        match c.call(&task("kafka", json!({}), 1000)).await {
+            TaskOutcome::Error { class, message } => {
+                assert_eq!(class, ErrorClass::Fatal);
+                assert!(
+                    message.contains("connector `kafka` is not available"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Tenant secrets for connectors: set (sealed here, stored sealed in the compacted secrets
+//! topic) and delete. There is no read: a value goes in once and only workers open it, at
+//! the moment a step needs it.
+
+use aiq_auth::Action;
+use aiq_secrets::{SecretName, SecretRecord, SecretString};
+use aiq_topics::TopicKind;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::http::body;
+use crate::http::{App, Caller};
+use crate::problem::Problem;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretValue {
+    /// The credential; 1 to 8192 bytes. Never returned by any route.
+    value: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SecretStored {
+    name: String,
+    /// The key that sealed it.
+    key_id: String,
+    updated_at: DateTime<Utc>,
+}
+
+fn name(raw: &str) -> Result<SecretName, Problem> {
+    SecretName::new(raw).map_err(|e| Problem::bad_request("bad-secret-name", e.to_string()))
+}
+
+fn keyring(app: &App) -> Result<&aiq_secrets::Keyring, Problem> {
+    app.keyring.as_deref().ok_or_else(|| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "secrets-disabled",
+            "this deployment has no secrets key (secrets.key_file), so it stores no secrets",
+        )
+    })
+}
+
+/// Sets one of the caller's secrets, replacing any value it had. Connector arguments
+/// refer to it by name (`auth: {type: bearer, secret: NAME}`).
+#[utoipa::path(put, path = "/v1/secrets/{name}", tag = "secrets",
+    params(("name" = String, Path, description = "1 to 64 of A-Z, a-z, 0-9, '_', '-', '.'")),
+    request_body = SecretValue,
+    responses(
+        (status = 200, body = SecretStored),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 413, body = Problem), (status = 503, body = Problem),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn put(
+    State(app): State<App>,
+    caller: Caller,
+    Path(raw_name): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<SecretStored>, Problem> {
+    caller.require(Action::ManageSecrets)?;
+    let name = name(&raw_name)?;
+    let bytes = body::bytes(raw, app.settings.max_body_bytes)?;
+    let req: SecretValue = body::json(&bytes)?;
+    if req.value.is_empty() || req.value.len() > 8192 {
+        return Err(Problem::bad_request(
+            "bad-secret-value",
+            "`value` must be 1 to 8192 bytes",
+        ));
+    }
+    let keyring = keyring(&app)?;
+    let record = keyring
+        .seal(
+            &caller.tenant,
+            &name,
+            &SecretString::from(req.value),
+            Utc::now(),
+        )
+        .map_err(|e| Problem::unavailable(e.to_string()))?;
+    app.publisher
+        .send(TopicKind::Secrets, &record.key(), &record.encode())
+        .await
+        .map_err(|e| Problem::unavailable(e.to_string()))?;
+    Ok(Json(SecretStored {
+        name: name.to_string(),
+        key_id: record.key_id,
+        updated_at: record.updated_at,
+    }))
+}
+
+/// Deletes one of the caller's secrets; steps that refer to it fail from then on.
+#[utoipa::path(delete, path = "/v1/secrets/{name}", tag = "secrets",
+    params(("name" = String, Path)),
+    responses(
+        (status = 204), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 503, body = Problem),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn delete(
+    State(app): State<App>,
+    caller: Caller,
+    Path(raw_name): Path<String>,
+) -> Result<Response, Problem> {
+    caller.require(Action::ManageSecrets)?;
+    let name = name(&raw_name)?;
+    app.publisher
+        .tombstone(
+            TopicKind::Secrets,
+            &SecretRecord::key_of(&caller.tenant, &name),
+        )
+        .await
+        .map_err(|e| Problem::unavailable(e.to_string()))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
