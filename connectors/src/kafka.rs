@@ -1,13 +1,14 @@
 //! The `kafka` connector: publishes one message to one of the tenant's own topics,
 //! `<prefix>tenant.<tenant>.<topic>`; a step can name no other.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use aiq_topics::{ErrorClass, TaskMessage, TaskOutcome};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -29,6 +30,8 @@ struct KafkaArgs {
 pub struct KafkaConnector {
     producer: FutureProducer,
     prefix: String,
+    /// Topics seen to exist, so metadata is asked once per topic, not per message.
+    known: Mutex<HashSet<String>>,
 }
 
 impl KafkaConnector {
@@ -36,6 +39,7 @@ impl KafkaConnector {
         Self {
             producer,
             prefix: topic_prefix,
+            known: Mutex::new(HashSet::new()),
         }
     }
 
@@ -63,6 +67,13 @@ impl KafkaConnector {
             ));
         }
         let topic = Self::topic_for(&self.prefix, task.tenant.as_str(), &args.topic);
+        let left = ctx
+            .deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_millis(1));
+        if let Err(e) = self.exists(&topic, left).await {
+            return e;
+        }
         let payload = match &args.value {
             Value::String(s) => s.clone().into_bytes(),
             v => v.to_string().into_bytes(),
@@ -93,6 +104,51 @@ impl KafkaConnector {
                 }),
             },
             Err((e, _)) => classify(&topic, &e),
+        }
+    }
+}
+
+impl KafkaConnector {
+    /// A missing topic is the definition's mistake: say so at once rather than let the
+    /// producer wait out its timeout for a topic that will not appear.
+    async fn exists(&self, topic: &str, left: Duration) -> Result<(), TaskOutcome> {
+        if self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(topic)
+        {
+            return Ok(());
+        }
+        let client = self.producer.clone();
+        let name = topic.to_owned();
+        let wait = left.min(Duration::from_secs(5));
+        let found = tokio::task::spawn_blocking(move || {
+            client.client().fetch_metadata(Some(&name), wait).map(|md| {
+                md.topics()
+                    .iter()
+                    .find(|t| t.name() == name)
+                    .map(|t| (t.error(), t.partitions().len()))
+            })
+        })
+        .await;
+        match found {
+            Ok(Ok(Some((None, n)))) if n > 0 => {
+                self.known
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(topic.to_owned());
+                Ok(())
+            }
+            // Absent, or present with an error (unknown topic) or no partitions.
+            Ok(Ok(_)) => Err(fatal(format!(
+                "kafka connector: topic {topic} does not exist; an operator creates a tenant's \
+                 topics"
+            ))),
+            Ok(Err(e)) => Err(retryable(format!(
+                "kafka connector: asking for {topic}'s metadata: {e}"
+            ))),
+            Err(e) => Err(retryable(format!("kafka connector: {e}"))),
         }
     }
 }

@@ -50,6 +50,13 @@ steps:
       args: { url: "${ input.base }/orders/1", auth: { type: bearer, secret: never-set } }
 "#;
 
+const NO_TOPIC: &str = r#"
+id: no-topic
+steps:
+  - id: publish
+    task: { connector: kafka, args: { topic: never-created, value: { x: 1 } } }
+"#;
+
 /// Log lines of every crate, at every level, kept for the search at the end.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -79,6 +86,7 @@ fn secrets_reach_the_target_and_nothing_else() {
     };
     env.register("acme", 1, SYNC);
     env.register("acme", 1, UNSET);
+    env.register("acme", 1, NO_TOPIC);
     let orders_topic = format!("{}tenant.acme.orders", env.kafka.topic_prefix);
     let admin: AdminClient<DefaultClientContext> = env.kafka.client_config().create().unwrap();
     env.rt.block_on(async {
@@ -181,6 +189,7 @@ fn secrets_reach_the_target_and_nothing_else() {
         })
         .collect();
     let unset = env.trigger("acme", "unset-secret", json!({"base": base}), "u1");
+    let no_topic = env.trigger("acme", "no-topic", json!({}), "t1");
     env.flush();
 
     let mut events = env.reader(TopicKind::Events);
@@ -188,7 +197,7 @@ fn secrets_reach_the_target_and_nothing_else() {
         rs.iter()
             .filter(|r| matches!(Event::decode(&r.payload), Ok(Event::Run(e)) if e.status.is_terminal()))
             .count()
-            >= 4
+            >= 5
     });
     assert!(done, "runs did not finish");
     let all = events.events();
@@ -229,6 +238,17 @@ fn secrets_reach_the_target_and_nothing_else() {
     assert!(
         err.message
             .contains("secret \"never-set\" is not set for this tenant"),
+        "{}",
+        err.message
+    );
+
+    let failed = end(no_topic);
+    assert_eq!(failed.status, RunStatus::Failed);
+    let err = failed.error.unwrap();
+    assert_eq!(err.class, ErrorClass::Fatal);
+    assert!(
+        err.message
+            .contains("tenant.acme.never-created does not exist"),
         "{}",
         err.message
     );
