@@ -74,9 +74,8 @@ enum Phase {
     Open {
         until: Instant,
     },
-    HalfOpen {
-        probing: bool,
-    },
+    /// The one probe is out; every other call is refused until it returns.
+    HalfOpen,
 }
 
 /// What a call may do.
@@ -110,7 +109,7 @@ impl Breaker {
         match self.phase {
             Phase::Closed { .. } => BreakerState::Closed,
             Phase::Open { .. } => BreakerState::Open,
-            Phase::HalfOpen { .. } => BreakerState::HalfOpen,
+            Phase::HalfOpen => BreakerState::HalfOpen,
         }
     }
 
@@ -120,7 +119,7 @@ impl Breaker {
             Phase::Closed { .. } => Admission::Call,
             Phase::Open { until } => {
                 if now >= *until {
-                    self.phase = Phase::HalfOpen { probing: true };
+                    self.phase = Phase::HalfOpen;
                     Admission::Probe
                 } else {
                     Admission::Refused {
@@ -128,16 +127,9 @@ impl Breaker {
                     }
                 }
             }
-            Phase::HalfOpen { probing } => {
-                if *probing {
-                    Admission::Refused {
-                        retry_in: Duration::ZERO,
-                    }
-                } else {
-                    *probing = true;
-                    Admission::Probe
-                }
-            }
+            Phase::HalfOpen => Admission::Refused {
+                retry_in: Duration::ZERO,
+            },
         }
     }
 
@@ -154,7 +146,7 @@ impl Breaker {
             until: now + Duration::from_millis(s.open_ms),
         };
         match (&mut self.phase, admission) {
-            (Phase::HalfOpen { .. }, Admission::Probe) => {
+            (Phase::HalfOpen, Admission::Probe) => {
                 self.phase = if failed {
                     open
                 } else {
@@ -207,12 +199,19 @@ struct Metrics {
 
 pub struct Breakers {
     settings: BreakerSettings,
-    map: Mutex<HashMap<(TenantId, String), Breaker>>,
+    map: Mutex<Map>,
     metrics: Metrics,
 }
 
 /// Closed breakers unused this long are forgotten, so the map holds only live targets.
 const IDLE: Duration = Duration::from_secs(600);
+/// The map is swept when it grows past this, and then past twice what a sweep left.
+const SWEEP_AT: usize = 10_000;
+
+struct Map {
+    breakers: HashMap<(TenantId, String), Breaker>,
+    sweep_at: usize,
+}
 
 impl Breakers {
     pub fn new(settings: BreakerSettings, registry: &Registry) -> Self {
@@ -246,7 +245,10 @@ impl Breakers {
         let _ = registry.register(Box::new(refused.clone()));
         Self {
             settings,
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(Map {
+                breakers: HashMap::new(),
+                sweep_at: SWEEP_AT,
+            }),
             metrics: Metrics {
                 state,
                 transitions,
@@ -258,10 +260,12 @@ impl Breakers {
 
     pub fn admit(&self, tenant: &TenantId, host: &str, now: Instant) -> Admission {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() > 10_000 {
-            map.retain(|_, b| !b.idle_closed(now, IDLE));
+        if map.breakers.len() > map.sweep_at {
+            map.breakers.retain(|_, b| !b.idle_closed(now, IDLE));
+            map.sweep_at = SWEEP_AT.max(map.breakers.len() * 2);
         }
         let b = map
+            .breakers
             .entry((tenant.clone(), host.to_owned()))
             .or_insert_with(|| Breaker::new(now));
         let before = b.state();
@@ -285,7 +289,7 @@ impl Breakers {
         now: Instant,
     ) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(b) = map.get_mut(&(tenant.clone(), host.to_owned())) {
+        if let Some(b) = map.breakers.get_mut(&(tenant.clone(), host.to_owned())) {
             let before = b.state();
             b.record(&self.settings, admission, failed, now);
             self.observe(tenant, host, before, b.state());
@@ -294,7 +298,8 @@ impl Breakers {
 
     pub fn state(&self, tenant: &TenantId, host: &str) -> BreakerState {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&(tenant.clone(), host.to_owned()))
+        map.breakers
+            .get(&(tenant.clone(), host.to_owned()))
             .map_or(BreakerState::Closed, Breaker::state)
     }
 

@@ -30,7 +30,8 @@ pub struct CallContext<'a> {
     pub(crate) outbound: &'a Outbound,
     pub(crate) breakers: &'a Breakers,
     /// Every value resolved for this call, so the answer can be scrubbed of them.
-    resolved: Mutex<Vec<String>>,
+    /// Kept as secrets, so their memory is zeroed when the call ends.
+    resolved: Mutex<Vec<SecretString>>,
 }
 
 impl<'a> CallContext<'a> {
@@ -51,6 +52,13 @@ impl<'a> CallContext<'a> {
         }
     }
 
+    /// What is left of the step's time (at least 1 ms, so it can bound a call).
+    pub fn time_left(&self) -> std::time::Duration {
+        self.deadline
+            .saturating_duration_since(Instant::now())
+            .max(std::time::Duration::from_millis(1))
+    }
+
     /// The tenant's secret `name`; `field` names where the definition referenced it.
     pub async fn secret(&self, field: &str, name: &str) -> Result<SecretString, TaskOutcome> {
         let parsed = SecretName::new(name).map_err(|e| fatal(format!("{field}: {e}")))?;
@@ -62,7 +70,7 @@ impl<'a> CallContext<'a> {
         self.resolved
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(value.expose_secret().to_owned());
+            .push(value.clone());
         Ok(value)
     }
 
@@ -111,7 +119,7 @@ impl<'a> CallContext<'a> {
         let resolved = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
         let values: Vec<&str> = resolved
             .iter()
-            .map(String::as_str)
+            .map(ExposeSecret::expose_secret)
             .filter(|v| v.chars().count() >= 4)
             .collect();
         if values.is_empty() {

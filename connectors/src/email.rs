@@ -35,7 +35,6 @@ use tokio::time::Instant;
 use crate::call::{
     CallContext, CallFuture, Connector, fatal, parse_args, retryable, timeout_outcome,
 };
-use crate::outbound::OutboundError;
 
 /// How the connection is secured.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -279,17 +278,12 @@ impl EmailConnector {
                 Err(e) => return e,
             },
         };
-        let addrs =
-            match tokio::time::timeout_at(ctx.deadline, ctx.outbound.resolve(host, port)).await {
-                Err(_) => return timeout_outcome(task.timeout_ms),
-                Ok(Ok(a)) => a,
-                // A name that does not resolve may resolve in a minute; a refusal will not
-                // change.
-                Ok(Err(e @ OutboundError::Resolve { .. })) => {
-                    return retryable(format!("email connector: {e}"));
-                }
-                Ok(Err(e)) => return fatal(format!("email connector: {e}")),
-            };
+        let resolving = ctx.outbound.resolve_for("email", host, port);
+        let addrs = match tokio::time::timeout_at(ctx.deadline, resolving).await {
+            Err(_) => return timeout_outcome(task.timeout_ms),
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => return e,
+        };
         let session = Session {
             host,
             port,
@@ -298,7 +292,8 @@ impl EmailConnector {
             credentials,
             deadline: ctx.deadline,
         };
-        ctx.guarded(host, session.deliver(&addrs, &message)).await
+        ctx.guarded(&format!("{host}:{port}"), session.deliver(&addrs, &message))
+            .await
     }
 }
 

@@ -57,8 +57,8 @@ impl HttpClient {
         outbound: &Outbound,
         extra_cas: &[CertificateDer<'static>],
     ) -> Result<Self, ConnectorError> {
+        let tls = crate::tls::client_config(extra_cas)?;
         let build = |follow: bool| -> Result<reqwest::Client, ConnectorError> {
-            let tls = crate::tls::client_config(extra_cas)?;
             let guard = outbound.clone();
             let policy = if follow {
                 reqwest::redirect::Policy::custom(move |attempt| {
@@ -78,7 +78,7 @@ impl HttpClient {
                 reqwest::redirect::Policy::none()
             };
             reqwest::Client::builder()
-                .tls_backend_preconfigured(tls)
+                .tls_backend_preconfigured(tls.clone())
                 .dns_resolver(Arc::new(GuardedResolver {
                     outbound: outbound.clone(),
                 }))
@@ -400,10 +400,23 @@ pub(crate) fn target(url: &Url) -> String {
     )
 }
 
-/// run/step/attempt: a redelivered attempt carries the same key, so the far side can
-/// drop the duplicate; a retry is a new attempt and a new key.
-pub(crate) fn idempotency_key(task: &TaskMessage) -> String {
-    format!("{}/{}/{}", task.run, task.step, task.attempt)
+/// The headers every request of `connector` carries: the step's own, its credential
+/// (marked sensitive) and the attempt's `Idempotency-Key`.
+pub(crate) async fn request_headers(
+    connector: &str,
+    headers: &BTreeMap<String, String>,
+    auth: Option<&Auth>,
+    ctx: &CallContext<'_>,
+) -> Result<HeaderMap, TaskOutcome> {
+    let mut map = header_map(connector, headers)?;
+    if let Some(auth) = auth {
+        let (k, v) = auth.header(ctx).await?;
+        map.insert(k, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ctx.task.idempotency_key()) {
+        map.entry("idempotency-key").or_insert(v);
+    }
+    Ok(map)
 }
 
 pub struct HttpConnector {
@@ -415,25 +428,23 @@ impl HttpConnector {
         Self { client }
     }
 
-    async fn run(&self, task: &TaskMessage, ctx: &CallContext<'_>) -> TaskOutcome {
-        let args: HttpArgs = match parse_args("http", &task.args) {
-            Ok(a) => a,
-            Err(e) => return e,
-        };
+    async fn run(
+        &self,
+        task: &TaskMessage,
+        ctx: &CallContext<'_>,
+    ) -> Result<TaskOutcome, TaskOutcome> {
+        let args: HttpArgs = parse_args("http", &task.args)?;
         let bodies = [
             args.json.is_some(),
             args.form.is_some(),
             args.body.is_some(),
         ];
         if bodies.iter().filter(|b| **b).count() > 1 {
-            return fatal(
+            return Err(fatal(
                 "http connector: give at most one of `args.json`, `args.form`, `args.body`",
-            );
+            ));
         }
-        let mut url = match parse_url("http", &args.url) {
-            Ok(u) => u,
-            Err(e) => return e,
-        };
+        let mut url = parse_url("http", &args.url)?;
         if !args.query.is_empty() {
             let mut pairs = url.query_pairs_mut();
             for (k, v) in &args.query {
@@ -442,69 +453,56 @@ impl HttpConnector {
                     Value::Number(n) => n.to_string(),
                     Value::Bool(b) => b.to_string(),
                     _ => {
-                        return fatal(format!(
+                        return Err(fatal(format!(
                             "http connector: `args.query.{k}`: must be a string, number or boolean"
-                        ));
+                        )));
                     }
                 };
                 pairs.append_pair(k, &v);
             }
         }
-        let mut headers = match header_map("http", &args.headers) {
-            Ok(h) => h,
-            Err(e) => return e,
-        };
-        if let Some(auth) = &args.auth {
-            match auth.header(ctx).await {
-                Ok((k, v)) => {
-                    headers.insert(k, v);
-                }
-                Err(e) => return e,
-            }
-        }
-        if let Ok(v) = HeaderValue::from_str(&idempotency_key(task)) {
-            headers.entry("idempotency-key").or_insert(v);
-        }
+        let headers = request_headers("http", &args.headers, args.auth.as_ref(), ctx).await?;
         let host = crate::http::target(&url);
         let client = &self.client;
         let method = args.method;
         let response = args.response;
-        ctx.guarded(&host, async {
-            let sent = client
-                .send("http", &url, args.follow_redirects, |c| {
-                    let mut rb = c.request(method.method(), url.clone()).headers(headers);
-                    if let Some(j) = &args.json {
-                        rb = rb.json(j);
-                    } else if let Some(f) = &args.form {
-                        rb = rb.form(f);
-                    } else if let Some(b) = &args.body {
-                        rb = rb.body(b.clone());
-                    }
-                    rb
-                })
-                .await;
-            let answer = match sent {
-                Ok(a) => a,
-                Err(e) => return e,
-            };
-            if let Some(class) = status_class(answer.status) {
-                return TaskOutcome::Error {
-                    class,
-                    message: format!(
-                        "http connector: {} {} answered {}: {}",
-                        method.method(),
-                        answer.url,
-                        answer.status,
-                        answer.text_excerpt()
-                    ),
+        Ok(ctx
+            .guarded(&host, async {
+                let sent = client
+                    .send("http", &url, args.follow_redirects, |c| {
+                        let mut rb = c.request(method.method(), url.clone()).headers(headers);
+                        if let Some(j) = &args.json {
+                            rb = rb.json(j);
+                        } else if let Some(f) = &args.form {
+                            rb = rb.form(f);
+                        } else if let Some(b) = &args.body {
+                            rb = rb.body(b.clone());
+                        }
+                        rb
+                    })
+                    .await;
+                let answer = match sent {
+                    Ok(a) => a,
+                    Err(e) => return e,
                 };
-            }
-            match output(&answer, response) {
-                Ok(output) => TaskOutcome::Ok { output },
-                Err(e) => e,
-            }
-        })
-        .await
+                if let Some(class) = status_class(answer.status) {
+                    return TaskOutcome::Error {
+                        class,
+                        message: format!(
+                            "http connector: {} {} answered {}: {}",
+                            method.method(),
+                            answer.url,
+                            answer.status,
+                            answer.text_excerpt()
+                        ),
+                    };
+                }
+                match output(&answer, response) {
+                    Ok(output) => TaskOutcome::Ok { output },
+                    Err(e) => e,
+                }
+            })
+            .await)
     }
 }
 
@@ -543,7 +541,7 @@ fn output(a: &Answer, kind: ResponseKind) -> Result<Value, TaskOutcome> {
 
 impl Connector for HttpConnector {
     fn call<'a>(&'a self, task: &'a TaskMessage, ctx: &'a CallContext<'a>) -> CallFuture<'a> {
-        Box::pin(self.run(task, ctx))
+        Box::pin(async move { self.run(task, ctx).await.unwrap_or_else(|e| e) })
     }
 }
 

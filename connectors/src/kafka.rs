@@ -48,11 +48,12 @@ impl KafkaConnector {
         format!("{prefix}tenant.{tenant}.{topic}")
     }
 
-    async fn run(&self, task: &TaskMessage, ctx: &CallContext<'_>) -> TaskOutcome {
-        let args: KafkaArgs = match parse_args("kafka", &task.args) {
-            Ok(a) => a,
-            Err(e) => return e,
-        };
+    async fn run(
+        &self,
+        task: &TaskMessage,
+        ctx: &CallContext<'_>,
+    ) -> Result<TaskOutcome, TaskOutcome> {
+        let args: KafkaArgs = parse_args("kafka", &task.args)?;
         if args.topic.is_empty()
             || args.topic.len() > 100
             || !args
@@ -60,20 +61,15 @@ impl KafkaConnector {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         {
-            return fatal(format!(
+            return Err(fatal(format!(
                 "kafka connector: `args.topic`: {:?} must be 1 to 100 of letters, digits, \
                  `.`, `_` and `-`",
                 args.topic
-            ));
+            )));
         }
         let topic = Self::topic_for(&self.prefix, task.tenant.as_str(), &args.topic);
-        let left = ctx
-            .deadline
-            .saturating_duration_since(tokio::time::Instant::now())
-            .max(Duration::from_millis(1));
-        if let Err(e) = self.exists(&topic, left).await {
-            return e;
-        }
+        let left = ctx.time_left();
+        self.exists(&topic, left).await?;
         let payload = match &args.value {
             Value::String(s) => s.clone().into_bytes(),
             v => v.to_string().into_bytes(),
@@ -91,20 +87,19 @@ impl KafkaConnector {
         if let Some(k) = &args.key {
             record = record.key(k.as_str());
         }
-        let left = ctx
-            .deadline
-            .saturating_duration_since(tokio::time::Instant::now())
-            .max(Duration::from_millis(1));
-        match self.producer.send(record, left).await {
-            Ok(delivery) => TaskOutcome::Ok {
-                output: json!({
-                    "topic": topic,
-                    "partition": delivery.partition,
-                    "offset": delivery.offset,
-                }),
-            },
-            Err((e, _)) => classify(&topic, &e),
-        }
+        let left = ctx.time_left();
+        let delivery = self
+            .producer
+            .send(record, left)
+            .await
+            .map_err(|(e, _)| classify(&topic, &e))?;
+        Ok(TaskOutcome::Ok {
+            output: json!({
+                "topic": topic,
+                "partition": delivery.partition,
+                "offset": delivery.offset,
+            }),
+        })
     }
 }
 
@@ -179,7 +174,7 @@ fn classify(topic: &str, e: &KafkaError) -> TaskOutcome {
 
 impl Connector for KafkaConnector {
     fn call<'a>(&'a self, task: &'a TaskMessage, ctx: &'a CallContext<'a>) -> CallFuture<'a> {
-        Box::pin(self.run(task, ctx))
+        Box::pin(async move { self.run(task, ctx).await.unwrap_or_else(|e| e) })
     }
 }
 

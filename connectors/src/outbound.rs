@@ -111,6 +111,24 @@ impl Outbound {
     }
 }
 
+impl Outbound {
+    /// [`Outbound::resolve`] as a connector's answer: a refusal is fatal (it will not
+    /// change), a name that does not resolve retryable (it may resolve in a minute).
+    pub(crate) async fn resolve_for(
+        &self,
+        connector: &str,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, aiq_topics::TaskOutcome> {
+        self.resolve(host, port).await.map_err(|e| match e {
+            OutboundError::Resolve { .. } => {
+                crate::call::retryable(format!("{connector} connector: {e}"))
+            }
+            _ => crate::call::fatal(format!("{connector} connector: {e}")),
+        })
+    }
+}
+
 /// An IPv4 address written as IPv6 (`::ffff:127.0.0.1`) is judged as the IPv4 one.
 fn canonical(addr: IpAddr) -> IpAddr {
     match addr {

@@ -142,7 +142,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_tenant_sees_only_its_own_secrets() {
-        let ring = Arc::new(Keyring::parse("t", &Keyring::new_key_line("k").unwrap()).unwrap());
+        let ring = Arc::new(Keyring::generate("k").unwrap());
         let acme = TenantId::new("acme").unwrap();
         let globex = TenantId::new("globex").unwrap();
         let name = SecretName::new("token").unwrap();

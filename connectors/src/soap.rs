@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::call::{CallContext, CallFuture, Connector, fatal, parse_args};
-use crate::http::{Auth, HttpClient, header_map, idempotency_key, parse_url, status_class};
+use crate::http::{Auth, HttpClient, parse_url, request_headers, status_class};
 
 const NS_11: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 const NS_12: &str = "http://www.w3.org/2003/05/soap-envelope";
@@ -107,33 +107,20 @@ impl SoapConnector {
         Self { client }
     }
 
-    async fn run(&self, task: &TaskMessage, ctx: &CallContext<'_>) -> TaskOutcome {
-        let args: SoapArgs = match parse_args("soap", &task.args) {
-            Ok(a) => a,
-            Err(e) => return e,
-        };
-        let url = match parse_url("soap", &args.url) {
-            Ok(u) => u,
-            Err(e) => return e,
-        };
+    async fn run(
+        &self,
+        task: &TaskMessage,
+        ctx: &CallContext<'_>,
+    ) -> Result<TaskOutcome, TaskOutcome> {
+        let args: SoapArgs = parse_args("soap", &task.args)?;
+        let url = parse_url("soap", &args.url)?;
         let xml = envelope(args.version, args.header.as_deref(), &args.body);
         if let Err(e) = roxmltree::Document::parse(&xml) {
-            return fatal(format!(
+            return Err(fatal(format!(
                 "soap connector: `args.body`/`args.header` is not well-formed XML: {e}"
-            ));
+            )));
         }
-        let mut headers = match header_map("soap", &args.headers) {
-            Ok(h) => h,
-            Err(e) => return e,
-        };
-        if let Some(auth) = &args.auth {
-            match auth.header(ctx).await {
-                Ok((k, v)) => {
-                    headers.insert(k, v);
-                }
-                Err(e) => return e,
-            }
-        }
+        let mut headers = request_headers("soap", &args.headers, args.auth.as_ref(), ctx).await?;
         let action = args.action.clone().unwrap_or_default();
         let content_type = match args.version {
             SoapVersion::V11 => {
@@ -147,18 +134,12 @@ impl SoapConnector {
             }
             SoapVersion::V12 => "application/soap+xml; charset=utf-8".to_owned(),
         };
-        match HeaderValue::from_str(&content_type) {
-            Ok(v) => {
-                headers.insert(CONTENT_TYPE, v);
-            }
-            Err(_) => return fatal("soap connector: `args.action` cannot go in a header"),
-        }
-        if let Ok(v) = HeaderValue::from_str(&idempotency_key(task)) {
-            headers.entry("idempotency-key").or_insert(v);
-        }
+        let content_type = HeaderValue::from_str(&content_type)
+            .map_err(|_| fatal("soap connector: `args.action` cannot go in a header"))?;
+        headers.insert(CONTENT_TYPE, content_type);
         let host = crate::http::target(&url);
         let client = &self.client;
-        ctx.guarded(&host, async {
+        Ok(ctx.guarded(&host, async {
             let answer = match client
                 .send("soap", &url, false, |c| {
                     c.post(url.clone()).headers(headers).body(xml.clone())
@@ -214,13 +195,13 @@ impl SoapConnector {
                 output: json!({"status": answer.status, "body": output}),
             }
         })
-        .await
+        .await)
     }
 }
 
 impl Connector for SoapConnector {
     fn call<'a>(&'a self, task: &'a TaskMessage, ctx: &'a CallContext<'a>) -> CallFuture<'a> {
-        Box::pin(self.run(task, ctx))
+        Box::pin(async move { self.run(task, ctx).await.unwrap_or_else(|e| e) })
     }
 }
 

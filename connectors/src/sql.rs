@@ -43,6 +43,7 @@ use std::time::Duration;
 use aiq_secrets::ExposeSecret;
 use aiq_topics::{ErrorClass, TaskMessage, TaskOutcome, TenantId};
 use base64::Engine as _;
+use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sqlx::encode::IsNull;
@@ -59,7 +60,6 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::call::{CallContext, CallFuture, Connector, fatal, parse_args, retryable};
-use crate::outbound::OutboundError;
 use crate::table::ConnectorSettings;
 
 /// Connections per pool: steps are short and a tenant's database is not ours to crowd.
@@ -104,7 +104,8 @@ struct CachedPool {
 }
 
 impl SqlConnector {
-    pub fn new(settings: &ConnectorSettings) -> Self {
+    /// `extra_cas`: `connectors.extra_ca_files`, as `Connectors::builtin` read them.
+    pub fn new(settings: &ConnectorSettings, extra_cas: &[CertificateDer<'static>]) -> Self {
         for var in ["PGSSLCERT", "PGSSLKEY", "PGOPTIONS"] {
             if std::env::var_os(var).is_some() {
                 tracing::warn!(
@@ -114,10 +115,10 @@ impl SqlConnector {
                 );
             }
         }
-        // `Connectors::builtin` has already read these files and failed on a bad one.
-        let extra_roots_pem = crate::tls::extra_cas(&settings.extra_ca_files)
-            .map(|certs| certs.iter().map(|c| pem_certificate(c)).collect::<String>())
-            .unwrap_or_default()
+        let extra_roots_pem = extra_cas
+            .iter()
+            .map(|c| pem_certificate(c))
+            .collect::<String>()
             .into_bytes();
         Self {
             max_rows: settings.sql_max_rows,
@@ -162,30 +163,33 @@ impl SqlConnector {
             Ok(s) => s,
             Err(e) => return e,
         };
-        let target = match Target::parse(secret.expose_secret(), &self.extra_roots_pem) {
+        let unusable = |reason: String| {
+            fatal(format!(
+                "sql connector: `args.connection_secret`: the value of secret {:?} is not a \
+                 usable PostgreSQL URL: {reason}",
+                args.connection_secret
+            ))
+        };
+        let target = match Target::parse(secret.expose_secret()) {
             Ok(t) => t,
-            Err(reason) => {
-                return fatal(format!(
-                    "sql connector: `args.connection_secret`: the value of secret {:?} is \
-                     not a usable PostgreSQL URL: {reason}",
-                    args.connection_secret
-                ));
-            }
+            Err(reason) => return unusable(reason),
         };
         drop(secret);
         let key = (task.tenant.clone(), args.connection_secret.clone());
         let label = target.label.clone();
         ctx.guarded(&label, async {
-            let addrs = match ctx.outbound.resolve(&target.host, target.port).await {
+            let addrs = match ctx
+                .outbound
+                .resolve_for("sql", &target.host, target.port)
+                .await
+            {
                 Ok(a) => a,
-                // A name that does not resolve may resolve in a minute; a refusal will not
-                // change.
-                Err(e @ OutboundError::Resolve { .. }) => {
-                    return retryable(format!("sql connector: {e}"));
-                }
-                Err(e) => return fatal(format!("sql connector: {e}")),
+                Err(e) => return e,
             };
-            let (pool, probe) = self.pool_for(key, &target, &addrs);
+            let (pool, probe) = match self.pool_for(key, &target, &addrs) {
+                Ok(p) => p,
+                Err(reason) => return unusable(reason),
+            };
             let mut lease = match lease(&pool, probe, ctx.deadline).await {
                 Ok(l) => l,
                 Err(e) => return classify(&e, &target.label, task.timeout_ms),
@@ -213,31 +217,33 @@ impl SqlConnector {
     }
 
     /// The pool for this tenant's secret, made (or remade) as needed, and the address to
-    /// probe before its first connection.
+    /// probe before its first connection. The driver's options are built only for a new
+    /// pool: building them reads the environment and maybe `~/.pgpass`.
     fn pool_for(
         &self,
         key: PoolKey,
         target: &Target,
         addrs: &[SocketAddr],
-    ) -> (PgPool, SocketAddr) {
+    ) -> Result<(PgPool, SocketAddr), String> {
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(cached) = pools.get(&key)
             && cached.fingerprint == target.fingerprint
         {
             match cached.pinned {
-                None => return (cached.pool.clone(), addrs[0]),
+                None => return Ok((cached.pool.clone(), addrs[0])),
                 Some(ip) => {
                     if let Some(a) = addrs.iter().find(|a| a.ip() == ip) {
-                        return (cached.pool.clone(), *a);
+                        return Ok((cached.pool.clone(), *a));
                     }
                 }
             }
         }
         let addr = addrs[0];
         let pinned = (!target.verify_full).then_some(addr.ip());
+        let options = target.options(&self.extra_roots_pem)?;
         let options = match pinned {
-            Some(ip) => target.options.clone().host(&ip.to_string()),
-            None => target.options.clone(),
+            Some(ip) => options.host(&ip.to_string()),
+            None => options,
         };
         let pool = PgPoolOptions::new()
             .max_connections(POOL_MAX_CONNECTIONS)
@@ -258,7 +264,7 @@ impl SqlConnector {
         if let Some(old) = old {
             tokio::spawn(async move { old.pool.close().await });
         }
-        (pool, addr)
+        Ok((pool, addr))
     }
 }
 
@@ -268,8 +274,8 @@ impl Connector for SqlConnector {
     }
 }
 
-/// Where to connect and how, from the secret's URL. Holds the password (in `options`);
-/// never printed.
+/// Where to connect and how, from the secret's URL. Holds the password (in `url`); never
+/// printed.
 struct Target {
     /// As written in the URL (an IPv6 literal without brackets).
     host: String,
@@ -278,7 +284,12 @@ struct Target {
     label: String,
     verify_full: bool,
     fingerprint: u64,
-    options: PgConnectOptions,
+    /// The URL with only the allowed parameters left.
+    url: Url,
+    sslmode: Option<PgSslMode>,
+    had_password: bool,
+    had_database: bool,
+    had_app_name: bool,
 }
 
 /// URL parameters a secret may carry; anything else (files on the worker, other hosts,
@@ -287,7 +298,7 @@ const ALLOWED_PARAMS: &str = "sslmode, application_name, options, connect_timeou
 
 impl Target {
     /// The error is a reason that never quotes the URL.
-    fn parse(raw: &str, extra_roots_pem: &[u8]) -> Result<Self, String> {
+    fn parse(raw: &str) -> Result<Self, String> {
         let mut url = Url::parse(raw.trim()).map_err(|e| format!("it does not parse ({e})"))?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
             return Err(format!(
@@ -343,34 +354,43 @@ impl Target {
         }
         let mut fingerprint = DefaultHasher::new();
         raw.trim().hash(&mut fingerprint);
-        // Parse errors are not quoted: they could carry a piece of the URL.
-        let mut options = PgConnectOptions::from_str(url.as_str())
-            .map_err(|_| "its user, password or database is not valid".to_owned())?
-            .host(&host)
-            .port(port)
-            .ssl_mode(sslmode.unwrap_or(PgSslMode::Prefer))
-            // Replaces PGSSLROOTCERT: only the configured roots are trusted.
-            .ssl_root_cert_from_pem(extra_roots_pem.to_vec())
-            .disable_statement_logging();
-        if !had_password {
-            // Neither PGPASSWORD nor the worker's .pgpass answers for a tenant.
-            options = options.password("");
-        }
-        if !had_database {
-            let user = options.get_username().to_owned();
-            options = options.database(&user);
-        }
-        if !had_app_name {
-            options = options.application_name("automateiq");
-        }
         Ok(Self {
             label: format!("{}:{port}", url.host_str().unwrap_or(&host)),
             host,
             port,
             verify_full: matches!(sslmode, Some(PgSslMode::VerifyFull)),
             fingerprint: fingerprint.finish(),
-            options,
+            url,
+            sslmode,
+            had_password,
+            had_database,
+            had_app_name,
         })
+    }
+
+    /// The driver's options; the error is a reason that never quotes the URL.
+    fn options(&self, extra_roots_pem: &[u8]) -> Result<PgConnectOptions, String> {
+        // Parse errors are not quoted: they could carry a piece of the URL.
+        let mut options = PgConnectOptions::from_str(self.url.as_str())
+            .map_err(|_| "its user, password or database is not valid".to_owned())?
+            .host(&self.host)
+            .port(self.port)
+            .ssl_mode(self.sslmode.unwrap_or(PgSslMode::Prefer))
+            // Replaces PGSSLROOTCERT: only the configured roots are trusted.
+            .ssl_root_cert_from_pem(extra_roots_pem.to_vec())
+            .disable_statement_logging();
+        if !self.had_password {
+            // Neither PGPASSWORD nor the worker's .pgpass answers for a tenant.
+            options = options.password("");
+        }
+        if !self.had_database {
+            let user = options.get_username().to_owned();
+            options = options.database(&user);
+        }
+        if !self.had_app_name {
+            options = options.application_name("automateiq");
+        }
+        Ok(options)
     }
 }
 
@@ -847,7 +867,7 @@ mod tests {
 
     #[test]
     fn urls_are_checked_without_being_quoted() {
-        let bad = |raw: &str| match Target::parse(raw, &[]) {
+        let bad = |raw: &str| match Target::parse(raw) {
             Ok(_) => panic!("{raw} should be refused"),
             Err(reason) => {
                 assert!(!reason.contains("s3cr3t"), "{reason}");
@@ -863,7 +883,6 @@ mod tests {
         assert!(bad("not a url s3cr3t").contains("does not parse"));
         let t = Target::parse(
             "postgresql://u:s3cr3t@[::1]:6543/db?sslmode=verify-full&connect_timeout=5",
-            &[],
         )
         .unwrap();
         assert_eq!(
@@ -871,7 +890,7 @@ mod tests {
             ("::1", 6543, "[::1]:6543")
         );
         assert!(t.verify_full);
-        let t = Target::parse("postgres://u@db.example.com/x", &[]).unwrap();
+        let t = Target::parse("postgres://u@db.example.com/x").unwrap();
         assert_eq!((t.port, t.verify_full), (5432, false));
     }
 

@@ -63,7 +63,7 @@ pub enum ConnectorError {
     Http(String),
 }
 
-/// The Kafka connector publishes with the worker's own producer.
+/// The cluster the Kafka connector publishes to, and the producer it uses.
 pub struct KafkaTarget {
     pub producer: FutureProducer,
     pub topic_prefix: String,
@@ -78,16 +78,6 @@ pub struct Connectors {
 }
 
 impl Connectors {
-    /// An empty table: connectors are added with [`Connectors::insert`].
-    pub fn empty(secrets: Arc<dyn SecretSource>, registry: &Registry) -> Self {
-        Self {
-            by_name: HashMap::new(),
-            secrets,
-            outbound: Outbound::default(),
-            breakers: Arc::new(Breakers::new(BreakerSettings::default(), registry)),
-        }
-    }
-
     /// Every connector this build has. `kafka` is None where no cluster is at hand; the
     /// kafka connector then answers that it is unavailable.
     pub fn builtin(
@@ -109,7 +99,7 @@ impl Connectors {
         c.insert("file", Arc::new(FileConnector::new(&settings.file_root)));
         c.insert("http", Arc::new(HttpConnector::new(http.clone())));
         c.insert("soap", Arc::new(SoapConnector::new(http)));
-        c.insert("sql", Arc::new(SqlConnector::new(settings)));
+        c.insert("sql", Arc::new(SqlConnector::new(settings, &extra)));
         c.insert("email", Arc::new(EmailConnector::new(&extra)));
         if let Some(k) = kafka {
             c.insert(

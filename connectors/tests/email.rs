@@ -10,13 +10,13 @@
 // Helpers outside #[test] functions unwrap too: a test failing on one is the point.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aiq_connectors::{ConnectorSettings, Connectors, OutboundSettings, SecretStore};
-use aiq_secrets::{Keyring, SecretName, SecretString};
-use aiq_topics::{ErrorClass, RunId, StepId, TaskMessage, TaskOutcome, TenantId};
+use aiq_connectors::{ConnectorSettings, Connectors, OutboundSettings};
+use aiq_topics::{ErrorClass, RunId, StepId, TaskMessage, TaskOutcome};
 use serde_json::{Value, json};
 
 const WRONG_PASSWORD: &str = "not-the-smtp-password-42";
@@ -31,23 +31,7 @@ struct Smtp {
 
 /// The server's settings, or `None` (after saying why) when the test should skip.
 fn smtp() -> Option<Smtp> {
-    let port = match std::env::var("AIQ_SMTP_PORT") {
-        Ok(p) if !p.trim().is_empty() => p,
-        _ => {
-            let required = std::env::var_os("CI").is_some()
-                || std::env::var("AIQ_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
-            assert!(
-                !required,
-                "AIQ_SMTP_PORT is not set, but services are required here: start them with \
-                 `scripts/services up smtp` and export `scripts/services env`"
-            );
-            eprintln!(
-                "skipping: AIQ_SMTP_PORT is not set; run `scripts/services up smtp` and \
-                 `eval \"$(scripts/services env)\"` to run this test"
-            );
-            return None;
-        }
-    };
+    let port = aiq_testkit::service(aiq_testkit::SMTP)?;
     let var = |name: &str| {
         std::env::var(name).unwrap_or_else(|_| panic!("AIQ_SMTP_PORT is set but {name} is not"))
     };
@@ -73,24 +57,6 @@ macro_rules! require_smtp {
 /// self-signed certificate to the trusted roots. Tenant `acme` has the right password as
 /// `smtp-pw` and a wrong one as `smtp-pw-wrong`.
 fn connectors(s: &Smtp, allow: &[&str], trust_ca: bool) -> Connectors {
-    let keyring = Arc::new(Keyring::parse("test", &Keyring::new_key_line("k1").unwrap()).unwrap());
-    let tenant = TenantId::new("acme").unwrap();
-    let records = [
-        ("smtp-pw", s.password.as_str()),
-        ("smtp-pw-wrong", WRONG_PASSWORD),
-    ]
-    .into_iter()
-    .map(|(name, value)| {
-        keyring
-            .seal(
-                &tenant,
-                &SecretName::new(name).unwrap(),
-                &SecretString::from(value),
-                chrono::Utc::now(),
-            )
-            .unwrap()
-    })
-    .collect();
     Connectors::builtin(
         &ConnectorSettings {
             extra_ca_files: if trust_ca { vec![s.ca.clone()] } else { vec![] },
@@ -99,7 +65,10 @@ fn connectors(s: &Smtp, allow: &[&str], trust_ca: bool) -> Connectors {
             },
             ..Default::default()
         },
-        Arc::new(SecretStore::fixed(Some(keyring), records)),
+        common::store(&[
+            ("acme", "smtp-pw", &s.password),
+            ("acme", "smtp-pw-wrong", WRONG_PASSWORD),
+        ]),
         None,
         &prometheus::Registry::new(),
     )
@@ -111,14 +80,8 @@ const LOOPBACK: &[&str] = &["127.0.0.0/8", "::1/128"];
 /// A task in a run of its own, so every message gets its own Message-ID.
 fn task(args: Value) -> TaskMessage {
     TaskMessage {
-        tenant: TenantId::new("acme").unwrap(),
-        run: RunId::random(),
         step: StepId::new("notify.manager").unwrap(),
-        attempt: 1,
-        connector: "email".into(),
-        args,
-        timeout_ms: 20_000,
-        dispatched_at: chrono::Utc::now(),
+        ..common::task("acme", "email", args, 20_000)
     }
 }
 

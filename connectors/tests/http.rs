@@ -3,15 +3,16 @@
 //! the outbound guard (on addresses, names and redirects) and secret scrubbing.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aiq_connectors::{
-    BreakerSettings, BreakerState, ConnectorSettings, Connectors, OutboundSettings, SecretStore,
+    BreakerSettings, BreakerState, ConnectorSettings, Connectors, OutboundSettings,
 };
-use aiq_secrets::{Keyring, SecretName, SecretString};
-use aiq_topics::{ErrorClass, RunId, StepId, TaskMessage, TaskOutcome, TenantId, WorkflowId};
+use aiq_topics::{ErrorClass, TaskMessage, TaskOutcome, TenantId};
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -22,37 +23,15 @@ use serde_json::{Value, json};
 const TOKEN: &str = "tok-SUPER-secret-4711";
 const PASSWORD: &str = "pw-very-secret-0815";
 
+/// Attempt 3, so the test can see the attempt in the Idempotency-Key.
 fn task(tenant: &str, connector: &str, args: Value, timeout_ms: u64) -> TaskMessage {
-    let tenant = TenantId::new(tenant).unwrap();
     TaskMessage {
-        run: RunId::from_idempotency_key(&tenant, &WorkflowId::new("w").unwrap(), "k"),
-        tenant,
-        step: StepId::new("call").unwrap(),
         attempt: 3,
-        connector: connector.into(),
-        args,
-        timeout_ms,
-        dispatched_at: chrono::Utc::now(),
+        ..common::task(tenant, connector, args, timeout_ms)
     }
 }
 
 fn connectors(allow: &[&str], breaker: BreakerSettings) -> Connectors {
-    let ring = Arc::new(Keyring::parse("test", &Keyring::new_key_line("k1").unwrap()).unwrap());
-    let mut records = Vec::new();
-    for tenant in ["acme", "globex"] {
-        let t = TenantId::new(tenant).unwrap();
-        for (name, value) in [("api-token", TOKEN), ("api-password", PASSWORD)] {
-            records.push(
-                ring.seal(
-                    &t,
-                    &SecretName::new(name).unwrap(),
-                    &SecretString::from(value),
-                    chrono::Utc::now(),
-                )
-                .unwrap(),
-            );
-        }
-    }
     Connectors::builtin(
         &ConnectorSettings {
             outbound: OutboundSettings {
@@ -62,7 +41,12 @@ fn connectors(allow: &[&str], breaker: BreakerSettings) -> Connectors {
             max_response_bytes: 64 * 1024,
             ..ConnectorSettings::default()
         },
-        Arc::new(SecretStore::fixed(Some(ring), records)),
+        common::store(&[
+            ("acme", "api-token", TOKEN),
+            ("acme", "api-password", PASSWORD),
+            ("globex", "api-token", TOKEN),
+            ("globex", "api-password", PASSWORD),
+        ]),
         None,
         &prometheus::Registry::new(),
     )

@@ -10,45 +10,15 @@
 // Helpers outside #[test] functions unwrap too: a test failing on one is the point.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod common;
 
-use aiq_connectors::{ConnectorSettings, Connectors, OutboundSettings, SecretStore};
-use aiq_secrets::{Keyring, SecretName, SecretString};
-use aiq_topics::{ErrorClass, RunId, StepId, TaskMessage, TaskOutcome, TenantId, WorkflowId};
+use std::time::{Duration, Instant};
+
+use aiq_connectors::{ConnectorSettings, Connectors, OutboundSettings};
+use aiq_topics::{ErrorClass, TaskMessage, TaskOutcome};
 use serde_json::{Value, json};
 
 const WRONG_PASSWORD: &str = "Wr0ng-pg-Passw0rd-7731";
-
-/// The server's URL, or `None` (after saying why) when the test should skip.
-fn pg_url() -> Option<String> {
-    match std::env::var("AIQ_PG_URL") {
-        Ok(u) if !u.trim().is_empty() => Some(u.trim().to_owned()),
-        _ => {
-            let required = std::env::var_os("CI").is_some()
-                || std::env::var("AIQ_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
-            assert!(
-                !required,
-                "AIQ_PG_URL is not set, but services are required here: start them with \
-                 `scripts/services up postgres` and export `scripts/services env`"
-            );
-            eprintln!(
-                "skipping: AIQ_PG_URL is not set; run `scripts/services up postgres` and \
-                 `eval \"$(scripts/services env)\"` to run this test"
-            );
-            None
-        }
-    }
-}
-
-macro_rules! require_pg {
-    () => {
-        match pg_url() {
-            Some(u) => u,
-            None => return,
-        }
-    };
-}
 
 fn with_password(url: &str, password: &str) -> String {
     let mut u = url::Url::parse(url).unwrap();
@@ -66,29 +36,9 @@ fn with_port(url: &str, port: u16) -> String {
 /// URL as `pg`, the same with a wrong password as `pg-wrong`, with a port nothing listens
 /// on as `pg-down`, and a Unix-socket URL as `pg-unix`.
 fn connectors(url: &str, allow: &[&str]) -> Connectors {
-    let keyring = Arc::new(Keyring::parse("test", &Keyring::new_key_line("k1").unwrap()).unwrap());
-    let tenant = TenantId::new("acme").unwrap();
-    let records = [
-        ("pg", url.to_owned()),
-        ("pg-wrong", with_password(url, WRONG_PASSWORD)),
-        ("pg-down", with_port(url, 1)),
-        (
-            "pg-unix",
-            format!("postgres://aiq:{WRONG_PASSWORD}@%2Fvar%2Frun%2Fpostgresql/aiq"),
-        ),
-    ]
-    .into_iter()
-    .map(|(name, value)| {
-        keyring
-            .seal(
-                &tenant,
-                &SecretName::new(name).unwrap(),
-                &SecretString::from(value),
-                chrono::Utc::now(),
-            )
-            .unwrap()
-    })
-    .collect();
+    let unix = format!("postgres://aiq:{WRONG_PASSWORD}@%2Fvar%2Frun%2Fpostgresql/aiq");
+    let wrong = with_password(url, WRONG_PASSWORD);
+    let down = with_port(url, 1);
     Connectors::builtin(
         &ConnectorSettings {
             outbound: OutboundSettings {
@@ -96,7 +46,12 @@ fn connectors(url: &str, allow: &[&str]) -> Connectors {
             },
             ..Default::default()
         },
-        Arc::new(SecretStore::fixed(Some(keyring), records)),
+        common::store(&[
+            ("acme", "pg", url),
+            ("acme", "pg-wrong", &wrong),
+            ("acme", "pg-down", &down),
+            ("acme", "pg-unix", &unix),
+        ]),
         None,
         &prometheus::Registry::new(),
     )
@@ -106,17 +61,7 @@ fn connectors(url: &str, allow: &[&str]) -> Connectors {
 const LOOPBACK: &[&str] = &["127.0.0.0/8"];
 
 fn task(args: Value, timeout_ms: u64) -> TaskMessage {
-    let tenant = TenantId::new("acme").unwrap();
-    TaskMessage {
-        run: RunId::from_idempotency_key(&tenant, &WorkflowId::new("w").unwrap(), "k"),
-        tenant,
-        step: StepId::new("s").unwrap(),
-        attempt: 1,
-        connector: "sql".into(),
-        args,
-        timeout_ms,
-        dispatched_at: chrono::Utc::now(),
-    }
+    common::task("acme", "sql", args, timeout_ms)
 }
 
 /// No outcome may carry a secret: not the URL, not the password alone (the table only
@@ -157,16 +102,12 @@ async fn err(c: &Connectors, url: &str, args: Value, timeout_ms: u64) -> (ErrorC
 
 /// A table name of this run's own.
 fn table() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("aiq_sql_test_{}_{nanos}", std::process::id())
+    aiq_testkit::unique("aiq_sql_test")
 }
 
 #[tokio::test]
 async fn statements_with_parameters_answer_typed_rows_and_rows_affected() {
-    let url = require_pg!();
+    let url = aiq_testkit::require_service!(aiq_testkit::PG);
     let c = connectors(&url, LOOPBACK);
     let t = table();
     let q = |query: String, params: Value| json!({"connection_secret": "pg", "query": query, "params": params});
@@ -390,7 +331,7 @@ async fn statements_with_parameters_answer_typed_rows_and_rows_affected() {
 
 #[tokio::test]
 async fn failures_are_classed_and_never_show_the_password() {
-    let url = require_pg!();
+    let url = aiq_testkit::require_service!(aiq_testkit::PG);
     let c = connectors(&url, LOOPBACK);
     let run = |secret: &str, query: &str| json!({"connection_secret": secret, "query": query});
 
@@ -450,7 +391,7 @@ async fn failures_are_classed_and_never_show_the_password() {
 
 #[tokio::test]
 async fn the_default_outbound_guard_refuses_loopback() {
-    let url = require_pg!();
+    let url = aiq_testkit::require_service!(aiq_testkit::PG);
     let c = connectors(&url, &[]);
     let (class, message) = err(
         &c,

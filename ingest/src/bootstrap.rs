@@ -1,5 +1,6 @@
-//! Builds the ingest stage from configuration: store, publisher, the catalog that
-//! follows the definitions topic, limits and the authenticator.
+//! Builds the ingest stage from configuration: store, publisher, limits and the
+//! authenticator, over a catalog that follows the definitions topic (one per process,
+//! shared with an orchestrator running beside it).
 
 use std::sync::Arc;
 
@@ -28,22 +29,20 @@ pub enum BootError {
     Definitions(#[from] KafkaError),
 }
 
-/// The running stage's parts; dropping the tail stops following definitions.
+/// The running stage's parts.
 pub struct Ingest {
     pub app: App,
+}
+
+/// Every accepted workflow version, in memory; dropping `tail` stops following the topic.
+pub struct Definitions {
+    pub catalog: Arc<Catalog>,
     pub tail: Tail,
 }
 
-pub async fn build(
-    kafka: &KafkaSettings,
-    cql: &CqlSettings,
-    settings: IngestSettings,
-    jwt: aiq_auth::JwtVerifier,
-    keyring: Option<Arc<aiq_secrets::Keyring>>,
-) -> Result<Ingest, BootError> {
-    let session = Arc::new(aiq_sql::connect(cql).await?);
-    let store = RegistryStore::new(session, &cql.keyspace).await?;
-    let publisher = Publisher::new(kafka, settings.ack_timeout())?;
+/// Starts following the definitions topic into a catalog. `tail.watch()` turns true once
+/// the topic has been read to the end it had at start.
+pub async fn follow_definitions(kafka: &KafkaSettings) -> Result<Definitions, KafkaError> {
     let catalog = Arc::new(Catalog::default());
     let feed = Arc::clone(&catalog);
     let tail = tail_topic(kafka, kafka.topics().name(TopicKind::Definitions), move |r| {
@@ -54,6 +53,21 @@ pub async fn build(
         }
     })
     .await?;
+    Ok(Definitions { catalog, tail })
+}
+
+pub async fn build(
+    kafka: &KafkaSettings,
+    cql: &CqlSettings,
+    settings: IngestSettings,
+    jwt: aiq_auth::JwtVerifier,
+    keyring: Option<Arc<aiq_secrets::Keyring>>,
+    definitions: &Definitions,
+) -> Result<Ingest, BootError> {
+    let session = Arc::new(aiq_sql::connect(cql).await?);
+    let store = RegistryStore::new(session, &cql.keyspace).await?;
+    let publisher = Publisher::new(kafka, settings.ack_timeout())?;
+    let catalog = Arc::clone(&definitions.catalog);
     let auth: Arc<dyn Authenticate> = Arc::new(aiq_auth::Authenticator::new(
         jwt,
         Arc::new(crate::api_keys::CqlApiKeys(store.clone())),
@@ -81,9 +95,9 @@ pub async fn build(
         limiter,
         auth,
         settings,
-        catalog_ready: tail.watch(),
+        catalog_ready: definitions.tail.watch(),
         metrics: Arc::new(crate::metrics::Metrics::new()),
         keyring,
     };
-    Ok(Ingest { app, tail })
+    Ok(Ingest { app })
 }

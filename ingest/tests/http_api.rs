@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aiq_auth::{Action, ApiKey, JwtConfig, JwtVerifier, Role, mint_dev_token, permits};
-use aiq_ingest::bootstrap::{Ingest, build};
+use aiq_ingest::bootstrap::{Definitions, Ingest, build, follow_definitions};
 use aiq_ingest::limits::TriggerQuota;
 use aiq_ingest::publisher::Publisher;
 use aiq_ingest::settings::{IngestSettings, TenantOverrides};
@@ -45,6 +45,8 @@ steps:
 struct Api {
     router: axum::Router,
     ingest: Ingest,
+    /// Followed while the test runs.
+    _definitions: Definitions,
     kafka: KafkaSettings,
     keyring: Arc<Keyring>,
 }
@@ -93,14 +95,23 @@ async fn api(brokers: String, cql: String) -> Api {
         ..JwtConfig::default()
     })
     .unwrap();
-    let keyring = Arc::new(Keyring::parse("test", &Keyring::new_key_line("k1").unwrap()).unwrap());
-    let ingest = build(&kafka, &cql, settings, jwt, Some(keyring.clone()))
-        .await
-        .unwrap();
+    let keyring = Arc::new(Keyring::generate("k1").unwrap());
+    let definitions = follow_definitions(&kafka).await.unwrap();
+    let ingest = build(
+        &kafka,
+        &cql,
+        settings,
+        jwt,
+        Some(keyring.clone()),
+        &definitions,
+    )
+    .await
+    .unwrap();
     let (router, _) = aiq_ingest::http::router(ingest.app.clone());
     Api {
         router,
         ingest,
+        _definitions: definitions,
         kafka,
         keyring,
     }

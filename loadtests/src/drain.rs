@@ -5,9 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aiq_connectors::{ConnectorSettings, Connectors, SecretStore};
 use aiq_engine::Catalog;
-use aiq_kafka::{KafkaSettings, apply_topics, tail_topic};
+use aiq_kafka::tail_topic;
 use aiq_pipeline::orchestrator::{Orchestrator, OrchestratorMetrics, OrchestratorSettings};
 use aiq_pipeline::worker::{Worker, WorkerSettings};
 use aiq_topics::{
@@ -15,9 +14,10 @@ use aiq_topics::{
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
+
+use crate::backlog::{Backlog, DRAIN_LIMIT, fresh_topics, noop_connectors};
 
 pub struct Report {
     pub runs: usize,
@@ -31,28 +31,10 @@ pub async fn measure(
     steps: usize,
     tenants: usize,
 ) -> anyhow::Result<Report> {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis();
-    let kafka = KafkaSettings::plaintext(brokers, format!("load-{stamp}."), 12, 12);
-    apply_topics(&kafka, &kafka.topics()).await?;
+    let kafka = fresh_topics(brokers, "load").await?;
+    let run_id = kafka.topic_prefix.trim_end_matches('.').to_owned();
     let topic = |k: TopicKind| kafka.topics().get(k).name.clone();
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        kafka.producer_config().set("linger.ms", "5").create()?;
-    let send = |topic: &str, key: &[u8], payload: &[u8]| {
-        let mut r = BaseRecord::<[u8], [u8]>::to(topic)
-            .key(key)
-            .payload(payload);
-        loop {
-            match producer.send(r) {
-                Ok(()) => return,
-                Err((_, back)) => {
-                    r = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        }
-    };
+    let backlog = Backlog::new(&kafka)?;
     let step_defs: Vec<_> = (0..steps)
         .map(|i| json!({"id": format!("s{i}"), "task": {"connector": "noop", "args": {"output": i}}}))
         .collect();
@@ -71,7 +53,7 @@ pub async fn measure(
             created_at: chrono::Utc::now(),
             definition: def,
         };
-        send(
+        backlog.send(
             &topic(TopicKind::Definitions),
             rec.key().as_bytes(),
             &rec.encode(),
@@ -85,13 +67,13 @@ pub async fn measure(
             TriggerSource::Api,
             json!({"i": i}),
         );
-        send(
+        backlog.send(
             &topic(TopicKind::Triggers),
             t.as_str().as_bytes(),
             &trig.encode(),
         );
     }
-    producer.flush(Duration::from_secs(60))?;
+    backlog.flush()?;
 
     let catalog = Arc::new(Catalog::default());
     let feed = Arc::clone(&catalog);
@@ -105,7 +87,7 @@ pub async fn measure(
 
     let events: BaseConsumer = kafka
         .client_config()
-        .set("group.id", format!("load-reader-{stamp}"))
+        .set("group.id", format!("{run_id}-reader"))
         .set("isolation.level", "read_committed")
         .create()?;
     let mut tpl = TopicPartitionList::new();
@@ -119,7 +101,7 @@ pub async fn measure(
     let orch = Orchestrator::spawn(
         kafka.clone(),
         OrchestratorSettings {
-            instance_id: format!("load-{stamp}"),
+            instance_id: run_id.clone(),
             ..OrchestratorSettings::default()
         },
         catalog,
@@ -129,17 +111,12 @@ pub async fn measure(
     let worker = Worker::start(
         &kafka,
         WorkerSettings::default(),
-        Connectors::builtin(
-            &ConnectorSettings::default(),
-            Arc::new(SecretStore::fixed(None, Vec::new())),
-            None,
-            &registry,
-        )?,
+        noop_connectors(&registry)?,
         &registry,
     )?;
     let ended = tokio::task::spawn_blocking(move || {
         let mut ended = 0usize;
-        let deadline = Instant::now() + Duration::from_secs(1800);
+        let deadline = Instant::now() + DRAIN_LIMIT;
         while ended < runs && Instant::now() < deadline {
             if let Some(Ok(m)) = events.poll(Duration::from_millis(100))
                 && let Some(Ok(Event::Run(e))) = m.payload().map(Event::decode)

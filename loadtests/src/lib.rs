@@ -1,6 +1,7 @@
 //! Load generation and measurement. Every performance figure in BENCHMARKS.md comes from
 //! here, with the command that produced it.
 
+pub mod backlog;
 pub mod drain;
 pub mod open_loop;
 pub mod state_memory;

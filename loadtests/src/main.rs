@@ -1,9 +1,11 @@
-//! `aiq-load`: drives a running `aiq serve` at a fixed rate and reports what it saw.
+//! `aiq-load`: drives a running `aiq serve` at a fixed rate, or drains a backlog through
+//! the stages in this process, and reports what it saw.
 //!
 //!   aiq-load triggers --url http://127.0.0.1:8080 --token "$TOKEN" \
 //!       --workflow load-noop --rate 500 --duration 20
 //!   aiq-load state-memory --runs 100000
 //!   aiq-load drain --brokers 127.0.0.1:9092 --runs 20000 --steps 1
+//!   aiq-load worker --brokers 127.0.0.1:9092 --tasks 200000
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -4,18 +4,16 @@
 //! ceiling of one worker process, consume → connector → produce result → commit.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aiq_connectors::{ConnectorSettings, Connectors, SecretStore};
-use aiq_kafka::{KafkaSettings, apply_topics};
 use aiq_pipeline::worker::{Worker, WorkerSettings};
 use aiq_topics::{RunId, StepId, TaskMessage, TaskResult, TenantId, TopicKind, WorkflowId};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
+
+use crate::backlog::{Backlog, DRAIN_LIMIT, fresh_topics, noop_connectors};
 
 pub struct Report {
     pub tasks: usize,
@@ -29,14 +27,9 @@ pub async fn measure(
     tenants: usize,
     max_in_flight: usize,
 ) -> anyhow::Result<Report> {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis();
-    let kafka = KafkaSettings::plaintext(brokers, format!("wload-{stamp}."), 12, 12);
-    apply_topics(&kafka, &kafka.topics()).await?;
+    let kafka = fresh_topics(brokers, "wload").await?;
     let topic = |k: TopicKind| kafka.topics().get(k).name.clone();
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        kafka.producer_config().set("linger.ms", "5").create()?;
+    let backlog = Backlog::new(&kafka)?;
     let tasks_topic = topic(TopicKind::Tasks);
     let wf = WorkflowId::new("bench").map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let step = StepId::new("s").map_err(|e| anyhow::anyhow!("{e:?}"))?;
@@ -55,24 +48,13 @@ pub async fn measure(
         };
         let key = format!("{}/{}", task.tenant, task.run);
         let payload = serde_json::to_vec(&task)?;
-        let mut r = BaseRecord::<[u8], [u8]>::to(&tasks_topic)
-            .key(key.as_bytes())
-            .payload(&payload);
-        loop {
-            match producer.send(r) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    r = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        }
+        backlog.send(&tasks_topic, key.as_bytes(), &payload);
     }
-    producer.flush(Duration::from_secs(60))?;
+    backlog.flush()?;
 
     let results: BaseConsumer = kafka
         .client_config()
-        .set("group.id", format!("wload-reader-{stamp}"))
+        .set("group.id", format!("{}reader", kafka.topic_prefix))
         .set("enable.auto.commit", "false")
         .create()?;
     let results_topic = topic(TopicKind::Results);
@@ -93,18 +75,13 @@ pub async fn measure(
             max_in_flight,
             ..WorkerSettings::default()
         },
-        Connectors::builtin(
-            &ConnectorSettings::default(),
-            Arc::new(SecretStore::fixed(None, Vec::new())),
-            None,
-            &registry,
-        )?,
+        noop_connectors(&registry)?,
         &registry,
     )?;
     let seen = tokio::task::spawn_blocking(move || {
         // Distinct (run, attempt): a redelivered task would answer twice.
         let mut seen = HashSet::new();
-        let deadline = Instant::now() + Duration::from_secs(1800);
+        let deadline = Instant::now() + DRAIN_LIMIT;
         while seen.len() < tasks && Instant::now() < deadline {
             if let Some(Ok(m)) = results.poll(Duration::from_millis(100))
                 && let Some(Ok(r)) = m.payload().map(serde_json::from_slice::<TaskResult>)

@@ -131,7 +131,7 @@ fn secrets_reach_the_target_and_nothing_else() {
     });
 
     // The secret, as `PUT /v1/secrets/shop-token` stores it.
-    let keyring = Arc::new(Keyring::parse("test", &Keyring::new_key_line("k1").unwrap()).unwrap());
+    let keyring = Arc::new(Keyring::generate("k1").unwrap());
     let record = keyring
         .seal(
             &common::tenant("acme"),

@@ -17,7 +17,7 @@ use crate::record::{SecretName, SecretRecord};
 pub const KEY_FILE_HELP: &str = "one key per line, `<key-id> <64 hex digits>`, the sealing key \
      first; `#` starts a comment. Make one with `aiq secrets new-key`.";
 
-pub struct MasterKey {
+struct MasterKey {
     id: String,
     cipher: ChaCha20Poly1305,
 }
@@ -29,15 +29,11 @@ impl std::fmt::Debug for MasterKey {
 }
 
 impl MasterKey {
-    pub fn from_bytes(id: &str, bytes: &[u8; 32]) -> Self {
+    fn from_bytes(id: &str, bytes: &[u8; 32]) -> Self {
         Self {
             id: id.to_owned(),
             cipher: ChaCha20Poly1305::new(Key::from_slice(bytes)),
         }
-    }
-
-    pub fn id(&self) -> &str {
-        &self.id
     }
 }
 
@@ -72,12 +68,6 @@ fn aad(tenant: &TenantId, name: &SecretName) -> Vec<u8> {
 }
 
 impl Keyring {
-    pub fn new(sealing: MasterKey, older: Vec<MasterKey>) -> Self {
-        let mut keys = vec![sealing];
-        keys.extend(older);
-        Self { keys }
-    }
-
     /// Parses a key file's text; `path` only names it in errors.
     pub fn parse(path: &str, text: &str) -> Result<Self, KeyringError> {
         let mut keys = Vec::new();
@@ -120,6 +110,11 @@ impl Keyring {
             source,
         })?;
         Self::parse(&shown, &text)
+    }
+
+    /// A keyring of one fresh random key, kept only in memory (tools and tests).
+    pub fn generate(id: &str) -> Result<Self, KeyringError> {
+        Self::parse("generated", &Self::new_key_line(id)?)
     }
 
     /// A key file line with a fresh random key.
@@ -213,8 +208,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn ring() -> Keyring {
-        let line = Keyring::new_key_line("k1").unwrap();
-        Keyring::parse("test", &line).unwrap()
+        Keyring::generate("k1").unwrap()
     }
 
     fn t(s: &str) -> TenantId {

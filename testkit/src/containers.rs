@@ -60,6 +60,11 @@ fn start_store() -> Result<String, String> {
     Ok(format!("127.0.0.1:{port}"))
 }
 
+/// Whether a container stands in for `var`; other services are found as without Docker.
+pub fn defined(var: &str) -> bool {
+    matches!(var, crate::KAFKA | crate::CQL)
+}
+
 /// The address for `var`, starting its container on first use.
 ///
 /// # Panics

@@ -18,6 +18,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub const KAFKA: &str = "AIQ_KAFKA_BROKERS";
 pub const CQL: &str = "AIQ_CQL_CONTACT_POINTS";
 pub const PROMETHEUS: &str = "AIQ_PROMETHEUS_URL";
+/// The `sql` connector's peer: a `postgres://` URL.
+pub const PG: &str = "AIQ_PG_URL";
+/// The `email` connector's peer; `AIQ_SMTP_USER`, `_PASSWORD`, `_CA` and `_MAILDIR` go
+/// with it.
+pub const SMTP: &str = "AIQ_SMTP_PORT";
 
 /// The address in `var`, or `None` (after saying why) when the test should skip.
 ///
@@ -27,7 +32,9 @@ pub fn service(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(v) if !v.trim().is_empty() => Some(v),
         #[cfg(feature = "containers")]
-        _ if std::env::var("AIQ_TESTCONTAINERS").is_ok_and(|v| v == "1") => {
+        _ if std::env::var("AIQ_TESTCONTAINERS").is_ok_and(|v| v == "1")
+            && containers::defined(var) =>
+        {
             Some(containers::address(var))
         }
         _ => {

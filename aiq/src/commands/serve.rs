@@ -5,10 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aiq_connectors::{Connectors, KafkaTarget, SecretStore};
-use aiq_engine::Catalog;
-use aiq_kafka::{Tail, tail_topic};
+use aiq_ingest::bootstrap::Definitions;
 use aiq_pipeline::orchestrator::{Orchestrator, OrchestratorMetrics};
-use aiq_topics::TopicKind;
 use anyhow::Context;
 use rdkafka::producer::FutureProducer;
 
@@ -53,13 +51,24 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         let _ = signals.send(true);
     });
 
-    let orchestrator = if roles.contains(&Role::Orchestrator) {
-        Some(start_orchestrator(config).await?)
+    // One catalog per process, shared by ingest and the orchestrator.
+    let definitions = if roles.contains(&Role::Ingest) || roles.contains(&Role::Orchestrator) {
+        Some(
+            aiq_ingest::bootstrap::follow_definitions(&config.kafka)
+                .await
+                .context("following the definitions topic")?,
+        )
     } else {
         None
     };
+    let orchestrator = match &definitions {
+        Some(d) if roles.contains(&Role::Orchestrator) => {
+            Some(start_orchestrator(config, d).await?)
+        }
+        _ => None,
+    };
     // A dead orchestrator must end the process, so that its supervisor restarts it.
-    let watchdog = orchestrator.as_ref().map(|(o, _)| {
+    let watchdog = orchestrator.as_ref().map(|o| {
         let o = Arc::clone(o);
         let stop = stop_tx.clone();
         tokio::spawn(async move {
@@ -78,11 +87,16 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         })
     });
 
-    let keyring = config
-        .secrets
-        .keyring()
-        .context("loading the secrets key file")?
-        .map(Arc::new);
+    // Only ingest (to seal) and workers (to open) touch secrets.
+    let keyring = if roles.contains(&Role::Ingest) || roles.contains(&Role::Worker) {
+        config
+            .secrets
+            .keyring()
+            .context("loading the secrets key file")?
+            .map(Arc::new)
+    } else {
+        None
+    };
     let worker = if roles.contains(&Role::Worker) {
         let (secrets, secrets_tail) = SecretStore::follow(&config.kafka, keyring.clone())
             .await
@@ -131,6 +145,9 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
             config.ingest.clone(),
             jwt,
             keyring.clone(),
+            definitions
+                .as_ref()
+                .context("the ingest role follows the definitions topic")?,
         )
         .await
         .context("starting the ingest stage")?;
@@ -142,7 +159,6 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
             let _ = wait.wait_for(|s| *s).await;
         };
         aiq_ingest::http::serve(ingest.app, listener, shutdown).await?;
-        drop(ingest.tail);
     } else {
         let _ = wait.wait_for(|s| *s).await;
     }
@@ -154,7 +170,7 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         w.stop().await.context("the worker failed")?;
         tracing::info!("worker stopped");
     }
-    if let Some((o, _tail)) = orchestrator {
+    if let Some(o) = orchestrator {
         let taken = o.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(o) = taken {
             tokio::task::spawn_blocking(move || o.stop())
@@ -168,33 +184,21 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
 
 type Shared = Arc<std::sync::Mutex<Option<Orchestrator>>>;
 
-async fn start_orchestrator(config: &Config) -> anyhow::Result<(Shared, Tail)> {
-    let catalog = Arc::new(Catalog::default());
-    let feed = Arc::clone(&catalog);
-    let topic = config
-        .kafka
-        .topics()
-        .get(TopicKind::Definitions)
-        .name
-        .clone();
-    let mut tail = tail_topic(&config.kafka, &topic, move |r| {
-        if let Some(p) = r.payload
-            && let Err(e) = feed.apply_bytes(p)
-        {
-            tracing::error!(offset = r.offset, error = %e, "definition record skipped");
-        }
-    })
-    .await
-    .context("following the definitions topic")?;
-    tail.caught_up().await;
+async fn start_orchestrator(config: &Config, definitions: &Definitions) -> anyhow::Result<Shared> {
+    // Triggers for workflows not read yet would go to the dead-letter topic.
+    let _ = definitions
+        .tail
+        .watch()
+        .wait_for(|caught_up| *caught_up)
+        .await;
     let metrics = Arc::new(OrchestratorMetrics::new(prometheus::default_registry()));
     let o = Orchestrator::spawn(
         config.kafka.clone(),
         config.orchestrator.clone(),
-        catalog,
-        tail.sync(),
+        Arc::clone(&definitions.catalog),
+        definitions.tail.sync(),
         metrics,
     )
     .context("starting the orchestrator")?;
-    Ok((Arc::new(std::sync::Mutex::new(Some(o))), tail))
+    Ok(Arc::new(std::sync::Mutex::new(Some(o))))
 }

@@ -13,7 +13,7 @@ use crate::http::body;
 use crate::http::{App, Caller};
 use crate::problem::Problem;
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
     /// `user` (default) or `tenant_admin`.
@@ -34,7 +34,7 @@ pub struct CreatedApiKey {
 }
 
 /// Creates an API key for the caller's tenant.
-#[utoipa::path(post, path = "/v1/api-keys", tag = "workflows",
+#[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys",
     request_body = NewApiKey,
     responses((status = 201, body = CreatedApiKey), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = []), ("api_key" = []))
@@ -46,14 +46,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<CreatedApiKey>), Problem> {
     caller.require(Action::ManageApiKeys)?;
     let raw = body::bytes(raw, app.settings.max_body_bytes)?;
-    let req: NewApiKey = if raw.is_empty() {
-        NewApiKey {
-            role: None,
-            label: String::new(),
-        }
-    } else {
-        body::json(&raw)?
-    };
+    let req: NewApiKey = body::json_or_default(&raw)?;
     let role = req.role.unwrap_or(Role::User);
     // Only tenant admins and platform admins get here (ManageApiKeys); platform rights
     // never go into a tenant's key.
@@ -81,7 +74,7 @@ pub async fn create(
 }
 
 /// Revokes one of the caller's tenant's API keys; requests with it are refused at once.
-#[utoipa::path(delete, path = "/v1/api-keys/{key_id}", tag = "workflows",
+#[utoipa::path(delete, path = "/v1/api-keys/{key_id}", tag = "api-keys",
     params(("key_id" = String, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = []), ("api_key" = []))
@@ -122,7 +115,7 @@ pub struct ApiKeyInfo {
 }
 
 /// The caller's tenant's API keys (never the keys themselves).
-#[utoipa::path(get, path = "/v1/api-keys", tag = "workflows",
+#[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys",
     responses((status = 200, body = [ApiKeyInfo]), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = []), ("api_key" = []))
 )]

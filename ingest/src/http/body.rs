@@ -21,6 +21,15 @@ pub fn bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes,
     })
 }
 
+/// An empty body means every field's default; anything else must be JSON.
+pub fn json_or_default<T: Default + DeserializeOwned>(raw: &[u8]) -> Result<T, Problem> {
+    if raw.is_empty() {
+        Ok(T::default())
+    } else {
+        json(raw)
+    }
+}
+
 pub fn json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Problem> {
     let de = &mut serde_json::Deserializer::from_slice(raw);
     serde_path_to_error::deserialize(de).map_err(|e| {

@@ -72,6 +72,7 @@ pub async fn deliver(
     })?;
     // Only a verified tenant reaches the limiter, so its map stays bounded.
     app.limiter.check(&tenant_id).map_err(|r| {
+        count("rate_limited");
         Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate-limited",
@@ -79,11 +80,7 @@ pub async fn deliver(
         )
         .retry_after(r.header_secs())
     })?;
-    let input: serde_json::Value = if raw.is_empty() {
-        serde_json::Value::Null
-    } else {
-        body::json(&raw)?
-    };
+    let input: serde_json::Value = body::json_or_default(&raw)?;
     let version = app.catalog.by_webhook(&tenant_id, &hook).ok_or_else(|| {
         Problem::not_found(format!(
             "no registered workflow of tenant {tenant:?} declares webhook {hook:?}"

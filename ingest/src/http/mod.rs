@@ -65,6 +65,8 @@ pub struct App {
         (name = "workflows", description = "The workflow registry"),
         (name = "runs", description = "Starting, signalling and cancelling runs"),
         (name = "hooks", description = "Webhooks from outside systems"),
+        (name = "api-keys", description = "The tenant's API keys"),
+        (name = "secrets", description = "Connector credentials, sealed at rest; never readable"),
         (name = "health", description = "Liveness, readiness, metrics"),
     )
 )]

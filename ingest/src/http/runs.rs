@@ -19,7 +19,7 @@ use aiq_auth::Action;
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
     /// The run input, checked against the workflow's input schema.
@@ -149,15 +149,7 @@ pub async fn start(
         .retry_after(r.header_secs())
     })?;
     let raw = body::bytes(raw, app.settings.max_body_bytes)?;
-    let req: StartRequest = if raw.is_empty() {
-        StartRequest {
-            input: serde_json::Value::Null,
-            version: None,
-            manual: false,
-        }
-    } else {
-        body::json(&raw)?
-    };
+    let req: StartRequest = body::json_or_default(&raw)?;
     let key = headers
         .get(IDEMPOTENCY_KEY)
         .map(|v| {

@@ -49,18 +49,6 @@ fn run_id(raw: &str) -> Result<RunId, Problem> {
         .map_err(|_| Problem::not_found(format!("run {raw:?} is not a run id")))
 }
 
-fn parse<T: Default + serde::de::DeserializeOwned>(
-    raw: Result<Bytes, BytesRejection>,
-    limit: usize,
-) -> Result<T, Problem> {
-    let raw = body::bytes(raw, limit)?;
-    if raw.is_empty() {
-        Ok(T::default())
-    } else {
-        body::json(&raw)
-    }
-}
-
 async fn publish(app: &App, event: SignalEvent, action: &'static str) -> Result<Response, Problem> {
     app.publisher
         .send(TopicKind::Signals, event.tenant.as_str(), &event.encode())
@@ -105,7 +93,8 @@ pub async fn signal(
             "the signal name must be 1 to 128 characters",
         ));
     }
-    let req: SignalRequest = parse(raw, app.settings.max_body_bytes)?;
+    let req: SignalRequest =
+        body::json_or_default(&body::bytes(raw, app.settings.max_body_bytes)?)?;
     let event = SignalEvent {
         tenant: caller.tenant.clone(),
         run,
@@ -137,7 +126,8 @@ pub async fn cancel(
 ) -> Result<Response, Problem> {
     caller.require(Action::CancelRun)?;
     let run = run_id(&run)?;
-    let req: CancelRequest = parse(raw, app.settings.max_body_bytes)?;
+    let req: CancelRequest =
+        body::json_or_default(&body::bytes(raw, app.settings.max_body_bytes)?)?;
     let event = SignalEvent {
         tenant: caller.tenant.clone(),
         run,
