@@ -35,8 +35,15 @@ pub enum CatalogError {
 
 impl Catalog {
     /// Adds a record read from the definitions topic (or just written by this process).
-    /// Versions are immutable, so a repeated record changes nothing.
+    /// Versions are immutable, so a repeated record changes nothing (and is not
+    /// compiled again).
     pub fn apply(&self, record: DefinitionRecord) -> Result<(), CatalogError> {
+        if self
+            .version(&record.tenant, &record.workflow, record.version)
+            .is_some()
+        {
+            return Ok(());
+        }
         let text = record.definition.to_string();
         let workflow = crate::validate_source(&format!("{}.json", record.key()), &text)
             .map_err(|errs| CatalogError::Invalid {
@@ -189,6 +196,15 @@ mod tests {
                 .is_none()
         );
         assert!(c.apply_bytes(b"not json").is_err());
+        // A version held is not compiled again: a repeat that would not validate is
+        // not even looked at.
+        let mut repeat = record("sync", 1, None);
+        repeat.definition = json!({"id": "sync", "steps": []});
+        repeat.content_hash = "other".into();
+        c.apply(repeat.clone()).unwrap();
+        assert_eq!(c.version(&t, &sync, 1).unwrap().record.content_hash, "h1");
+        repeat.version = 3;
+        assert!(matches!(c.apply(repeat), Err(CatalogError::Invalid { .. })));
         assert!(c.scheduled(|_| true).is_empty());
     }
 }

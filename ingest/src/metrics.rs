@@ -5,12 +5,12 @@
 //! tenants cannot blow up the series count. (Naming the busiest tenants rather than the
 //! first ones comes with the observability work, issue #8.)
 
+use aiq_topics::labels::MAX_NAMED_TENANTS;
 use aiq_topics::{TenantId, TenantLabels};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
-pub const MAX_NAMED_TENANTS: usize = 100;
 pub const OTHER: &str = aiq_topics::labels::OTHER_TENANTS;
 
 pub struct Metrics {
@@ -34,7 +34,7 @@ impl Metrics {
         };
         let triggers = counter(
             "aiq_ingest_triggers_total",
-            "Run starts by API, manual or webhook, by tenant and outcome",
+            "Run starts by API or by hand, by tenant and outcome (webhook starts: aiq_ingest_webhooks_total)",
         );
         let registrations = counter(
             "aiq_ingest_registrations_total",
@@ -66,7 +66,6 @@ impl Metrics {
         }
     }
 
-    /// The label for a tenant: its id while few are named, else `other`.
     /// The label for a tenant: its id while few are named, else `other`.
     pub fn tenant(&self, tenant: &TenantId) -> String {
         self.tenants.label(tenant)

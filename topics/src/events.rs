@@ -81,6 +81,31 @@ pub enum StepStatus {
     Cancelled,
 }
 
+impl StepStatus {
+    pub const ALL: [StepStatus; 7] = [
+        StepStatus::Started,
+        StepStatus::Succeeded,
+        StepStatus::Failed,
+        StepStatus::Retrying,
+        StepStatus::TimedOut,
+        StepStatus::Waiting,
+        StepStatus::Cancelled,
+    ];
+
+    /// The serde name, e.g. for metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Started => "started",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Retrying => "retrying",
+            StepStatus::TimedOut => "timed_out",
+            StepStatus::Waiting => "waiting",
+            StepStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepEvent {
     pub tenant: TenantId,
@@ -161,6 +186,17 @@ mod tests {
             serde_json::to_value(StepStatus::Retrying).unwrap(),
             "retrying"
         );
+    }
+
+    #[test]
+    fn step_status_names_are_the_serde_names() {
+        for s in StepStatus::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+            assert_eq!(
+                serde_json::from_value::<StepStatus>(s.as_str().into()).unwrap(),
+                s
+            );
+        }
     }
 
     #[test]

@@ -9,6 +9,9 @@ use crate::ids::TenantId;
 
 pub const OTHER_TENANTS: &str = "other";
 
+/// How many tenants each stage names in its metric labels.
+pub const MAX_NAMED_TENANTS: usize = 100;
+
 pub struct TenantLabels {
     max: usize,
     named: Mutex<HashSet<String>>,

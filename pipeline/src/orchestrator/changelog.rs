@@ -76,6 +76,11 @@ pub struct CronCursor {
     pub last_tick: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<RunId>,
+    /// When `last_run`'s trigger was written, while it is on its way through the
+    /// triggers topic: cleared when the orchestrator consumes it back. (Entries written
+    /// before this field existed read as consumed.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fired_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,15 +96,6 @@ pub enum EntryError {
 }
 
 impl EntryKey {
-    pub fn tenant(&self) -> &TenantId {
-        match self {
-            EntryKey::Run(t, _)
-            | EntryKey::Queued(t, _)
-            | EntryKey::Cron(t, _, _)
-            | EntryKey::Held(t, _, _, _) => t,
-        }
-    }
-
     pub fn encode(&self) -> String {
         match self {
             EntryKey::Run(t, r) => format!("{t}/run/{r}"),
@@ -190,6 +186,7 @@ mod tests {
         let c = Entry::Cron(CronCursor {
             last_tick: DateTime::from_timestamp(60, 0).unwrap(),
             last_run: None,
+            fired_at: None,
         });
         assert_eq!(Entry::decode(&c.encode()).unwrap(), c);
         assert!(matches!(

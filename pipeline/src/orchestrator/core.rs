@@ -78,17 +78,22 @@ pub struct ChangelogWrite {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NeedDefinitions;
 
-/// Counts since start, for metrics.
+/// Where an input fed to a run comes from.
+#[derive(Clone, Copy)]
+enum Origin<'r, 'a> {
+    /// A consumed record; `definitions_fresh` as [`Core::handle`] was told.
+    Record(&'r Record<'a>, bool),
+    /// A timer of the run's own.
+    Timer,
+}
+
+/// Counts since start, for tests and inspection (the metrics follow the outputs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
-    pub runs_started: u64,
+    /// Runs that waited for a quota slot.
     pub runs_queued: u64,
-    pub runs_finished: BTreeMap<&'static str, u64>,
-    pub dead_letters: BTreeMap<&'static str, u64>,
+    /// Triggers of runs already known, and results of runs already finished.
     pub duplicates: u64,
-    pub timers_fired: u64,
-    pub cron_fired: u64,
-    pub tasks_held: u64,
 }
 
 /// How much of a quota each tenant and each of its workflows uses: running runs, or
@@ -250,7 +255,8 @@ impl Core {
     }
 
     /// Takes over a partition from its changelog: `entries` are the latest value of
-    /// each key, in any order. Undecodable entries are returned (and skipped).
+    /// each key, decoded, in any order (the reader skips what does not decode). An
+    /// entry of the wrong kind for its key is logged and skipped.
     pub fn restore(&mut self, partition: i32, entries: Vec<(EntryKey, Entry)>) {
         let mut st = PartitionState::default();
         let mut queued = Vec::new();
@@ -415,7 +421,11 @@ impl Core {
             InputTopic::Triggers => match TriggerEvent::decode(rec.key, payload) {
                 Ok(trigger) => {
                     let run = trigger.run_id(rec.partition, rec.offset);
+                    let schedule = cron_schedule_of(&trigger);
                     self.trigger(&rec, run, trigger, now, definitions_fresh)?;
+                    if let Some(key) = schedule {
+                        self.cron_trigger_arrived(rec.partition, key, run);
+                    }
                 }
                 Err(e) => {
                     let kind = match e {
@@ -426,7 +436,9 @@ impl Core {
                 }
             },
             InputTopic::Signals => match SignalEvent::decode(payload) {
-                Ok(s) if key_names(key, &s.tenant) => self.signal(&rec, s, now),
+                Ok(s) if key_names(key, &s.tenant) => {
+                    self.signal(&rec, s, now, definitions_fresh)?;
+                }
                 Ok(s) => self.dead_letter(
                     &rec,
                     DeadLetterKind::Invalid,
@@ -438,7 +450,9 @@ impl Core {
                 Err(e) => self.dead_letter(&rec, DeadLetterKind::Undecodable, e),
             },
             InputTopic::Results => match decode_result(payload) {
-                Ok(r) if key_names(key, &r.tenant) => self.result(&rec, r, now),
+                Ok(r) if key_names(key, &r.tenant) => {
+                    self.result(&rec, r, now, definitions_fresh)?;
+                }
                 Ok(r) => self.dead_letter(
                     &rec,
                     DeadLetterKind::Invalid,
@@ -564,56 +578,85 @@ impl Core {
                 .insert(tenant.clone(), q.trigger.workflow.clone());
             st.running.add(&tenant, &q.trigger.workflow);
         }
-        self.stats.runs_started += 1;
-        self.apply(p, q.run, q.trigger.parent_run, BTreeSet::new(), t, now);
+        let parent = q.trigger.parent_run;
+        self.apply(p, q.run, parent, version, BTreeSet::new(), t, now);
     }
 
     /// Feeds `input` to `run` and everything that follows from it (a finished child
     /// tells its parent, a cancelled parent its children) within this partition.
-    fn drive(&mut self, p: i32, run: RunId, input: Input, now: DateTime<Utc>) {
+    ///
+    /// When the run's definition is missing, nothing changes: a record's input asks for
+    /// the catalog to be caught up (`NeedDefinitions`, before anything else is done),
+    /// then goes to the dead-letter topic; a timer or a follow-up input is logged.
+    fn drive(
+        &mut self,
+        p: i32,
+        run: RunId,
+        input: Input,
+        now: DateTime<Utc>,
+        origin: Origin<'_, '_>,
+    ) -> Result<(), NeedDefinitions> {
+        let mut origin = Some(origin);
         let mut work = VecDeque::from([(run, input)]);
         while let Some((run, input)) = work.pop_front() {
+            // The first input is the origin's; the others follow from it.
+            let origin = origin.take();
             let Some(st) = self.parts.get_mut(&p) else {
-                return;
+                return Ok(());
             };
-            let Some(stored) = st.runs.remove(&run) else {
+            let Some(live) = st.runs.get(&run).map(StoredRun::live) else {
                 if let Input::Cancel { reason } = input {
                     self.cancel_queued(p, run, &reason, now);
                 }
                 continue;
             };
-            let Some(live) = stored.live() else {
-                st.runs.insert(run, stored);
+            let Some(live) = live else {
+                // Does not decode (logged): kept as it is.
                 continue;
             };
+            let (tenant, workflow, v) =
+                (&live.state.tenant, &live.state.workflow, live.state.version);
+            let Some(version) = self.catalog.version(tenant, workflow, v) else {
+                // Versions are immutable and the topic is compacted, never deleted: this
+                // means the catalog was not loaded. Keep the run as it is.
+                let reason = format!(
+                    "run {run} is at version {v} of workflow {:?}, which the catalog of \
+                     tenant {:?} does not hold; input not applied",
+                    workflow.as_str(),
+                    tenant.as_str()
+                );
+                match origin {
+                    Some(Origin::Record(_, false)) => return Err(NeedDefinitions),
+                    Some(Origin::Record(rec, true)) => {
+                        self.dead_letter(rec, DeadLetterKind::Internal, reason);
+                    }
+                    Some(Origin::Timer) | None => {
+                        tracing::error!(%run, %reason, "definition of a run in flight is missing");
+                    }
+                }
+                continue;
+            };
+            st.runs.remove(&run);
             for (id, t) in &live.state.timers {
                 st.timers.remove(&(t.due, run, id.clone()));
             }
-            let Some(version) =
-                self.catalog
-                    .version(&live.state.tenant, &live.state.workflow, live.state.version)
-            else {
-                // Versions are immutable and the topic is compacted, never deleted: this
-                // means the catalog was not loaded. Keep the run as it is.
-                tracing::error!(%run, workflow = %live.state.workflow, version = live.state.version,
-                    "definition of a run in flight is missing; input not applied");
-                st.runs.insert(run, stored);
-                continue;
-            };
             let parent = live.parent;
             let before = inflight_of(&live.state);
             let t = advance(&version.workflow, Some(live.state), input, now);
-            work.extend(self.apply(p, run, parent, before, t, now));
+            work.extend(self.apply(p, run, parent, &version, before, t, now));
         }
+        Ok(())
     }
 
     /// Stores the transition's state, writes its commands, and returns the inputs it
     /// causes for other runs of this partition.
+    #[allow(clippy::too_many_arguments)]
     fn apply(
         &mut self,
         p: i32,
         run: RunId,
         parent: Option<RunId>,
+        version: &Version,
         before: BTreeSet<(StepId, u32)>,
         t: Transition,
         now: DateTime<Utc>,
@@ -696,16 +739,7 @@ impl Core {
         } else {
             inflight_of(&state)
         };
-        let (workflow, version) = (state.workflow.clone(), state.version);
-        self.settle_tasks(
-            p,
-            run,
-            &tenant,
-            (&workflow, version),
-            &before,
-            &after,
-            dispatches,
-        );
+        self.settle_tasks(p, run, &tenant, version, &before, &after, dispatches);
         let Some(st) = self.parts.get_mut(&p) else {
             return follow;
         };
@@ -721,11 +755,6 @@ impl Core {
                 },
             );
             st.running.remove(&tenant, &workflow);
-            *self
-                .stats
-                .runs_finished
-                .entry(state.status.as_str())
-                .or_default() += 1;
             self.start_queued(p, &tenant, now);
         } else {
             for (id, timer) in &state.timers {
@@ -740,17 +769,26 @@ impl Core {
     /// Accounts for the task attempts a transition ended and dispatched: ended ones free
     /// their slot (or leave the waiting line), new ones go out if the tenant and the
     /// workflow have a slot and wait in line otherwise; freed slots go to the line.
+    ///
+    /// A dispatch the same transition already ended (a fail-fast sibling failed, the run
+    /// was cancelled) is what it would be if the two came one after the other: with a
+    /// free slot it goes out (the engine emitted its `started` event, and a result for
+    /// an attempt nothing waits for is a no-op) and frees the slot at once; without one
+    /// it would have waited in line and left the line, so it is not sent. Either way no
+    /// slot stays taken, as a restore (which counts what the engine waits for) says.
     #[allow(clippy::too_many_arguments)]
     fn settle_tasks(
         &mut self,
         p: i32,
         run: RunId,
         tenant: &TenantId,
-        (workflow, version): (&WorkflowId, u32),
+        version: &Version,
         before: &BTreeSet<(StepId, u32)>,
         after: &BTreeSet<(StepId, u32)>,
         dispatches: Vec<TaskMessage>,
     ) {
+        let workflow = &version.record.workflow;
+        let workflow_max = version.workflow.definition().max_inflight_tasks;
         let Some(st) = self.parts.get_mut(&p) else {
             return;
         };
@@ -771,7 +809,12 @@ impl Core {
             }
         }
         for task in dispatches {
-            if self.task_slot(p, tenant, workflow, version) {
+            let slot = self.task_slot(p, tenant, workflow, workflow_max);
+            if !after.contains(&(task.step.clone(), task.attempt)) {
+                if slot {
+                    self.out.push(Output::Task(task));
+                }
+            } else if slot {
                 self.send_task(p, tenant, workflow, task);
             } else if let Some(st) = self.parts.get_mut(&p) {
                 let seq = st.next_seq;
@@ -787,11 +830,10 @@ impl Core {
                     HeldTask {
                         seq,
                         workflow: workflow.clone(),
-                        version,
+                        version: version.record.version,
                         task,
                     },
                 );
-                self.stats.tasks_held += 1;
             }
         }
         if freed {
@@ -799,7 +841,15 @@ impl Core {
         }
     }
 
-    fn task_slot(&self, p: i32, tenant: &TenantId, workflow: &WorkflowId, version: u32) -> bool {
+    /// Whether one more task fits under the tenant's in-flight limit and `workflow_max`
+    /// (the workflow's, from the version the task belongs to).
+    fn task_slot(
+        &self,
+        p: i32,
+        tenant: &TenantId,
+        workflow: &WorkflowId,
+        workflow_max: Option<u32>,
+    ) -> bool {
         let Some(st) = self.parts.get(&p) else {
             return false;
         };
@@ -807,9 +857,7 @@ impl Core {
             tenant,
             workflow,
             self.settings.quota_for(tenant).max_inflight_tasks,
-            self.catalog
-                .version(tenant, workflow, version)
-                .and_then(|v| v.workflow.definition().max_inflight_tasks),
+            workflow_max,
         )
     }
 
@@ -822,22 +870,39 @@ impl Core {
 
     /// Dispatches the tenant's waiting tasks, oldest first, while slots allow.
     fn release_held(&mut self, p: i32, tenant: &TenantId) {
-        let Some(st) = self.parts.get(&p) else {
-            return;
-        };
-        let waiting: Vec<(u64, WorkflowId, u32)> = st
-            .held
-            .get(tenant)
-            .into_iter()
-            .flat_map(BTreeMap::values)
-            .map(|h| (h.seq, h.workflow.clone(), h.version))
-            .collect();
         let tenant_max = self.settings.quota_for(tenant).max_inflight_tasks;
-        for (seq, workflow, version) in waiting {
-            if !self.task_slot(p, tenant, &workflow, version) {
-                if self.parts[&p].tasks.tenant(tenant) >= tenant_max {
-                    return;
-                }
+        // Workflow versions refused a slot in this call: sending only takes slots, so
+        // they stay refused, and their tasks further down the line are passed over.
+        let mut refused: Vec<(WorkflowId, u32)> = Vec::new();
+        let mut from = 0;
+        loop {
+            let Some(st) = self.parts.get_mut(&p) else {
+                return;
+            };
+            if st.tasks.tenant(tenant) >= tenant_max {
+                return;
+            }
+            let Some(line) = st.held.get_mut(tenant) else {
+                return;
+            };
+            let Some((seq, workflow, version)) = line
+                .range(from..)
+                .find(|(_, h)| {
+                    !refused
+                        .iter()
+                        .any(|(w, v)| *w == h.workflow && *v == h.version)
+                })
+                .map(|(seq, h)| (*seq, h.workflow.clone(), h.version))
+            else {
+                return;
+            };
+            from = seq + 1;
+            let workflow_max = self
+                .catalog
+                .version(tenant, &workflow, version)
+                .and_then(|v| v.workflow.definition().max_inflight_tasks);
+            if !self.task_slot(p, tenant, &workflow, workflow_max) {
+                refused.push((workflow, version));
                 continue;
             }
             let Some(st) = self.parts.get_mut(&p) else {
@@ -938,11 +1003,6 @@ impl Core {
         self.dirty
             .insert((p, EntryKey::Queued(tenant.clone(), run)));
         self.dirty.insert((p, EntryKey::Run(tenant.clone(), run)));
-        *self
-            .stats
-            .runs_finished
-            .entry(RunStatus::Cancelled.as_str())
-            .or_default() += 1;
         self.out.push(Output::Event(Event::Run(RunEvent {
             tenant,
             run,
@@ -960,10 +1020,16 @@ impl Core {
         })));
     }
 
-    fn signal(&mut self, rec: &Record<'_>, s: SignalEvent, now: DateTime<Utc>) {
+    fn signal(
+        &mut self,
+        rec: &Record<'_>,
+        s: SignalEvent,
+        now: DateTime<Utc>,
+        definitions_fresh: bool,
+    ) -> Result<(), NeedDefinitions> {
         let p = rec.partition;
         let Some(st) = self.parts.get(&p) else {
-            return;
+            return Ok(());
         };
         // Run ids are global and tenants share partitions: a signal acts only on a run
         // of the tenant it came from, and another tenant's run looks like no run.
@@ -980,7 +1046,7 @@ impl Core {
                 ),
             };
             self.dead_letter(rec, DeadLetterKind::UnknownRun, reason);
-            return;
+            return Ok(());
         }
         let input = match s.action {
             SignalAction::Signal {
@@ -994,7 +1060,7 @@ impl Core {
                         DeadLetterKind::UnknownRun,
                         format!("run {} has not started yet (queued by quota)", s.run),
                     );
-                    return;
+                    return Ok(());
                 }
                 Input::Signal {
                     name,
@@ -1004,17 +1070,24 @@ impl Core {
             }
             SignalAction::Cancel { reason } => Input::Cancel { reason },
         };
-        self.drive(p, s.run, input, now);
+        self.drive(p, s.run, input, now, Origin::Record(rec, definitions_fresh))
     }
 
-    fn result(&mut self, rec: &Record<'_>, r: TaskResult, now: DateTime<Utc>) {
+    fn result(
+        &mut self,
+        rec: &Record<'_>,
+        r: TaskResult,
+        now: DateTime<Utc>,
+        definitions_fresh: bool,
+    ) -> Result<(), NeedDefinitions> {
         let p = rec.partition;
         let Some(st) = self.parts.get(&p) else {
-            return;
+            return Ok(());
         };
         let owned = owner_of(st, &r.run).as_ref() == Some(&r.tenant);
         if owned && st.runs.contains_key(&r.run) {
-            self.drive(p, r.run, Input::StepResult(r), now);
+            let origin = Origin::Record(rec, definitions_fresh);
+            return self.drive(p, r.run, Input::StepResult(r), now, origin);
         } else if owned && st.finished.contains_key(&r.run) {
             // A late or repeated result of a finished run: at-least-once workers.
             self.stats.duplicates += 1;
@@ -1029,6 +1102,7 @@ impl Core {
                 ),
             );
         }
+        Ok(())
     }
 
     /// When the earliest timer of any owned partition is due.
@@ -1053,11 +1127,11 @@ impl Core {
                 }
                 st.timers.remove(&first);
                 let (_, run, id) = first;
-                self.drive(p, run, Input::TimerFired { id }, now);
+                // Only a record's input can ask for the definitions.
+                let _ = self.drive(p, run, Input::TimerFired { id }, now, Origin::Timer);
                 fired += 1;
             }
         }
-        self.stats.timers_fired += fired as u64;
         fired
     }
 
@@ -1092,6 +1166,7 @@ impl Core {
                 let mut cursor = stored.clone().unwrap_or(CronCursor {
                     last_tick: version.record.created_at,
                     last_run: None,
+                    fired_at: None,
                 });
                 let mut fired = 0u32;
                 while let Some(mut tick) =
@@ -1116,12 +1191,12 @@ impl Core {
                         }
                         tick = last_missed;
                     }
+                    // The run fired for the previous tick: its trigger not consumed back
+                    // yet (fired earlier in this very pass, say), queued or running.
                     let previous_active = cursor.last_run.is_some_and(|r| {
-                        st.runs.contains_key(&r)
+                        cursor.fired_at.is_some()
+                            || st.runs.contains_key(&r)
                             || st.queued.contains_key(&r)
-                            // Fired but not consumed back yet.
-                            || (!st.finished.contains_key(&r)
-                                && now - cursor.last_tick < Duration::seconds(60))
                     });
                     if previous_active && cron.overlap == OverlapPolicy::Queue {
                         break;
@@ -1141,11 +1216,11 @@ impl Core {
                     let run = trigger.run_id(p, 0);
                     trigger.run_id = Some(run);
                     cursor.last_run = Some(run);
+                    cursor.fired_at = Some(now);
                     self.out.push(Output::Trigger {
                         partition: p,
                         trigger,
                     });
-                    self.stats.cron_fired += 1;
                     fired += 1;
                     if fired >= self.settings.misfire_max_ticks.max(1) {
                         break;
@@ -1163,6 +1238,22 @@ impl Core {
             }
         }
         next_due
+    }
+
+    /// A trigger a schedule fired was consumed back (its run started, queued, was a
+    /// duplicate or went to the dead-letter topic): the schedule's run is no longer on
+    /// its way, and from now on is active only while queued or running.
+    fn cron_trigger_arrived(&mut self, p: i32, key: (TenantId, WorkflowId, u32), run: RunId) {
+        let Some(st) = self.parts.get_mut(&p) else {
+            return;
+        };
+        if let Some(cursor) = st.cron.get_mut(&key)
+            && cursor.last_run == Some(run)
+            && cursor.fired_at.is_some()
+        {
+            cursor.fired_at = None;
+            self.dirty.insert((p, EntryKey::Cron(key.0, key.1, key.2)));
+        }
     }
 
     /// Forgets finished runs older than the retention, with tombstones.
@@ -1187,7 +1278,6 @@ impl Core {
 
     fn dead_letter(&mut self, rec: &Record<'_>, kind: DeadLetterKind, reason: String) {
         tracing::warn!(partition = rec.partition, offset = rec.offset, kind = kind.as_str(), %reason, "dead letter");
-        *self.stats.dead_letters.entry(kind.as_str()).or_default() += 1;
         self.out.push(Output::DeadLetter(DeadLetter {
             kind,
             reason,
@@ -1216,6 +1306,20 @@ fn owner_of(st: &PartitionState, run: &RunId) -> Option<TenantId> {
         return Some(tenant.clone());
     }
     st.finished.get(run).map(|f| f.tenant.clone())
+}
+
+/// The schedule (cursor key) that fired a cron trigger: its idempotency key is
+/// `cron/<n>/<tick>`.
+fn cron_schedule_of(t: &TriggerEvent) -> Option<(TenantId, WorkflowId, u32)> {
+    if t.source != TriggerSource::Cron {
+        return None;
+    }
+    let (idx, _) = t
+        .idempotency_key
+        .as_deref()?
+        .strip_prefix("cron/")?
+        .split_once('/')?;
+    Some((t.tenant.clone(), t.workflow.clone(), idx.parse().ok()?))
 }
 
 fn key_names(key: &[u8], tenant: &TenantId) -> bool {
@@ -1408,18 +1512,7 @@ mod tests {
         assert_eq!(next.len(), 1);
         assert_eq!(c.load()[&p], (2, 2));
         // The queue survives a restore from the changelog.
-        let writes = c.take_changelog();
-        let entries: Vec<(EntryKey, Entry)> = writes
-            .iter()
-            .filter_map(|w| {
-                Some((
-                    EntryKey::decode(w.key.as_bytes()).unwrap(),
-                    Entry::decode(w.value.as_ref()?).unwrap(),
-                ))
-            })
-            .collect();
-        let mut again = Core::new(Arc::clone(&c.settings), Arc::clone(&c.catalog), PARTS);
-        again.restore(p, entries);
+        let mut again = restored(&mut c, p);
         assert_eq!(again.load()[&p], (2, 2));
         answer(&mut again, p, 101, &started[1]);
         assert_eq!(tasks(&mut again).len(), 1);
@@ -1495,6 +1588,35 @@ mod tests {
             1,
             "another workflow's task is not held"
         );
+    }
+
+    #[test]
+    fn a_freed_slot_passes_over_waiting_tasks_of_a_workflow_at_its_limit() {
+        // Two tasks in flight for the tenant; `one` may have one of its own.
+        let (mut c, p) = core_with(
+            &[three_branches("one", Some(1)), three_branches("fan", None)],
+            100,
+            2,
+        );
+        trigger(&mut c, p, 0, "one");
+        let one = tasks(&mut c);
+        trigger(&mut c, p, 1, "fan");
+        let fan = tasks(&mut c);
+        assert_eq!((one.len(), fan.len()), (1, 1));
+        assert_eq!(c.task_load()[&p], (2, 4));
+        // `fan`'s slot goes to `fan`'s next task, past `one`'s two older ones.
+        answer(&mut c, p, 10, &fan[0]);
+        let next = tasks(&mut c);
+        assert_eq!(next.len(), 1);
+        assert_eq!((next[0].run, next[0].step.as_str()), (fan[0].run, "b"));
+        assert_eq!(c.task_load()[&p], (2, 3));
+        // `one`'s slot goes to `one`'s oldest waiting task.
+        answer(&mut c, p, 11, &one[0]);
+        let next = tasks(&mut c);
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].run, one[0].run);
+        assert_eq!(next[0].step.as_str(), "b");
+        assert_eq!(c.task_load()[&p], (2, 2));
     }
 
     #[test]
@@ -1581,6 +1703,201 @@ mod tests {
         trigger(&mut c, p, 7, "w");
         assert!(c.take_outputs().is_empty());
         assert_eq!(c.stats().duplicates, 1);
+    }
+
+    /// A parallel step whose second branch fails at once: fail-fast cancels the first
+    /// branch's task in the very transition that dispatched it.
+    fn task_then_fail(id: &str) -> serde_json::Value {
+        json!({"id": id, "steps": [{"id": "both", "parallel": {"branches": [
+            {"steps": [{"id": "a", "task": {"connector": "noop"}}]},
+            {"steps": [{"id": "boom", "fail": {"message": "no"}}]}]}}]})
+    }
+
+    #[test]
+    fn a_task_cancelled_by_the_transition_that_dispatched_it_takes_no_slot() {
+        let (mut c, p) = core(&[task_then_fail("tf")], 100);
+        trigger(&mut c, p, 0, "tf");
+        // It had a slot, so it went out (results of cancelled branches are no-ops) ...
+        let sent = tasks(&mut c);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(c.load()[&p].0, 0, "the run ended");
+        // ... but nothing waits for it: no slot stays taken, as a restore would say.
+        assert_eq!(c.task_load()[&p], (0, 0));
+        assert_eq!(restored(&mut c, p).task_load()[&p], (0, 0));
+        // Its late answer changes nothing.
+        answer(&mut c, p, 1, &sent[0]);
+        assert_eq!(c.task_load()[&p], (0, 0));
+    }
+
+    #[test]
+    fn a_task_cancelled_by_the_transition_that_would_hold_it_does_not_wait_in_line() {
+        // One task in flight allowed, and taken by `w`.
+        let (mut c, p) = core_with(&[one_task("w", None), task_then_fail("tf")], 100, 1);
+        trigger(&mut c, p, 0, "w");
+        let first = tasks(&mut c);
+        assert_eq!(first.len(), 1);
+        trigger(&mut c, p, 1, "tf");
+        assert!(tasks(&mut c).is_empty());
+        assert_eq!(c.task_load()[&p], (1, 0), "nothing waits for a slot");
+        assert!(c.take_changelog().iter().all(|w| !w.key.contains("/held/")));
+        // The freed slot sends nothing: the cancelled attempt is not in line.
+        answer(&mut c, p, 2, &first[0]);
+        assert!(tasks(&mut c).is_empty());
+        assert_eq!(c.task_load()[&p], (0, 0));
+    }
+
+    fn cron_def(id: &str, overlap: &str, misfire: &str) -> serde_json::Value {
+        json!({"id": id, "triggers": {"cron": [{"schedule": "*/10 * * * * *",
+               "overlap": overlap, "misfire": misfire}]},
+               "steps": [{"id": "t", "task": {"connector": "noop"}}]})
+    }
+
+    /// The cron triggers written since the last call, as seconds after `t0`.
+    fn cron_triggers(c: &mut Core) -> Vec<(i64, i32, TriggerEvent)> {
+        c.take_outputs()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Trigger { partition, trigger } => Some((
+                    trigger.occurred_at.unwrap().timestamp() - t0().timestamp(),
+                    partition,
+                    trigger,
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Consumes a fired trigger back, as the runner does, and returns its run's task.
+    fn consume(c: &mut Core, offset: i64, fired: &(i64, i32, TriggerEvent)) -> Vec<TaskMessage> {
+        feed(c, InputTopic::Triggers, fired.1, offset, &fired.2.encode());
+        tasks(c)
+    }
+
+    #[test]
+    fn cron_overlap_skip_counts_a_run_fired_earlier_in_the_same_catch_up_pass() {
+        let (mut c, p) = core(&[cron_def("s", "skip", "fire_all")], 100);
+        c.fire_cron(t0() + Duration::seconds(10));
+        let on_time = cron_triggers(&mut c);
+        assert_eq!(on_time.len(), 1);
+        let task = consume(&mut c, 0, &on_time[0]);
+        answer(&mut c, p, 1, &task[0]);
+        // Down for 5 minutes, 30 ticks missed: the first fires, and while its run is
+        // active (here: on its way through the triggers topic) the others are dropped.
+        let next = c.fire_cron(t0() + Duration::seconds(310));
+        let caught_up = cron_triggers(&mut c);
+        let ticks: Vec<i64> = caught_up.iter().map(|t| t.0).collect();
+        assert_eq!(ticks, [20], "{ticks:?}");
+        assert_eq!(next, Some(t0() + Duration::seconds(320)));
+        // Still on its way after a restore: the next tick is dropped too.
+        let mut c = restored(&mut c, p);
+        c.fire_cron(t0() + Duration::seconds(320));
+        assert!(cron_triggers(&mut c).is_empty());
+        // Consumed and running: still active.
+        let task = consume(&mut c, 2, &caught_up[0]);
+        c.fire_cron(t0() + Duration::seconds(330));
+        assert!(cron_triggers(&mut c).is_empty());
+        // Ended: the next tick fires.
+        answer(&mut c, p, 3, &task[0]);
+        c.fire_cron(t0() + Duration::seconds(340));
+        let ticks: Vec<i64> = cron_triggers(&mut c).iter().map(|t| t.0).collect();
+        assert_eq!(ticks, [340]);
+    }
+
+    #[test]
+    fn cron_overlap_queue_holds_missed_ticks_until_the_previous_run_ends() {
+        let (mut c, p) = core(&[cron_def("q", "queue", "fire_all")], 100);
+        // Down from the start for 5 minutes.
+        c.fire_cron(t0() + Duration::seconds(300));
+        let fired = cron_triggers(&mut c);
+        assert_eq!(fired.iter().map(|t| t.0).collect::<Vec<_>>(), [10]);
+        c.fire_cron(t0() + Duration::seconds(301));
+        assert!(cron_triggers(&mut c).is_empty(), "held while on its way");
+        let task = consume(&mut c, 0, &fired[0]);
+        c.fire_cron(t0() + Duration::seconds(302));
+        assert!(cron_triggers(&mut c).is_empty(), "held while running");
+        answer(&mut c, p, 1, &task[0]);
+        // The run ended: the next held tick, and only it, fires.
+        c.fire_cron(t0() + Duration::seconds(303));
+        let fired = cron_triggers(&mut c);
+        assert_eq!(fired.iter().map(|t| t.0).collect::<Vec<_>>(), [20]);
+    }
+
+    #[test]
+    fn a_dead_lettered_cron_trigger_does_not_block_its_schedule() {
+        let mut def = cron_def("bad", "skip", "fire_once");
+        def["input_schema"] = json!({"type": "object", "required": ["x"]});
+        let (mut c, _) = core(&[def], 100);
+        c.fire_cron(t0() + Duration::seconds(10));
+        let fired = cron_triggers(&mut c);
+        assert_eq!(fired.len(), 1);
+        feed(
+            &mut c,
+            InputTopic::Triggers,
+            fired[0].1,
+            0,
+            &fired[0].2.encode(),
+        );
+        assert!(
+            c.take_outputs().iter().any(
+                |o| matches!(o, Output::DeadLetter(d) if d.kind == DeadLetterKind::InvalidInput)
+            )
+        );
+        c.fire_cron(t0() + Duration::seconds(20));
+        assert_eq!(cron_triggers(&mut c).len(), 1, "no run is active");
+    }
+
+    fn without_catalog(c: &mut Core, p: i32) -> Core {
+        let mut again = restored(c, p);
+        again.catalog = Arc::new(Catalog::default());
+        again
+    }
+
+    #[test]
+    fn an_input_for_a_run_whose_definition_is_missing_is_dead_lettered_and_the_run_kept() {
+        let mut def = one_task("w", None);
+        def["timeout"] = json!("1h");
+        def["steps"][0]["task"]["timeout"] = json!("10s");
+        let (mut c, p) = core(&[def], 10);
+        trigger(&mut c, p, 0, "w");
+        let task = tasks(&mut c).remove(0);
+        let mut c = without_catalog(&mut c, p);
+        let timers = c.next_timer();
+        assert!(timers.is_some());
+        let result = TaskResult {
+            tenant: task.tenant.clone(),
+            run: task.run,
+            step: task.step.clone(),
+            attempt: task.attempt,
+            outcome: TaskOutcome::Ok { output: json!(1) },
+            started_at: t0(),
+            finished_at: t0(),
+        };
+        let bytes = serde_json::to_vec(&result).unwrap();
+        let rec = Record {
+            topic: InputTopic::Results,
+            partition: p,
+            offset: 5,
+            key: Some(b"acme"),
+            payload: Some(&bytes),
+        };
+        // The catalog may be behind: asks for it to be caught up first.
+        assert_eq!(c.handle(rec, t0(), false), Err(NeedDefinitions));
+        assert!(c.take_outputs().is_empty());
+        // Caught up and still missing: set aside, the run and its timers untouched.
+        c.handle(rec, t0(), true).unwrap();
+        let out = c.take_outputs();
+        assert!(
+            matches!(&out[..], [Output::DeadLetter(d)] if d.kind == DeadLetterKind::Internal
+                && d.offset == 5 && d.payload.as_deref() == Some(&bytes[..])
+                && d.reason.contains("\"w\"") && d.reason.contains("version 1")),
+            "{out:?}"
+        );
+        assert_eq!(c.next_timer(), timers);
+        assert!(c.run_state(&task.run).is_some_and(|s| !s.is_terminal()));
+        // A timer of the run fires: the run keeps its other timers.
+        c.fire_timers(t0() + Duration::seconds(20));
+        assert_eq!(c.next_timer(), Some(t0() + Duration::hours(1)));
+        assert!(c.run_state(&task.run).is_some_and(|s| !s.is_terminal()));
     }
 
     #[test]

@@ -1,13 +1,12 @@
 //! What the orchestrator reports on `/metrics`.
 
+use aiq_topics::labels::MAX_NAMED_TENANTS;
 use aiq_topics::{Event, TenantLabels};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
-/// Tenants named in labels; later ones are counted as `other`, so the series count
-/// cannot grow with the number of tenants.
-pub const MAX_NAMED_TENANTS: usize = 100;
-
 pub struct OrchestratorMetrics {
+    /// The first `MAX_NAMED_TENANTS` tenants are named in labels, later ones counted as
+    /// `other`, so the series count cannot grow with the number of tenants.
     tenants: TenantLabels,
     pub commit_seconds: Histogram,
     pub batch_records: Histogram,
@@ -84,7 +83,7 @@ impl OrchestratorMetrics {
             ),
             runs: counter_vec(
                 "aiq_orchestrator_runs_total",
-                "Run events by tenant, workflow and status (running = started)",
+                "Run events by tenant and status (running = started)",
                 &["tenant", "status"],
             ),
             steps: counter_vec(
@@ -102,15 +101,10 @@ impl OrchestratorMetrics {
                 .runs
                 .with_label_values(&[tenant.as_str(), r.status.as_str()])
                 .inc(),
-            Event::Step(s) => {
-                let status = serde_json::to_value(s.status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                self.steps
-                    .with_label_values(&[tenant.as_str(), s.kind.as_str(), status.as_str()])
-                    .inc();
-            }
+            Event::Step(s) => self
+                .steps
+                .with_label_values(&[tenant.as_str(), s.kind.as_str(), s.status.as_str()])
+                .inc(),
         }
     }
 }
