@@ -2,9 +2,11 @@
 //! for Azure Event Hubs' Kafka endpoint by configuration alone) and topic administration.
 
 pub mod admin;
+pub mod dead_letter;
 pub mod settings;
 pub mod tail;
 
 pub use admin::{TopicAction, TopicReport, apply_topics};
+pub use dead_letter::DeadLetterOrigin;
 pub use settings::{KafkaError, KafkaSettings, SecurityProtocol};
 pub use tail::{Tail, TailRecord, TailSync, tail_topic};

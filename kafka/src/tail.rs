@@ -35,6 +35,8 @@ pub struct Tail {
 #[derive(Clone)]
 pub struct TailSync {
     topic: String,
+    /// The topic's partitions when the tail started: the ones it reads.
+    partitions: Arc<[i32]>,
     /// The next offset to be handed over, per partition.
     consumed: Arc<Mutex<HashMap<i32, i64>>>,
     watermarks: Arc<BaseConsumer>,
@@ -42,22 +44,17 @@ pub struct TailSync {
 
 impl TailSync {
     /// Blocks until every record present when called has been handed over, or until
-    /// `timeout`; returns whether it caught up.
+    /// `timeout`; returns whether it caught up. The whole call, asking the brokers
+    /// where each partition ends included, stays within `timeout`.
     pub fn catch_up_blocking(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        let mut ends = Vec::new();
-        let partitions: Vec<i32> = match self.watermarks.fetch_metadata(Some(&self.topic), timeout)
-        {
-            Ok(md) => md
-                .topics()
-                .iter()
-                .filter(|t| t.name() == self.topic)
-                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                .collect(),
-            Err(_) => return false,
-        };
-        for p in partitions {
-            match self.watermarks.fetch_watermarks(&self.topic, p, timeout) {
+        let mut ends = Vec::with_capacity(self.partitions.len());
+        for &p in self.partitions.iter() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match self.watermarks.fetch_watermarks(&self.topic, p, left) {
                 Ok((low, high)) if high > low => ends.push((p, high)),
                 Ok(_) => {}
                 Err(_) => return false,
@@ -141,14 +138,8 @@ where
             brokers: settings.brokers.clone(),
             source,
         })?;
-    let consumed: Arc<Mutex<HashMap<i32, i64>>> = Arc::default();
-    let sync = TailSync {
-        topic: topic.to_owned(),
-        consumed: Arc::clone(&consumed),
-        watermarks: Arc::new(watermarks),
-    };
     let topic_name = topic.to_owned();
-    let (consumer, ends) = tokio::task::spawn_blocking(move || {
+    let (consumer, ends, partitions) = tokio::task::spawn_blocking(move || {
         let md = consumer
             .fetch_metadata(Some(&topic_name), META_TIMEOUT)
             .map_err(|source| KafkaError::Admin {
@@ -170,7 +161,7 @@ where
         }
         let mut ends = HashMap::new();
         let mut tpl = TopicPartitionList::new();
-        for p in partitions {
+        for &p in &partitions {
             let (low, high) = consumer
                 .fetch_watermarks(&topic_name, p, META_TIMEOUT)
                 .map_err(|source| KafkaError::Admin {
@@ -190,7 +181,7 @@ where
             op: "assign",
             source,
         })?;
-        Ok((consumer, ends))
+        Ok((consumer, ends, partitions))
     })
     .await
     .map_err(|e| KafkaError::AdminItem {
@@ -199,6 +190,13 @@ where
         code: e.to_string(),
     })??;
 
+    let consumed: Arc<Mutex<HashMap<i32, i64>>> = Arc::default();
+    let sync = TailSync {
+        topic: topic.to_owned(),
+        partitions: partitions.into(),
+        consumed: Arc::clone(&consumed),
+        watermarks: Arc::new(watermarks),
+    };
     let (tx, rx) = watch::channel(ends.is_empty());
     let topic = topic.to_owned();
     let task = tokio::spawn(async move {
@@ -257,4 +255,33 @@ fn uuid_like() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!("{nanos:x}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// Nothing answers: the call as a whole still ends at its timeout, not after one
+    /// full timeout per partition.
+    #[test]
+    fn catching_up_stays_within_its_timeout_when_the_brokers_do_not_answer() {
+        let settings = KafkaSettings::plaintext("127.0.0.1:1", "t.", 1, 1);
+        let watermarks: BaseConsumer = settings
+            .client_config()
+            .set("group.id", "aiq-tail-test")
+            .create()
+            .unwrap();
+        let sync = TailSync {
+            topic: "t.definitions".into(),
+            partitions: vec![0, 1, 2, 3].into(),
+            consumed: Arc::default(),
+            watermarks: Arc::new(watermarks),
+        };
+        let started = Instant::now();
+        assert!(!sync.catch_up_blocking(Duration::from_millis(300)));
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(900), "took {took:?}");
+    }
 }

@@ -18,12 +18,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use aiq_engine::Catalog;
-use aiq_kafka::{KafkaSettings, TailSync};
-use aiq_topics::{TopicKind, dead_letter::headers};
+use aiq_kafka::{DeadLetterOrigin, KafkaSettings, TailSync};
+use aiq_topics::TopicKind;
 use chrono::Utc;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -471,16 +471,15 @@ impl Runner {
                         InputTopic::Signals => &self.names.signals,
                         InputTopic::Results => &self.names.results,
                     };
-                    let h = OwnedHeaders::new()
-                        .insert(header(headers::KIND, d.kind.as_str().as_bytes()))
-                        .insert(header(headers::REASON, d.reason.as_bytes()))
-                        .insert(header(headers::STAGE, b"orchestrator"))
-                        .insert(header(headers::TOPIC, source.as_bytes()))
-                        .insert(header(
-                            headers::PARTITION,
-                            d.partition.to_string().as_bytes(),
-                        ))
-                        .insert(header(headers::OFFSET, d.offset.to_string().as_bytes()));
+                    let h = DeadLetterOrigin {
+                        kind: d.kind,
+                        reason: &d.reason,
+                        stage: "orchestrator",
+                        topic: source,
+                        partition: d.partition,
+                        offset: d.offset,
+                    }
+                    .headers();
                     self.send(
                         &self.names.dead_letters,
                         None,
@@ -621,12 +620,5 @@ impl Runner {
             .map_err(|e| OrchestratorError::kafka("seek to committed offsets", e))?;
         let owned: Vec<i32> = self.core.owned().collect();
         self.take_over(&owned)
-    }
-}
-
-fn header<'a>(key: &'a str, value: &'a [u8]) -> Header<'a, &'a [u8]> {
-    Header {
-        key,
-        value: Some(value),
     }
 }
