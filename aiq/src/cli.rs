@@ -118,6 +118,44 @@ pub enum Command {
     /// Workflow definitions: check documents before registering them.
     #[command(subcommand)]
     Workflows(WorkflowsCommand),
+    /// Run SQL over the run history's Parquet tables `runs` and `steps`, across tenants
+    /// or (--tenant) as that tenant sees them. Read-only: DDL, DML and file access are
+    /// refused.
+    Sql {
+        /// The query, e.g. "SELECT status, count(*) FROM runs GROUP BY status".
+        query: String,
+        /// Scope the query to one tenant's rows.
+        #[arg(long)]
+        tenant: Option<aiq_topics::TenantId>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// Run a ready report from sql/reports/ (without a name: list them).
+    Report {
+        name: Option<String>,
+        /// Scope the report to one tenant's rows.
+        #[arg(long)]
+        tenant: Option<aiq_topics::TenantId>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// The Parquet history: compaction, archive and retention.
+    #[command(subcommand)]
+    History(HistoryCommand),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HistoryCommand {
+    /// Merge each old day's small files, move days past `sink.parquet.warm_days` to the
+    /// archive (zstd) and delete days past `sink.parquet.archive_days`.
+    Compact,
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,12 +3,14 @@
 
 use std::path::Path;
 
+use aiq_analytics::AnalyticsSettings;
 use aiq_connectors::ConnectorSettings;
 use aiq_ingest::settings::IngestSettings;
 use aiq_kafka::KafkaSettings;
 use aiq_pipeline::orchestrator::OrchestratorSettings;
 use aiq_pipeline::worker::WorkerSettings;
 use aiq_secrets::SecretsSettings;
+use aiq_sink::SinkSettings;
 use aiq_sql::CqlSettings;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -21,7 +23,7 @@ pub const DEFAULTS: &str = include_str!("../../config/aiq.toml");
 
 /// Top-level sections; an `AIQ_` variable outside them (`AIQ_DEV_JWT_SECRET`,
 /// `AIQ_PROMETHEUS_URL`) is not configuration and is left alone.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 11] = [
     "kafka",
     "cql",
     "serve",
@@ -30,6 +32,8 @@ const SECTIONS: [&str; 9] = [
     "worker",
     "connectors",
     "secrets",
+    "sink",
+    "analytics",
     "log",
 ];
 
@@ -44,6 +48,8 @@ pub struct Config {
     pub worker: WorkerSettings,
     pub connectors: ConnectorSettings,
     pub secrets: SecretsSettings,
+    pub sink: SinkSettings,
+    pub analytics: AnalyticsSettings,
     pub log: LogSettings,
 }
 
@@ -113,6 +119,14 @@ pub fn load(file: Option<&Path>, flags: serde_json::Value) -> Result<Config, Con
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;
     config
         .cql
+        .validate()
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    config
+        .sink
+        .validate()
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    config
+        .analytics
         .validate()
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;
     Ok(config)
@@ -203,6 +217,8 @@ mod tests {
             assert_eq!(c.worker, WorkerSettings::default());
             assert_eq!(c.connectors, ConnectorSettings::default());
             assert_eq!(c.secrets, SecretsSettings::default());
+            assert_eq!(c.sink, SinkSettings::default());
+            assert_eq!(c.analytics, AnalyticsSettings::default());
             assert_eq!(c.ingest.trigger_quota.per_second.get(), 100);
             assert!(c.ingest.tenants.is_empty());
             Ok(())

@@ -48,6 +48,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", aiq_secrets::Keyring::new_key_line(&id)?);
             Ok(std::process::ExitCode::SUCCESS)
         }
+        Command::Sql {
+            query,
+            tenant,
+            format,
+        } => commands::sql::query(&config, &query, tenant, format).await,
+        Command::Report {
+            name,
+            tenant,
+            format,
+        } => commands::sql::report(&config, name.as_deref(), tenant, format).await,
+        Command::History(cli::HistoryCommand::Compact) => commands::sql::compact(&config).await,
         Command::Workflows(_) => unreachable!("handled before loading configuration"),
     }
 }

@@ -9,6 +9,7 @@ use aiq_sql::{CqlSettings, SchemaError};
 use aiq_topics::TopicKind;
 
 use crate::catalog::Catalog;
+use crate::history::{HistoryError, HistoryStore};
 use crate::http::{App, Authenticate};
 use crate::limits::TriggerLimiter;
 use crate::publisher::{PublishError, Publisher};
@@ -25,6 +26,8 @@ pub enum BootError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Publisher(#[from] PublishError),
+    #[error(transparent)]
+    History(#[from] HistoryError),
     #[error("following the definitions topic: {0}")]
     Definitions(#[from] KafkaError),
 }
@@ -56,6 +59,8 @@ pub async fn follow_definitions(kafka: &KafkaSettings) -> Result<Definitions, Ka
     Ok(Definitions { catalog, tail })
 }
 
+/// The App over `cql`'s keyspace and `kafka`'s topics. `analytics` serves `/v1/sql` and
+/// the reports; without it those routes answer 503.
 pub async fn build(
     kafka: &KafkaSettings,
     cql: &CqlSettings,
@@ -63,9 +68,11 @@ pub async fn build(
     jwt: aiq_auth::JwtVerifier,
     keyring: Option<Arc<aiq_secrets::Keyring>>,
     definitions: &Definitions,
+    analytics: Option<Arc<aiq_analytics::Analytics>>,
 ) -> Result<Ingest, BootError> {
     let session = Arc::new(aiq_sql::connect(cql).await?);
-    let store = RegistryStore::new(session, &cql.keyspace).await?;
+    let store = RegistryStore::new(Arc::clone(&session), &cql.keyspace).await?;
+    let history = HistoryStore::new(session, &cql.keyspace).await?;
     let publisher = Publisher::new(kafka, settings.ack_timeout())?;
     let catalog = Arc::clone(&definitions.catalog);
     let auth: Arc<dyn Authenticate> = Arc::new(aiq_auth::Authenticator::new(
@@ -98,6 +105,8 @@ pub async fn build(
         catalog_ready: definitions.tail.watch(),
         metrics: Arc::new(crate::metrics::Metrics::new()),
         keyring,
+        history,
+        analytics,
     };
     Ok(Ingest { app })
 }

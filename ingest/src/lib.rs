@@ -5,8 +5,10 @@
 //! rate-limited per tenant, and answered only after Kafka has acknowledged what it wrote.
 
 pub mod api_keys;
+pub mod audit;
 pub mod bootstrap;
 pub mod catalog;
+pub mod history;
 pub mod http;
 pub mod limits;
 pub mod metrics;

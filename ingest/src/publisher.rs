@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use aiq_kafka::KafkaSettings;
-use aiq_topics::{TopicKind, TopicSet, TriggerEvent};
+use aiq_topics::{PARENT_TRACEPARENT, TRACEPARENT, TopicKind, TopicSet, TraceParent, TriggerEvent};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 #[derive(Debug, thiserror::Error)]
@@ -60,13 +61,24 @@ impl Publisher {
         key: &str,
         payload: &[u8],
     ) -> Result<Delivery, PublishError> {
+        self.send_with(kind, key, payload, None).await
+    }
+
+    async fn send_with(
+        &self,
+        kind: TopicKind,
+        key: &str,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<Delivery, PublishError> {
         let topic = self.topics.name(kind);
+        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
         let delivery = self
             .producer
-            .send(
-                FutureRecord::to(topic).key(key).payload(payload),
-                self.timeout,
-            )
+            .send(record, self.timeout)
             .await
             .map_err(|(source, _)| PublishError::NotAcknowledged {
                 topic: topic.to_owned(),
@@ -97,8 +109,38 @@ impl Publisher {
 
     /// A trigger, keyed by its tenant.
     pub async fn trigger(&self, t: &TriggerEvent) -> Result<Delivery, PublishError> {
-        self.send(TopicKind::Triggers, t.tenant.as_str(), &t.encode())
-            .await
+        self.trigger_from(t, None).await
+    }
+
+    /// A trigger carrying its run's `traceparent` (when ingest chose the run id) and,
+    /// when `caller` is a valid traceparent from the request, that as a link in
+    /// `aiq-parent-traceparent`: the run keeps its own trace (see `aiq_topics::trace`).
+    /// An invalid `caller` is ignored, as the W3C spec asks.
+    pub async fn trigger_from(
+        &self,
+        t: &TriggerEvent,
+        caller: Option<&str>,
+    ) -> Result<Delivery, PublishError> {
+        let own = t.run_id.map(|run| TraceParent::of_trigger(run).to_string());
+        let parent = caller
+            .and_then(|c| c.trim().parse::<TraceParent>().ok())
+            .map(|p| p.to_string());
+        let mut headers = OwnedHeaders::new_with_capacity(2);
+        for (key, value) in [(TRACEPARENT, &own), (PARENT_TRACEPARENT, &parent)] {
+            if let Some(v) = value {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(v.as_bytes()),
+                });
+            }
+        }
+        self.send_with(
+            TopicKind::Triggers,
+            t.tenant.as_str(),
+            &t.encode(),
+            Some(headers),
+        )
+        .await
     }
 
     /// Whether the brokers answer a metadata request within `timeout`.

@@ -21,6 +21,9 @@ pub struct StartRun {
     pub input: Value,
     pub idempotency_key: Option<String>,
     pub source: TriggerSource,
+    /// The request's W3C `traceparent`, kept as a link on the trigger (the run's own
+    /// trace id is its run id).
+    pub parent_traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +111,9 @@ impl Runs {
         let Some(key) = req.idempotency_key.clone() else {
             let run_id = RunId::random();
             trigger.run_id = Some(run_id);
-            self.publisher.trigger(&trigger).await?;
+            self.publisher
+                .trigger_from(&trigger, req.parent_traceparent.as_deref())
+                .await?;
             return Ok(Accepted {
                 run_id,
                 version,
@@ -169,7 +174,11 @@ impl Runs {
         }
         trigger.run_id = Some(run_id);
         trigger.idempotency_key = Some(key.clone());
-        if let Err(e) = self.publisher.trigger(&trigger).await {
+        if let Err(e) = self
+            .publisher
+            .trigger_from(&trigger, req.parent_traceparent.as_deref())
+            .await
+        {
             // Not written: free the key so that a retry can try again.
             self.store.release_key(tenant, &key).await?;
             return Err(e.into());

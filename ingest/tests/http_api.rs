@@ -104,6 +104,7 @@ async fn api(brokers: String, cql: String) -> Api {
         jwt,
         Some(keyring.clone()),
         &definitions,
+        None,
     )
     .await
     .unwrap();

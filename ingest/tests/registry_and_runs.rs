@@ -195,6 +195,7 @@ async fn a_run_start_lands_under_the_tenant_key_once_per_idempotency_key() {
         input,
         idempotency_key: key.map(str::to_owned),
         source: TriggerSource::Api,
+        parent_traceparent: None,
     };
     let first = e
         .runs
@@ -285,6 +286,7 @@ async fn kafka_down_means_no_acceptance_and_a_retry_works_later() {
         input: json!({"order_id": 1}),
         idempotency_key: Some("retry-me".into()),
         source: TriggerSource::Api,
+        parent_traceparent: None,
     };
     let refused = down.start(req.clone(), Utc::now()).await;
     assert!(

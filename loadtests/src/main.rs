@@ -6,6 +6,14 @@
 //!   aiq-load state-memory --runs 100000
 //!   aiq-load drain --brokers 127.0.0.1:9092 --runs 20000 --steps 1
 //!   aiq-load worker --brokers 127.0.0.1:9092 --tasks 200000
+//!   aiq-load run --api http://127.0.0.1:8080 --token "$ADMIN_TOKEN" --brokers 127.0.0.1:9092 \
+//!       --topic-prefix aiq. --rate 200 --duration 30 --tenants 20 --mix hello=0.7,ten-steps=0.3
+//!   aiq-load baseline --brokers 127.0.0.1:9092 --messages 20000
+//!   aiq-load analytics --steps 10000000 [--root DIR]
+
+mod analytics;
+mod baseline;
+mod loadgen;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +31,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Open-loop runs by Zipf-drawn tenants, timed to their terminal events; report.md,
+    /// latency.svg and a raw-Kafka baseline.
+    Run(loadgen::cli::RunArgs),
+    /// Raw Kafka produce+consume of trigger-sized messages: the engine's ceiling.
+    Baseline(loadgen::cli::BaselineArgs),
+    /// The ready analytics reports over a generated Parquet history of ~N step events.
+    Analytics(analytics::AnalyticsArgs),
     /// POST /v1/workflows/{id}/runs at a fixed rate; report accepted/s and latency.
     Triggers {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -75,7 +90,13 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // reqwest is built without a TLS provider (see the root Cargo.toml): every HTTP
+    // client of this binary uses ring's. Already installed is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match Cli::parse().command {
+        Cmd::Run(a) => loadgen::cli::run(a).await,
+        Cmd::Baseline(a) => loadgen::cli::baseline(a).await,
+        Cmd::Analytics(a) => analytics::run(a).await,
         Cmd::Drain {
             brokers,
             runs,

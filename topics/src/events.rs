@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::ids::{RunId, StepId, TenantId, WorkflowId};
 use crate::task::ErrorClass;
+use crate::trigger::TriggerSource;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -60,6 +61,17 @@ pub struct RunEvent {
     pub output: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Failure>,
+    /// Set on a terminal event: when the run started, so that one event holds the
+    /// run's whole duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// Set on the `running` event: what started the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<TriggerSource>,
+    /// Set on the `running` event of a cron run: the tick it was scheduled for, so that
+    /// `at - scheduled_at` is its schedule lag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -128,6 +140,10 @@ pub struct StepEvent {
     /// applies a task result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// The size of the task's output as JSON, on the event that applies a successful
+    /// task result: what cost attribution counts as bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_bytes: Option<u64>,
 }
 
 /// A record of the events topic: what happened to a run or to one of its steps.
@@ -214,6 +230,9 @@ mod tests {
             input: None,
             output: None,
             error: None,
+            started_at: None,
+            source: None,
+            scheduled_at: None,
         });
         let v: Value = serde_json::from_slice(&e.encode()).unwrap();
         assert_eq!(v["type"], "run");

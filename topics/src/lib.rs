@@ -4,6 +4,7 @@
 //! Kafka, the declared topics with what their keys mean, and the partitioner that keeps
 //! a tenant's topics co-partitioned. Stages depend on this crate, never on each other.
 
+pub mod audit;
 pub mod dead_letter;
 pub mod definition;
 pub mod events;
@@ -13,8 +14,10 @@ pub mod partition;
 pub mod signal;
 pub mod spec;
 pub mod task;
+pub mod trace;
 pub mod trigger;
 
+pub use audit::{AuditAction, AuditEvent};
 pub use dead_letter::DeadLetterKind;
 pub use definition::DefinitionRecord;
 pub use events::{Event, Failure, RunEvent, RunStatus, StepEvent, StepStatus};
@@ -24,4 +27,7 @@ pub use partition::partition_for_key;
 pub use signal::{SignalAction, SignalEvent};
 pub use spec::{CleanupPolicy, KeyKind, TopicKind, TopicSet, TopicSpec};
 pub use task::{ErrorClass, TaskMessage, TaskOutcome, TaskResult};
+pub use trace::{
+    PARENT_TRACEPARENT, SpanId, TRACEPARENT, TraceError, TraceId, TraceParent, Traced,
+};
 pub use trigger::{TRIGGER_SCHEMA_V1, TriggerError, TriggerEvent, TriggerSource};

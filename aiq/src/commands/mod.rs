@@ -4,6 +4,7 @@ pub mod check;
 pub mod schema;
 pub mod serve;
 pub mod show_config;
+pub mod sql;
 pub mod token;
 pub mod topics;
 pub mod workflows;

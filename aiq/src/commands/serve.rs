@@ -13,29 +13,8 @@ use rdkafka::producer::FutureProducer;
 use crate::config::Config;
 use crate::roles::Role;
 
-/// The issue that brings each stage not in this build yet.
-fn missing_stage(role: Role) -> Option<&'static str> {
-    match role {
-        Role::Ingest | Role::Orchestrator | Role::Worker => None,
-        Role::Sink => Some("#7"),
-    }
-}
-
 pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     let roles: Vec<Role> = config.serve.roles.iter().collect();
-    let missing: Vec<String> = roles
-        .iter()
-        .filter_map(|r| missing_stage(*r).map(|issue| format!("{} (issue {issue})", r.as_str())))
-        .collect();
-    if !missing.is_empty() {
-        tracing::warn!("this build has no stage yet for {}", missing.join(", "));
-    }
-    if roles.iter().all(|r| missing_stage(*r).is_some()) {
-        anyhow::bail!(
-            "none of the roles {} is built yet; run ingest, orchestrator or worker",
-            config.serve.roles
-        );
-    }
 
     // Ctrl-C by hand, SIGTERM from a service manager: either drains and stops.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -129,6 +108,45 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         None
     };
 
+    let sink = if roles.contains(&Role::Sink) {
+        let session = aiq_sql::connect(&config.cql)
+            .await
+            .context("connecting the sink to the store")?;
+        let sink = aiq_sink::Sink::start(
+            &config.kafka,
+            &config.kafka.topics(),
+            Arc::new(session),
+            &config.cql.keyspace,
+            config.sink.clone(),
+            prometheus::default_registry(),
+        )
+        .await
+        .context("starting the sink")?;
+        tracing::info!("sink started");
+        Some(Arc::new(std::sync::Mutex::new(Some(sink))))
+    } else {
+        None
+    };
+    // A sink that stopped on its own (an error it cannot retry) ends the process too.
+    let sink_watchdog = sink.as_ref().map(|s| {
+        let s = Arc::clone(s);
+        let stop = stop_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let finished = s
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .is_none_or(aiq_sink::Sink::is_finished);
+                if finished {
+                    let _ = stop.send(true);
+                    return;
+                }
+            }
+        })
+    });
+
     let mut wait = stop_rx.clone();
     if roles.contains(&Role::Ingest) {
         let (jwt, jwks_url) = crate::auth::jwt_verifier(&config.ingest).await?;
@@ -148,6 +166,10 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
             definitions
                 .as_ref()
                 .context("the ingest role follows the definitions topic")?,
+            Some(Arc::new(
+                aiq_analytics::Analytics::new(config.analytics.clone())
+                    .context("setting up the analytics engine")?,
+            )),
         )
         .await
         .context("starting the ingest stage")?;
@@ -165,6 +187,14 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
 
     if let Some(w) = watchdog {
         w.abort();
+    }
+    if let Some(w) = sink_watchdog {
+        w.abort();
+    }
+    let sink = sink.and_then(|s| s.lock().unwrap_or_else(|p| p.into_inner()).take());
+    if let Some(s) = sink {
+        s.stop().await.context("the sink failed")?;
+        tracing::info!("sink stopped");
     }
     if let Some((w, _secrets_tail)) = worker {
         w.stop().await.context("the worker failed")?;

@@ -127,6 +127,26 @@ struct Machine<'w> {
     /// The worker's duration of the result being applied; the first step event that
     /// reports its outcome carries it, and only that one.
     result_duration_ms: Option<u64>,
+    /// The JSON size of the successful result being applied, for the same event.
+    result_output_bytes: Option<u64>,
+}
+
+/// The length of `v` as compact JSON, counted without building the string.
+fn json_size(v: &Value) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Writing a Value into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
 }
 
 fn failure(class: ErrorClass, message: impl Into<String>, step: Option<&StepId>) -> Failure {
@@ -146,6 +166,7 @@ impl<'w> Machine<'w> {
             out: Vec::new(),
             filling: BTreeSet::new(),
             result_duration_ms: None,
+            result_output_bytes: None,
         }
     }
 }
@@ -165,6 +186,7 @@ impl Machine<'_> {
                     u64::try_from((r.finished_at - r.started_at).num_milliseconds()).ok();
                 match r.outcome {
                     TaskOutcome::Ok { output } => {
+                        self.result_output_bytes = Some(json_size(&output));
                         self.complete_step(fid, output);
                         self.run_frame(fid);
                     }
@@ -181,6 +203,7 @@ impl Machine<'_> {
                 let Some(fid) = found else { return };
                 match outcome {
                     TaskOutcome::Ok { output } => {
+                        self.result_output_bytes = Some(json_size(&output));
                         self.complete_step(fid, output);
                         self.run_frame(fid);
                     }
@@ -320,6 +343,9 @@ impl Machine<'_> {
             input,
             output,
             error,
+            started_at: status.is_terminal().then_some(self.st.started_at),
+            source: None,
+            scheduled_at: None,
         }));
     }
 
@@ -359,6 +385,11 @@ impl Machine<'_> {
             error,
             iteration: frame.index,
             duration_ms,
+            output_bytes: if status == StepStatus::Succeeded {
+                self.result_output_bytes.take()
+            } else {
+                None
+            },
         }));
     }
 

@@ -1,6 +1,7 @@
 //! Machine credentials for a tenant.
 
 use aiq_auth::{Action, ApiKey, Role};
+use aiq_topics::AuditAction;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -63,6 +64,14 @@ pub async fn create(
     crate::api_keys::store(&app.store, &record)
         .await
         .map_err(|e| Problem::unavailable(e.to_string()))?;
+    crate::audit::record(
+        &app.publisher,
+        &caller,
+        AuditAction::ApiKeyCreated,
+        &record.key_id,
+        serde_json::json!({"role": role.as_str()}),
+    )
+    .await;
     Ok((
         StatusCode::CREATED,
         Json(CreatedApiKey {
@@ -101,6 +110,14 @@ pub async fn revoke(
         .put_api_key_row(&(id, tenant, role, hash, label, created, true))
         .await
         .map_err(|e| Problem::unavailable(e.to_string()))?;
+    crate::audit::record(
+        &app.publisher,
+        &caller,
+        AuditAction::ApiKeyRevoked,
+        &key_id,
+        serde_json::Value::Null,
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -97,6 +97,8 @@ pub async fn deliver(
                 input,
                 idempotency_key: header(&headers, IDEMPOTENCY_KEY).map(str::to_owned),
                 source: TriggerSource::Webhook,
+                parent_traceparent: header(&headers, aiq_topics::trace::TRACEPARENT)
+                    .map(str::to_owned),
             },
             Utc::now(),
         )
@@ -151,6 +153,14 @@ pub async fn rotate_secret(
         .put_webhook_secret(caller.tenant.as_str(), &hook, &secret, Utc::now())
         .await
         .map_err(|e| Problem::unavailable(e.to_string()))?;
+    crate::audit::record(
+        &app.publisher,
+        &caller,
+        aiq_topics::AuditAction::WebhookSecretSet,
+        &hook,
+        serde_json::Value::Null,
+    )
+    .await;
     Ok(Json(HookSecret {
         url: format!("/v1/hooks/{}/{hook}", caller.tenant),
         hook,

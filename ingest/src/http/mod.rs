@@ -2,13 +2,16 @@
 //! Routes and document are registered together (utoipa-axum), so they cannot drift.
 
 mod api_keys;
+mod audit;
 mod body;
 mod caller;
 mod health;
+mod history;
 mod hooks;
 mod runs;
 mod secrets;
 mod signals;
+mod sql;
 mod workflows;
 
 use std::sync::Arc;
@@ -25,6 +28,7 @@ use utoipa_axum::routes;
 pub use caller::{ACTING_TENANT, AuthFuture, Authenticate, Caller, auth_problem};
 
 use crate::catalog::Catalog;
+use crate::history::HistoryStore;
 use crate::limits::TriggerLimiter;
 use crate::publisher::Publisher;
 use crate::registry::service::Registry;
@@ -48,6 +52,11 @@ pub struct App {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Seals tenant secrets; None when `secrets.key_file` is not set.
     pub keyring: Option<Arc<aiq_secrets::Keyring>>,
+    /// Reads of the run history and audit tables the sink writes.
+    pub history: HistoryStore,
+    /// SQL over the Parquet history; None when this deployment serves no SQL (the SQL
+    /// routes then answer 503).
+    pub analytics: Option<Arc<aiq_analytics::Analytics>>,
 }
 
 #[derive(OpenApi)]
@@ -67,6 +76,8 @@ pub struct App {
         (name = "hooks", description = "Webhooks from outside systems"),
         (name = "api-keys", description = "The tenant's API keys"),
         (name = "secrets", description = "Connector credentials, sealed at rest; never readable"),
+        (name = "sql", description = "SQL and ready reports over the tenant's run history"),
+        (name = "audit", description = "Who changed the tenant's configuration"),
         (name = "health", description = "Liveness, readiness, metrics"),
     )
 )]
@@ -101,6 +112,12 @@ fn api() -> OpenApiRouter<App> {
         .routes(routes!(workflows::register, workflows::list))
         .routes(routes!(workflows::get_version))
         .routes(routes!(runs::start))
+        .routes(routes!(history::list))
+        .routes(routes!(history::get))
+        .routes(routes!(audit::list))
+        .routes(routes!(sql::query))
+        .routes(routes!(sql::reports))
+        .routes(routes!(sql::report))
         .routes(routes!(signals::signal))
         .routes(routes!(signals::cancel))
         .routes(routes!(hooks::deliver))
@@ -149,7 +166,13 @@ mod tests {
     use std::collections::BTreeSet;
 
     /// Every route and method the API serves; the document must list exactly these.
-    const ROUTES: [(&str, &str); 16] = [
+    const ROUTES: [(&str, &str); 22] = [
+        ("/v1/sql", "post"),
+        ("/v1/reports", "get"),
+        ("/v1/reports/{name}", "get"),
+        ("/v1/audit", "get"),
+        ("/v1/runs", "get"),
+        ("/v1/runs/{run_id}", "get"),
         ("/healthz", "get"),
         ("/metrics", "get"),
         ("/v1/api-keys", "get"),

@@ -175,6 +175,10 @@ pub async fn start(
                 } else {
                     TriggerSource::Api
                 },
+                parent_traceparent: headers
+                    .get(aiq_topics::trace::TRACEPARENT)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
             },
             Utc::now(),
         )

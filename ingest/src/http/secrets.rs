@@ -4,7 +4,7 @@
 
 use aiq_auth::Action;
 use aiq_secrets::{SecretName, SecretRecord, SecretString};
-use aiq_topics::TopicKind;
+use aiq_topics::{AuditAction, TopicKind};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -89,6 +89,14 @@ pub async fn put(
         .send(TopicKind::Secrets, &record.key(), &record.encode())
         .await
         .map_err(|e| Problem::unavailable(e.to_string()))?;
+    crate::audit::record(
+        &app.publisher,
+        &caller,
+        AuditAction::SecretPut,
+        name.as_str(),
+        serde_json::json!({"key_id": record.key_id}),
+    )
+    .await;
     Ok(Json(SecretStored {
         name: name.to_string(),
         key_id: record.key_id,
@@ -119,5 +127,13 @@ pub async fn delete(
         )
         .await
         .map_err(|e| Problem::unavailable(e.to_string()))?;
+    crate::audit::record(
+        &app.publisher,
+        &caller,
+        AuditAction::SecretDeleted,
+        name.as_str(),
+        serde_json::Value::Null,
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -1,6 +1,6 @@
 //! The workflow registry.
 
-use aiq_topics::WorkflowId;
+use aiq_topics::{AuditAction, WorkflowId};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::catalog::Version;
@@ -121,6 +122,14 @@ pub async fn register(
     let (status, v) = match outcome {
         Registered::Created(v) => {
             count("created");
+            crate::audit::record(
+                &app.publisher,
+                &caller,
+                AuditAction::WorkflowRegistered,
+                &format!("{}/{}", v.record.workflow, v.record.version),
+                json!({"content_hash": v.record.content_hash}),
+            )
+            .await;
             (StatusCode::CREATED, v)
         }
         Registered::Unchanged(v) => {

@@ -254,6 +254,20 @@ impl Core {
             .collect()
     }
 
+    /// Runs running and runs queued by quota, per tenant, for metrics.
+    pub fn runs_by_tenant(&self) -> HashMap<TenantId, (u32, usize)> {
+        let mut out: HashMap<TenantId, (u32, usize)> = HashMap::new();
+        for s in self.parts.values() {
+            for (t, n) in &s.running.by_tenant {
+                out.entry(t.clone()).or_default().0 += n;
+            }
+            for (t, _) in s.queued.values() {
+                out.entry(t.clone()).or_default().1 += 1;
+            }
+        }
+        out
+    }
+
     /// Takes over a partition from its changelog: `entries` are the latest value of
     /// each key, decoded, in any order (the reader skips what does not decode). An
     /// entry of the wrong kind for its key is logged and skipped.
@@ -572,6 +586,17 @@ impl Core {
         );
         if t.state.is_none() {
             return;
+        }
+        let mut t = t;
+        for c in &mut t.commands {
+            if let aiq_engine::Command::EmitRun(e) = c
+                && e.status == RunStatus::Running
+            {
+                e.source = Some(q.trigger.source);
+                if q.trigger.source == TriggerSource::Cron {
+                    e.scheduled_at = q.trigger.occurred_at;
+                }
+            }
         }
         if let Some(st) = self.parts.get_mut(&p) {
             st.served_last
@@ -1017,6 +1042,9 @@ impl Core {
                 message: format!("cancelled while queued: {reason}"),
                 step: None,
             }),
+            started_at: None,
+            source: Some(q.trigger.source),
+            scheduled_at: None,
         })));
     }
 

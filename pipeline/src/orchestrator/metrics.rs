@@ -1,8 +1,18 @@
 //! What the orchestrator reports on `/metrics`.
 
-use aiq_topics::labels::MAX_NAMED_TENANTS;
-use aiq_topics::{Event, TenantLabels};
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use aiq_topics::labels::{MAX_NAMED_TENANTS, OTHER_TENANTS};
+use aiq_topics::{Event, RunStatus, TenantId, TenantLabels, TriggerSource};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+use crate::lag::ConsumerLag;
+
+pub const STAGE: &str = "orchestrator";
 
 pub struct OrchestratorMetrics {
     /// The first `MAX_NAMED_TENANTS` tenants are named in labels, later ones counted as
@@ -11,12 +21,22 @@ pub struct OrchestratorMetrics {
     pub commit_seconds: Histogram,
     pub batch_records: Histogram,
     pub restore_seconds: Histogram,
+    pub cron_lag_seconds: Histogram,
+    pub run_seconds: HistogramVec,
     pub aborts: IntCounter,
     pub changelog_writes: IntCounter,
     pub owned_partitions: IntGauge,
     pub dead_letters: IntCounterVec,
     pub runs: IntCounterVec,
     pub steps: IntCounterVec,
+    pub running_runs: IntGaugeVec,
+    pub queued_runs: IntGaugeVec,
+    pub inflight_tasks: IntGauge,
+    pub held_tasks: IntGauge,
+    pub lag: ConsumerLag,
+    /// Tenant labels given a load gauge so far: they stay, at 0, once the tenant has
+    /// nothing running, so that a dashboard shows an idle tenant as 0 rather than gone.
+    load_labels: Mutex<HashSet<String>>,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -39,21 +59,21 @@ impl OrchestratorMetrics {
             let _ = registry.register(Box::new(c.clone()));
             c
         };
-        let aborts = must(IntCounter::new(
-            "aiq_orchestrator_aborted_batches_total",
-            "Batches whose transaction was aborted and redone",
-        ));
-        let _ = registry.register(Box::new(aborts.clone()));
-        let changelog_writes = must(IntCounter::new(
-            "aiq_orchestrator_changelog_writes_total",
-            "State entries written to the changelog",
-        ));
-        let _ = registry.register(Box::new(changelog_writes.clone()));
-        let owned_partitions = must(IntGauge::new(
-            "aiq_orchestrator_owned_partitions",
-            "Tenant partitions this instance owns",
-        ));
-        let _ = registry.register(Box::new(owned_partitions.clone()));
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = must(IntGaugeVec::new(Opts::new(name, help), labels));
+            let _ = registry.register(Box::new(g.clone()));
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = must(IntCounter::new(name, help));
+            let _ = registry.register(Box::new(c.clone()));
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = must(IntGauge::new(name, help));
+            let _ = registry.register(Box::new(g.clone()));
+            g
+        };
         Self {
             tenants: TenantLabels::new(MAX_NAMED_TENANTS),
             commit_seconds: hist(
@@ -73,9 +93,37 @@ impl OrchestratorMetrics {
                 "Time to restore assigned partitions from the changelog",
                 vec![0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0],
             ),
-            aborts,
-            changelog_writes,
-            owned_partitions,
+            cron_lag_seconds: hist(
+                "aiq_orchestrator_cron_lag_seconds",
+                "Time from a cron tick to the start of its run",
+                vec![0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0],
+            ),
+            run_seconds: {
+                let h = must(HistogramVec::new(
+                    HistogramOpts::new(
+                        "aiq_orchestrator_run_seconds",
+                        "Time from a run's start to its end, by tenant",
+                    )
+                    .buckets(vec![
+                        0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+                    ]),
+                    &["tenant"],
+                ));
+                let _ = registry.register(Box::new(h.clone()));
+                h
+            },
+            aborts: counter(
+                "aiq_orchestrator_aborted_batches_total",
+                "Batches whose transaction was aborted and redone",
+            ),
+            changelog_writes: counter(
+                "aiq_orchestrator_changelog_writes_total",
+                "State entries written to the changelog",
+            ),
+            owned_partitions: gauge(
+                "aiq_orchestrator_owned_partitions",
+                "Tenant partitions this instance owns",
+            ),
             dead_letters: counter_vec(
                 "aiq_orchestrator_dead_letters_total",
                 "Inputs set aside on the dead-letter topic, by reason",
@@ -83,28 +131,123 @@ impl OrchestratorMetrics {
             ),
             runs: counter_vec(
                 "aiq_orchestrator_runs_total",
-                "Run events by tenant and status (running = started)",
-                &["tenant", "status"],
+                "Run events by tenant, workflow and status (running = started)",
+                &["tenant", "workflow", "status"],
             ),
             steps: counter_vec(
                 "aiq_orchestrator_steps_total",
-                "Step events by tenant, kind and status",
+                "Step events by tenant, kind and status (retrying = a retry scheduled)",
                 &["tenant", "kind", "status"],
             ),
+            running_runs: gauge_vec(
+                "aiq_orchestrator_running_runs",
+                "Runs running, counted against the tenant's max_concurrent_runs",
+                &["tenant"],
+            ),
+            queued_runs: gauge_vec(
+                "aiq_orchestrator_queued_runs",
+                "Runs waiting in the tenant's quota queue",
+                &["tenant"],
+            ),
+            inflight_tasks: gauge(
+                "aiq_orchestrator_inflight_tasks",
+                "Tasks dispatched to workers and not yet answered",
+            ),
+            held_tasks: gauge(
+                "aiq_orchestrator_held_tasks",
+                "Tasks waiting for an in-flight slot of their tenant",
+            ),
+            lag: ConsumerLag::new(STAGE, true, registry),
+            load_labels: Mutex::new(HashSet::new()),
         }
     }
 
     pub fn observe_event(&self, e: &Event) {
         let tenant = self.tenants.label(e.tenant());
         match e {
-            Event::Run(r) => self
-                .runs
-                .with_label_values(&[tenant.as_str(), r.status.as_str()])
-                .inc(),
+            Event::Run(r) => {
+                // The workflows of folded tenants are folded too: otherwise `other`
+                // would carry every workflow of every unnamed tenant.
+                let workflow = if tenant == OTHER_TENANTS {
+                    OTHER_TENANTS
+                } else {
+                    r.workflow.as_str()
+                };
+                self.runs
+                    .with_label_values(&[tenant.as_str(), workflow, r.status.as_str()])
+                    .inc();
+                if r.status == RunStatus::Running
+                    && r.source == Some(TriggerSource::Cron)
+                    && let Some(scheduled) = r.scheduled_at
+                {
+                    let lag = (r.at - scheduled).num_milliseconds().max(0) as f64 / 1000.0;
+                    self.cron_lag_seconds.observe(lag);
+                }
+                if r.status.is_terminal()
+                    && let Some(started) = r.started_at
+                {
+                    let secs = (r.at - started).num_milliseconds().max(0) as f64 / 1000.0;
+                    self.run_seconds
+                        .with_label_values(&[tenant.as_str()])
+                        .observe(secs);
+                }
+            }
             Event::Step(s) => self
                 .steps
                 .with_label_values(&[tenant.as_str(), s.kind.as_str(), s.status.as_str()])
                 .inc(),
         }
+    }
+
+    /// Sets the quota gauges from the runs (running, queued) per tenant and the tasks
+    /// (dispatched, held) of the partitions this instance owns.
+    pub fn observe_load(&self, runs: &HashMap<TenantId, (u32, usize)>, tasks: (u64, u64)) {
+        let mut by_label: HashMap<String, (i64, i64)> = HashMap::new();
+        for (tenant, (running, queued)) in runs {
+            let e = by_label.entry(self.tenants.label(tenant)).or_default();
+            e.0 += i64::from(*running);
+            e.1 += *queued as i64;
+        }
+        let mut labels = self.load_labels.lock().unwrap_or_else(|p| p.into_inner());
+        labels.extend(by_label.keys().cloned());
+        for label in labels.iter() {
+            let (running, queued) = by_label.get(label).copied().unwrap_or_default();
+            self.running_runs.with_label_values(&[label]).set(running);
+            self.queued_runs.with_label_values(&[label]).set(queued);
+        }
+        self.inflight_tasks.set(tasks.0 as i64);
+        self.held_tasks.set(tasks.1 as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_gauges_fold_tenants_and_keep_idle_ones_at_zero() {
+        let registry = Registry::new();
+        let m = OrchestratorMetrics::new(&registry);
+        let acme = TenantId::new("acme").unwrap();
+        m.observe_load(&HashMap::from([(acme.clone(), (3, 2))]), (7, 1));
+        assert_eq!(m.queued_runs.with_label_values(&["acme"]).get(), 2);
+        assert_eq!(m.running_runs.with_label_values(&["acme"]).get(), 3);
+        assert_eq!(m.inflight_tasks.get(), 7);
+        m.observe_load(&HashMap::new(), (0, 0));
+        assert_eq!(m.queued_runs.with_label_values(&["acme"]).get(), 0);
+        let text = {
+            let mut out = Vec::new();
+            prometheus::Encoder::encode(
+                &prometheus::TextEncoder::new(),
+                &registry.gather(),
+                &mut out,
+            )
+            .unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert!(
+            text.contains("aiq_orchestrator_queued_runs{tenant=\"acme\"} 0"),
+            "{text}"
+        );
     }
 }

@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 
 use aiq_engine::Catalog;
 use aiq_kafka::{DeadLetterOrigin, KafkaSettings, TailSync};
-use aiq_topics::TopicKind;
+use aiq_topics::{TRACEPARENT, TopicKind, TraceParent};
 use chrono::Utc;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
-use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -35,6 +35,8 @@ use crate::orchestrator::{OrchestratorError, OrchestratorSettings};
 const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFINITIONS_CATCH_UP: Duration = Duration::from_secs(3);
 const EXPIRY_EVERY: Duration = Duration::from_secs(60);
+/// How often the quota gauges are set from the owned partitions' state.
+const LOAD_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 type TxProducer = ThreadedProducer<DefaultProducerContext>;
 
@@ -110,9 +112,14 @@ struct RebalanceContext {
     in_txn: Arc<AtomicBool>,
     triggers: String,
     events: Mutex<Vec<Rebalanced>>,
+    metrics: Arc<OrchestratorMetrics>,
 }
 
-impl ClientContext for RebalanceContext {}
+impl ClientContext for RebalanceContext {
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        self.metrics.lag.observe(&statistics);
+    }
+}
 
 impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -228,6 +235,7 @@ impl Runner {
             in_txn: Arc::clone(&in_txn),
             triggers: names.triggers.clone(),
             events: Mutex::new(Vec::new()),
+            metrics: Arc::clone(&metrics),
         };
         let consumer: BaseConsumer<RebalanceContext> = kafka
             .client_config()
@@ -247,6 +255,10 @@ impl Runner {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
+            .set(
+                "statistics.interval.ms",
+                crate::lag::SAMPLE_INTERVAL_MS.to_string(),
+            )
             .create_with_context(ctx)
             .map_err(|e| OrchestratorError::kafka("create the consumer", e))?;
         consumer
@@ -279,6 +291,7 @@ impl Runner {
         );
         let mut next_cron = Instant::now();
         let mut next_expiry = Instant::now() + EXPIRY_EVERY;
+        let mut next_load = Instant::now();
         loop {
             if self.stop.load(Ordering::SeqCst) {
                 self.commit()?;
@@ -307,6 +320,8 @@ impl Runner {
                         key: msg.key(),
                         payload: msg.payload(),
                     };
+                    let span = record_span(&msg, topic);
+                    let _in_record = span.enter();
                     let now = Utc::now();
                     if self.core.handle(rec, now, false).is_err() {
                         // A workflow we do not know yet may have just been registered.
@@ -336,6 +351,10 @@ impl Runner {
                     .min(Duration::from_secs(1));
                 next_cron = Instant::now() + wait;
             }
+            if Instant::now() >= next_load {
+                self.observe_load();
+                next_load = Instant::now() + LOAD_SAMPLE_EVERY;
+            }
             if Instant::now() >= next_expiry {
                 self.core.expire_finished(now);
                 next_expiry = Instant::now() + EXPIRY_EVERY;
@@ -352,6 +371,18 @@ impl Runner {
                 self.commit()?;
             }
         }
+    }
+
+    fn observe_load(&self) {
+        let tasks = self
+            .core
+            .task_load()
+            .values()
+            .fold((0u64, 0u64), |(d, h), (dispatched, held)| {
+                (d + u64::from(*dispatched), h + *held as u64)
+            });
+        self.metrics
+            .observe_load(&self.core.runs_by_tenant(), tasks);
     }
 
     fn poll_timeout(&self, next_cron: Instant) -> Duration {
@@ -441,24 +472,26 @@ impl Runner {
                         None,
                         key.as_bytes(),
                         Some(&payload),
-                        None,
+                        Some(traced(TraceParent::of_task(&t))),
                     )
                 }
                 Output::Event(e) => {
                     let payload = e.encode();
                     let key = e.tenant().as_str().as_bytes().to_vec();
                     self.metrics.observe_event(&e);
-                    self.send(&self.names.events, None, &key, Some(&payload), None)
+                    let h = traced(TraceParent::of_event(&e));
+                    self.send(&self.names.events, None, &key, Some(&payload), Some(h))
                 }
                 Output::Trigger { partition, trigger } => {
                     let payload = trigger.encode();
                     let key = trigger.tenant.as_str().as_bytes().to_vec();
+                    let h = trigger.run_id.map(|r| traced(TraceParent::of_trigger(r)));
                     self.send(
                         &self.names.triggers,
                         Some(partition),
                         &key,
                         Some(&payload),
-                        None,
+                        h,
                     )
                 }
                 Output::DeadLetter(d) => {
@@ -621,4 +654,56 @@ impl Runner {
         let owned: Vec<i32> = self.core.owned().collect();
         self.take_over(&owned)
     }
+}
+
+/// The headers of a record about a run: its W3C trace context.
+fn traced(tp: TraceParent) -> OwnedHeaders {
+    OwnedHeaders::new_with_capacity(1).insert(Header {
+        key: TRACEPARENT,
+        value: Some(tp.to_string().as_bytes()),
+    })
+}
+
+/// The span a consumed record is handled in, so that every log line the core writes
+/// about it names its tenant, run and trace. ERROR level so that it is on whenever any
+/// log line is. Read from the key and the traceparent header, since only the core
+/// decodes the payload; a result's step and attempt exist only in its payload, so a
+/// result is read twice (it is small: the output is skipped, not built).
+fn record_span(msg: &OwnedMessage, topic: InputTopic) -> tracing::Span {
+    use tracing::field::Empty;
+    let key = msg.key().unwrap_or_default();
+    let tenant = key.split(|b| *b == b'#').next().unwrap_or(key);
+    let span = tracing::error_span!(
+        "record",
+        topic = ?topic,
+        tenant = %String::from_utf8_lossy(tenant),
+        run_id = Empty,
+        trace_id = Empty,
+        step = Empty,
+        attempt = Empty,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    let trace = msg
+        .headers()
+        .and_then(|h| h.iter().find(|h| h.key == TRACEPARENT))
+        .and_then(|h| TraceParent::parse_bytes(h.value?).ok());
+    if let Some(tp) = trace {
+        span.record("run_id", tracing::field::display(tp.trace_id.run()));
+        span.record("trace_id", tracing::field::display(tp.trace_id));
+    }
+    if topic == InputTopic::Results {
+        #[derive(serde::Deserialize)]
+        struct Attempt<'a> {
+            #[serde(borrow)]
+            step: std::borrow::Cow<'a, str>,
+            attempt: u32,
+        }
+        if let Some(Ok(a)) = msg.payload().map(serde_json::from_slice::<Attempt<'_>>) {
+            span.record("step", a.step.as_ref());
+            span.record("attempt", a.attempt);
+        }
+    }
+    span
 }

@@ -7,6 +7,7 @@
 //! What a task calls lives in `aiq-connectors` (HTTP, SOAP, SQL, email, file, Kafka,
 //! noop), with its secrets, outbound guard and circuit breakers.
 
+mod metrics;
 mod offsets;
 mod runner;
 

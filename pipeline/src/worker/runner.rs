@@ -14,18 +14,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aiq_kafka::{DeadLetterOrigin, KafkaSettings};
-use aiq_topics::{DeadLetterKind, TaskMessage, TaskResult, TopicKind};
+use aiq_topics::{DeadLetterKind, TRACEPARENT, TaskMessage, TaskResult, TopicKind, TraceParent};
 use chrono::Utc;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::Registry;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
+use crate::worker::metrics::{STAGE, WorkerMetrics};
 use crate::worker::offsets::Pending;
 use aiq_connectors::Connectors;
 
@@ -33,7 +35,6 @@ use aiq_connectors::Connectors;
 const SEND_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `stop` lets running tasks finish before abandoning them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
-const STAGE: &str = "worker";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,38 +79,6 @@ pub struct Worker {
     task: JoinHandle<Result<(), WorkerError>>,
 }
 
-struct Metrics {
-    tasks: IntCounterVec,
-    seconds: HistogramVec,
-}
-
-impl Metrics {
-    fn new(registry: &Registry) -> Self {
-        let tasks = IntCounterVec::new(
-            Opts::new(
-                "aiq_worker_tasks_total",
-                "Tasks run, by connector and outcome class",
-            ),
-            &["connector", "outcome"],
-        )
-        .unwrap_or_else(|e| unreachable!("constant metric: {e}"));
-        let seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "aiq_worker_task_seconds",
-                "Time one task attempt took, by connector",
-            )
-            .buckets(vec![
-                0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-            ]),
-            &["connector"],
-        )
-        .unwrap_or_else(|e| unreachable!("constant metric: {e}"));
-        let _ = registry.register(Box::new(tasks.clone()));
-        let _ = registry.register(Box::new(seconds.clone()));
-        Self { tasks, seconds }
-    }
-}
-
 impl Worker {
     pub fn start(
         kafka_settings: &KafkaSettings,
@@ -120,9 +89,11 @@ impl Worker {
         let topics = kafka_settings.topics();
         let tasks_topic: Arc<str> = topics.get(TopicKind::Tasks).name.as_str().into();
         let pending: Arc<Mutex<Pending>> = Arc::default();
+        let metrics = Arc::new(WorkerMetrics::new(registry));
         let context = WorkerContext {
             topic: Arc::clone(&tasks_topic),
             pending: Arc::clone(&pending),
+            metrics: Arc::clone(&metrics),
         };
         let consumer: TaskConsumer = kafka_settings
             .client_config()
@@ -142,6 +113,10 @@ impl Worker {
             .set("auto.offset.reset", "earliest")
             // The prefetch buffer is bounded too.
             .set("queued.max.messages.kbytes", "16384")
+            .set(
+                "statistics.interval.ms",
+                crate::lag::SAMPLE_INTERVAL_MS.to_string(),
+            )
             .create_with_context(context)
             .map_err(kafka("create the task consumer"))?;
         consumer
@@ -158,7 +133,7 @@ impl Worker {
             producer,
             pending,
             connectors,
-            metrics: Metrics::new(registry),
+            metrics,
             results: topics.get(TopicKind::Results).name.clone(),
             dead_letters: topics.get(TopicKind::DeadLetters).name.clone(),
             abandon: watch::Sender::new(false),
@@ -220,6 +195,11 @@ impl Worker {
                             Some(original) => origin.headers_after(original),
                             None => origin.headers(),
                         };
+                        shared
+                            .metrics
+                            .dead_letters
+                            .with_label_values(&[DeadLetterKind::Undecodable.as_str()])
+                            .inc();
                         let at = format!("{}/{}@{}", msg.topic(), msg.partition(), msg.offset());
                         tracing::warn!(record = %at, %reason, "task record dead-lettered");
                         let key = msg.key().map(<[u8]>::to_vec);
@@ -245,7 +225,17 @@ impl Worker {
                     }
                 };
                 let shared = Arc::clone(&shared);
-                tokio::spawn(async move {
+                shared.metrics.in_flight.inc();
+                // Every log line of the task, connectors' included, names what it is.
+                let span = tracing::error_span!(
+                    "task",
+                    tenant = %task.tenant,
+                    run_id = %task.run,
+                    step = %task.step,
+                    attempt = task.attempt,
+                    trace_id = %TraceParent::of_task(&task).trace_id,
+                );
+                let work = async move {
                     let started_at = Utc::now();
                     let clock = Instant::now();
                     let outcome = shared.connectors.call(&task).await;
@@ -253,15 +243,8 @@ impl Worker {
                         aiq_topics::TaskOutcome::Ok { .. } => "ok",
                         aiq_topics::TaskOutcome::Error { class, .. } => class.as_str(),
                     };
-                    let metrics = &shared.metrics;
-                    metrics
-                        .tasks
-                        .with_label_values(&[task.connector.as_str(), class])
-                        .inc();
-                    metrics
-                        .seconds
-                        .with_label_values(&[task.connector.as_str()])
-                        .observe(clock.elapsed().as_secs_f64());
+                    let seconds = clock.elapsed().as_secs_f64();
+                    let class = class.to_owned();
                     let TaskMessage {
                         tenant,
                         run,
@@ -279,21 +262,35 @@ impl Worker {
                         finished_at: Utc::now(),
                     };
                     let payload = serde_json::to_vec(&result).unwrap_or_default();
+                    shared.metrics.task_done(
+                        &result.tenant,
+                        &task.connector,
+                        &class,
+                        seconds,
+                        payload.len(),
+                    );
+                    shared.metrics.in_flight.dec();
                     let key = result.tenant.as_str().as_bytes();
+                    let traceparent = TraceParent::of_result(&result).to_string();
+                    let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
+                        key: TRACEPARENT,
+                        value: Some(traceparent.as_bytes()),
+                    });
                     // At least once: only once Kafka has the result may the task's
                     // offset be committed.
                     let sent = shared.send_until_acked(
                         &shared.results,
                         Some(key),
                         Some(&payload),
-                        None,
+                        Some(&headers),
                         &result.run,
                     );
                     if sent.await {
                         lock(&shared.pending).finished(ticket);
                     }
                     drop(permit);
-                });
+                };
+                tokio::spawn(work.instrument(span));
             }
             // Let running tasks finish (bounded by their timeouts), then commit.
             let all = u32::try_from(settings.max_in_flight.max(1)).unwrap_or(u32::MAX);
@@ -339,7 +336,7 @@ struct Shared {
     producer: FutureProducer,
     pending: Arc<Mutex<Pending>>,
     connectors: Connectors,
-    metrics: Metrics,
+    metrics: Arc<WorkerMetrics>,
     results: String,
     dead_letters: String,
     /// Set when `stop` gives up waiting for running tasks: their sends stop retrying.
@@ -395,6 +392,7 @@ impl Shared {
 struct WorkerContext {
     topic: Arc<str>,
     pending: Arc<Mutex<Pending>>,
+    metrics: Arc<WorkerMetrics>,
 }
 
 impl WorkerContext {
@@ -407,7 +405,11 @@ impl WorkerContext {
     }
 }
 
-impl ClientContext for WorkerContext {}
+impl ClientContext for WorkerContext {
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        self.metrics.lag.observe(&statistics);
+    }
+}
 
 impl ConsumerContext for WorkerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

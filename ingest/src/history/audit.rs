@@ -1,0 +1,83 @@
+//! The tenant's audit trail from the `audit` table, newest first.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::walk::{Page, Positioned, Walk};
+use super::{HistoryError, HistoryStore, Position, Window};
+
+pub(super) fn list_cql(ks: &str) -> String {
+    format!(
+        "SELECT at, event_id, actor, action, subject, detail FROM {ks}.audit \
+         WHERE tenant = ? AND day = ? AND at >= ? AND at <= ?"
+    )
+}
+
+/// Who changed what, and when.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct AuditEntry {
+    pub id: Uuid,
+    pub at: DateTime<Utc>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub subject: Option<String>,
+    #[schema(value_type = Object)]
+    pub detail: Value,
+}
+
+type AuditRow = (
+    DateTime<Utc>,
+    Uuid,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+fn entry(row: AuditRow) -> AuditEntry {
+    let (at, id, actor, action, subject, detail) = row;
+    AuditEntry {
+        id,
+        at,
+        actor,
+        action,
+        subject,
+        detail: detail
+            .map(|t| serde_json::from_str(&t).unwrap_or(Value::String(t)))
+            .unwrap_or(Value::Null),
+    }
+}
+
+impl Positioned for AuditEntry {
+    fn position(&self) -> Position {
+        Position {
+            day: self.at.date_naive(),
+            at: self.at,
+            id: self.id,
+        }
+    }
+}
+
+impl HistoryStore {
+    /// The tenant's audit events in `window`, newest first, after `after`.
+    pub async fn list_audit(
+        &self,
+        tenant: &str,
+        window: Window,
+        after: Option<Position>,
+        limit: usize,
+    ) -> Result<Page<AuditEntry>, HistoryError> {
+        let walk = Walk {
+            op: "listing audit events",
+            statement: &self.st.audit_of_day,
+            tenant,
+            window,
+            after,
+            limit,
+        };
+        self.walk(walk, entry, |_| true).await
+    }
+}

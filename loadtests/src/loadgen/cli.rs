@@ -1,0 +1,143 @@
+//! The `run` and `baseline` subcommands of `aiq-load`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::baseline;
+use crate::loadgen::{LoadError, Mix, Settings};
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Base URL of the running `aiq serve`.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    api: String,
+    /// A platform admin's token (`aiq token --tenant ops --role platform_admin`): it
+    /// registers the workflows and starts runs for every tenant with X-AIQ-Tenant.
+    #[arg(long, env = "AIQ_LOAD_TOKEN", hide_env_values = true)]
+    token: String,
+    #[arg(long, env = "AIQ_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// The topic prefix `aiq serve` uses (its events topic is `<prefix>events`).
+    #[arg(long, env = "AIQ_KAFKA_TOPIC_PREFIX", default_value = "aiq.")]
+    topic_prefix: String,
+    /// Triggers per second, sent on schedule whatever the answers.
+    #[arg(long)]
+    rate: f64,
+    /// Seconds of sending (`rate × duration` triggers) unless --runs is given.
+    #[arg(long, default_value_t = 20.0)]
+    duration: f64,
+    /// Triggers in all.
+    #[arg(long)]
+    runs: Option<u64>,
+    #[arg(long, default_value_t = 20)]
+    tenants: usize,
+    /// Exponent of the Zipf distribution tenants are drawn from.
+    #[arg(long, default_value_t = 1.1)]
+    zipf: f64,
+    /// Workflows and their shares: hello (1 noop step), ten-steps, steps-N, or a
+    /// document id from --examples.
+    #[arg(long, default_value = "hello=0.7,ten-steps=0.3")]
+    mix: String,
+    /// Tenants are <prefix>0, <prefix>1, ...; fresh by default so that runs never mix.
+    #[arg(long)]
+    tenant_prefix: Option<String>,
+    #[arg(long, default_value = "examples/workflows")]
+    examples: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Seconds at the start left out of the sustained throughput.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Seconds to wait after the last trigger for runs to end.
+    #[arg(long, default_value_t = 60.0)]
+    drain_timeout: f64,
+    /// HTTP requests in flight at most; beyond it the schedule slips (and is reported).
+    #[arg(long, default_value_t = 4096)]
+    max_in_flight: usize,
+    #[arg(long)]
+    no_baseline: bool,
+    /// Messages of the raw-Kafka baseline.
+    #[arg(long, default_value_t = 100_000)]
+    baseline_messages: u64,
+    /// Where report.md, latency.svg and summary.json go.
+    #[arg(long, default_value = "aiq-load-out")]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct BaselineArgs {
+    #[arg(long, env = "AIQ_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    #[arg(long, default_value_t = 100_000)]
+    messages: u64,
+    /// Partitions of the baseline topic; by default those of `<topic-prefix>triggers`, or
+    /// 12 when it does not exist.
+    #[arg(long)]
+    partitions: Option<i32>,
+    #[arg(long, env = "AIQ_KAFKA_TOPIC_PREFIX", default_value = "aiq.")]
+    topic_prefix: String,
+}
+
+fn seconds(name: &'static str, s: f64) -> Result<Duration, LoadError> {
+    Duration::try_from_secs_f64(s).map_err(|e| LoadError::Setting {
+        name,
+        reason: e.to_string(),
+    })
+}
+
+pub async fn run(a: RunArgs) -> anyhow::Result<()> {
+    let runs = match a.runs {
+        Some(n) => n,
+        None => (a.rate * a.duration).round() as u64,
+    };
+    let stamp = chrono::Utc::now().format("%m%d%H%M%S");
+    let settings = Settings {
+        api: a.api,
+        token: a.token,
+        brokers: a.brokers,
+        topic_prefix: a.topic_prefix,
+        rate: a.rate,
+        runs,
+        tenants: a.tenants,
+        zipf: a.zipf,
+        mix: Mix::parse(&a.mix)?,
+        tenant_prefix: a.tenant_prefix.unwrap_or_else(|| format!("load{stamp}-")),
+        examples: a.examples,
+        seed: a.seed,
+        warmup: seconds("--warmup", a.warmup)?,
+        drain_timeout: seconds("--drain-timeout", a.drain_timeout)?,
+        max_in_flight: a.max_in_flight.max(1),
+        baseline_messages: (!a.no_baseline).then_some(a.baseline_messages),
+        out: a.out,
+        show_progress: std::io::stderr().is_terminal(),
+    };
+    let outcome = crate::loadgen::run(&settings).await?;
+    println!("{}", outcome.markdown());
+    eprintln!(
+        "wrote {0}/report.md, {0}/latency.svg, {0}/summary.json",
+        settings.out.display()
+    );
+    anyhow::ensure!(
+        outcome.completed > 0,
+        "no run completed: is --topic-prefix the one aiq serve uses?"
+    );
+    Ok(())
+}
+
+pub async fn baseline(a: BaselineArgs) -> anyhow::Result<()> {
+    let partitions = match a.partitions {
+        Some(p) => p,
+        None => baseline::triggers_partitions(&a.brokers, &a.topic_prefix)?.unwrap_or(12),
+    };
+    let b = baseline::measure(&a.brokers, partitions, a.messages).await?;
+    println!("{}", b.markdown());
+    anyhow::ensure!(
+        b.consumed == a.messages && b.produced == a.messages,
+        "produced {} and consumed {} of {} messages",
+        b.produced,
+        b.consumed,
+        a.messages
+    );
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! `aiq-load run` against a real `aiq serve` started here (ingest, orchestrator and
+//! worker over the real Kafka and Cassandra): every triggered run is seen to end, and the
+//! report files are written. The `aiq` binary is `$AIQ_BIN`, or `debug/aiq` under
+//! `$CARGO_TARGET_DIR` or the workspace's `target` (`cargo build -p aiq`).
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aiq_testkit::{CQL, KAFKA, require_service, unique};
+
+const SECRET: &str = "load-test-development-secret-not-for-production";
+
+fn aiq_bin() -> PathBuf {
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let candidates = [
+        std::env::var_os("AIQ_BIN").map(PathBuf::from),
+        std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join("debug/aiq")),
+        Some(workspace.join("target/debug/aiq")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
+        .expect("no aiq binary: run `cargo build -p aiq` or set AIQ_BIN")
+}
+
+/// `aiq` with only this deployment's configuration: other `AIQ_` variables of the test's
+/// environment are not its business.
+fn aiq(env: &[(&str, String)]) -> Command {
+    let mut c = Command::new(aiq_bin());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AIQ_") {
+            c.env_remove(k);
+        }
+    }
+    c.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    c
+}
+
+fn ok(mut c: Command) -> String {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{c:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Stops `aiq serve` however the test ends.
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_triggered_run_completes_and_the_report_is_written() {
+    let brokers = require_service!(KAFKA);
+    let cql = require_service!(CQL);
+    let name = unique("load");
+    let prefix = format!("{}.", name.replace('_', "-"));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let env = vec![
+        ("AIQ_KAFKA_BROKERS", brokers.clone()),
+        ("AIQ_KAFKA_TOPIC_PREFIX", prefix.clone()),
+        ("AIQ_CQL_CONTACT_POINTS", cql),
+        ("AIQ_CQL_KEYSPACE", name.clone()),
+        ("AIQ_SERVE_ROLES", "ingest,orchestrator,worker".into()),
+        ("AIQ_SERVE_HTTP_LISTEN", listen.clone()),
+        ("AIQ_ORCHESTRATOR_INSTANCE_ID", name.clone()),
+        ("AIQ_DEV_JWT_SECRET", SECRET.into()),
+        ("AIQ_LOG_FILTER", "warn".into()),
+    ];
+    let mut topics = aiq(&env);
+    topics.args(["topics", "apply"]);
+    ok(topics);
+    let mut schema = aiq(&env);
+    schema.args(["schema", "apply"]);
+    ok(schema);
+    let mut token = aiq(&env);
+    token.args(["token", "--tenant", "ops", "--role", "platform_admin"]);
+    let token = ok(token).trim().to_owned();
+
+    let mut serve = aiq(&env);
+    serve
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let mut serve = Serve(serve.spawn().unwrap());
+    let api = format!("http://{listen}");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok(r) = client.get(format!("{api}/readyz")).send().await
+            && r.status().is_success()
+        {
+            break;
+        }
+        assert!(serve.0.try_wait().unwrap().is_none(), "aiq serve exited");
+        assert!(Instant::now() < deadline, "aiq serve not ready");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    let out = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let mut load = Command::new(env!("CARGO_BIN_EXE_aiq-load"));
+    load.args([
+        "run",
+        "--api",
+        &api,
+        "--brokers",
+        &brokers,
+        "--topic-prefix",
+        &prefix,
+    ])
+    .args([
+        "--rate",
+        "20",
+        "--duration",
+        "3",
+        "--tenants",
+        "5",
+        "--warmup",
+        "0.5",
+    ])
+    .args([
+        "--mix",
+        "hello=0.5,ten-steps=0.5",
+        "--baseline-messages",
+        "300",
+    ])
+    .args(["--drain-timeout", "90", "--tenant-prefix", "lt-"])
+    .arg("--out")
+    .arg(out.path())
+    .env("AIQ_LOAD_TOKEN", &token);
+    let run = tokio::task::spawn_blocking(move || load.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    println!("{stdout}");
+    println!("aiq-load run took {:?}", started.elapsed());
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(serve.0.try_wait().unwrap().is_none(), "aiq serve died");
+
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["planned"], 60);
+    assert_eq!(summary["sent"], 60);
+    assert_eq!(summary["accepted"], 60, "{summary}");
+    assert_eq!(summary["completed"], 60, "{summary}");
+    assert_eq!(summary["not_completed"], 0);
+    assert_eq!(summary["terminal"]["succeeded"], 60, "{summary}");
+    assert_eq!(summary["e2e_ms"]["count"], 60);
+    assert!(summary["baseline_ratio"].as_f64().unwrap() > 0.0);
+    let report = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert_eq!(report.trim(), stdout.trim());
+    assert!(report.contains("% of raw Kafka produce+consume"));
+    let svg = std::fs::read_to_string(out.path().join("latency.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("<polyline"));
+}

@@ -1,0 +1,191 @@
+//! Ageing of the history: one file per partition per day, then the archive tier, then
+//! deletion.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use aiq_sql::layout::{FileName, Table, Tier, day_dir, parse_day_dir, table_dir};
+use chrono::{Days, NaiveDate};
+
+use super::files::{
+    archive_properties, create_dir, data_files, entries, remove_dir, remove_file, rewrite,
+    warm_properties,
+};
+use super::{ParquetError, ParquetSettings};
+
+/// What one [`compact`] run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactReport {
+    /// Warm files replaced by a merged file (and so deleted).
+    pub merged_files: usize,
+    /// Files written: merged warm files plus files rewritten into the archive tier.
+    pub written_files: usize,
+    /// Day folders moved from the warm to the archive tier.
+    pub archived_days: usize,
+    /// Day folders deleted for being older than `archive_days` (in either tier).
+    pub deleted_days: usize,
+}
+
+/// Compacts, archives and deletes day folders by their age on `today`.
+///
+/// - a warm day at least `compact_after_days` old gets one file per partition, named
+///   with the union of the merged ranges (the writer then skips the windows it covers);
+/// - a warm day older than `warm_days` is rewritten with zstd under the archive tier;
+/// - a day older than `archive_days` is deleted;
+/// - `.`-prefixed temp files a crash left in those folders are deleted.
+///
+/// Every step leaves a state the next run finishes, so a second run changes nothing.
+/// Run it from the thread that drives the [`ParquetWriter`](super::ParquetWriter) (between
+/// flushes): a flush that rewrites a window while it is being merged could lose its rows.
+pub fn compact(
+    settings: &ParquetSettings,
+    today: NaiveDate,
+) -> Result<CompactReport, ParquetError> {
+    settings.validate()?;
+    let limits = Limits {
+        compact_until: days_before(today, settings.compact_after_days),
+        warm_from: days_before(today, settings.warm_days),
+        keep_from: days_before(today, settings.archive_days),
+    };
+    let mut report = CompactReport::default();
+    for table in Table::ALL {
+        for (tenant, date, dir) in days(&settings.root, Tier::Warm, table)? {
+            if date > limits.compact_until {
+                continue;
+            }
+            if date < limits.keep_from {
+                remove_dir(&dir)?;
+                report.deleted_days += 1;
+                continue;
+            }
+            remove_temp_files(&dir)?;
+            merge_day(&dir, table, &mut report)?;
+            if date < limits.warm_from {
+                archive_day(settings, table, &tenant, date, &dir, &mut report)?;
+            }
+        }
+        for (_, date, dir) in days(&settings.root, Tier::Archive, table)? {
+            if date < limits.keep_from {
+                remove_dir(&dir)?;
+                report.deleted_days += 1;
+            } else {
+                remove_temp_files(&dir)?;
+            }
+        }
+    }
+    Ok(report)
+}
+
+struct Limits {
+    /// The last day old enough to compact.
+    compact_until: NaiveDate,
+    /// Days before this one leave the warm tier.
+    warm_from: NaiveDate,
+    /// Days before this one are deleted.
+    keep_from: NaiveDate,
+}
+
+fn days_before(today: NaiveDate, n: u32) -> NaiveDate {
+    today
+        .checked_sub_days(Days::new(u64::from(n)))
+        .unwrap_or(NaiveDate::MIN)
+}
+
+/// Every `tenant=…/date=…` folder of one table in one tier.
+fn days(
+    root: &Path,
+    tier: Tier,
+    table: Table,
+) -> Result<Vec<(String, NaiveDate, PathBuf)>, ParquetError> {
+    let mut out = Vec::new();
+    for (name, tenant_dir) in entries(&table_dir(root, tier, table))? {
+        let Some(tenant) = name.strip_prefix("tenant=") else {
+            continue;
+        };
+        if !tenant_dir.is_dir() {
+            continue;
+        }
+        for (day, dir) in entries(&tenant_dir)? {
+            if let Some(date) = parse_day_dir(&day).filter(|_| dir.is_dir()) {
+                out.push((tenant.to_owned(), date, dir));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn remove_temp_files(dir: &Path) -> Result<(), ParquetError> {
+    for (name, path) in entries(dir)? {
+        if name.starts_with('.') && path.is_file() {
+            remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Leaves one file per partition in a warm day folder.
+fn merge_day(dir: &Path, table: Table, report: &mut CompactReport) -> Result<(), ParquetError> {
+    let mut by_partition: BTreeMap<i32, Vec<(FileName, PathBuf)>> = BTreeMap::new();
+    for (f, path) in data_files(dir)? {
+        by_partition.entry(f.partition).or_default().push((f, path));
+    }
+    for (partition, files) in by_partition {
+        if files.len() < 2 {
+            continue;
+        }
+        // A file inside another one's range is a copy of rows the wider file holds: a
+        // crash between writing a merged file and deleting its sources leaves these.
+        let (covered, kept): (Vec<_>, Vec<_>) = files.iter().partition(|(f, _)| {
+            files
+                .iter()
+                .any(|(g, _)| g != f && g.covers(partition, f.first, f.end))
+        });
+        for (_, path) in &covered {
+            remove_file(path)?;
+            report.merged_files += 1;
+        }
+        if kept.len() < 2 {
+            continue;
+        }
+        let merged = FileName {
+            partition,
+            first: kept.iter().map(|(f, _)| f.first).min().unwrap_or(0),
+            end: kept.iter().map(|(f, _)| f.end).max().unwrap_or(0),
+        };
+        let sources: Vec<PathBuf> = kept.iter().map(|(_, p)| p.clone()).collect();
+        rewrite(
+            &sources,
+            &dir.join(merged.to_string()),
+            table.file_schema(),
+            warm_properties(),
+        )?;
+        report.written_files += 1;
+        for path in &sources {
+            remove_file(path)?;
+            report.merged_files += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Moves a warm day folder to the archive tier, recompressed with zstd.
+fn archive_day(
+    settings: &ParquetSettings,
+    table: Table,
+    tenant: &str,
+    date: NaiveDate,
+    warm: &Path,
+    report: &mut CompactReport,
+) -> Result<(), ParquetError> {
+    let archive = day_dir(&settings.root, Tier::Archive, table, tenant, date);
+    create_dir(&archive)?;
+    for (f, src) in data_files(warm)? {
+        let dst = archive.join(f.to_string());
+        let props = archive_properties(settings.archive_zstd_level, &dst)?;
+        rewrite(std::slice::from_ref(&src), &dst, table.file_schema(), props)?;
+        report.written_files += 1;
+    }
+    remove_dir(warm)?;
+    report.archived_days += 1;
+    Ok(())
+}

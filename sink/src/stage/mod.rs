@@ -1,0 +1,450 @@
+//! The sink stage: reads the events and audit topics, writes the store and the Parquet
+//! files, and commits an offset only once everything before it is in both.
+//!
+//! One loop reads a batch, writes it (retrying a failing store forever, with capped
+//! backoff, while reading nothing more: lag grows instead of records being skipped),
+//! hands the events to the Parquet writer and marks the offsets done. Every commit
+//! interval it flushes the Parquet files (blocking I/O, off the runtime) and commits what
+//! is done. Rebalances are served inside the reads (see `context`), so they never come
+//! between a batch's writes and its offsets.
+
+mod context;
+mod progress;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aiq_kafka::KafkaSettings;
+use aiq_topics::{AuditEvent, Event, TopicKind, TopicSet};
+use prometheus::Registry;
+use rdkafka::Offset;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use scylla::client::session::Session;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
+use crate::parquet::{ParquetError, ParquetWriter};
+use crate::settings::{RetentionSettings, SettingsError, SinkSettings};
+use crate::store::{self, Store, StoreError, Write};
+use context::{SinkContext, lock};
+use progress::{Progress, Source, Tp};
+
+/// How long a lag sample waits for a partition's watermarks while the store is down.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Lag is sampled at commits (and retries), at most this often: each sample asks the
+/// brokers, since librdkafka's cached watermarks stand still while nothing is fetched.
+const LAG_SAMPLE_EVERY: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("Kafka: {op}: {source}")]
+    Kafka {
+        op: &'static str,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("the Parquet writer: {0}")]
+    Parquet(#[from] ParquetError),
+    #[error("the sink task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+fn kafka(op: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> SinkError {
+    move |source| SinkError::Kafka { op, source }
+}
+
+type SinkConsumer = StreamConsumer<SinkContext>;
+
+pub struct Sink {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), SinkError>>,
+    compaction: Option<JoinHandle<()>>,
+}
+
+/// Runs [`crate::parquet::compact`] every `every`, holding the writer's lock so that a
+/// flush never rewrites a window of a folder being merged.
+fn spawn_compaction(
+    parquet: Arc<Mutex<ParquetWriter>>,
+    settings: crate::parquet::ParquetSettings,
+    every: std::time::Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let parquet = Arc::clone(&parquet);
+            let settings = settings.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                let _writer = lock(&parquet);
+                crate::parquet::compact(&settings, chrono::Utc::now().date_naive())
+            })
+            .await;
+            match done {
+                Ok(Ok(r)) => tracing::info!(
+                    merged = r.merged_files,
+                    written = r.written_files,
+                    archived_days = r.archived_days,
+                    deleted_days = r.deleted_days,
+                    "parquet history compacted"
+                ),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "parquet compaction failed; retried next time")
+                }
+                Err(e) => tracing::warn!(error = %e, "parquet compaction did not finish"),
+            }
+        }
+    })
+}
+
+/// What one record became.
+enum Payload {
+    Event(Event),
+    Audit(AuditEvent),
+    /// Undecodable: counted, logged and passed over.
+    Skip,
+}
+
+struct Record {
+    tp: Tp,
+    offset: i64,
+    /// `None` for a partition not owned (cannot happen with the rebalance callbacks).
+    epoch: Option<u64>,
+    payload: Payload,
+}
+
+struct Loop {
+    consumer: Arc<SinkConsumer>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    settings: SinkSettings,
+    progress: Arc<Mutex<Progress>>,
+    parquet: Arc<Mutex<ParquetWriter>>,
+    stop: watch::Receiver<bool>,
+    last_lag: Instant,
+}
+
+impl Sink {
+    /// Prepares the store's statements, subscribes to the events and audit topics of
+    /// `topics` and starts consuming. `keyspace` must hold the applied schema.
+    pub async fn start(
+        kafka_settings: &KafkaSettings,
+        topics: &TopicSet,
+        session: Arc<Session>,
+        keyspace: &str,
+        settings: SinkSettings,
+        registry: &Registry,
+    ) -> Result<Self, SinkError> {
+        settings.validate()?;
+        let store = Store::new(session, keyspace).await?;
+        let parquet = Arc::new(Mutex::new(ParquetWriter::new(&settings.parquet)?));
+        let progress: Arc<Mutex<Progress>> = Arc::default();
+        let events: Arc<str> = topics.name(TopicKind::Events).into();
+        let audit: Arc<str> = topics.name(TopicKind::Audit).into();
+        let context = SinkContext {
+            events: Arc::clone(&events),
+            audit: Arc::clone(&audit),
+            progress: Arc::clone(&progress),
+            parquet: Arc::clone(&parquet),
+        };
+        let consumer: SinkConsumer = kafka_settings
+            .client_config()
+            .set(
+                "group.id",
+                format!("{}{}", kafka_settings.topic_prefix, settings.group_id),
+            )
+            // Offsets are committed by the loop, only after the store and the Parquet
+            // files have everything before them.
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            // The orchestrator writes events in transactions.
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest")
+            // While the store is down the loop reads nothing: bound what waits in memory.
+            .set("queued.max.messages.kbytes", "16384")
+            .create_with_context(context)
+            .map_err(kafka("create the sink consumer"))?;
+        consumer
+            .subscribe(&[&events, &audit])
+            .map_err(kafka("subscribe to events and audit"))?;
+        let (stop, stop_rx) = watch::channel(false);
+        let compaction = (settings.compact_interval_secs > 0).then(|| {
+            spawn_compaction(
+                Arc::clone(&parquet),
+                settings.parquet.clone(),
+                std::time::Duration::from_secs(settings.compact_interval_secs),
+            )
+        });
+        let run = Loop {
+            consumer: Arc::new(consumer),
+            store,
+            metrics: Arc::new(Metrics::new(registry)),
+            settings,
+            progress,
+            parquet,
+            stop: stop_rx,
+            last_lag: Instant::now(),
+        };
+        let task = tokio::spawn(run.run());
+        Ok(Self {
+            stop,
+            task,
+            compaction,
+        })
+    }
+
+    /// Stops reading, flushes and commits what is written, and leaves the group.
+    pub async fn stop(self) -> Result<(), SinkError> {
+        if let Some(c) = &self.compaction {
+            c.abort();
+        }
+        let _ = self.stop.send(true);
+        self.task.await?
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+fn decode(ctx: &SinkContext, msg: &BorrowedMessage<'_>, metrics: &Metrics) -> Option<Record> {
+    let source = ctx.source(msg.topic())?;
+    metrics.records.with_label_values(&[source.label()]).inc();
+    let tp = (source, msg.partition());
+    let decoded = match (source, msg.payload()) {
+        (Source::Events, Some(p)) => Event::decode(p).map(Payload::Event),
+        (Source::Audit, Some(p)) => AuditEvent::decode(p).map(Payload::Audit),
+        (_, None) => Ok(Payload::Skip),
+    };
+    let payload = decoded.unwrap_or_else(|e| {
+        tracing::warn!(
+            topic = msg.topic(),
+            partition = msg.partition(),
+            offset = msg.offset(),
+            error = %e,
+            "undecodable record skipped"
+        );
+        Payload::Skip
+    });
+    if matches!(payload, Payload::Skip) {
+        metrics
+            .undecodable
+            .with_label_values(&[source.label()])
+            .inc();
+    }
+    Some(Record {
+        tp,
+        offset: msg.offset(),
+        epoch: lock(&ctx.progress).epoch(tp),
+        payload,
+    })
+}
+
+fn writes_of(batch: &[Record], retention: &RetentionSettings) -> Vec<Write> {
+    let mut writes = Vec::with_capacity(batch.len() * 2);
+    for r in batch {
+        match &r.payload {
+            Payload::Event(e) => writes.extend(store::event_writes(e, retention)),
+            Payload::Audit(a) => writes.push(store::audit(a, retention)),
+            Payload::Skip => {}
+        }
+    }
+    writes
+}
+
+impl Loop {
+    async fn run(mut self) -> Result<(), SinkError> {
+        let mut next_commit = Instant::now() + self.settings.commit_interval();
+        loop {
+            let (batch, stopping) = self.read_batch(next_commit).await;
+            if !batch.is_empty() {
+                self.metrics.batch_records.observe(batch.len() as f64);
+                if !self.write(&batch).await {
+                    break;
+                }
+                self.done(&batch);
+            }
+            if stopping {
+                break;
+            }
+            if Instant::now() >= next_commit {
+                self.commit().await;
+                next_commit = Instant::now() + self.settings.commit_interval();
+            }
+        }
+        self.commit().await;
+        let consumer = self.consumer;
+        // Leaving the group serves the revocation (which commits what is left) and
+        // blocks.
+        tokio::task::spawn_blocking(move || {
+            consumer.unsubscribe();
+            drop(consumer);
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Reads until the batch is full, its time is up or the next commit is due; true
+    /// with it when the sink is stopping.
+    async fn read_batch(&mut self, next_commit: Instant) -> (Vec<Record>, bool) {
+        let mut batch = Vec::new();
+        let mut deadline = next_commit;
+        while batch.len() < self.settings.batch_max_records {
+            let msg = tokio::select! {
+                biased;
+                _ = self.stop.changed() => return (batch, true),
+                m = tokio::time::timeout_at(deadline, self.consumer.recv()) => m,
+            };
+            match msg {
+                Err(_elapsed) => break,
+                Ok(Err(e)) => tracing::warn!(error = %e, "sink consumer error"),
+                Ok(Ok(m)) => {
+                    if batch.is_empty() {
+                        deadline = deadline.min(Instant::now() + self.settings.batch_max_wait());
+                    }
+                    if let Some(r) = decode(self.consumer.context(), &m, &self.metrics) {
+                        batch.push(r);
+                    }
+                }
+            }
+        }
+        (batch, *self.stop.borrow())
+    }
+
+    /// Writes the batch until the store takes all of it; false if the sink stopped first.
+    async fn write(&mut self, batch: &[Record]) -> bool {
+        let (min, max) = self.settings.retry_backoff();
+        let mut pending = writes_of(batch, &self.settings.retention);
+        let mut backoff = min;
+        loop {
+            let failed = match self
+                .store
+                .execute(pending, self.settings.max_in_flight_writes, &self.metrics)
+                .await
+            {
+                Ok(()) => return true,
+                Err(f) => f,
+            };
+            tracing::warn!(
+                error = %failed.error,
+                writes = failed.writes.len(),
+                ?backoff,
+                "store writes failed; retrying"
+            );
+            self.metrics.retries.inc();
+            pending = failed.writes;
+            self.sample_lag().await;
+            tokio::select! {
+                _ = self.stop.changed() => return false,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(max);
+        }
+    }
+
+    /// Hands the batch's events to the Parquet writer and marks its offsets written.
+    fn done(&self, batch: &[Record]) {
+        let mut parquet = lock(&self.parquet);
+        let mut progress = lock(&self.progress);
+        for r in batch {
+            let Some(epoch) = r.epoch else { continue };
+            // A partition revoked (and perhaps assigned again) while the batch was
+            // read is re-read by its owner from the committed offset.
+            if !progress.is_current(r.tp, epoch) {
+                continue;
+            }
+            if let Payload::Event(e) = &r.payload {
+                parquet.add(r.tp.1, r.offset, e);
+            }
+            progress.done(r.tp, epoch, r.offset + 1);
+        }
+    }
+
+    /// Flushes the Parquet files, then commits what is written and flushed.
+    async fn commit(&mut self) {
+        let offsets = lock(&self.progress).to_commit();
+        let parquet = Arc::clone(&self.parquet);
+        let flushed = tokio::task::spawn_blocking(move || {
+            let clock = std::time::Instant::now();
+            let r = lock(&parquet).flush();
+            (r, clock.elapsed())
+        })
+        .await;
+        match flushed {
+            Ok((Ok(()), took)) => self.metrics.flush_seconds.observe(took.as_secs_f64()),
+            Ok((Err(e), _)) => {
+                tracing::warn!(error = %e, "Parquet flush failed; offsets not committed");
+                self.metrics.commits.with_label_values(&["failed"]).inc();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Parquet flush task failed; offsets not committed");
+                self.metrics.commits.with_label_values(&["failed"]).inc();
+                return;
+            }
+        }
+        if !offsets.is_empty() {
+            let consumer = Arc::clone(&self.consumer);
+            let list = offsets.clone();
+            let committed = tokio::task::spawn_blocking(move || {
+                let tpl = consumer.context().commit_list(&list)?;
+                consumer.commit(&tpl, CommitMode::Sync)
+            })
+            .await;
+            match committed {
+                Ok(Ok(())) => {
+                    lock(&self.progress).committed(&offsets);
+                    self.metrics.commits.with_label_values(&["ok"]).inc();
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "offsets not committed; retrying at the next interval");
+                    self.metrics.commits.with_label_values(&["failed"]).inc();
+                }
+                Err(e) => tracing::warn!(error = %e, "commit task failed"),
+            }
+        }
+        self.sample_lag().await;
+    }
+
+    /// Lag from the brokers' watermarks (one request per partition, off the runtime).
+    async fn sample_lag(&mut self) {
+        if self.last_lag.elapsed() < LAG_SAMPLE_EVERY {
+            return;
+        }
+        self.last_lag = Instant::now();
+        let consumer = Arc::clone(&self.consumer);
+        let metrics = Arc::clone(&self.metrics);
+        let sampled = tokio::task::spawn_blocking(move || {
+            let Ok(positions) = consumer.position() else {
+                return;
+            };
+            let ctx = consumer.context();
+            for e in positions.elements() {
+                let Some(source) = ctx.source(e.topic()) else {
+                    continue;
+                };
+                let Offset::Offset(pos) = e.offset() else {
+                    continue;
+                };
+                if let Ok((_, high)) =
+                    consumer.fetch_watermarks(e.topic(), e.partition(), WATERMARK_TIMEOUT)
+                {
+                    metrics
+                        .lag
+                        .with_label_values(&[source.label(), &e.partition().to_string()])
+                        .set((high - pos).max(0));
+                }
+            }
+        })
+        .await;
+        if let Err(e) = sampled {
+            tracing::debug!(error = %e, "lag sample failed");
+        }
+    }
+}
