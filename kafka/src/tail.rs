@@ -162,12 +162,11 @@ where
         let mut ends = HashMap::new();
         let mut tpl = TopicPartitionList::new();
         for &p in &partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(&topic_name, p, META_TIMEOUT)
-                .map_err(|source| KafkaError::Admin {
-                    op: "watermarks",
-                    source,
-                })?;
+            let ends_of = settled_watermarks(&consumer, &topic_name, p, META_TIMEOUT);
+            let (low, high) = ends_of.map_err(|source| KafkaError::Admin {
+                op: "watermarks",
+                source,
+            })?;
             if high > low {
                 ends.insert(p, high);
             }
@@ -255,6 +254,37 @@ fn uuid_like() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!("{nanos:x}-{}", std::process::id())
+}
+
+/// The partition's watermarks, asked again while a just-created topic's leadership is
+/// still settling (the broker answers "not leader" or "leader not available" for a
+/// moment after creation); any other error, or `timeout` running out, is returned.
+fn settled_watermarks<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> Result<(i64, i64), rdkafka::error::KafkaError> {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match consumer.fetch_watermarks(topic, partition, left) {
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        Code::NotLeaderForPartition
+                            | Code::LeaderNotAvailable
+                            | Code::UnknownTopicOrPartition
+                    )
+                ) && left > Duration::from_millis(200) =>
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
 }
 
 #[cfg(test)]
