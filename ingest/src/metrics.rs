@@ -2,8 +2,8 @@
 //!
 //! Tenant labels are bounded: the first `MAX_NAMED_TENANTS` tenants seen by this process
 //! are named, every later one is counted as `other`, so a platform with thousands of
-//! tenants cannot blow up the series count. (Naming the busiest tenants rather than the
-//! first ones comes with the observability work, issue #8.)
+//! tenants cannot blow up the series count. The first tenants, not the busiest: a label
+//! once exported cannot be renamed without breaking its series' history (ops/README.md).
 
 use aiq_topics::labels::MAX_NAMED_TENANTS;
 use aiq_topics::{TenantId, TenantLabels};
