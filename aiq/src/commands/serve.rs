@@ -48,22 +48,12 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     };
     // A dead orchestrator must end the process, so that its supervisor restarts it.
     let watchdog = orchestrator.as_ref().map(|o| {
-        let o = Arc::clone(o);
-        let stop = stop_tx.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                let finished = o
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .as_ref()
-                    .is_none_or(Orchestrator::is_finished);
-                if finished {
-                    let _ = stop.send(true);
-                    return;
-                }
-            }
-        })
+        end_when_finished(
+            o,
+            &stop_tx,
+            Duration::from_millis(200),
+            Orchestrator::is_finished,
+        )
     });
 
     // Only ingest (to seal) and workers (to open) touch secrets.
@@ -129,22 +119,12 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     };
     // A sink that stopped on its own (an error it cannot retry) ends the process too.
     let sink_watchdog = sink.as_ref().map(|s| {
-        let s = Arc::clone(s);
-        let stop = stop_tx.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let finished = s
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .as_ref()
-                    .is_none_or(aiq_sink::Sink::is_finished);
-                if finished {
-                    let _ = stop.send(true);
-                    return;
-                }
-            }
-        })
+        end_when_finished(
+            s,
+            &stop_tx,
+            Duration::from_millis(500),
+            aiq_sink::Sink::is_finished,
+        )
     });
 
     let mut wait = stop_rx.clone();
@@ -213,6 +193,32 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
 }
 
 type Shared = Arc<std::sync::Mutex<Option<Orchestrator>>>;
+
+/// Asks the whole process to stop (through `stop`) once the stage in `stage` has ended
+/// on its own or been taken away, checking every `every`.
+fn end_when_finished<T: Send + 'static>(
+    stage: &Arc<std::sync::Mutex<Option<T>>>,
+    stop: &tokio::sync::watch::Sender<bool>,
+    every: Duration,
+    finished: fn(&T) -> bool,
+) -> tokio::task::JoinHandle<()> {
+    let stage = Arc::clone(stage);
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let ended = stage
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_none_or(finished);
+            if ended {
+                let _ = stop.send(true);
+                return;
+            }
+        }
+    })
+}
 
 async fn start_orchestrator(config: &Config, definitions: &Definitions) -> anyhow::Result<Shared> {
     // Triggers for workflows not read yet would go to the dead-letter topic.
