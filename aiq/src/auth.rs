@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use aiq_auth::{JwtConfig, JwtVerifier};
 use aiq_ingest::settings::IngestSettings;
+use aiq_stage::StageHandle;
 use anyhow::Context;
 use jsonwebtoken::jwk::JwkSet;
 
@@ -78,17 +79,17 @@ pub fn fetch_jwks(url: &str) -> anyhow::Result<JwkSet> {
     serde_json::from_str(&body).with_context(|| format!("ingest.jwks: {url} is not a JWKS"))
 }
 
-/// Fetches the JWKS again every `every`; a failure keeps the keys the verifier has.
-pub fn spawn_refresh(
-    verifier: JwtVerifier,
-    url: String,
-    every: Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+/// The JWKS refresher as a stage: fetches the key set again every `every`; a failure
+/// keeps the keys the verifier has, and never ends the stage.
+pub fn spawn_refresh(verifier: JwtVerifier, url: String, every: Duration) -> StageHandle {
+    aiq_stage::spawn_task("jwks-refresh", move |stop| async move {
         let mut tick = tokio::time::interval(every.max(Duration::from_secs(10)));
         tick.tick().await;
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.stopped() => return Ok::<(), std::convert::Infallible>(()),
+            }
             let fetched = {
                 let url = url.clone();
                 tokio::task::spawn_blocking(move || fetch_jwks(&url)).await

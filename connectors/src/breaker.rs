@@ -11,8 +11,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use aiq_metrics::connectors::{CIRCUIT_REFUSED, CIRCUIT_STATE, CIRCUIT_TRANSITIONS};
 use aiq_topics::{ErrorClass, TaskOutcome, TenantId, TenantLabels};
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounterVec, IntGaugeVec, Registry};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -215,34 +216,15 @@ struct Map {
 
 impl Breakers {
     pub fn new(settings: BreakerSettings, registry: &Registry) -> Self {
-        let state = IntGaugeVec::new(
-            Opts::new(
-                "aiq_connector_circuit_state",
-                "Circuit breakers that are not closed: 1 open, 2 half-open (a closed breaker \
-                 has no series)",
-            ),
-            &["tenant", "host"],
-        )
-        .unwrap_or_else(|e| unreachable!("constant metric: {e}"));
-        let transitions = IntCounterVec::new(
-            Opts::new(
-                "aiq_connector_circuit_transitions_total",
-                "Circuit breaker state changes, by the state entered",
-            ),
-            &["tenant", "to"],
-        )
-        .unwrap_or_else(|e| unreachable!("constant metric: {e}"));
-        let refused = IntCounterVec::new(
-            Opts::new(
-                "aiq_connector_circuit_refused_total",
-                "Calls not made because the target's breaker was open",
-            ),
-            &["tenant"],
-        )
-        .unwrap_or_else(|e| unreachable!("constant metric: {e}"));
-        let _ = registry.register(Box::new(state.clone()));
-        let _ = registry.register(Box::new(transitions.clone()));
-        let _ = registry.register(Box::new(refused.clone()));
+        // Constants checked by aiq-metrics' tests: creating them cannot fail. A second
+        // set in one registry stays unregistered, as aiq-metrics documents.
+        let state = aiq_metrics::gauge_vec(registry, &CIRCUIT_STATE, &["tenant", "host"])
+            .unwrap_or_else(|e| unreachable!("constant metric: {e}"));
+        let transitions =
+            aiq_metrics::counter_vec(registry, &CIRCUIT_TRANSITIONS, &["tenant", "to"])
+                .unwrap_or_else(|e| unreachable!("constant metric: {e}"));
+        let refused = aiq_metrics::counter_vec(registry, &CIRCUIT_REFUSED, &["tenant"])
+            .unwrap_or_else(|e| unreachable!("constant metric: {e}"));
         Self {
             settings,
             map: Mutex::new(Map {
@@ -253,7 +235,7 @@ impl Breakers {
                 state,
                 transitions,
                 refused,
-                labels: TenantLabels::new(100),
+                labels: aiq_metrics::tenant_labels(),
             },
         }
     }

@@ -1,5 +1,6 @@
 //! What one connector call gets besides its task: the tenant's secrets, the outbound
-//! guard, the breakers and the deadline; and the shapes of its answers.
+//! guard, the breakers and the deadline; and scrubbing the secrets it resolved from its
+//! answer. The answers themselves are built with `outcome`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,12 +8,12 @@ use std::sync::Mutex;
 
 use aiq_secrets::{ExposeSecret, SecretName, SecretString};
 use aiq_topics::{ErrorClass, TaskMessage, TaskOutcome};
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::breaker::{Admission, Breakers, is_failure};
 use crate::outbound::Outbound;
+use crate::outcome::{fatal, timeout_outcome};
 use crate::secrets::SecretSource;
 
 pub type CallFuture<'a> = Pin<Box<dyn Future<Output = TaskOutcome> + Send + 'a>>;
@@ -161,13 +162,6 @@ impl Drop for Pending<'_, '_> {
     }
 }
 
-pub(crate) fn timeout_outcome(timeout_ms: u64) -> TaskOutcome {
-    TaskOutcome::Error {
-        class: ErrorClass::Timeout,
-        message: format!("step ran past its timeout of {timeout_ms} ms"),
-    }
-}
-
 pub(crate) const REDACTED: &str = "[redacted]";
 
 fn scrub_str(s: &str, values: &[&str]) -> String {
@@ -199,37 +193,6 @@ fn scrub_value(v: &mut Value, values: &[&str]) {
     }
 }
 
-pub fn fatal(message: impl Into<String>) -> TaskOutcome {
-    TaskOutcome::Error {
-        class: ErrorClass::Fatal,
-        message: message.into(),
-    }
-}
-
-pub fn retryable(message: impl Into<String>) -> TaskOutcome {
-    TaskOutcome::Error {
-        class: ErrorClass::Retryable,
-        message: message.into(),
-    }
-}
-
-/// A connector's `args` as its typed form; the error names the connector, the field path
-/// and the reason.
-pub fn parse_args<T: DeserializeOwned>(connector: &str, args: &Value) -> Result<T, TaskOutcome> {
-    serde_path_to_error::deserialize(args).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." {
-            "args".to_owned()
-        } else {
-            format!("args.{path}")
-        };
-        fatal(format!(
-            "{connector} connector: `{path}`: {}",
-            e.into_inner()
-        ))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,32 +211,5 @@ mod tests {
             scrub_str("auth tok-123 failed", &values),
             "auth [redacted] failed"
         );
-    }
-
-    #[test]
-    fn argument_errors_name_the_field() {
-        #[derive(serde::Deserialize, Debug)]
-        #[serde(deny_unknown_fields)]
-        #[allow(dead_code)]
-        struct A {
-            url: String,
-            retries: Option<u8>,
-        }
-        let TaskOutcome::Error { message, class } =
-            parse_args::<A>("http", &json!({"url": "x", "retries": 300})).unwrap_err()
-        else {
-            panic!()
-        };
-        assert_eq!(class, ErrorClass::Fatal);
-        assert!(
-            message.starts_with("http connector: `args.retries`: invalid value: integer `300`"),
-            "{message}"
-        );
-        let TaskOutcome::Error { message, .. } =
-            parse_args::<A>("http", &json!({"url": "x", "verb": 1})).unwrap_err()
-        else {
-            panic!()
-        };
-        assert!(message.contains("unknown field `verb`"), "{message}");
     }
 }

@@ -32,9 +32,8 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::call::{
-    CallContext, CallFuture, Connector, fatal, parse_args, retryable, timeout_outcome,
-};
+use crate::call::{CallContext, CallFuture, Connector};
+use crate::outcome::{fatal, parse_args, retryable, timeout_outcome};
 
 /// How the connection is secured.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -582,7 +581,7 @@ impl Connector for EmailConnector {
 
 /// Whether `args` have the shape this connector takes (templates not yet filled in).
 pub(crate) fn check_args(args: &serde_json::Value) -> Result<(), aiq_topics::TaskOutcome> {
-    crate::call::parse_args::<EmailArgs>("email", args).map(|_| ())
+    parse_args::<EmailArgs>("email", args).map(|_| ())
 }
 
 #[cfg(test)]

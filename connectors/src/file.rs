@@ -9,7 +9,8 @@ use aiq_topics::{ErrorClass, TaskMessage, TaskOutcome};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::call::{CallContext, CallFuture, Connector, fatal};
+use crate::call::{CallContext, CallFuture, Connector};
+use crate::outcome::fatal;
 
 pub struct FileConnector {
     root: PathBuf,

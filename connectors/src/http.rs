@@ -15,9 +15,11 @@ use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::call::{CallContext, CallFuture, Connector, fatal, parse_args, retryable};
+use crate::call::{CallContext, CallFuture, Connector};
+use crate::error::ConnectorError;
 use crate::outbound::{Outbound, OutboundError};
-use crate::table::{ConnectorError, ConnectorSettings};
+use crate::outcome::{fatal, parse_args, retryable};
+use crate::settings::ConnectorSettings;
 
 /// Resolves names with the system resolver and keeps only addresses the guard allows.
 struct GuardedResolver {
@@ -547,7 +549,7 @@ impl Connector for HttpConnector {
 
 /// Whether `args` have the shape this connector takes (templates not yet filled in).
 pub(crate) fn check_args(args: &serde_json::Value) -> Result<(), aiq_topics::TaskOutcome> {
-    crate::call::parse_args::<HttpArgs>("http", args).map(|_| ())
+    parse_args::<HttpArgs>("http", args).map(|_| ())
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::call::{CallContext, CallFuture, Connector, fatal, parse_args, retryable};
+use crate::call::{CallContext, CallFuture, Connector};
+use crate::outcome::{fatal, parse_args, retryable};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,7 +181,7 @@ impl Connector for KafkaConnector {
 
 /// Whether `args` have the shape this connector takes (templates not yet filled in).
 pub(crate) fn check_args(args: &serde_json::Value) -> Result<(), aiq_topics::TaskOutcome> {
-    crate::call::parse_args::<KafkaArgs>("kafka", args).map(|_| ())
+    parse_args::<KafkaArgs>("kafka", args).map(|_| ())
 }
 
 #[cfg(test)]

@@ -6,12 +6,15 @@
 mod breaker;
 mod call;
 mod email;
+mod error;
 mod file;
 mod http;
 mod kafka;
 mod noop;
 mod outbound;
+mod outcome;
 mod secrets;
+mod settings;
 mod soap;
 mod sql;
 mod table;
@@ -19,12 +22,15 @@ mod tls;
 mod xml;
 
 pub use breaker::{Admission, Breaker, BreakerSettings, BreakerState, Breakers};
-pub use call::{CallContext, CallFuture, Connector, fatal, parse_args, retryable};
+pub use call::{CallContext, CallFuture, Connector};
+pub use error::ConnectorError;
 pub use file::FileConnector;
 pub use noop::NoopConnector;
 pub use outbound::{Outbound, OutboundError, OutboundSettings};
+pub use outcome::{fatal, parse_args, retryable};
 pub use secrets::{SecretFuture, SecretLookupError, SecretSource, SecretStore};
-pub use table::{ConnectorError, ConnectorSettings, Connectors, KafkaTarget};
+pub use settings::ConnectorSettings;
+pub use table::{Connectors, KafkaTarget};
 pub use tls::TlsError;
 
 /// Checks a task's `args` against the shape its connector takes, before any template is

@@ -122,9 +122,9 @@ impl Outbound {
     ) -> Result<Vec<SocketAddr>, aiq_topics::TaskOutcome> {
         self.resolve(host, port).await.map_err(|e| match e {
             OutboundError::Resolve { .. } => {
-                crate::call::retryable(format!("{connector} connector: {e}"))
+                crate::outcome::retryable(format!("{connector} connector: {e}"))
             }
-            _ => crate::call::fatal(format!("{connector} connector: {e}")),
+            _ => crate::outcome::fatal(format!("{connector} connector: {e}")),
         })
     }
 }

@@ -1,5 +1,9 @@
 //! Where a worker finds a tenant's secrets: the compacted secrets topic, read into
 //! memory sealed, opened per call.
+//!
+//! [`SecretStore::follow`] starts the follower of that topic as the stage "secrets"; the
+//! [`Tail`] it returns keeps it running (its [`Tail::handle`] is what a process waits on
+//! and stops with its other stages).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -52,40 +56,41 @@ impl SecretStore {
         }
     }
 
-    /// Follows the secrets topic; resolves once the topic has been read to its end.
+    /// Follows the secrets topic as the stage "secrets"; resolves once the topic has been
+    /// read to its end. Dropping the `Tail` (and every handle taken from it) stops it.
     pub async fn follow(
         kafka: &KafkaSettings,
         keyring: Option<Arc<Keyring>>,
     ) -> Result<(Self, Tail), aiq_kafka::KafkaError> {
         let records: Arc<RwLock<HashMap<(TenantId, SecretName), SecretRecord>>> = Arc::default();
         let into = records.clone();
-        let mut tail =
-            aiq_kafka::tail_topic(kafka, kafka.topics().name(TopicKind::Secrets), move |r| {
-                let Some(key) = r.key.and_then(|k| std::str::from_utf8(k).ok()) else {
-                    return;
-                };
-                let Some((tenant, name)) = key.split_once('/') else {
-                    return;
-                };
-                let (Ok(tenant), Ok(name)) = (TenantId::new(tenant), SecretName::new(name)) else {
-                    return;
-                };
-                let mut map = into.write().unwrap_or_else(|p| p.into_inner());
-                match r.payload.map(SecretRecord::decode) {
-                    Some(Ok(rec)) if rec.tenant == tenant && rec.name == name => {
-                        map.insert((tenant, name), rec);
-                    }
-                    // A tombstone deletes; a record whose body disagrees with its key is
-                    // ignored rather than trusted.
-                    None => {
-                        map.remove(&(tenant, name));
-                    }
-                    Some(_) => {
-                        tracing::warn!(key, "ignoring a malformed secrets record");
-                    }
+        let topic = kafka.topics().name(TopicKind::Secrets).to_owned();
+        let mut tail = aiq_kafka::tail::tail_topic_named("secrets", kafka, &topic, move |r| {
+            let Some(key) = r.key.and_then(|k| std::str::from_utf8(k).ok()) else {
+                return;
+            };
+            let Some((tenant, name)) = key.split_once('/') else {
+                return;
+            };
+            let (Ok(tenant), Ok(name)) = (TenantId::new(tenant), SecretName::new(name)) else {
+                return;
+            };
+            let mut map = into.write().unwrap_or_else(|p| p.into_inner());
+            match r.payload.map(SecretRecord::decode) {
+                Some(Ok(rec)) if rec.tenant == tenant && rec.name == name => {
+                    map.insert((tenant, name), rec);
                 }
-            })
-            .await?;
+                // A tombstone deletes; a record whose body disagrees with its key is
+                // ignored rather than trusted.
+                None => {
+                    map.remove(&(tenant, name));
+                }
+                Some(_) => {
+                    tracing::warn!(key, "ignoring a malformed secrets record");
+                }
+            }
+        })
+        .await?;
         tail.caught_up().await;
         let sync = Some(tail.sync());
         Ok((

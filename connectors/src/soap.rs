@@ -9,8 +9,9 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::call::{CallContext, CallFuture, Connector, fatal, parse_args};
+use crate::call::{CallContext, CallFuture, Connector};
 use crate::http::{Auth, HttpClient, parse_url, request_headers, status_class};
+use crate::outcome::{fatal, parse_args};
 
 const NS_11: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 const NS_12: &str = "http://www.w3.org/2003/05/soap-envelope";
@@ -207,7 +208,7 @@ impl Connector for SoapConnector {
 
 /// Whether `args` have the shape this connector takes (templates not yet filled in).
 pub(crate) fn check_args(args: &serde_json::Value) -> Result<(), aiq_topics::TaskOutcome> {
-    crate::call::parse_args::<SoapArgs>("soap", args).map(|_| ())
+    parse_args::<SoapArgs>("soap", args).map(|_| ())
 }
 
 #[cfg(test)]

@@ -59,8 +59,9 @@ use sqlx::{
 use tokio::time::Instant;
 use url::Url;
 
-use crate::call::{CallContext, CallFuture, Connector, fatal, parse_args, retryable};
-use crate::table::ConnectorSettings;
+use crate::call::{CallContext, CallFuture, Connector};
+use crate::outcome::{fatal, parse_args, retryable};
+use crate::settings::ConnectorSettings;
 
 /// Connections per pool: steps are short and a tenant's database is not ours to crowd.
 const POOL_MAX_CONNECTIONS: u32 = 4;
@@ -848,7 +849,7 @@ fn classify(e: &sqlx::Error, target: &str, timeout_ms: u64) -> TaskOutcome {
 
 /// Whether `args` have the shape this connector takes (templates not yet filled in).
 pub(crate) fn check_args(args: &serde_json::Value) -> Result<(), aiq_topics::TaskOutcome> {
-    crate::call::parse_args::<SqlArgs>("sql", args).map(|_| ())
+    parse_args::<SqlArgs>("sql", args).map(|_| ())
 }
 
 #[cfg(test)]

@@ -7,61 +7,22 @@ use std::time::Duration;
 use aiq_topics::{ErrorClass, TaskMessage, TaskOutcome};
 use prometheus::Registry;
 use rdkafka::producer::FutureProducer;
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::breaker::{BreakerSettings, Breakers};
-use crate::call::{CallContext, Connector, timeout_outcome};
+use crate::breaker::Breakers;
+use crate::call::{CallContext, Connector};
 use crate::email::EmailConnector;
+use crate::error::ConnectorError;
 use crate::file::FileConnector;
 use crate::http::{HttpClient, HttpConnector};
 use crate::kafka::KafkaConnector;
 use crate::noop::NoopConnector;
-use crate::outbound::{Outbound, OutboundError, OutboundSettings};
+use crate::outbound::Outbound;
+use crate::outcome::timeout_outcome;
 use crate::secrets::SecretSource;
+use crate::settings::ConnectorSettings;
 use crate::soap::SoapConnector;
 use crate::sql::SqlConnector;
-use crate::tls::TlsError;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConnectorSettings {
-    /// The file connector's folder; each tenant gets `<file_root>/<tenant>`.
-    pub file_root: String,
-    /// PEM files of CAs trusted besides the compiled-in Mozilla roots (HTTP, SOAP, SMTP,
-    /// PostgreSQL over TLS).
-    pub extra_ca_files: Vec<String>,
-    /// Response bodies larger than this fail the step (HTTP, SOAP).
-    pub max_response_bytes: usize,
-    /// Rows beyond this fail a SQL step rather than flooding the run state.
-    pub sql_max_rows: usize,
-    pub outbound: OutboundSettings,
-    pub breaker: BreakerSettings,
-}
-
-impl Default for ConnectorSettings {
-    /// The values of `config/aiq.toml`.
-    fn default() -> Self {
-        Self {
-            file_root: "data/files".into(),
-            extra_ca_files: Vec::new(),
-            max_response_bytes: 1 << 20,
-            sql_max_rows: 1000,
-            outbound: OutboundSettings::default(),
-            breaker: BreakerSettings::default(),
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectorError {
-    #[error(transparent)]
-    Outbound(#[from] OutboundError),
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    #[error("the HTTP client: {0}")]
-    Http(String),
-}
 
 /// The cluster the Kafka connector publishes to, and the producer it uses.
 pub struct KafkaTarget {

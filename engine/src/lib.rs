@@ -16,6 +16,7 @@ pub mod parse;
 pub mod run;
 pub mod schema;
 pub mod validate;
+mod validation_error;
 pub mod workflow;
 
 pub use catalog::{Catalog, Version};

@@ -4,7 +4,7 @@
 use serde_path_to_error::{Path, Segment};
 
 use crate::definition::Definition;
-use crate::validate::ValidationError;
+use crate::validation_error::ValidationError;
 
 /// Largest definition document accepted.
 pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;

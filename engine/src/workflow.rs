@@ -1,5 +1,8 @@
 //! A validated workflow version, ready to run: the definition, its content hash, its
 //! compiled expressions and an index of its steps and blocks.
+//!
+//! Only validation makes one: [`Workflow::compile`] (in `validate`) runs the checks and
+//! hands what they collected to `Workflow::from_checked`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,7 +15,6 @@ use sha2::{Digest, Sha256};
 
 use crate::definition::{Definition, Step, StepKind};
 use crate::expr::Expressions;
-use crate::validate::ValidationError;
 
 /// A list of steps that runs in order: the workflow, a parallel branch, a foreach body.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -116,14 +118,14 @@ fn canonical(v: &Value) -> Value {
 }
 
 impl Workflow {
-    /// Validates a parsed definition and compiles it.
-    pub fn compile(file: &str, def: Definition) -> Result<Self, Vec<ValidationError>> {
-        let mut walk = crate::validate::rules::Walk::new(file);
-        walk.workflow(&def);
-        crate::validate::graph::check(&mut walk);
-        if !walk.errors.is_empty() {
-            return Err(walk.errors);
-        }
+    /// A workflow from a definition that passed validation, with the expressions and the
+    /// step and block index the checks built.
+    pub(crate) fn from_checked(
+        def: Definition,
+        exprs: Expressions,
+        steps: BTreeMap<StepId, StepInfo>,
+        blocks: BTreeMap<BlockId, Vec<StepId>>,
+    ) -> Self {
         let input_validator = def
             .input_schema
             .as_ref()
@@ -135,15 +137,15 @@ impl Workflow {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        Ok(Self {
+        Self {
             def,
             hash,
             version: 0,
-            exprs: walk.exprs,
-            steps: walk.steps,
-            blocks: walk.blocks,
+            exprs,
+            steps,
+            blocks,
             input_validator,
-        })
+        }
     }
 
     /// The registry's version number; 0 for a document not registered.

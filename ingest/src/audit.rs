@@ -6,7 +6,7 @@ use chrono::Utc;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::http::Caller;
+use crate::caller::Caller;
 use crate::publisher::{Delivery, PublishError, Publisher};
 
 /// The event for `action` on `subject` by `caller`. `detail` must never hold a secret

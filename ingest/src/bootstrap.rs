@@ -1,14 +1,14 @@
 //! Builds the ingest stage from configuration: store, publisher, limits and the
-//! authenticator, over a catalog that follows the definitions topic (one per process,
-//! shared with an orchestrator running beside it).
+//! authenticator, over the catalog of the definitions follower (`aiq_catalog`: one per
+//! process, shared with an orchestrator running beside it). [`build`] gives the
+//! [`Ingest`]; `crate::spawn` serves its app as the stage "ingest".
 
 use std::sync::Arc;
 
-use aiq_kafka::{KafkaError, KafkaSettings, Tail, tail_topic};
+use aiq_catalog::Definitions;
+use aiq_kafka::KafkaSettings;
 use aiq_sql::{CqlSettings, SchemaError};
-use aiq_topics::TopicKind;
 
-use crate::catalog::Catalog;
 use crate::history::{HistoryError, HistoryStore};
 use crate::http::{App, Authenticate};
 use crate::limits::TriggerLimiter;
@@ -28,39 +28,18 @@ pub enum BootError {
     Publisher(#[from] PublishError),
     #[error(transparent)]
     History(#[from] HistoryError),
-    #[error("following the definitions topic: {0}")]
-    Definitions(#[from] KafkaError),
 }
 
-/// The running stage's parts.
+/// The stage's parts, built and not yet serving: `crate::spawn(ingest.app, listener)`
+/// serves them.
 pub struct Ingest {
     pub app: App,
 }
 
-/// Every accepted workflow version, in memory; dropping `tail` stops following the topic.
-pub struct Definitions {
-    pub catalog: Arc<Catalog>,
-    pub tail: Tail,
-}
-
-/// Starts following the definitions topic into a catalog. `tail.watch()` turns true once
-/// the topic has been read to the end it had at start.
-pub async fn follow_definitions(kafka: &KafkaSettings) -> Result<Definitions, KafkaError> {
-    let catalog = Arc::new(Catalog::default());
-    let feed = Arc::clone(&catalog);
-    let tail = tail_topic(kafka, kafka.topics().name(TopicKind::Definitions), move |r| {
-        if let Some(payload) = r.payload
-            && let Err(e) = feed.apply_bytes(payload)
-        {
-            tracing::error!(partition = r.partition, offset = r.offset, error = %e, "skipping a definition record");
-        }
-    })
-    .await?;
-    Ok(Definitions { catalog, tail })
-}
-
-/// The App over `cql`'s keyspace and `kafka`'s topics. `analytics` serves `/v1/sql` and
-/// the reports; without it those routes answer 503.
+/// The App over `cql`'s keyspace and `kafka`'s topics, reading workflows from
+/// `definitions` (whose follower must keep running while the App serves: `/readyz`
+/// reports its progress). `analytics` serves `/v1/sql` and the reports; without it those
+/// routes answer 503.
 pub async fn build(
     kafka: &KafkaSettings,
     cql: &CqlSettings,

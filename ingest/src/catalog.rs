@@ -1,3 +1,4 @@
-//! The catalog lives in the engine core, shared with the orchestrator.
+//! The catalog lives in the engine core, shared with the orchestrator; the follower that
+//! fills it is `aiq_catalog`.
 
-pub use aiq_engine::catalog::{Catalog, CatalogError, Version};
+pub use aiq_catalog::{Catalog, CatalogError, Version};

@@ -3,10 +3,16 @@
 //! An axum service under `/v1`: the workflow registry, API and manual triggers, webhooks,
 //! health. Every request is authenticated (`aiq-auth`), scoped to the caller's tenant,
 //! rate-limited per tenant, and answered only after Kafka has acknowledged what it wrote.
+//!
+//! Built like every stage, from its settings: [`bootstrap::build`] makes the
+//! [`bootstrap::Ingest`] over the catalog of the definitions follower
+//! (`aiq_catalog::spawn`, which ingest shares and does not own), and [`spawn`] serves its
+//! app on a listener as the stage "ingest", an `aiq_stage::StageHandle`.
 
 pub mod api_keys;
 pub mod audit;
 pub mod bootstrap;
+pub mod caller;
 pub mod catalog;
 pub mod history;
 pub mod http;
@@ -18,3 +24,5 @@ pub mod registry;
 pub mod runs;
 pub mod settings;
 pub mod signature;
+
+pub use http::spawn;

@@ -5,13 +5,15 @@
 //! tenants cannot blow up the series count. The first tenants, not the busiest: a label
 //! once exported cannot be renamed without breaking its series' history (ops/README.md).
 
-use aiq_topics::labels::MAX_NAMED_TENANTS;
+use aiq_metrics::ingest;
 use aiq_topics::{TenantId, TenantLabels};
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramVec, IntCounterVec, Registry, TextEncoder};
 
-pub const OTHER: &str = aiq_topics::labels::OTHER_TENANTS;
+pub const OTHER: &str = aiq_metrics::OTHER_TENANTS;
+
+const ACCEPT_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
 
 pub struct Metrics {
     registry: Registry,
@@ -22,43 +24,33 @@ pub struct Metrics {
     pub accept_seconds: HistogramVec,
 }
 
+/// The metrics are constants checked by aiq-metrics' tests, so creating them cannot fail.
+fn constant<T>(r: Result<T, prometheus::Error>) -> T {
+    r.unwrap_or_else(|e| unreachable!("constant metric: {e}"))
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let counter = |name: &str, help: &str| {
-            let c = IntCounterVec::new(Opts::new(name, help), &["tenant", "outcome"])
-                .unwrap_or_else(|e| unreachable!("metric {name} is well-formed: {e}"));
-            // Names are unique constants, so registration cannot collide.
-            let _ = registry.register(Box::new(c.clone()));
-            c
+        let by_outcome = |m| {
+            constant(aiq_metrics::counter_vec(
+                &registry,
+                m,
+                &["tenant", "outcome"],
+            ))
         };
-        let triggers = counter(
-            "aiq_ingest_triggers_total",
-            "Run starts by API or by hand, by tenant and outcome (webhook starts: aiq_ingest_webhooks_total)",
-        );
-        let registrations = counter(
-            "aiq_ingest_registrations_total",
-            "Workflow registrations by tenant and outcome",
-        );
-        let webhooks = counter(
-            "aiq_ingest_webhooks_total",
-            "Webhook deliveries by tenant and outcome",
-        );
-        let accept_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "aiq_ingest_trigger_accept_seconds",
-                "Time from a run-start request to Kafka's acknowledgement",
-            )
-            .buckets(vec![
-                0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
+        let triggers = by_outcome(&ingest::TRIGGERS);
+        let registrations = by_outcome(&ingest::REGISTRATIONS);
+        let webhooks = by_outcome(&ingest::WEBHOOKS);
+        let accept_seconds = constant(aiq_metrics::histogram_vec(
+            &registry,
+            &ingest::TRIGGER_ACCEPT_SECONDS,
             &["tenant"],
-        )
-        .unwrap_or_else(|e| unreachable!("histogram is well-formed: {e}"));
-        let _ = registry.register(Box::new(accept_seconds.clone()));
+            ACCEPT_BUCKETS,
+        ));
         Self {
             registry,
-            tenants: TenantLabels::new(MAX_NAMED_TENANTS),
+            tenants: aiq_metrics::tenant_labels(),
             triggers,
             registrations,
             webhooks,
@@ -89,6 +81,8 @@ impl Default for Metrics {
 
 #[cfg(test)]
 mod tests {
+    use aiq_metrics::MAX_NAMED_TENANTS;
+
     use super::*;
 
     #[test]

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aiq_auth::{Action, ApiKey, JwtConfig, JwtVerifier, Role, mint_dev_token, permits};
-use aiq_ingest::bootstrap::{Definitions, Ingest, build, follow_definitions};
+use aiq_catalog::Definitions;
+use aiq_ingest::bootstrap::{Ingest, build};
 use aiq_ingest::limits::TriggerQuota;
 use aiq_ingest::publisher::Publisher;
 use aiq_ingest::settings::{IngestSettings, TenantOverrides};
@@ -96,7 +97,7 @@ async fn api(brokers: String, cql: String) -> Api {
     })
     .unwrap();
     let keyring = Arc::new(Keyring::generate("k1").unwrap());
-    let definitions = follow_definitions(&kafka).await.unwrap();
+    let definitions = aiq_catalog::spawn(&kafka).await.unwrap();
     let ingest = build(
         &kafka,
         &cql,

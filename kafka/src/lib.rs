@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod dead_letter;
+pub mod lag;
 pub mod settings;
 pub mod tail;
 

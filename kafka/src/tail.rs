@@ -1,18 +1,24 @@
 //! Reads a (compacted) topic from its beginning into memory and keeps following it.
 //!
-//! Used for state every instance holds whole, such as workflow definitions. It reports
-//! when it has caught up with the end the topic had at start, so that a process can say
-//! it is ready only once it knows everything that was there.
+//! Used for state every instance holds whole, such as workflow definitions and sealed
+//! secrets. It reports when it has caught up with the end the topic had at start, so
+//! that a process can say it is ready only once it knows everything that was there.
+//!
+//! A tail is a stage like any other: [`tail_topic_named`] (or [`tail_topic`], which
+//! names it "tail") starts it and the returned [`Tail`] holds its
+//! [`StageHandle`](aiq_stage::StageHandle). The loop ends cleanly once the stage is
+//! stopped, through [`Tail::handle`] or by dropping the `Tail` and every handle taken
+//! from it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aiq_stage::{StageHandle, StopSignal};
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::settings::{KafkaError, KafkaSettings};
 
@@ -24,9 +30,11 @@ pub struct TailRecord<'a> {
     pub offset: i64,
 }
 
+/// A running tail: whether it has caught up, a way to wait for the topic's present end,
+/// and its stage.
 pub struct Tail {
     caught_up: watch::Receiver<bool>,
-    task: JoinHandle<()>,
+    stage: StageHandle,
     sync: TailSync,
 }
 
@@ -80,7 +88,7 @@ impl TailSync {
 impl Tail {
     /// Waits until every record present at start has been handed over.
     pub async fn caught_up(&mut self) {
-        // The sender lives as long as the task; if the task ended, nothing more comes.
+        // The sender lives as long as the loop; if the loop ended, nothing more comes.
         let _ = self.caught_up.wait_for(|c| *c).await;
     }
 
@@ -95,22 +103,37 @@ impl Tail {
     pub fn sync(&self) -> TailSync {
         self.sync.clone()
     }
-}
 
-impl Drop for Tail {
-    fn drop(&mut self) {
-        self.task.abort();
+    /// The tail's stage. A clone keeps the tail running after the `Tail` is dropped.
+    pub fn handle(&self) -> StageHandle {
+        self.stage.clone()
     }
 }
 
 const META_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Starts following `topic`, calling `on_record` for every record in offset order per
-/// partition.
+/// How long the loop waits for a record before asking where the consumer stands.
+const IDLE: Duration = Duration::from_millis(200);
+
+/// [`tail_topic_named`] with the stage named "tail".
 pub async fn tail_topic<F>(
     settings: &KafkaSettings,
     topic: &str,
-    mut on_record: F,
+    on_record: F,
+) -> Result<Tail, KafkaError>
+where
+    F: FnMut(TailRecord<'_>) + Send + 'static,
+{
+    tail_topic_named("tail", settings, topic, on_record).await
+}
+
+/// Starts following `topic` as the stage `name`, calling `on_record` for every record in
+/// offset order per partition.
+pub async fn tail_topic_named<F>(
+    name: &'static str,
+    settings: &KafkaSettings,
+    topic: &str,
+    on_record: F,
 ) -> Result<Tail, KafkaError>
 where
     F: FnMut(TailRecord<'_>) + Send + 'static,
@@ -197,56 +220,90 @@ where
         watermarks: Arc::new(watermarks),
     };
     let (tx, rx) = watch::channel(ends.is_empty());
-    let topic = topic.to_owned();
-    let task = tokio::spawn(async move {
-        let mut pending = ends;
+    let run = Follow {
+        consumer,
+        topic: topic.to_owned(),
+        on_record,
+        consumed,
+        pending: ends,
+        caught_up: tx,
+    };
+    let stage = aiq_stage::spawn_task(name, move |stop| run.run(stop));
+    Ok(Tail {
+        caught_up: rx,
+        stage,
+        sync,
+    })
+}
+
+/// The tail's loop and what it owns.
+struct Follow<F> {
+    consumer: StreamConsumer,
+    topic: String,
+    on_record: F,
+    consumed: Arc<Mutex<HashMap<i32, i64>>>,
+    /// Partitions not yet read to the end they had at start, with that end.
+    pending: HashMap<i32, i64>,
+    caught_up: watch::Sender<bool>,
+}
+
+impl<F> Follow<F>
+where
+    F: FnMut(TailRecord<'_>) + Send + 'static,
+{
+    /// Follows until stopped. Consumer errors are retried, never fatal: a tail that gave
+    /// up would leave the process serving from state that no longer moves.
+    async fn run(mut self, stop: StopSignal) -> Result<(), std::convert::Infallible> {
         loop {
-            match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
+            let next = tokio::select! {
+                biased;
+                () = stop.stopped() => break,
+                m = tokio::time::timeout(IDLE, self.consumer.recv()) => m,
+            };
+            match next {
                 Ok(Ok(msg)) => {
-                    on_record(TailRecord {
+                    (self.on_record)(TailRecord {
                         key: msg.key(),
                         payload: msg.payload(),
                         partition: msg.partition(),
                         offset: msg.offset(),
                     });
-                    consumed
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(msg.partition(), msg.offset() + 1);
-                    if pending
-                        .get(&msg.partition())
-                        .is_some_and(|end| msg.offset() + 1 >= *end)
-                    {
-                        pending.remove(&msg.partition());
-                    }
+                    let (partition, next_offset) = (msg.partition(), msg.offset() + 1);
+                    drop(msg);
+                    self.reached(partition, next_offset);
                 }
-                Ok(Err(e)) => tracing::warn!(topic, error = %e, "tail consumer error; retrying"),
+                Ok(Err(e)) => {
+                    tracing::warn!(topic = self.topic, error = %e, "tail consumer error; retrying");
+                }
                 Err(_) => {
                     // Idle: transaction markers and compaction leave offsets that no
                     // record carries, so ask where the consumer stands.
-                    if let Ok(pos) = consumer.position() {
-                        let mut consumed = consumed.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Ok(pos) = self.consumer.position() {
                         for e in pos.elements() {
                             if let Offset::Offset(o) = e.offset() {
-                                consumed.insert(e.partition(), o);
-                                if pending.get(&e.partition()).is_some_and(|end| o >= *end) {
-                                    pending.remove(&e.partition());
-                                }
+                                self.reached(e.partition(), o);
                             }
                         }
                     }
                 }
             }
-            if pending.is_empty() && !*tx.borrow() {
-                let _ = tx.send(true);
+            if self.pending.is_empty() && !*self.caught_up.borrow() {
+                self.caught_up.send_replace(true);
             }
         }
-    });
-    Ok(Tail {
-        caught_up: rx,
-        task,
-        sync,
-    })
+        Ok(())
+    }
+
+    /// Everything of `partition` before `next` has been handed over.
+    fn reached(&mut self, partition: i32, next: i64) {
+        self.consumed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(partition, next);
+        if self.pending.get(&partition).is_some_and(|end| next >= *end) {
+            self.pending.remove(&partition);
+        }
+    }
 }
 
 fn uuid_like() -> String {
@@ -313,5 +370,40 @@ mod tests {
         assert!(!sync.catch_up_blocking(Duration::from_millis(300)));
         let took = started.elapsed();
         assert!(took < Duration::from_millis(900), "took {took:?}");
+    }
+
+    /// Stopping ends the loop cleanly, and so does dropping the last handle: nothing
+    /// keeps reading a topic nobody follows any more.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_tail_ends_when_stopped_or_dropped() {
+        let brokers = aiq_testkit::require_service!(aiq_testkit::KAFKA);
+        let s = KafkaSettings::plaintext(
+            brokers,
+            format!("{}.", aiq_testkit::unique("tail-stop")),
+            1,
+            1,
+        );
+        let set = s.topics();
+        crate::apply_topics(&s, &set).await.unwrap();
+        let topic = set.name(aiq_topics::TopicKind::Definitions);
+
+        let tail = tail_topic_named("definitions", &s, topic, |_| {})
+            .await
+            .unwrap();
+        let handle = tail.handle();
+        assert_eq!(handle.name(), "definitions");
+        assert!(!handle.is_finished());
+        tokio::time::timeout(Duration::from_secs(10), handle.shutdown())
+            .await
+            .expect("ends within 10 s")
+            .unwrap();
+
+        let tail = tail_topic(&s, topic, |_| {}).await.unwrap();
+        assert_eq!(tail.handle().name(), "tail");
+        let mut caught_up = tail.watch();
+        drop(tail);
+        // The loop owns the sender: the channel closes once the loop has ended.
+        let closed = tokio::time::timeout(Duration::from_secs(10), caught_up.changed()).await;
+        assert!(closed.expect("ends within 10 s").is_err());
     }
 }

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use aiq_engine::Catalog;
 use aiq_kafka::tail_topic;
-use aiq_pipeline::orchestrator::{Orchestrator, OrchestratorMetrics, OrchestratorSettings};
-use aiq_pipeline::worker::{Worker, WorkerSettings};
+use aiq_orchestrator::{OrchestratorMetrics, OrchestratorSettings};
 use aiq_topics::{
     DefinitionRecord, Event, TenantId, TopicKind, TriggerEvent, TriggerSource, WorkflowId,
 };
+use aiq_worker::WorkerSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -98,7 +98,7 @@ pub async fn measure(
 
     let registry = prometheus::Registry::new();
     let started = Instant::now();
-    let orch = Orchestrator::spawn(
+    let orch = aiq_orchestrator::spawn(
         kafka.clone(),
         OrchestratorSettings {
             instance_id: run_id.clone(),
@@ -108,7 +108,7 @@ pub async fn measure(
         tail.sync(),
         Arc::new(OrchestratorMetrics::new(&registry)),
     )?;
-    let worker = Worker::start(
+    let worker = aiq_worker::spawn(
         &kafka,
         WorkerSettings::default(),
         noop_connectors(&registry)?,
@@ -129,8 +129,8 @@ pub async fn measure(
     })
     .await?;
     let seconds = started.elapsed().as_secs_f64();
-    worker.stop().await?;
-    tokio::task::spawn_blocking(move || orch.stop()).await??;
+    worker.shutdown().await?;
+    orch.shutdown().await?;
     anyhow::ensure!(ended == runs, "only {ended} of {runs} runs ended");
     Ok(Report {
         runs,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aiq_engine::Catalog;
-use aiq_pipeline::orchestrator::{Core, InputTopic, OrchestratorSettings, Record};
+use aiq_orchestrator::{Core, InputTopic, OrchestratorSettings, Record};
 use aiq_topics::{DefinitionRecord, TenantId, TriggerEvent, TriggerSource, WorkflowId};
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -45,7 +45,7 @@ pub fn measure(runs: usize) -> anyhow::Result<Report> {
     })?;
     let partitions = 1;
     let settings = OrchestratorSettings {
-        quota: aiq_pipeline::orchestrator::settings::TenantQuota {
+        quota: aiq_orchestrator::settings::TenantQuota {
             max_concurrent_runs: u32::MAX,
             max_inflight_tasks: u32::MAX,
         },

@@ -6,8 +6,8 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use aiq_pipeline::worker::{Worker, WorkerSettings};
 use aiq_topics::{RunId, StepId, TaskMessage, TaskResult, TenantId, TopicKind, WorkflowId};
+use aiq_worker::WorkerSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -69,7 +69,7 @@ pub async fn measure(
 
     let registry = prometheus::Registry::new();
     let started = Instant::now();
-    let worker = Worker::start(
+    let worker = aiq_worker::spawn(
         &kafka,
         WorkerSettings {
             max_in_flight,
@@ -93,7 +93,7 @@ pub async fn measure(
     })
     .await?;
     let seconds = started.elapsed().as_secs_f64();
-    worker.stop().await?;
+    worker.shutdown().await?;
     anyhow::ensure!(seen == tasks, "only {seen} of {tasks} tasks answered");
     Ok(Report {
         tasks,

@@ -164,7 +164,7 @@ async fn a_store_outage_holds_the_offsets_and_loses_nothing() {
         "drained {:?} after the restore (lag before it: {last_lag})",
         restored.elapsed().max(took)
     );
-    sink.stop().await.unwrap();
+    sink.shutdown().await.unwrap();
 
     let produced = produced.lock().await.clone();
     let rows: Vec<(Uuid, Option<String>)> = env

@@ -160,7 +160,7 @@ async fn a_replay_from_the_start_rewrites_identical_rows_timestamps_and_files() 
             .start(env.settings(group, dir.path()), env.session.clone())
             .await;
         let took = env.wait_drained(group, Duration::from_secs(300)).await;
-        sink.stop().await.unwrap();
+        sink.shutdown().await.unwrap();
         let rows = snapshot(&env).await;
         let files = common::parquet_files(dir.path());
         println!(

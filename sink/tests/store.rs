@@ -285,7 +285,7 @@ async fn every_event_kind_lands_in_its_columns_with_its_retention() {
     let took = env.wait_drained("sink", Duration::from_secs(120)).await;
     println!("drained {} records in {took:?}", events.len() + 2);
     assert!(!sink.is_finished());
-    sink.stop().await.unwrap();
+    sink.shutdown().await.unwrap();
 
     let ks = &env.cql.keyspace;
     let run_q = format!(

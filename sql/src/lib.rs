@@ -5,6 +5,7 @@
 //!
 //! Only CQL that both ScyllaDB and Apache Cassandra accept goes into `migrations/`.
 
+mod error;
 pub mod layout;
 pub mod migrations;
 pub mod runner;

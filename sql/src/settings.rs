@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::runner::SchemaError;
+use crate::error::SchemaError;
 
 /// The `[cql]` section of the configuration.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]

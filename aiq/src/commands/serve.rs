@@ -1,12 +1,21 @@
 //! `aiq serve`: runs the stages named by `serve.roles` in this process.
+//!
+//! Every stage is started the same way (settings → `spawn` → a `StageHandle`) and pushed
+//! into one [`Stages`] set in dependency order: the followers first (the definitions for
+//! ingest and the orchestrator, the secrets for the worker), then the stages that read
+//! them. The process then waits for a signal or for the first stage to end on its own —
+//! every stage is watched, so none can die while the others keep the process alive — and
+//! stops the rest in reverse order. A stage that ended on its own makes the exit code
+//! non-zero, so a supervisor restarts the process.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aiq_catalog::Definitions;
 use aiq_connectors::{Connectors, KafkaTarget, SecretStore};
-use aiq_ingest::bootstrap::Definitions;
-use aiq_pipeline::orchestrator::{Orchestrator, OrchestratorMetrics};
+use aiq_orchestrator::OrchestratorMetrics;
+use aiq_stage::{StageHandle, Stages};
 use anyhow::Context;
 use rdkafka::producer::FutureProducer;
 
@@ -15,49 +24,70 @@ use crate::roles::Role;
 
 pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     let roles: Vec<Role> = config.serve.roles.iter().collect();
+    let has = |r: Role| roles.contains(&r);
 
     // Ctrl-C by hand, SIGTERM from a service manager: either drains and stops.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let signals = stop_tx.clone();
-    tokio::spawn(async move {
+    let shutdown = async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
         tracing::info!("shutting down");
-        let _ = signals.send(true);
-    });
+    };
 
+    let mut stages = Stages::new();
+    // Anything that fails while starting stops what already runs before returning.
+    let started = start(config, &has, &mut stages).await;
+    if let Err(e) = started {
+        for failure in stages.stop_all().await {
+            tracing::error!(error = %failure, "while stopping after a failed start");
+        }
+        return Err(e);
+    }
+    tracing::info!(stages = ?stages.names(), "every stage is running");
+
+    let ended = stages.until_first_ends(shutdown).await;
+    if let Some(stage) = ended {
+        tracing::error!(stage, "a stage ended on its own; stopping the others");
+    }
+    let failures = stages.stop_all().await;
+    for f in &failures {
+        tracing::error!(error = %f, "stage failed");
+    }
+    if let Some(first) = failures.into_iter().next() {
+        return Err(anyhow::Error::new(first));
+    }
+    Ok(match ended {
+        // Ending cleanly but unasked is still not what a server does.
+        Some(_) => ExitCode::FAILURE,
+        None => ExitCode::SUCCESS,
+    })
+}
+
+/// Starts the stages of `roles` into `stages`, followers before their readers.
+async fn start(
+    config: &Config,
+    has: &impl Fn(Role) -> bool,
+    stages: &mut Stages,
+) -> anyhow::Result<()> {
     // One catalog per process, shared by ingest and the orchestrator.
-    let definitions = if roles.contains(&Role::Ingest) || roles.contains(&Role::Orchestrator) {
-        Some(
-            aiq_ingest::bootstrap::follow_definitions(&config.kafka)
-                .await
-                .context("following the definitions topic")?,
-        )
+    let definitions = if has(Role::Ingest) || has(Role::Orchestrator) {
+        let d = aiq_catalog::spawn(&config.kafka)
+            .await
+            .context("following the definitions topic")?;
+        stages.push(d.handle());
+        Some(d)
     } else {
         None
     };
-    let orchestrator = match &definitions {
-        Some(d) if roles.contains(&Role::Orchestrator) => {
-            Some(start_orchestrator(config, d).await?)
-        }
-        _ => None,
-    };
-    // A dead orchestrator must end the process, so that its supervisor restarts it.
-    let watchdog = orchestrator.as_ref().map(|o| {
-        end_when_finished(
-            o,
-            &stop_tx,
-            Duration::from_millis(200),
-            Orchestrator::is_finished,
-        )
-    });
+    if let Some(d) = definitions.as_ref().filter(|_| has(Role::Orchestrator)) {
+        stages.push(start_orchestrator(config, d).await?);
+    }
 
     // Only ingest (to seal) and workers (to open) touch secrets.
-    let keyring = if roles.contains(&Role::Ingest) || roles.contains(&Role::Worker) {
+    let keyring = if has(Role::Ingest) || has(Role::Worker) {
         config
             .secrets
             .keyring()
@@ -66,10 +96,11 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let worker = if roles.contains(&Role::Worker) {
+    if has(Role::Worker) {
         let (secrets, secrets_tail) = SecretStore::follow(&config.kafka, keyring.clone())
             .await
             .context("reading the secrets topic")?;
+        stages.push(secrets_tail.handle());
         let producer: FutureProducer = config
             .kafka
             .producer_config()
@@ -85,24 +116,21 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
             prometheus::default_registry(),
         )
         .context("setting up the connectors")?;
-        let w = aiq_pipeline::worker::Worker::start(
+        let worker = aiq_worker::spawn(
             &config.kafka,
             config.worker.clone(),
             connectors,
             prometheus::default_registry(),
         )
         .context("starting the worker")?;
-        tracing::info!("worker started");
-        Some((w, secrets_tail))
-    } else {
-        None
-    };
+        stages.push(worker);
+    }
 
-    let sink = if roles.contains(&Role::Sink) {
+    if has(Role::Sink) {
         let session = aiq_sql::connect(&config.cql)
             .await
             .context("connecting the sink to the store")?;
-        let sink = aiq_sink::Sink::start(
+        let sink = aiq_sink::spawn(
             &config.kafka,
             &config.kafka.topics(),
             Arc::new(session),
@@ -112,37 +140,24 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         )
         .await
         .context("starting the sink")?;
-        tracing::info!("sink started");
-        Some(Arc::new(std::sync::Mutex::new(Some(sink))))
-    } else {
-        None
-    };
-    // A sink that stopped on its own (an error it cannot retry) ends the process too.
-    let sink_watchdog = sink.as_ref().map(|s| {
-        end_when_finished(
-            s,
-            &stop_tx,
-            Duration::from_millis(500),
-            aiq_sink::Sink::is_finished,
-        )
-    });
+        stages.push(sink);
+    }
 
-    let mut wait = stop_rx.clone();
-    if roles.contains(&Role::Ingest) {
+    if has(Role::Ingest) {
         let (jwt, jwks_url) = crate::auth::jwt_verifier(&config.ingest).await?;
-        let _refresh = jwks_url.map(|url| {
-            crate::auth::spawn_refresh(
+        if let Some(url) = jwks_url {
+            stages.push(crate::auth::spawn_refresh(
                 jwt.clone(),
                 url,
                 Duration::from_secs(config.ingest.jwks_refresh_secs),
-            )
-        });
+            ));
+        }
         let ingest = aiq_ingest::bootstrap::build(
             &config.kafka,
             &config.cql,
             config.ingest.clone(),
             jwt,
-            keyring.clone(),
+            keyring,
             definitions
                 .as_ref()
                 .context("the ingest role follows the definitions topic")?,
@@ -157,70 +172,15 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("listening on {}", config.serve.http_listen))?;
         tracing::info!(address = %config.serve.http_listen, "ingest API listening");
-        let shutdown = async move {
-            let _ = wait.wait_for(|s| *s).await;
-        };
-        aiq_ingest::http::serve(ingest.app, listener, shutdown).await?;
-    } else {
-        let _ = wait.wait_for(|s| *s).await;
+        stages.push(aiq_ingest::spawn(ingest.app, listener));
     }
-
-    if let Some(w) = watchdog {
-        w.abort();
-    }
-    if let Some(w) = sink_watchdog {
-        w.abort();
-    }
-    let sink = sink.and_then(|s| s.lock().unwrap_or_else(|p| p.into_inner()).take());
-    if let Some(s) = sink {
-        s.stop().await.context("the sink failed")?;
-        tracing::info!("sink stopped");
-    }
-    if let Some((w, _secrets_tail)) = worker {
-        w.stop().await.context("the worker failed")?;
-        tracing::info!("worker stopped");
-    }
-    if let Some(o) = orchestrator {
-        let taken = o.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(o) = taken {
-            tokio::task::spawn_blocking(move || o.stop())
-                .await
-                .context("waiting for the orchestrator")?
-                .context("the orchestrator failed")?;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
-type Shared = Arc<std::sync::Mutex<Option<Orchestrator>>>;
-
-/// Asks the whole process to stop (through `stop`) once the stage in `stage` has ended
-/// on its own or been taken away, checking every `every`.
-fn end_when_finished<T: Send + 'static>(
-    stage: &Arc<std::sync::Mutex<Option<T>>>,
-    stop: &tokio::sync::watch::Sender<bool>,
-    every: Duration,
-    finished: fn(&T) -> bool,
-) -> tokio::task::JoinHandle<()> {
-    let stage = Arc::clone(stage);
-    let stop = stop.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(every).await;
-            let ended = stage
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-                .is_none_or(finished);
-            if ended {
-                let _ = stop.send(true);
-                return;
-            }
-        }
-    })
-}
-
-async fn start_orchestrator(config: &Config, definitions: &Definitions) -> anyhow::Result<Shared> {
+async fn start_orchestrator(
+    config: &Config,
+    definitions: &Definitions,
+) -> anyhow::Result<StageHandle> {
     // Triggers for workflows not read yet would go to the dead-letter topic.
     let _ = definitions
         .tail
@@ -228,13 +188,12 @@ async fn start_orchestrator(config: &Config, definitions: &Definitions) -> anyho
         .wait_for(|caught_up| *caught_up)
         .await;
     let metrics = Arc::new(OrchestratorMetrics::new(prometheus::default_registry()));
-    let o = Orchestrator::spawn(
+    aiq_orchestrator::spawn(
         config.kafka.clone(),
         config.orchestrator.clone(),
         Arc::clone(&definitions.catalog),
         definitions.tail.sync(),
         metrics,
     )
-    .context("starting the orchestrator")?;
-    Ok(Arc::new(std::sync::Mutex::new(Some(o))))
+    .context("starting the orchestrator")
 }

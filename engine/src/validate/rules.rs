@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::definition::{Definition, Step, StepKind};
 use crate::expr::Expressions;
-use crate::validate::ValidationError;
+use crate::validation_error::ValidationError;
 use crate::workflow::{BlockId, StepInfo};
 
 /// Most steps in one workflow, at all levels together.

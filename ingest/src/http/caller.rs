@@ -1,44 +1,23 @@
-//! Who is calling. Handlers take a [`Caller`]; it is established by [`Authenticate`]
-//! from the request headers only, so the tenant never comes from a request body.
+//! Establishing who is calling. Handlers take a [`Caller`]; it is established by
+//! [`Authenticate`] from the request headers only, so the tenant never comes from a
+//! request body.
 
 use std::future::Future;
 use std::pin::Pin;
 
-use aiq_auth::{Action, AuthError, Role};
+use aiq_auth::AuthError;
 use aiq_topics::TenantId;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 
+use crate::caller::Caller;
 use crate::http::App;
 use crate::problem::Problem;
 
 /// Header with which a platform admin acts for a tenant; anyone else may only name
 /// their own tenant.
 pub const ACTING_TENANT: &str = "x-aiq-tenant";
-
-/// An authenticated caller, acting for one tenant.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub tenant: TenantId,
-    pub role: Role,
-    /// Who, for the audit trail: a token's `sub` or an API key's id.
-    pub subject: String,
-}
-
-impl Caller {
-    pub fn require(&self, action: Action) -> Result<(), Problem> {
-        if aiq_auth::permits(self.role, action) {
-            Ok(())
-        } else {
-            Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("role {} may not {action}", self.role),
-            ))
-        }
-    }
-}
 
 pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<Caller, Problem>> + Send + 'a>>;
 

@@ -25,7 +25,9 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use caller::{ACTING_TENANT, AuthFuture, Authenticate, Caller, auth_problem};
+pub use caller::{ACTING_TENANT, AuthFuture, Authenticate, auth_problem};
+
+pub use crate::caller::Caller;
 
 use crate::catalog::Catalog;
 use crate::history::HistoryStore;
@@ -146,7 +148,7 @@ pub fn router(app: App) -> (axum::Router, utoipa::openapi::OpenApi) {
     (router, api)
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves until `shutdown` resolves, then lets the requests in flight finish.
 pub async fn serve(
     app: App,
     listener: tokio::net::TcpListener,
@@ -156,6 +158,17 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// The stage's name.
+pub const STAGE: &str = "ingest";
+
+/// Serves `app` on `listener` as the stage "ingest" until it is stopped (then the
+/// requests in flight finish, as with [`serve`]). It fails only if the listener does.
+pub fn spawn(app: App, listener: tokio::net::TcpListener) -> aiq_stage::StageHandle {
+    aiq_stage::spawn_task(STAGE, move |stop| {
+        serve(app, listener, async move { stop.stopped().await })
+    })
 }
 
 /// How long `/readyz` waits for Kafka's answer.

@@ -8,7 +8,8 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use aiq_auth::{JwtConfig, JwtVerifier, Role, mint_dev_token};
-use aiq_ingest::bootstrap::{Definitions, Ingest, build, follow_definitions};
+use aiq_catalog::Definitions;
+use aiq_ingest::bootstrap::{Ingest, build};
 use aiq_ingest::limits::TriggerQuota;
 use aiq_ingest::settings::IngestSettings;
 use aiq_kafka::{KafkaSettings, apply_topics};
@@ -87,7 +88,7 @@ pub async fn api_with(
     })
     .unwrap();
     let keyring = Arc::new(Keyring::generate("k1").unwrap());
-    let definitions = follow_definitions(&kafka).await.unwrap();
+    let definitions = aiq_catalog::spawn(&kafka).await.unwrap();
     let ingest = build(
         &kafka,
         &cql,

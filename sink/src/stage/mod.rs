@@ -1,6 +1,11 @@
 //! The sink stage: reads the events and audit topics, writes the store and the Parquet
 //! files, and commits an offset only once everything before it is in both.
 //!
+//! [`spawn`] sets up the consumer and the store's statements, then runs the loop as the
+//! stage "sink" (`aiq_stage::spawn_task`). Stopping it ends the read at once, flushes
+//! the Parquet files, commits what is written and leaves the group; a batch the store
+//! has not taken yet is not committed, so it is read again by the next owner.
+//!
 //! One loop reads a batch, writes it (retrying a failing store forever, with capped
 //! backoff, while reading nothing more: lag grows instead of records being skipped),
 //! hands the events to the Parquet writer and marks the offsets done. Every commit
@@ -15,13 +20,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aiq_kafka::KafkaSettings;
+use aiq_stage::{StageHandle, StopSignal};
 use aiq_topics::{AuditEvent, Event, TopicKind, TopicSet};
 use prometheus::Registry;
 use rdkafka::Offset;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use scylla::client::session::Session;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -52,7 +57,7 @@ pub enum SinkError {
     Store(#[from] StoreError),
     #[error("the Parquet writer: {0}")]
     Parquet(#[from] ParquetError),
-    #[error("the sink task failed: {0}")]
+    #[error("a blocking task of the sink failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
 
@@ -62,11 +67,8 @@ fn kafka(op: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> SinkErr
 
 type SinkConsumer = StreamConsumer<SinkContext>;
 
-pub struct Sink {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<Result<(), SinkError>>,
-    compaction: Option<JoinHandle<()>>,
-}
+/// The stage's name.
+pub const STAGE: &str = "sink";
 
 /// Runs [`crate::parquet::compact`] every `every`, holding the writer's lock so that a
 /// flush never rewrites a window of a folder being merged.
@@ -126,55 +128,57 @@ struct Loop {
     settings: SinkSettings,
     progress: Arc<Mutex<Progress>>,
     parquet: Arc<Mutex<ParquetWriter>>,
-    stop: watch::Receiver<bool>,
+    stop: StopSignal,
     last_lag: Instant,
 }
 
-impl Sink {
-    /// Prepares the store's statements, subscribes to the events and audit topics of
-    /// `topics` and starts consuming. `keyspace` must hold the applied schema.
-    pub async fn start(
-        kafka_settings: &KafkaSettings,
-        topics: &TopicSet,
-        session: Arc<Session>,
-        keyspace: &str,
-        settings: SinkSettings,
-        registry: &Registry,
-    ) -> Result<Self, SinkError> {
-        settings.validate()?;
-        let store = Store::new(session, keyspace).await?;
-        let parquet = Arc::new(Mutex::new(ParquetWriter::new(&settings.parquet)?));
-        let progress: Arc<Mutex<Progress>> = Arc::default();
-        let events: Arc<str> = topics.name(TopicKind::Events).into();
-        let audit: Arc<str> = topics.name(TopicKind::Audit).into();
-        let context = SinkContext {
-            events: Arc::clone(&events),
-            audit: Arc::clone(&audit),
-            progress: Arc::clone(&progress),
-            parquet: Arc::clone(&parquet),
-        };
-        let consumer: SinkConsumer = kafka_settings
-            .client_config()
-            .set(
-                "group.id",
-                format!("{}{}", kafka_settings.topic_prefix, settings.group_id),
-            )
-            // Offsets are committed by the loop, only after the store and the Parquet
-            // files have everything before them.
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            // The orchestrator writes events in transactions.
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest")
-            // While the store is down the loop reads nothing: bound what waits in memory.
-            .set("queued.max.messages.kbytes", "16384")
-            .create_with_context(context)
-            .map_err(kafka("create the sink consumer"))?;
-        consumer
-            .subscribe(&[&events, &audit])
-            .map_err(kafka("subscribe to events and audit"))?;
-        let (stop, stop_rx) = watch::channel(false);
-        let compaction = (settings.compact_interval_secs > 0).then(|| {
+/// Prepares the store's statements, subscribes to the events and audit topics of
+/// `topics` and starts consuming, as the stage "sink". `keyspace` must hold the applied
+/// schema. Errors here are setup errors; once running, the stage ends with an error only
+/// when it cannot go on (the store's failures are retried, not returned).
+pub async fn spawn(
+    kafka_settings: &KafkaSettings,
+    topics: &TopicSet,
+    session: Arc<Session>,
+    keyspace: &str,
+    settings: SinkSettings,
+    registry: &Registry,
+) -> Result<StageHandle, SinkError> {
+    settings.validate()?;
+    let store = Store::new(session, keyspace).await?;
+    let parquet = Arc::new(Mutex::new(ParquetWriter::new(&settings.parquet)?));
+    let progress: Arc<Mutex<Progress>> = Arc::default();
+    let events: Arc<str> = topics.name(TopicKind::Events).into();
+    let audit: Arc<str> = topics.name(TopicKind::Audit).into();
+    let context = SinkContext {
+        events: Arc::clone(&events),
+        audit: Arc::clone(&audit),
+        progress: Arc::clone(&progress),
+        parquet: Arc::clone(&parquet),
+    };
+    let consumer: SinkConsumer = kafka_settings
+        .client_config()
+        .set(
+            "group.id",
+            format!("{}{}", kafka_settings.topic_prefix, settings.group_id),
+        )
+        // Offsets are committed by the loop, only after the store and the Parquet
+        // files have everything before them.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // The orchestrator writes events in transactions.
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        // While the store is down the loop reads nothing: bound what waits in memory.
+        .set("queued.max.messages.kbytes", "16384")
+        .create_with_context(context)
+        .map_err(kafka("create the sink consumer"))?;
+    consumer
+        .subscribe(&[&events, &audit])
+        .map_err(kafka("subscribe to events and audit"))?;
+    let metrics = Arc::new(Metrics::new(registry));
+    Ok(aiq_stage::spawn_task(STAGE, move |stop| async move {
+        let mut compaction = (settings.compact_interval_secs > 0).then(|| {
             spawn_compaction(
                 Arc::clone(&parquet),
                 settings.parquet.clone(),
@@ -184,33 +188,32 @@ impl Sink {
         let run = Loop {
             consumer: Arc::new(consumer),
             store,
-            metrics: Arc::new(Metrics::new(registry)),
+            metrics,
             settings,
             progress,
             parquet,
-            stop: stop_rx,
+            stop: stop.clone(),
             last_lag: Instant::now(),
+        }
+        .run();
+        tokio::pin!(run);
+        let ended = tokio::select! {
+            ended = &mut run => ended,
+            () = stop.stopped() => {
+                // No compaction may start (and hold the writer) while the loop makes its
+                // last flush and commit.
+                if let Some(c) = compaction.take() {
+                    c.abort();
+                }
+                run.await
+            }
         };
-        let task = tokio::spawn(run.run());
-        Ok(Self {
-            stop,
-            task,
-            compaction,
-        })
-    }
-
-    /// Stops reading, flushes and commits what is written, and leaves the group.
-    pub async fn stop(self) -> Result<(), SinkError> {
-        if let Some(c) = &self.compaction {
+        // Compaction works on the files the loop writes: it ends with the loop.
+        if let Some(c) = compaction {
             c.abort();
         }
-        let _ = self.stop.send(true);
-        self.task.await?
-    }
-
-    pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
-    }
+        ended
+    }))
 }
 
 fn decode(ctx: &SinkContext, msg: &BorrowedMessage<'_>, metrics: &Metrics) -> Option<Record> {
@@ -298,7 +301,7 @@ impl Loop {
         while batch.len() < self.settings.batch_max_records {
             let msg = tokio::select! {
                 biased;
-                _ = self.stop.changed() => return (batch, true),
+                () = self.stop.stopped() => return (batch, true),
                 m = tokio::time::timeout_at(deadline, self.consumer.recv()) => m,
             };
             match msg {
@@ -314,7 +317,7 @@ impl Loop {
                 }
             }
         }
-        (batch, *self.stop.borrow())
+        (batch, self.stop.is_stopped())
     }
 
     /// Writes the batch until the store takes all of it; false if the sink stopped first.
@@ -341,7 +344,7 @@ impl Loop {
             pending = failed.writes;
             self.sample_lag().await;
             tokio::select! {
-                _ = self.stop.changed() => return false,
+                () = self.stop.stopped() => return false,
                 () = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(max);

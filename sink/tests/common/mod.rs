@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aiq_kafka::{KafkaSettings, apply_topics};
-use aiq_sink::{RetentionSettings, Sink, SinkSettings};
+use aiq_sink::{RetentionSettings, SinkSettings};
 use aiq_sql::{CqlSettings, apply_schema, connect};
+use aiq_stage::StageHandle;
 use aiq_topics::{AuditEvent, Event, TopicKind, TopicSet};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -97,7 +98,8 @@ impl Env {
         format!("{}{group}", self.kafka.topic_prefix)
     }
 
-    pub async fn start(&self, settings: SinkSettings, session: Arc<Session>) -> Sink {
+    /// The sink stage over this environment.
+    pub async fn start(&self, settings: SinkSettings, session: Arc<Session>) -> StageHandle {
         self.start_with(settings, session, &prometheus::Registry::new())
             .await
     }
@@ -107,8 +109,8 @@ impl Env {
         settings: SinkSettings,
         session: Arc<Session>,
         registry: &prometheus::Registry,
-    ) -> Sink {
-        Sink::start(
+    ) -> StageHandle {
+        aiq_sink::spawn(
             &self.kafka,
             &self.topics,
             session,

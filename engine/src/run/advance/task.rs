@@ -1,0 +1,113 @@
+//! The task step: dispatching attempts to workers, the timeout of each attempt, and
+//! retries with backoff after a failure the step's policy retries.
+
+use aiq_topics::{ErrorClass, StepId, StepStatus, TaskMessage};
+
+use super::{DEFAULT_TASK_TIMEOUT, Flow, Machine, TASK_TIMEOUT_GRACE, failure};
+use crate::definition::StepKind;
+use crate::run::io::Command;
+use crate::run::retry;
+use crate::run::state::{FrameId, Pending, TimerPurpose};
+
+impl Machine<'_> {
+    /// Dispatches the first attempt; the step waits for its result.
+    pub(super) fn run_task(&mut self, fid: FrameId) -> Flow {
+        self.dispatch(fid);
+        Flow::Stop
+    }
+
+    /// The next dispatch number of `step` in this run (task attempts and sub-workflow
+    /// runs count alike).
+    pub(super) fn next_dispatch(&mut self, step: &StepId) -> u32 {
+        let seq = self.st.dispatches.entry(step.clone()).or_insert(0);
+        *seq += 1;
+        *seq
+    }
+
+    /// Dispatches the frame's current task step as a new attempt.
+    pub(super) fn dispatch(&mut self, fid: FrameId) {
+        let Some(frame) = self.st.frames.get(&fid) else {
+            return;
+        };
+        let at = frame.at.clone();
+        let Some(StepKind::Task(task)) = self.wf.step(&at).map(|i| i.step.kind.clone()) else {
+            return;
+        };
+        let args = match self.wf.exprs.render(&task.args, &self.scope(fid)) {
+            Ok(a) => a,
+            Err(e) => {
+                return self.fatal(fid, e.to_string());
+            }
+        };
+        let seq = self.next_dispatch(&at);
+        let timeout = task.timeout.map_or(DEFAULT_TASK_TIMEOUT, |t| t.0);
+        if let Some(f) = self.st.frames.get_mut(&fid) {
+            f.tries += 1;
+            f.pending = Pending::Task { attempt: seq };
+        }
+        self.emit_step(fid, StepStatus::Started, seq, None);
+        self.out.push(Command::DispatchTask(TaskMessage {
+            tenant: self.st.tenant.clone(),
+            run: self.st.run,
+            step: at.clone(),
+            attempt: seq,
+            connector: task.connector.as_str().to_owned(),
+            args,
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            dispatched_at: self.now,
+        }));
+        let due = self.now
+            + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX)
+            + TASK_TIMEOUT_GRACE;
+        self.start_timer(
+            task_timeout_id(&at, seq),
+            due,
+            TimerPurpose::TaskTimeout {
+                frame: fid,
+                attempt: seq,
+            },
+        );
+    }
+
+    /// The attempt the frame waits for failed: retried after a backoff if the step's
+    /// policy says so, else the step fails.
+    pub(super) fn task_failed(&mut self, fid: FrameId, class: ErrorClass, message: String) {
+        let Some(frame) = self.st.frames.get(&fid) else {
+            return;
+        };
+        let at = frame.at.clone();
+        let tries = frame.tries;
+        let attempt = match frame.pending {
+            Pending::Task { attempt } => attempt,
+            _ => return,
+        };
+        self.cancel_timer(&task_timeout_id(&at, attempt));
+        let err = failure(class, message, Some(&at));
+        let retry = match self.wf.step(&at).map(|i| &i.step.kind) {
+            Some(StepKind::Task(t)) => t.retry.clone(),
+            _ => None,
+        };
+        if let Some(policy) = retry
+            && policy.retry_on.contains(&class)
+            && tries < policy.max_attempts
+        {
+            {
+                let delay = retry::backoff(&policy, tries, &self.st.run, &at);
+                self.emit_step(fid, StepStatus::Retrying, attempt, Some(err));
+                self.set_pending(fid, Pending::Backoff);
+                self.start_timer(
+                    format!("retry/{fid}/{at}/{attempt}"),
+                    self.now + delay,
+                    TimerPurpose::Retry { frame: fid },
+                );
+                return;
+            }
+        }
+        self.fail_step_attempt(fid, err, attempt);
+    }
+}
+
+/// The id of the timer that fails attempt `attempt` of `step` if no result comes.
+pub(super) fn task_timeout_id(step: &StepId, attempt: u32) -> String {
+    format!("timeout/{step}/{attempt}")
+}

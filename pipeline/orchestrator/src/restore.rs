@@ -1,0 +1,148 @@
+//! Reads a partition's state back from the compacted changelog before the partition's
+//! first input is processed.
+//!
+//! Read committed, to the end: the end is where the partition holds no open
+//! transaction any more (last stable offset = high watermark). A crashed previous owner
+//! can leave a transaction open; the broker aborts it after `transaction.timeout.ms`,
+//! so restoring waits for that rather than building on a state that may still change.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use aiq_kafka::KafkaSettings;
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::OrchestratorError;
+use crate::changelog::{Entry, EntryKey};
+
+pub type Restored = HashMap<i32, Vec<(EntryKey, Entry)>>;
+
+/// Reaching a partition's end is how a restore finishes, not an error worth a log line.
+struct QuietEof;
+
+impl ClientContext for QuietEof {
+    fn error(&self, error: RdError, reason: &str) {
+        let eof = matches!(
+            error,
+            RdError::PartitionEOF(_) | RdError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !eof {
+            tracing::error!(%error, reason, "changelog restore client error");
+        }
+    }
+}
+
+impl ConsumerContext for QuietEof {}
+
+pub fn restore(
+    kafka: &KafkaSettings,
+    topic: &str,
+    partitions: &[i32],
+    timeout: Duration,
+) -> Result<Restored, OrchestratorError> {
+    let mut out: Restored = partitions.iter().map(|p| (*p, Vec::new())).collect();
+    if partitions.is_empty() {
+        return Ok(out);
+    }
+    let consumer: BaseConsumer<QuietEof> = kafka
+        .client_config()
+        .set("group.id", format!("aiq-restore-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .create_with_context(QuietEof)
+        .map_err(|e| OrchestratorError::kafka("create the restore consumer", e))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .map_err(|e| OrchestratorError::kafka("assign changelog partitions", e))?;
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| OrchestratorError::kafka("assign changelog partitions", e))?;
+
+    // Read committed, a client's watermark query answers the last stable offset; read
+    // uncommitted, the high watermark. Equal means no transaction is open.
+    let uncommitted: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", format!("aiq-restore-hw-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .map_err(|e| OrchestratorError::kafka("create the restore watermark client", e))?;
+
+    let mut latest: HashMap<i32, HashMap<Vec<u8>, Option<Vec<u8>>>> = HashMap::new();
+    let mut open: BTreeSet<i32> = partitions.iter().copied().collect();
+    let mut last_seen: HashMap<i32, String> = HashMap::new();
+    let started = Instant::now();
+    while !open.is_empty() {
+        if started.elapsed() > timeout {
+            let detail: Vec<String> = open
+                .iter()
+                .map(|p| {
+                    format!(
+                        "partition {p}: {}",
+                        last_seen
+                            .get(p)
+                            .map_or("no end of partition seen", String::as_str)
+                    )
+                })
+                .collect();
+            return Err(OrchestratorError::RestoreTimeout {
+                partitions: open.into_iter().collect(),
+                waited: timeout,
+                detail: detail.join("; "),
+            });
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let Some(key) = m.key() else { continue };
+                latest
+                    .entry(m.partition())
+                    .or_default()
+                    .insert(key.to_vec(), m.payload().map(<[u8]>::to_vec));
+            }
+            // The fetch reached the last stable offset. The application position does
+            // not move past aborted records, so it cannot tell; the watermarks can.
+            Some(Err(RdError::PartitionEOF(p))) if open.contains(&p) => {
+                let wm = Duration::from_secs(5);
+                let (_, stable) = consumer
+                    .fetch_watermarks(topic, p, wm)
+                    .map_err(|e| OrchestratorError::kafka("changelog stable offset", e))?;
+                let (_, high) = uncommitted
+                    .fetch_watermarks(topic, p, wm)
+                    .map_err(|e| OrchestratorError::kafka("changelog high watermark", e))?;
+                if stable >= high {
+                    open.remove(&p);
+                } else {
+                    // An open transaction; the end is signalled again once it ends.
+                    last_seen.insert(
+                        p,
+                        format!("a transaction is open from before offset {stable} to {high}"),
+                    );
+                }
+            }
+            Some(Err(RdError::PartitionEOF(_))) | None => {}
+            Some(Err(e)) => tracing::warn!(error = %e, "changelog restore: consumer error"),
+        }
+    }
+
+    for (p, entries) in latest {
+        let list = out.entry(p).or_default();
+        for (key, value) in entries {
+            let Some(value) = value else { continue };
+            match (EntryKey::decode(&key), Entry::decode(&value)) {
+                (Ok(k), Ok(v)) => list.push((k, v)),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::error!(partition = p, error = %e, "changelog entry skipped");
+                }
+            }
+        }
+    }
+    Ok(out)
+}

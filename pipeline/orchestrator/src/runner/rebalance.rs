@@ -1,0 +1,130 @@
+//! Rebalances, seen inside `poll`: a revocation aborts the open transaction before the
+//! partitions go to another instance and drops their state; an assignment restores each
+//! partition's state from the changelog before its first input.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::producer::Producer;
+
+use super::{Runner, TXN_CALL_TIMEOUT, TxProducer};
+use crate::OrchestratorError;
+use crate::metrics::OrchestratorMetrics;
+use crate::restore::restore;
+
+pub(super) enum Rebalanced {
+    Revoked,
+    Assigned(Vec<i32>),
+}
+
+/// Sees rebalances inside `poll`: aborts the open transaction before the partitions
+/// go to another instance, and tells the loop what changed.
+pub(super) struct RebalanceContext {
+    pub(super) producer: Arc<TxProducer>,
+    pub(super) in_txn: Arc<AtomicBool>,
+    pub(super) triggers: String,
+    pub(super) events: Mutex<Vec<Rebalanced>>,
+    pub(super) metrics: Arc<OrchestratorMetrics>,
+}
+
+impl ClientContext for RebalanceContext {
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        self.metrics.lag.observe(&statistics);
+    }
+}
+
+impl ConsumerContext for RebalanceContext {
+    fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(_) = rebalance {
+            if self.in_txn.swap(false, Ordering::SeqCst)
+                && let Err(e) = self.producer.abort_transaction(TXN_CALL_TIMEOUT)
+            {
+                tracing::error!(error = %e, "aborting the open transaction on revocation failed");
+            }
+            self.push(Rebalanced::Revoked);
+        }
+    }
+
+    fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let mut parts: Vec<i32> = tpl
+                    .elements()
+                    .iter()
+                    .filter(|e| e.topic() == self.triggers)
+                    .map(|e| e.partition())
+                    .collect();
+                parts.sort_unstable();
+                self.push(Rebalanced::Assigned(parts));
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::error!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+impl RebalanceContext {
+    fn push(&self, e: Rebalanced) {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(e);
+    }
+
+    fn drain(&self) -> Vec<Rebalanced> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl Runner {
+    /// Acts on what the last poll's rebalance callbacks saw.
+    pub(super) fn after_rebalance(&mut self) -> Result<(), OrchestratorError> {
+        for event in self.consumer.context().drain() {
+            match event {
+                Rebalanced::Revoked => {
+                    // The callback aborted the open transaction: forget all of it.
+                    let owned: Vec<i32> = self.core.owned().collect();
+                    for p in owned {
+                        self.core.drop_partition(p);
+                    }
+                    self.clear_batch();
+                    self.metrics.owned_partitions.set(0);
+                    tracing::info!("partitions revoked; state dropped");
+                }
+                Rebalanced::Assigned(parts) => {
+                    self.take_over(&parts)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn take_over(&mut self, parts: &[i32]) -> Result<(), OrchestratorError> {
+        let started = Instant::now();
+        let timeout = Duration::from_millis(self.settings.transaction_timeout_ms * 3)
+            .max(Duration::from_secs(30));
+        let restored = restore(&self.kafka, &self.names.changelog, parts, timeout)?;
+        let mut entries = 0;
+        for (p, list) in restored {
+            entries += list.len();
+            self.core.drop_partition(p);
+            self.core.restore(p, list);
+        }
+        self.metrics.owned_partitions.set(parts.len() as i64);
+        self.metrics
+            .restore_seconds
+            .observe(started.elapsed().as_secs_f64());
+        tracing::info!(partitions = ?parts, entries, ms = started.elapsed().as_millis() as u64, "partitions assigned; state restored");
+        Ok(())
+    }
+
+    pub(super) fn clear_batch(&mut self) {
+        self.core.discard_pending();
+        self.offsets.clear();
+        self.batch_records = 0;
+        self.batch_started = None;
+    }
+}
