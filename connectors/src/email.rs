@@ -600,6 +600,7 @@ mod tests {
             args: json!({}),
             timeout_ms: 1000,
             dispatched_at: chrono::Utc::now(),
+            expires_at: None,
         }
     }
 

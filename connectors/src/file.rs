@@ -179,6 +179,7 @@ mod tests {
             args,
             timeout_ms: 1000,
             dispatched_at: chrono::Utc::now(),
+            expires_at: None,
         }
     }
 

@@ -136,6 +136,7 @@ mod tests {
             args,
             timeout_ms,
             dispatched_at: chrono::Utc::now(),
+            expires_at: None,
         }
     }
 

@@ -32,11 +32,11 @@ steps:
     assert_eq!(task.timeout_ms, 10_000);
     assert_eq!(task.attempt, 1);
     assert_eq!(task.idempotency_key(), format!("{}/fetch/1", task.run));
-    // The orchestrator's own backstop timer: timeout plus grace.
-    assert_eq!(
-        sim.timers["timeout/fetch/1"],
-        common::t0() + Duration::seconds(15)
-    );
+    // The orchestrator's own backstop timer: the default 10 minutes to be picked up,
+    // the timeout, and grace; the task expires at the same instant.
+    let due = common::t0() + Duration::seconds(600 + 10 + 5);
+    assert_eq!(sim.timers["timeout/fetch/1"], due);
+    assert_eq!(task.expires_at, Some(due));
     sim.ok("fetch", json!({"paid": true}));
     assert_eq!(sim.status(), RunStatus::Succeeded);
     assert_eq!(sim.output(), Some(&json!({"paid": true})));
@@ -48,6 +48,29 @@ steps:
             ..
         })
     ));
+}
+
+/// Waiting for a worker is bounded by `schedule_to_start`, apart from the timeout: the
+/// backstop (and the task's expiry) is dispatch + schedule-to-start + timeout + grace,
+/// so a task waiting out a worker's restart is delayed, not failed.
+#[test]
+fn a_tasks_backstop_allows_for_its_schedule_to_start() {
+    let mut sim = Sim::start(
+        r#"
+id: w
+steps:
+  - id: call
+    task: { connector: noop, timeout: 10s, schedule_to_start: 2m }
+"#,
+        json!({}),
+    );
+    let due = common::t0() + Duration::seconds(120 + 10 + 5);
+    assert_eq!(sim.timers["timeout/call/1"], due);
+    assert_eq!(sim.open_tasks[0].expires_at, Some(due));
+    // A worker that picked the task up late answers within the window: it counts.
+    sim.now = common::t0() + Duration::seconds(125);
+    sim.ok("call", json!(1));
+    assert_eq!(sim.status(), RunStatus::Succeeded);
 }
 
 #[test]

@@ -187,6 +187,25 @@ fn limits_are_enforced() {
         errors("huge.yaml", &huge).starts_with("huge.yaml:/: document is 1048"),
         "size limit"
     );
+
+    let waits = |d: &str| {
+        errors(
+            "wait.yaml",
+            &format!(
+                "id: wait\nsteps:\n  - id: t\n    task: {{ connector: noop, args: {{}}, schedule_to_start: {d} }}\n"
+            ),
+        )
+    };
+    assert_eq!(
+        waits("8d"),
+        "wait.yaml:/steps/0/task/schedule_to_start: must be at most 7days"
+    );
+    assert_eq!(
+        waits("0s"),
+        "valid",
+        "no wait for a worker at all is allowed"
+    );
+    assert_eq!(waits("7d"), "valid");
 }
 
 #[test]

@@ -74,6 +74,7 @@ pub async fn build(
             publisher: publisher.clone(),
             catalog: Arc::clone(&catalog),
             stale_after: std::time::Duration::from_millis(settings.idempotency_stale_after_ms),
+            max_input_bytes: settings.max_trigger_input_bytes,
         },
         store,
         catalog,

@@ -42,6 +42,8 @@ pub enum StartError {
     UnknownVersion { workflow: String, version: u32 },
     #[error("the input does not match the workflow's input schema")]
     InvalidInput(Vec<String>),
+    #[error("the input is {size} bytes of JSON, over the limit of {limit} bytes")]
+    InputTooLarge { size: usize, limit: usize },
     #[error("Idempotency-Key must be 1 to {max} characters")]
     BadKey { max: usize },
     #[error("Idempotency-Key {0:?} was used for a different request")]
@@ -61,6 +63,14 @@ pub struct Runs {
     pub catalog: Arc<Catalog>,
     /// A pending claim older than this was left by a request that died.
     pub stale_after: Duration,
+    /// Largest run input (JSON-encoded) that is published.
+    pub max_input_bytes: usize,
+}
+
+/// The size of `input` as JSON. The body it came in is bounded (`max_body_bytes`), so
+/// measuring it whole costs little.
+fn encoded_size(input: &Value) -> usize {
+    serde_json::to_vec(input).map_or(usize::MAX, |v| v.len())
 }
 
 fn request_hash(req: &StartRun, version: u32) -> String {
@@ -77,6 +87,14 @@ fn request_hash(req: &StartRun, version: u32) -> String {
 
 impl Runs {
     pub async fn start(&self, req: StartRun, now: DateTime<Utc>) -> Result<Accepted, StartError> {
+        // First: nothing about an input Kafka would refuse is worth looking up.
+        let size = encoded_size(&req.input);
+        if size > self.max_input_bytes {
+            return Err(StartError::InputTooLarge {
+                size,
+                limit: self.max_input_bytes,
+            });
+        }
         let found = match req.version {
             Some(v) => self
                 .catalog

@@ -13,6 +13,11 @@ use crate::limits::TriggerQuota;
 pub struct IngestSettings {
     /// Largest request body accepted, in bytes; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Largest run input accepted (its JSON encoding), in bytes; larger ones get 413
+    /// and nothing is published. Well under Kafka's record limit (1 MB by default), so a
+    /// trigger always fits, and run state built from the input stays small.
+    #[serde(default = "default_max_trigger_input_bytes")]
+    pub max_trigger_input_bytes: usize,
     /// How long a request waits for Kafka's acknowledgement before it gets 503.
     pub ack_timeout_ms: u64,
     /// How far a webhook's timestamp may be from now, in seconds.
@@ -32,6 +37,10 @@ pub struct IngestSettings {
     pub trigger_quota: TriggerQuota,
     #[serde(default)]
     pub tenants: HashMap<TenantId, TenantOverrides>,
+}
+
+fn default_max_trigger_input_bytes() -> usize {
+    256 * 1024
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -200,12 +200,12 @@ async fn configuration_changes_are_audited_without_secret_values() {
         .await
         .unwrap();
     let retention = aiq_sink::RetentionSettings::default();
-    let writes = events
+    let writes: Vec<_> = events
         .iter()
         .map(|e| aiq_sink::store::audit(e, &retention))
         .collect();
     let metrics = Arc::new(aiq_sink::metrics::Metrics::new(&prometheus::Registry::new()));
-    store.execute(writes, 4, &metrics).await.unwrap();
+    store.execute(Arc::new(writes), 4, &metrics).await.unwrap();
 
     let (status, _, body) = call(r, get("/v1/audit", &admin)).await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -69,6 +69,8 @@ async fn api(brokers: String, cql: String) -> Api {
         .unwrap();
     let settings = IngestSettings {
         max_body_bytes: 64 * 1024,
+        // Small, so the test can pass it with a body the body limit still takes.
+        max_trigger_input_bytes: 1024,
         ack_timeout_ms: 5000,
         webhook_replay_window_secs: 300,
         idempotency_stale_after_ms: 30_000,
@@ -697,4 +699,123 @@ async fn secrets_are_stored_sealed_and_deleted_with_a_tombstone() {
     let (key, payload) = seen.lock().unwrap()[1].clone();
     assert_eq!(key, "acme/crm-token");
     assert!(payload.is_none(), "a delete is a tombstone");
+}
+
+/// Records on every partition of the triggers topic, from the watermarks.
+fn triggers_written(kafka: &KafkaSettings) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", unique("watermarks"))
+        .create()
+        .unwrap();
+    let topic = kafka
+        .topics()
+        .name(aiq_topics::TopicKind::Triggers)
+        .to_owned();
+    let partitions = kafka
+        .topics()
+        .get(aiq_topics::TopicKind::Triggers)
+        .partitions;
+    (0..partitions as i32)
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                .unwrap();
+            high - low
+        })
+        .sum()
+}
+
+/// An input over `max_trigger_input_bytes` (1024 here) is refused with 413 and a problem
+/// naming the field, the limit and the size, by API, by hand and by webhook alike, and
+/// nothing reaches Kafka; an input at the limit is taken.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_input_gets_413_naming_the_limit_and_nothing_is_published() {
+    let Some(api) = api_for("acme").await else {
+        return;
+    };
+    let user = token("acme", Role::User);
+    // 2,000 bytes of input: over the 1,024-byte input limit, under the 64 KiB body limit.
+    let big = json!({"order_id": 1, "note": "x".repeat(1970)});
+    let size = serde_json::to_vec(&big).unwrap().len();
+    assert!(size > 1024 && size < 4096, "{size}");
+    let check = |s: StatusCode, b: &Value| {
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{b}");
+        assert_eq!(b["type"], "https://automateiq.dev/problems/input-too-large");
+        let detail = b["detail"].as_str().unwrap();
+        assert!(detail.contains(&format!("{size} bytes")), "{detail}");
+        assert!(detail.contains("at most 1024 bytes"), "{detail}");
+        assert_eq!(b["errors"][0]["pointer"], "/input", "{b}");
+        let reason = b["errors"][0]["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(&size.to_string()) && reason.contains("1024"),
+            "{reason}"
+        );
+    };
+    for manual in [false, true] {
+        let body = json!({"input": big, "manual": manual}).to_string();
+        let (s, _, b) = call(
+            &api.router,
+            req(
+                "POST",
+                "/v1/workflows/order-sync/runs",
+                Some(&user),
+                Body::from(body),
+            ),
+        )
+        .await;
+        check(s, &b);
+    }
+    let (s, _, b) = call(
+        &api.router,
+        req(
+            "PUT",
+            "/v1/hooks/shop-paid/secret",
+            Some(&token("acme", Role::TenantAdmin)),
+            Body::empty(),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let secret = b["secret"].as_str().unwrap().to_owned();
+    let now = chrono::Utc::now().timestamp();
+    let hook_body = big.to_string();
+    let delivery = Request::builder()
+        .method("POST")
+        .uri("/v1/hooks/acme/shop-paid")
+        .header("x-aiq-timestamp", now.to_string())
+        .header(
+            "x-aiq-signature",
+            signature::sign(secret.as_bytes(), now, hook_body.as_bytes()),
+        )
+        .body(Body::from(hook_body))
+        .unwrap();
+    let (s, _, b) = call(&api.router, delivery).await;
+    check(s, &b);
+    assert_eq!(
+        triggers_written(&api.kafka),
+        0,
+        "a refused trigger was published"
+    );
+
+    // At the limit exactly: accepted and published (so the count above could see one).
+    let pad = 1024
+        - serde_json::to_vec(&json!({"order_id": 1, "note": ""}))
+            .unwrap()
+            .len();
+    let fits = json!({"order_id": 1, "note": "x".repeat(pad)});
+    assert_eq!(serde_json::to_vec(&fits).unwrap().len(), 1024);
+    let (s, _, b) = call(
+        &api.router,
+        req(
+            "POST",
+            "/v1/workflows/order-sync/runs",
+            Some(&user),
+            Body::from(json!({"input": fits}).to_string()),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(triggers_written(&api.kafka), 1);
 }

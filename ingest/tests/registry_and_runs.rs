@@ -57,6 +57,7 @@ async fn env(brokers: String, cql: String) -> Env {
             publisher,
             catalog,
             stale_after: Duration::from_secs(30),
+            max_input_bytes: 256 * 1024,
         },
         kafka,
     }

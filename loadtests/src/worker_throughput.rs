@@ -45,6 +45,7 @@ pub async fn measure(
             args: json!({"output": i}),
             timeout_ms: 60_000,
             dispatched_at: chrono::Utc::now(),
+            expires_at: None,
         };
         let key = format!("{}/{}", task.tenant, task.run);
         let payload = serde_json::to_vec(&task)?;

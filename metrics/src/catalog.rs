@@ -58,6 +58,12 @@ pub mod orchestrator {
             labels: &[],
             help: "Time to write a batch's changelog and offsets and commit its transaction",
         };
+        TRANSACTION_SECONDS = Metric {
+            name: "aiq_orchestrator_transaction_seconds",
+            kind: Kind::Histogram,
+            labels: &[],
+            help: "Time from a batch's first work (its transaction's begin) to its commit",
+        };
         BATCH_RECORDS = Metric {
             name: "aiq_orchestrator_batch_records",
             kind: Kind::Histogram,
@@ -278,6 +284,12 @@ pub mod sink {
             kind: Kind::Counter,
             labels: &["topic"],
             help: "Records skipped because they did not decode",
+        };
+        DEAD_LETTERS = Metric {
+            name: "aiq_sink_dead_letters_total",
+            kind: Kind::Counter,
+            labels: &["topic", "kind"],
+            help: "Records the store refused for good, written to the dead-letter topic",
         };
         PARQUET_FLUSH_SECONDS = Metric {
             name: "aiq_sink_parquet_flush_seconds",

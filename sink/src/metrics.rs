@@ -12,6 +12,7 @@ pub const BATCH_RECORDS: &str = sink::BATCH_RECORDS.name;
 pub const CONSUMER_LAG: &str = sink::CONSUMER_LAG.name;
 pub const RETRIES: &str = sink::RETRIES.name;
 pub const UNDECODABLE: &str = sink::UNDECODABLE.name;
+pub const DEAD_LETTERS: &str = sink::DEAD_LETTERS.name;
 pub const PARQUET_FLUSH_SECONDS: &str = sink::PARQUET_FLUSH_SECONDS.name;
 pub const COMMITS: &str = sink::COMMITS.name;
 
@@ -34,6 +35,8 @@ pub struct Metrics {
     /// Batches sent again after the store refused some of their writes.
     pub retries: IntCounter,
     pub undecodable: IntCounterVec,
+    /// By topic kind and dead-letter kind: records the store refused for good.
+    pub dead_letters: IntCounterVec,
     pub flush_seconds: Histogram,
     /// By outcome (`ok`, `failed`).
     pub commits: IntCounterVec,
@@ -58,6 +61,7 @@ impl Metrics {
             lag: constant(gauge_vec(r, &sink::CONSUMER_LAG, &["topic", "partition"])),
             retries: constant(counter(r, &sink::RETRIES)),
             undecodable: constant(counter_vec(r, &sink::UNDECODABLE, &["topic"])),
+            dead_letters: constant(counter_vec(r, &sink::DEAD_LETTERS, &["topic", "kind"])),
             flush_seconds: constant(histogram(r, &sink::PARQUET_FLUSH_SECONDS, SECONDS)),
             commits: constant(counter_vec(r, &sink::COMMITS, &["outcome"])),
         }

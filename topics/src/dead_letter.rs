@@ -19,16 +19,20 @@ pub enum DeadLetterKind {
     UnknownRun,
     /// A run's state could not be used (a definition version that vanished, ...).
     Internal,
+    /// An output the producer refused for good (past Kafka's record size, ...): only
+    /// its key and these headers are kept.
+    TooLarge,
 }
 
 impl DeadLetterKind {
-    pub const ALL: [DeadLetterKind; 6] = [
+    pub const ALL: [DeadLetterKind; 7] = [
         DeadLetterKind::Undecodable,
         DeadLetterKind::Invalid,
         DeadLetterKind::UnknownWorkflow,
         DeadLetterKind::InvalidInput,
         DeadLetterKind::UnknownRun,
         DeadLetterKind::Internal,
+        DeadLetterKind::TooLarge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +43,7 @@ impl DeadLetterKind {
             DeadLetterKind::InvalidInput => "invalid_input",
             DeadLetterKind::UnknownRun => "unknown_run",
             DeadLetterKind::Internal => "internal",
+            DeadLetterKind::TooLarge => "too_large",
         }
     }
 }

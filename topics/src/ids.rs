@@ -113,8 +113,9 @@ macro_rules! slug_id {
 }
 
 slug_id!(
-    /// A tenant. Lower-case so that keys, folder names and metric labels agree; no `#`
-    /// because `tenant#shard` is the sub-key of a tenant spread over partitions.
+    /// A tenant. Lower-case so that keys, folder names and metric labels agree. A tenant
+    /// lives in one partition (its records are keyed by the plain id); `#` is refused
+    /// with the rest so that a future sub-key (`tenant#shard`) can never be a tenant id.
     TenantId,
     "tenant id",
     64,
@@ -212,6 +213,25 @@ mod tests {
             TenantId::new("x".repeat(65)),
             Err(IdError::TooLong { max: 64, .. })
         ));
+    }
+
+    #[test]
+    fn a_tenant_id_with_a_hash_is_refused_naming_the_character() {
+        let err = TenantId::new("acme#2").unwrap_err();
+        assert_eq!(
+            err,
+            IdError::BadChar {
+                kind: "tenant id",
+                value: "acme#2".into(),
+                found: '#',
+                position: 4,
+                allowed: "a-z, 0-9, '-' and '_', starting with a letter or digit",
+            }
+        );
+        assert!(err.to_string().contains("has '#' at position 4"), "{err}");
+        // Wherever a tenant id is read: a record keyed `acme#2` is refused too.
+        let from_json: Result<TenantId, _> = serde_json::from_str("\"acme#2\"");
+        assert!(from_json.unwrap_err().to_string().contains("'#'"));
     }
 
     #[test]

@@ -19,14 +19,18 @@ pub enum ErrorClass {
     Timeout,
     /// The target's circuit breaker was open; the call was not made.
     CircuitOpen,
+    /// A run's state, or a task or event it produced, grew past a size limit of the
+    /// orchestrator's (Kafka refuses records past its own limit).
+    TooLarge,
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 4] = [
+    pub const ALL: [ErrorClass; 5] = [
         ErrorClass::Retryable,
         ErrorClass::Fatal,
         ErrorClass::Timeout,
         ErrorClass::CircuitOpen,
+        ErrorClass::TooLarge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +39,7 @@ impl ErrorClass {
             ErrorClass::Fatal => "fatal",
             ErrorClass::Timeout => "timeout",
             ErrorClass::CircuitOpen => "circuit_open",
+            ErrorClass::TooLarge => "too_large",
         }
     }
 }
@@ -53,6 +58,12 @@ pub struct TaskMessage {
     pub args: Value,
     pub timeout_ms: u64,
     pub dispatched_at: DateTime<Utc>,
+    /// When the orchestrator's backstop for this attempt fires (dispatch +
+    /// schedule-to-start + timeout + grace). A worker picking the task up later answers
+    /// it `timeout` without running it: the attempt has been failed already. Absent in
+    /// records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl TaskMessage {

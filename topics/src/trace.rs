@@ -435,6 +435,7 @@ mod tests {
             args: serde_json::Value::Null,
             timeout_ms: 1,
             dispatched_at: at,
+            expires_at: None,
         };
         assert_eq!(
             TraceParent::of_task(&task).span_id,

@@ -19,6 +19,7 @@ pub fn task(tenant: &str, connector: &str, args: Value, timeout_ms: u64) -> Task
         args,
         timeout_ms,
         dispatched_at: chrono::Utc::now(),
+        expires_at: None,
     }
 }
 

@@ -209,6 +209,11 @@ pub struct TaskStep {
     /// One attempt running longer than this fails with class `timeout`. Default 60s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<HumanDuration>,
+    /// How long an attempt may wait for a worker to pick it up (a backlog, a worker
+    /// restarting) before it fails with class `timeout`; counted apart from `timeout`,
+    /// so waiting delays a run rather than failing it. Default 10m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_to_start: Option<HumanDuration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
 }

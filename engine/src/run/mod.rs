@@ -5,7 +5,9 @@ mod io;
 mod retry;
 mod state;
 
-pub use advance::{DEFAULT_TASK_TIMEOUT, MAX_FOREACH_ITEMS, TASK_TIMEOUT_GRACE, advance};
+pub use advance::{
+    DEFAULT_SCHEDULE_TO_START, DEFAULT_TASK_TIMEOUT, MAX_FOREACH_ITEMS, TASK_TIMEOUT_GRACE, advance,
+};
 pub use io::{Command, Input, Transition};
 pub use retry::backoff;
 pub use state::{

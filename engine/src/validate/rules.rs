@@ -18,6 +18,9 @@ pub const MAX_DEPTH: usize = 8;
 pub const MAX_FOREACH_CONCURRENCY: u32 = 1000;
 const MAX_RETRY_ATTEMPTS: u32 = 100;
 const MAX_TASK_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// A task may wait this long for a worker at the most: beyond it, a lost task would hold
+/// its run (and its quota slot) for longer than any outage we plan to ride out.
+const MAX_SCHEDULE_TO_START: Duration = Duration::from_secs(7 * 24 * 3600);
 const MAX_RUN_TIMEOUT: Duration = Duration::from_secs(366 * 24 * 3600);
 
 pub(crate) struct Walk<'a> {
@@ -257,6 +260,18 @@ impl<'a> Walk<'a> {
                 self.template(format!("{p}/task/args"), &t.args, in_loop);
                 if let Some(timeout) = t.timeout {
                     self.duration(format!("{p}/task/timeout"), timeout.0, MAX_TASK_TIMEOUT);
+                }
+                // 0s is allowed: no wait for a worker at all (the old backstop).
+                if let Some(s) = t.schedule_to_start
+                    && s.0 > MAX_SCHEDULE_TO_START
+                {
+                    self.error(
+                        format!("{p}/task/schedule_to_start"),
+                        format!(
+                            "must be at most {}",
+                            humantime::format_duration(MAX_SCHEDULE_TO_START)
+                        ),
+                    );
                 }
                 if let Some(r) = &t.retry {
                     let rp = format!("{p}/task/retry");

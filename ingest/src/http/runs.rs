@@ -47,6 +47,7 @@ pub(crate) fn outcome(e: &StartError) -> &'static str {
     match e {
         StartError::UnknownWorkflow(_) | StartError::UnknownVersion { .. } => "unknown_workflow",
         StartError::InvalidInput(_) => "invalid_input",
+        StartError::InputTooLarge { .. } => "too_large",
         StartError::BadKey { .. } | StartError::KeyReused(_) => "bad_request",
         StartError::InProgress(_) => "in_progress",
         StartError::Unavailable(_) | StartError::Store(_) => "unavailable",
@@ -78,6 +79,18 @@ pub(crate) fn start_error(e: StartError) -> Problem {
                 })
                 .collect(),
         ),
+        StartError::InputTooLarge { size, limit } => Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "input-too-large",
+            format!(
+                "the input is {size} bytes of JSON; at most {limit} bytes are accepted \
+                 (ingest.max_trigger_input_bytes)"
+            ),
+        )
+        .with_errors(vec![FieldError {
+            pointer: "/input".into(),
+            reason: format!("{size} bytes, over the limit of {limit} bytes"),
+        }]),
         StartError::BadKey { .. } => Problem::bad_request("bad-idempotency-key", e.to_string()),
         StartError::KeyReused(_) => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -6,7 +6,9 @@
 //! misread.
 
 use aiq_engine::RunState;
-use aiq_topics::{RunId, RunStatus, StepId, TaskMessage, TenantId, TriggerEvent, WorkflowId};
+use aiq_topics::{
+    RunId, RunStatus, SignalEvent, StepId, TaskMessage, TenantId, TriggerEvent, WorkflowId,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +24,8 @@ pub enum EntryKey {
     Cron(TenantId, WorkflowId, u32),
     /// A task waiting for an in-flight slot: run, step, attempt.
     Held(TenantId, RunId, StepId, u32),
+    /// A signal or cancel for a run not seen yet (or queued): run, arrival number.
+    Early(TenantId, RunId, u64),
 }
 
 // Externally tagged (`{"run": {...}}`): an internally tagged enum buffers its content,
@@ -34,6 +38,17 @@ pub enum Entry {
     Queued(QueuedRun),
     Cron(CronCursor),
     Held(HeldTask),
+    Early(EarlySignal),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EarlySignal {
+    /// Arrival order within the partition: applied in this order.
+    pub seq: u64,
+    pub received_at: DateTime<Utc>,
+    /// Where it was consumed, for the dead-letter headers should its run never appear.
+    pub offset: i64,
+    pub signal: SignalEvent,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,6 +117,7 @@ impl EntryKey {
             EntryKey::Queued(t, r) => format!("{t}/queued/{r}"),
             EntryKey::Cron(t, w, i) => format!("{t}/cron/{w}/{i}"),
             EntryKey::Held(t, r, s, a) => format!("{t}/held/{r}/{s}/{a}"),
+            EntryKey::Early(t, r, n) => format!("{t}/early/{r}/{n}"),
         }
     }
 
@@ -134,6 +150,14 @@ impl EntryKey {
                 let step = StepId::new(p.next().ok_or_else(bad)?).map_err(|_| bad())?;
                 let attempt = p.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;
                 EntryKey::Held(tenant, run, step, attempt)
+            }
+            "early" => {
+                let (run, seq) = rest.split_once('/').ok_or_else(bad)?;
+                EntryKey::Early(
+                    tenant,
+                    run.parse().map_err(|_| bad())?,
+                    seq.parse().map_err(|_| bad())?,
+                )
             }
             _ => return Err(bad()),
         })
@@ -176,6 +200,7 @@ mod tests {
             EntryKey::Queued(t.clone(), r),
             EntryKey::Cron(t.clone(), w.clone(), 2),
             EntryKey::Held(t.clone(), r, StepId::new("fetch").unwrap(), 3),
+            EntryKey::Early(t.clone(), r, 42),
         ] {
             assert_eq!(EntryKey::decode(k.encode().as_bytes()).unwrap(), k);
         }

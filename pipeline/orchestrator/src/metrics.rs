@@ -18,6 +18,7 @@ pub struct OrchestratorMetrics {
     /// `other`, so the series count cannot grow with the number of tenants.
     tenants: TenantLabels,
     pub commit_seconds: Histogram,
+    pub transaction_seconds: Histogram,
     pub batch_records: Histogram,
     pub restore_seconds: Histogram,
     pub cron_lag_seconds: Histogram,
@@ -56,6 +57,11 @@ impl OrchestratorMetrics {
                 &[
                     0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
                 ],
+            )),
+            transaction_seconds: must(histogram(
+                registry,
+                &m::TRANSACTION_SECONDS,
+                &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0],
             )),
             batch_records: must(histogram(
                 registry,

@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 pub struct OrchestratorSettings {
     /// Names this process's transactional producer (`aiq.orchestrator-<id>`). Must be
     /// unique among running instances and stable across restarts of one instance: a
-    /// restarted instance fences its own zombie by reusing it.
+    /// restarted instance fences its own zombie by reusing it. Unset, it is the host
+    /// name, which is both on one host per process (a pod, a VM); a shared fixed
+    /// default would make every replica fence the others.
+    #[serde(default = "host_instance_id")]
     pub instance_id: String,
     /// The consumer group every orchestrator instance joins, after the topic prefix
     /// (`aiq.` + `orchestrator`), so that deployments sharing a cluster stay apart.
@@ -33,6 +36,89 @@ pub struct OrchestratorSettings {
     pub quota: TenantQuota,
     #[serde(default)]
     pub tenants: HashMap<TenantId, TenantOverrides>,
+    /// Most bytes of a run's encoded state (its changelog entry). A run that grows past
+    /// it ends `failed` (class `too_large`) instead of writing a record Kafka refuses.
+    #[serde(default = "default_record_limit")]
+    pub max_state_bytes: usize,
+    /// Most bytes of one task record (and of a sub-workflow's trigger).
+    #[serde(default = "default_record_limit")]
+    pub max_task_bytes: usize,
+    /// Most bytes of one run or step event.
+    #[serde(default = "default_record_limit")]
+    pub max_event_bytes: usize,
+    /// Signals and cancels kept per tenant for runs not seen yet (their trigger still
+    /// behind in the partition); past it the oldest goes to the dead letters.
+    #[serde(default = "default_max_early_signals")]
+    pub max_early_signals_per_tenant: usize,
+    /// How long such a signal waits for its run before it goes to the dead letters.
+    #[serde(default = "default_early_signal_ttl_secs")]
+    pub early_signal_ttl_secs: u64,
+    /// Most run timers fired in one transaction. After downtime thousands can be due at
+    /// once; the rest fire in the following batches, between inputs.
+    #[serde(default = "default_max_timers_per_batch")]
+    pub max_timers_per_batch: usize,
+    /// Most cron ticks (fired or skipped by policy) handled in one transaction.
+    #[serde(default = "default_max_cron_ticks_per_batch")]
+    pub max_cron_ticks_per_batch: usize,
+    /// Most finished runs forgotten (tombstoned) in one transaction.
+    #[serde(default = "default_max_expiries_per_batch")]
+    pub max_expiries_per_batch: usize,
+    /// Longest a record naming an unknown workflow waits for the definitions topic to be
+    /// read to its end; at most one such wait per transaction.
+    #[serde(default = "default_definitions_catch_up_ms")]
+    pub definitions_catch_up_ms: u64,
+}
+
+fn default_max_timers_per_batch() -> usize {
+    2_000
+}
+
+fn default_max_cron_ticks_per_batch() -> usize {
+    1_000
+}
+
+fn default_max_expiries_per_batch() -> usize {
+    5_000
+}
+
+fn default_definitions_catch_up_ms() -> u64 {
+    1_000
+}
+
+/// 900 KiB: under Kafka's default 1 MB record limit (`message.max.bytes`) with room for
+/// the key, headers and batch framing.
+pub const DEFAULT_RECORD_LIMIT: usize = 900 * 1024;
+
+fn default_record_limit() -> usize {
+    DEFAULT_RECORD_LIMIT
+}
+
+fn default_max_early_signals() -> usize {
+    10_000
+}
+
+fn default_early_signal_ttl_secs() -> u64 {
+    3_600
+}
+
+/// The host name, or empty when it cannot be read (`instance_id()` then refuses).
+fn host_instance_id() -> String {
+    let from_proc = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
+    from_proc
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error(
+        "orchestrator.instance_id is not set and the host name cannot be read \
+         (/proc/sys/kernel/hostname, $HOSTNAME); set orchestrator.instance_id or \
+         AIQ_ORCHESTRATOR_INSTANCE_ID to a name unique among the running orchestrators \
+         and kept across restarts"
+    )]
+    NoInstanceId,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,8 +141,22 @@ impl OrchestratorSettings {
         Duration::from_millis(self.batch_max_ms)
     }
 
+    pub fn definitions_catch_up(&self) -> Duration {
+        Duration::from_millis(self.definitions_catch_up_ms)
+    }
+
     pub fn quota_for(&self, tenant: &TenantId) -> TenantQuota {
         self.tenants.get(tenant).map_or(self.quota, |o| o.quota)
+    }
+
+    /// The instance id, refused when empty: every instance without one would share one
+    /// transactional id and fence the others.
+    pub fn checked_instance_id(&self) -> Result<&str, SettingsError> {
+        let id = self.instance_id.trim();
+        if id.is_empty() {
+            return Err(SettingsError::NoInstanceId);
+        }
+        Ok(id)
     }
 
     /// `<topic prefix>orchestrator-<instance id>`.
@@ -73,7 +173,7 @@ impl Default for OrchestratorSettings {
     /// The values of `config/aiq.toml`, for tests and embedding.
     fn default() -> Self {
         Self {
-            instance_id: "local".into(),
+            instance_id: host_instance_id(),
             group_id: "orchestrator".into(),
             batch_max_records: 500,
             batch_max_ms: 20,
@@ -86,6 +186,54 @@ impl Default for OrchestratorSettings {
                 max_inflight_tasks: 10_000,
             },
             tenants: HashMap::new(),
+            max_state_bytes: DEFAULT_RECORD_LIMIT,
+            max_task_bytes: DEFAULT_RECORD_LIMIT,
+            max_event_bytes: DEFAULT_RECORD_LIMIT,
+            max_early_signals_per_tenant: default_max_early_signals(),
+            early_signal_ttl_secs: default_early_signal_ttl_secs(),
+            max_timers_per_batch: default_max_timers_per_batch(),
+            max_cron_ticks_per_batch: default_max_cron_ticks_per_batch(),
+            max_expiries_per_batch: default_max_expiries_per_batch(),
+            definitions_catch_up_ms: default_definitions_catch_up_ms(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_instance_id_defaults_to_the_host_name_and_an_empty_one_is_refused() {
+        let s = OrchestratorSettings::default();
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        if !host.is_empty() {
+            assert_eq!(s.instance_id, host);
+            assert_eq!(s.checked_instance_id(), Ok(host.as_str()));
+        }
+        let none = OrchestratorSettings {
+            instance_id: "  ".into(),
+            ..s
+        };
+        let e = none.checked_instance_id().unwrap_err().to_string();
+        assert!(e.contains("orchestrator.instance_id"), "{e}");
+        assert!(e.contains("AIQ_ORCHESTRATOR_INSTANCE_ID"), "{e}");
+    }
+
+    #[test]
+    fn an_old_config_without_the_new_keys_loads_with_their_defaults() {
+        let old = r#"{"instance_id": "a", "group_id": "orchestrator", "batch_max_records": 500,
+            "batch_max_ms": 20, "transaction_timeout_ms": 10000,
+            "finished_run_retention_secs": 86400, "misfire_grace_ms": 60000,
+            "misfire_max_ticks": 100,
+            "quota": {"max_concurrent_runs": 1, "max_inflight_tasks": 1}}"#;
+        let s: OrchestratorSettings = serde_json::from_str(old).unwrap();
+        assert_eq!(s.max_state_bytes, 921_600);
+        assert_eq!(s.max_task_bytes, 921_600);
+        assert_eq!(s.max_event_bytes, 921_600);
+        assert_eq!(s.max_early_signals_per_tenant, 10_000);
+        assert_eq!(s.early_signal_ttl_secs, 3_600);
     }
 }

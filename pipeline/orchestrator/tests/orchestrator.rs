@@ -32,7 +32,8 @@ steps:
                 args: { fail_first: 2 }
                 retry: { max_attempts: 3, initial_backoff: 200ms, multiplier: 2, jitter: 0 }
   - id: slow
-    task: { connector: noop, args: { hang: true }, timeout: 1s }
+    # The test's worker never answers: the backstop (no wait for a worker allowed) ends it.
+    task: { connector: noop, args: { hang: true }, timeout: 1s, schedule_to_start: 0s }
     catch:
       - errors: [timeout]
         next: done

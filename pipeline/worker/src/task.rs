@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aiq_kafka::DeadLetterOrigin;
-use aiq_topics::{DeadLetterKind, TRACEPARENT, TaskMessage, TaskOutcome, TaskResult, TraceParent};
-use chrono::Utc;
+use aiq_topics::{
+    DeadLetterKind, ErrorClass, TRACEPARENT, TaskMessage, TaskOutcome, TaskResult, TraceParent,
+};
+use chrono::{DateTime, Utc};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
@@ -16,7 +18,7 @@ use tracing::Instrument;
 use crate::commits::lock;
 use crate::metrics::STAGE;
 use crate::offsets::Ticket;
-use crate::shared::Shared;
+use crate::shared::{Sent, Shared};
 
 /// The task a record holds, or why it holds none.
 pub(crate) fn decode(msg: &impl Message) -> Result<TaskMessage, String> {
@@ -51,56 +53,144 @@ pub(crate) fn start(
 async fn run(shared: Arc<Shared>, task: TaskMessage, ticket: Ticket, permit: OwnedSemaphorePermit) {
     let started_at = Utc::now();
     let clock = Instant::now();
-    let outcome = shared.connectors.call(&task).await;
-    let class = match &outcome {
-        TaskOutcome::Ok { .. } => "ok",
-        TaskOutcome::Error { class, .. } => class.as_str(),
+    let outcome = match expiry(&task, started_at) {
+        Expiry::Expired(message) => TaskOutcome::Error {
+            class: ErrorClass::Timeout,
+            message,
+        },
+        Expiry::Live => shared.connectors.call(&task).await,
+        Expiry::Shortened(cut) => shared.connectors.call(&cut).await,
     };
     let seconds = clock.elapsed().as_secs_f64();
-    let class = class.to_owned();
-    let TaskMessage {
-        tenant,
-        run,
-        step,
-        attempt,
-        ..
-    } = task;
     let result = TaskResult {
-        tenant,
-        run,
-        step,
-        attempt,
+        tenant: task.tenant.clone(),
+        run: task.run,
+        step: task.step.clone(),
+        attempt: task.attempt,
         outcome,
         started_at,
         finished_at: Utc::now(),
     };
-    let payload = serde_json::to_vec(&result).unwrap_or_default();
+    let (result, payload) = bounded(result, shared.max_result_bytes);
     shared.metrics.task_done(
         &result.tenant,
         &task.connector,
-        &class,
+        outcome_label(&result.outcome),
         seconds,
         payload.len(),
     );
     shared.metrics.in_flight.dec();
+    // At least once: only once Kafka has the result may the task's offset be committed.
+    let sent = match send_result(&shared, &result, &payload).await {
+        // Kafka will never take this result (its limit is below `max_result_bytes`):
+        // the step fails, clean, rather than the send being retried forever.
+        Sent::Refused(e) => {
+            let size = payload.len();
+            let refused = TaskResult {
+                outcome: TaskOutcome::Error {
+                    class: ErrorClass::TooLarge,
+                    message: format!("Kafka refused the result of {size} bytes: {e}"),
+                },
+                ..result
+            };
+            let payload = encode(&refused);
+            send_result(&shared, &refused, &payload).await
+        }
+        sent => sent,
+    };
+    match sent {
+        Sent::Acked => lock(&shared.pending).finished(ticket),
+        Sent::Abandoned => {}
+        // Not even the short error is taken: redoing the task would meet the same
+        // refusal, so the partition goes on and the orchestrator's backstop fails the
+        // attempt.
+        Sent::Refused(e) => {
+            tracing::error!(error = %e, "result refused by Kafka; left to the backstop");
+            lock(&shared.pending).finished(ticket);
+        }
+    }
+    drop(permit);
+}
+
+fn outcome_label(outcome: &TaskOutcome) -> &'static str {
+    match outcome {
+        TaskOutcome::Ok { .. } => "ok",
+        TaskOutcome::Error { class, .. } => class.as_str(),
+    }
+}
+
+fn encode(result: &TaskResult) -> Vec<u8> {
+    // Only ids, strings and JSON values: serialising cannot fail.
+    serde_json::to_vec(result).unwrap_or_default()
+}
+
+/// The result and its encoding; a result encoding to more than `max_bytes` becomes a
+/// `too_large` error naming both sizes, which the run can handle like any failure.
+fn bounded(result: TaskResult, max_bytes: usize) -> (TaskResult, Vec<u8>) {
+    let payload = encode(&result);
+    if payload.len() <= max_bytes {
+        return (result, payload);
+    }
+    let size = payload.len();
+    tracing::warn!(size, limit = max_bytes, "task result too large");
+    let result = TaskResult {
+        outcome: TaskOutcome::Error {
+            class: ErrorClass::TooLarge,
+            message: format!(
+                "the result is {size} bytes, over the limit of {max_bytes} bytes \
+                 (worker.max_result_bytes)"
+            ),
+        },
+        ..result
+    };
+    let payload = encode(&result);
+    (result, payload)
+}
+
+/// Whether a task may still run when a worker picks it up.
+#[derive(Debug, PartialEq)]
+enum Expiry {
+    Live,
+    /// Too late: the orchestrator's backstop has failed this attempt already.
+    Expired(String),
+    /// Runs with a timeout cut short, to end by the backstop: past it the outcome no
+    /// longer counts.
+    Shortened(TaskMessage),
+}
+
+fn expiry(task: &TaskMessage, now: DateTime<Utc>) -> Expiry {
+    let Some(expires_at) = task.expires_at else {
+        // Written before tasks carried an expiry: run as always.
+        return Expiry::Live;
+    };
+    match u64::try_from(expires_at.signed_duration_since(now).num_milliseconds()) {
+        Ok(left) if left > 0 && left < task.timeout_ms => Expiry::Shortened(TaskMessage {
+            timeout_ms: left,
+            ..task.clone()
+        }),
+        Ok(left) if left > 0 => Expiry::Live,
+        _ => Expiry::Expired(format!(
+            "expired before a worker picked it up (expired at {expires_at}, picked up at {now})"
+        )),
+    }
+}
+
+async fn send_result(shared: &Shared, result: &TaskResult, payload: &[u8]) -> Sent {
     let key = result.tenant.as_str().as_bytes();
-    let traceparent = TraceParent::of_result(&result).to_string();
+    let traceparent = TraceParent::of_result(result).to_string();
     let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
         key: TRACEPARENT,
         value: Some(traceparent.as_bytes()),
     });
-    // At least once: only once Kafka has the result may the task's offset be committed.
-    let sent = shared.send_until_acked(
-        &shared.results,
-        Some(key),
-        Some(&payload),
-        Some(&headers),
-        &result.run,
-    );
-    if sent.await {
-        lock(&shared.pending).finished(ticket);
-    }
-    drop(permit);
+    shared
+        .send_until_acked(
+            &shared.results,
+            Some(key),
+            Some(payload),
+            Some(&headers),
+            &result.run,
+        )
+        .await
 }
 
 /// Writes a task record that does not decode to the dead letters, with the headers the
@@ -137,16 +227,106 @@ pub(crate) fn set_aside(
     // Like a result: the offset is done only once Kafka has the dead letter, so keep
     // trying (off the consume loop, which must keep serving rebalances).
     tokio::spawn(async move {
-        let sent = shared.send_until_acked(
-            &shared.dead_letters,
-            key.as_deref(),
-            payload.as_deref(),
-            Some(&headers),
-            &at,
-        );
-        if sent.await {
-            lock(&shared.pending).finished(ticket);
+        let mut sent = shared
+            .send_until_acked(
+                &shared.dead_letters,
+                key.as_deref(),
+                payload.as_deref(),
+                Some(&headers),
+                &at,
+            )
+            .await;
+        if let Sent::Refused(e) = &sent {
+            // The dead-letter topic takes less than the tasks topic did: keep the key
+            // and the headers, which say where the record is.
+            tracing::warn!(error = %e, record = %at, "dead letter refused; sent without its value");
+            sent = shared
+                .send_until_acked(
+                    &shared.dead_letters,
+                    key.as_deref(),
+                    None,
+                    Some(&headers),
+                    &at,
+                )
+                .await;
+        }
+        match sent {
+            Sent::Acked => lock(&shared.pending).finished(ticket),
+            Sent::Abandoned => {}
+            // Stuck here forever otherwise; the log line is all that is left of it.
+            Sent::Refused(e) => {
+                tracing::error!(error = %e, record = %at, "dead letter refused; passed over");
+                lock(&shared.pending).finished(ticket);
+            }
         }
         drop(permit);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aiq_topics::{RunId, StepId, TenantId};
+    use serde_json::json;
+
+    fn task(timeout_ms: u64, expires_at: Option<DateTime<Utc>>) -> TaskMessage {
+        TaskMessage {
+            tenant: TenantId::new("acme").unwrap(),
+            run: RunId::random(),
+            step: StepId::new("s").unwrap(),
+            attempt: 1,
+            connector: "noop".into(),
+            args: json!({}),
+            timeout_ms,
+            dispatched_at: Utc::now(),
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn a_task_runs_cut_short_or_not_at_all_by_its_expiry() {
+        let now = Utc::now();
+        let s = chrono::Duration::seconds;
+        assert_eq!(expiry(&task(10_000, None), now), Expiry::Live);
+        assert_eq!(expiry(&task(10_000, Some(now + s(60))), now), Expiry::Live);
+        let Expiry::Shortened(cut) = expiry(&task(10_000, Some(now + s(2))), now) else {
+            panic!("not shortened");
+        };
+        assert_eq!(cut.timeout_ms, 2_000);
+        for at in [now, now - s(1)] {
+            let e = expiry(&task(10_000, Some(at)), now);
+            assert!(
+                matches!(&e, Expiry::Expired(m) if m.starts_with("expired before a worker picked it up")),
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_result_over_the_limit_becomes_a_too_large_error_naming_both_sizes() {
+        let t = task(1, None);
+        let result = |output| TaskResult {
+            tenant: t.tenant.clone(),
+            run: t.run,
+            step: t.step.clone(),
+            attempt: 1,
+            outcome: TaskOutcome::Ok { output },
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+        };
+        let small = result(json!("x"));
+        let (kept, payload) = bounded(small.clone(), 1000);
+        assert_eq!(kept, small);
+        assert_eq!(payload, encode(&small));
+        let big = result(json!("x".repeat(2000)));
+        let size = encode(&big).len();
+        let (cut, payload) = bounded(big, 1000);
+        assert!(payload.len() <= 1000);
+        let TaskOutcome::Error { class, message } = cut.outcome else {
+            panic!("kept");
+        };
+        assert_eq!(class, ErrorClass::TooLarge);
+        assert!(message.contains(&format!("{size} bytes")), "{message}");
+        assert!(message.contains("limit of 1000 bytes"), "{message}");
+    }
 }

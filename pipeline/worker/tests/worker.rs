@@ -158,6 +158,7 @@ fn noop_task(i: usize, delay_ms: u64) -> TaskMessage {
         args: json!({ "output": i, "delay_ms": delay_ms }),
         timeout_ms: 10_000,
         dispatched_at: chrono::Utc::now(),
+        expires_at: None,
     }
 }
 

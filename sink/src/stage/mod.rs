@@ -7,7 +7,8 @@
 //! has not taken yet is not committed, so it is read again by the next owner.
 //!
 //! One loop reads a batch, writes it (retrying a failing store forever, with capped
-//! backoff, while reading nothing more: lag grows instead of records being skipped),
+//! backoff, while reading nothing more: lag grows instead of records being skipped; only
+//! a record the store refuses for good, by its own values, goes to the dead letters),
 //! hands the events to the Parquet writer and marks the offsets done. Every commit
 //! interval it flushes the Parquet files (blocking I/O, off the runtime) and commits what
 //! is done. Rebalances are served inside the reads (see `context`), so they never come
@@ -16,16 +17,18 @@
 mod context;
 mod progress;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aiq_kafka::KafkaSettings;
+use aiq_kafka::{DeadLetterOrigin, KafkaSettings};
 use aiq_stage::{StageHandle, StopSignal};
-use aiq_topics::{AuditEvent, Event, TopicKind, TopicSet};
+use aiq_topics::{AuditEvent, DeadLetterKind, Event, TopicKind, TopicSet};
 use prometheus::Registry;
 use rdkafka::Offset;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use scylla::client::session::Session;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -33,9 +36,21 @@ use tokio::time::Instant;
 use crate::metrics::Metrics;
 use crate::parquet::{ParquetError, ParquetWriter};
 use crate::settings::{RetentionSettings, SettingsError, SinkSettings};
-use crate::store::{self, Store, StoreError, Write};
+use crate::store::{self, Refusal, Store, StoreError, Write};
 use context::{SinkContext, lock};
 use progress::{Progress, Source, Tp};
+
+/// How long a dead letter may wait for room in the producer's queue.
+const DEAD_LETTER_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Kafka will not take this record as it is, however often it is sent.
+fn too_large_for_kafka(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(C::MessageSizeTooLarge | C::InvalidMessageSize)
+    )
+}
 
 /// How long a lag sample waits for a partition's watermarks while the store is down.
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -119,10 +134,21 @@ struct Record {
     /// `None` for a partition not owned (cannot happen with the rebalance callbacks).
     epoch: Option<u64>,
     payload: Payload,
+    /// The record as read, for the dead letters should the store refuse it.
+    raw: Raw,
+}
+
+struct Raw {
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Option<OwnedHeaders>,
 }
 
 struct Loop {
     consumer: Arc<SinkConsumer>,
+    /// Writes what the store refuses to `dead_letters`.
+    producer: FutureProducer,
+    dead_letters: String,
     store: Store,
     metrics: Arc<Metrics>,
     settings: SinkSettings,
@@ -176,6 +202,11 @@ pub async fn spawn(
     consumer
         .subscribe(&[&events, &audit])
         .map_err(kafka("subscribe to events and audit"))?;
+    let producer: FutureProducer = kafka_settings
+        .producer_config()
+        .create()
+        .map_err(kafka("create the dead-letter producer"))?;
+    let dead_letters = topics.name(TopicKind::DeadLetters).to_owned();
     let metrics = Arc::new(Metrics::new(registry));
     Ok(aiq_stage::spawn_task(STAGE, move |stop| async move {
         let mut compaction = (settings.compact_interval_secs > 0).then(|| {
@@ -187,6 +218,8 @@ pub async fn spawn(
         });
         let run = Loop {
             consumer: Arc::new(consumer),
+            producer,
+            dead_letters,
             store,
             metrics,
             settings,
@@ -246,19 +279,27 @@ fn decode(ctx: &SinkContext, msg: &BorrowedMessage<'_>, metrics: &Metrics) -> Op
         offset: msg.offset(),
         epoch: lock(&ctx.progress).epoch(tp),
         payload,
+        raw: Raw {
+            key: msg.key().map(<[u8]>::to_vec),
+            value: msg.payload().map(<[u8]>::to_vec),
+            headers: msg.headers().map(BorrowedHeaders::detach),
+        },
     })
 }
 
-fn writes_of(batch: &[Record], retention: &RetentionSettings) -> Vec<Write> {
+/// The batch's writes, each with the index of the record it comes from.
+fn writes_of(batch: &[Record], retention: &RetentionSettings) -> (Vec<usize>, Vec<Write>) {
+    let mut origins = Vec::with_capacity(batch.len() * 2);
     let mut writes = Vec::with_capacity(batch.len() * 2);
-    for r in batch {
+    for (i, r) in batch.iter().enumerate() {
         match &r.payload {
             Payload::Event(e) => writes.extend(store::event_writes(e, retention)),
             Payload::Audit(a) => writes.push(store::audit(a, retention)),
             Payload::Skip => {}
         }
+        origins.resize(writes.len(), i);
     }
-    writes
+    (origins, writes)
 }
 
 impl Loop {
@@ -268,10 +309,10 @@ impl Loop {
             let (batch, stopping) = self.read_batch(next_commit).await;
             if !batch.is_empty() {
                 self.metrics.batch_records.observe(batch.len() as f64);
-                if !self.write(&batch).await {
+                let Some(refused) = self.write(&batch).await else {
                     break;
-                }
-                self.done(&batch);
+                };
+                self.done(&batch, &refused);
             }
             if stopping {
                 break;
@@ -320,49 +361,154 @@ impl Loop {
         (batch, self.stop.is_stopped())
     }
 
-    /// Writes the batch until the store takes all of it; false if the sink stopped first.
-    async fn write(&mut self, batch: &[Record]) -> bool {
+    /// Writes the batch until the store has taken or refused all of it: transient
+    /// failures are retried forever, a record the store refuses for good goes to the
+    /// dead letters. Returns the refused records' indices, or `None` if the sink stopped
+    /// first.
+    async fn write(&mut self, batch: &[Record]) -> Option<BTreeSet<usize>> {
         let (min, max) = self.settings.retry_backoff();
-        let mut pending = writes_of(batch, &self.settings.retention);
+        let (mut origins, writes) = writes_of(batch, &self.settings.retention);
+        let mut writes = Arc::new(writes);
+        let mut refused: BTreeMap<usize, StoreError> = BTreeMap::new();
         let mut backoff = min;
         loop {
             let failed = match self
                 .store
-                .execute(pending, self.settings.max_in_flight_writes, &self.metrics)
+                .execute(
+                    Arc::clone(&writes),
+                    self.settings.max_in_flight_writes,
+                    &self.metrics,
+                )
                 .await
             {
-                Ok(()) => return true,
+                Ok(()) => break,
                 Err(f) => f,
             };
+            for (i, e) in failed.refused {
+                refused.entry(origins[i]).or_insert(e);
+            }
+            let Some(error) = failed.error else {
+                break;
+            };
+            // Not the writes of a refused record: it goes to the dead letters whole.
+            let again: Vec<usize> = failed
+                .retry
+                .into_iter()
+                .filter(|&i| !refused.contains_key(&origins[i]))
+                .collect();
+            if again.is_empty() {
+                break;
+            }
             tracing::warn!(
-                error = %failed.error,
-                writes = failed.writes.len(),
+                error = %error,
+                writes = again.len(),
                 ?backoff,
                 "store writes failed; retrying"
             );
             self.metrics.retries.inc();
-            pending = failed.writes;
+            origins = again.iter().map(|&i| origins[i]).collect();
+            writes = Arc::new(again.iter().map(|&i| writes[i].clone()).collect());
             self.sample_lag().await;
             tokio::select! {
-                () = self.stop.stopped() => return false,
+                () = self.stop.stopped() => return None,
                 () = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(max);
         }
+        for (&i, error) in &refused {
+            if !self.dead_letter(&batch[i], error).await {
+                return None;
+            }
+        }
+        Some(refused.into_keys().collect())
     }
 
-    /// Hands the batch's events to the Parquet writer and marks its offsets written.
-    fn done(&self, batch: &[Record]) {
+    /// Sends a record the store refused to the dead letters, with headers naming where
+    /// it was read; true once Kafka has it, false if the sink stopped first.
+    async fn dead_letter(&self, record: &Record, error: &StoreError) -> bool {
+        let (source, partition) = record.tp;
+        let ctx = self.consumer.context();
+        let topic = match source {
+            Source::Events => &ctx.events,
+            Source::Audit => &ctx.audit,
+        };
+        let reason = error.to_string();
+        let kind = match error.refusal() {
+            Some(Refusal::TooLarge) => DeadLetterKind::TooLarge,
+            _ => DeadLetterKind::Invalid,
+        };
+        let origin = DeadLetterOrigin {
+            kind,
+            reason: &reason,
+            stage: STAGE,
+            topic,
+            partition,
+            offset: record.offset,
+        };
+        let headers = match &record.raw.headers {
+            Some(original) => origin.headers_after(original),
+            None => origin.headers(),
+        };
+        tracing::warn!(
+            topic = &**topic,
+            partition,
+            offset = record.offset,
+            %reason,
+            "record refused by the store; dead-lettered"
+        );
+        let (min, max) = self.settings.retry_backoff();
+        let mut backoff = min;
+        // The value goes too unless Kafka refuses it (a record can decompress to more
+        // than the dead-letter topic takes): then key and headers say where it is.
+        let mut value = record.raw.value.as_deref();
+        loop {
+            let mut out =
+                FutureRecord::<[u8], [u8]>::to(&self.dead_letters).headers(headers.clone());
+            if let Some(k) = &record.raw.key {
+                out = out.key(k);
+            }
+            if let Some(v) = value {
+                out = out.payload(v);
+            }
+            let sent = tokio::select! {
+                () = self.stop.stopped() => return false,
+                r = self.producer.send(out, DEAD_LETTER_QUEUE_TIMEOUT) => r,
+            };
+            match sent {
+                Ok(_) => break,
+                Err((e, _)) if value.is_some() && too_large_for_kafka(&e) => value = None,
+                Err((e, _)) => {
+                    tracing::warn!(error = %e, ?backoff, "dead letter not written; retrying");
+                    tokio::select! {
+                        () = self.stop.stopped() => return false,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(max);
+                }
+            }
+        }
+        self.metrics
+            .dead_letters
+            .with_label_values(&[source.label(), kind.as_str()])
+            .inc();
+        true
+    }
+
+    /// Hands the batch's events to the Parquet writer (but those of `refused`, which are
+    /// on the dead-letter topic) and marks its offsets written.
+    fn done(&self, batch: &[Record], refused: &BTreeSet<usize>) {
         let mut parquet = lock(&self.parquet);
         let mut progress = lock(&self.progress);
-        for r in batch {
+        for (i, r) in batch.iter().enumerate() {
             let Some(epoch) = r.epoch else { continue };
             // A partition revoked (and perhaps assigned again) while the batch was
             // read is re-read by its owner from the committed offset.
             if !progress.is_current(r.tp, epoch) {
                 continue;
             }
-            if let Payload::Event(e) = &r.payload {
+            if let Payload::Event(e) = &r.payload
+                && !refused.contains(&i)
+            {
                 parquet.add(r.tp.1, r.offset, e);
             }
             progress.done(r.tp, epoch, r.offset + 1);

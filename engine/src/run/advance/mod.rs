@@ -29,6 +29,8 @@ mod task;
 mod wait;
 mod wait_for_event;
 
+pub use task::DEFAULT_SCHEDULE_TO_START;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 

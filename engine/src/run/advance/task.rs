@@ -9,6 +9,11 @@ use crate::run::io::Command;
 use crate::run::retry;
 use crate::run::state::{FrameId, Pending, TimerPurpose};
 
+/// How long an attempt may wait for a worker when its step sets no
+/// `schedule_to_start`: long enough for a worker to be restarted or a backlog to drain,
+/// so that a crash delays a run rather than failing it.
+pub const DEFAULT_SCHEDULE_TO_START: std::time::Duration = std::time::Duration::from_secs(600);
+
 impl Machine<'_> {
     /// Dispatches the first attempt; the step waits for its result.
     pub(super) fn run_task(&mut self, fid: FrameId) -> Flow {
@@ -41,6 +46,19 @@ impl Machine<'_> {
         };
         let seq = self.next_dispatch(&at);
         let timeout = task.timeout.map_or(DEFAULT_TASK_TIMEOUT, |t| t.0);
+        let schedule_to_start = task
+            .schedule_to_start
+            .map_or(DEFAULT_SCHEDULE_TO_START, |t| t.0);
+        // The worker cuts a call off `timeout` after it picks the task up; the backstop
+        // also allows for the wait before that (schedule-to-start), so only a task no
+        // worker answers at all fails here. The task expires at the same instant: a
+        // worker picking it up later would run work whose outcome no longer counts.
+        let due = self
+            .now
+            .checked_add_signed(std_to_chrono(schedule_to_start))
+            .and_then(|t| t.checked_add_signed(std_to_chrono(timeout)))
+            .and_then(|t| t.checked_add_signed(TASK_TIMEOUT_GRACE))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
         if let Some(f) = self.st.frames.get_mut(&fid) {
             f.tries += 1;
             f.pending = Pending::Task { attempt: seq };
@@ -55,10 +73,8 @@ impl Machine<'_> {
             args,
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             dispatched_at: self.now,
+            expires_at: Some(due),
         }));
-        let due = self.now
-            + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX)
-            + TASK_TIMEOUT_GRACE;
         self.start_timer(
             task_timeout_id(&at, seq),
             due,
@@ -105,6 +121,10 @@ impl Machine<'_> {
         }
         self.fail_step_attempt(fid, err, attempt);
     }
+}
+
+fn std_to_chrono(d: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
 /// The id of the timer that fails attempt `attempt` of `step` if no result comes.

@@ -87,12 +87,16 @@ impl Core {
         let tenant = q.trigger.tenant.clone();
         if self.has_slot(p, &tenant, &q.trigger.workflow, version) {
             self.start(p, q, version, now);
+        } else if let Some(message) = super::limits::queued_oversize(&self.settings, &q) {
+            self.end_unstarted(p, q, RunStatus::Failed, ErrorClass::TooLarge, message, now);
         } else if let Some(st) = self.parts.get_mut(&p) {
             q.seq = st.next_seq;
             st.next_seq += 1;
             self.dirty.insert((p, EntryKey::Queued(tenant, q.run)));
+            let run = q.run;
             enqueue(st, q);
             self.stats.runs_queued += 1;
+            self.cancel_queued_early(p, run, now);
         }
     }
 
@@ -141,6 +145,7 @@ impl Core {
         }
         let parent = q.trigger.parent_run;
         self.apply(p, q.run, parent, version, BTreeSet::new(), t, now);
+        self.deliver_early(p, q.run, now);
     }
 
     /// Fills the tenant's free slots from its queue, one workflow after the other.
@@ -202,36 +207,56 @@ impl Core {
         let Some(q) = remove_queued(st, &tenant, &workflow, run) else {
             return;
         };
+        self.dirty
+            .insert((p, EntryKey::Queued(tenant.clone(), run)));
+        let message = format!("cancelled while queued: {reason}");
+        self.end_unstarted(p, q, RunStatus::Cancelled, ErrorClass::Fatal, message, now);
+    }
+
+    /// Ends a run that never started: its short record and one small run event; the
+    /// signals kept for it are set aside as for any ended run.
+    fn end_unstarted(
+        &mut self,
+        p: i32,
+        q: QueuedRun,
+        status: RunStatus,
+        class: ErrorClass,
+        message: String,
+        now: DateTime<Utc>,
+    ) {
+        let Some(st) = self.parts.get_mut(&p) else {
+            return;
+        };
+        let (tenant, workflow) = (q.trigger.tenant.clone(), q.trigger.workflow.clone());
         st.finished.insert(
-            run,
+            q.run,
             FinishedRun {
                 tenant: tenant.clone(),
                 workflow: workflow.clone(),
-                status: RunStatus::Cancelled,
+                status,
                 finished_at: now,
             },
         );
-        self.dirty
-            .insert((p, EntryKey::Queued(tenant.clone(), run)));
-        self.dirty.insert((p, EntryKey::Run(tenant.clone(), run)));
+        self.dirty.insert((p, EntryKey::Run(tenant.clone(), q.run)));
         self.out.push(Output::Event(Event::Run(RunEvent {
             tenant,
-            run,
+            run: q.run,
             workflow,
             version: q.version,
-            status: RunStatus::Cancelled,
+            status,
             at: now,
             input: None,
             output: None,
             error: Some(aiq_topics::Failure {
-                class: ErrorClass::Fatal,
-                message: format!("cancelled while queued: {reason}"),
+                class,
+                message,
                 step: None,
             }),
             started_at: None,
             source: Some(q.trigger.source),
             scheduled_at: None,
         })));
+        self.drop_early_of(p, q.run, &format!("ended {}", status.as_str()));
     }
 }
 

@@ -15,6 +15,18 @@ impl Core {
     /// Fires due cron ticks of the tenants this instance owns, as triggers in the
     /// tenant's partition. Returns when the next tick is due.
     pub fn fire_cron(&mut self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.fire_cron_up_to(now, usize::MAX).0
+    }
+
+    /// As [`Core::fire_cron`], handling at most `max` due ticks (fired, or skipped by a
+    /// policy): after downtime a `fire_all` backlog over many schedules is worked off
+    /// over several transactions. Returns when the next tick is due (`now` when the
+    /// budget ran out with ticks left) and how many ticks were handled.
+    pub fn fire_cron_up_to(
+        &mut self,
+        now: DateTime<Utc>,
+        max: usize,
+    ) -> (Option<DateTime<Utc>>, usize) {
         let n = self.tenant_partitions as u32;
         let owned: HashSet<i32> = self.parts.keys().copied().collect();
         let scheduled = self
@@ -22,7 +34,9 @@ impl Core {
             .scheduled(|t| owned.contains(&(partition_for_key(t.as_str().as_bytes(), n) as i32)));
         let grace = Duration::milliseconds(self.settings.misfire_grace_ms as i64);
         let mut next_due: Option<DateTime<Utc>> = None;
-        for version in scheduled {
+        let mut handled = 0usize;
+        let mut exhausted = false;
+        'schedules: for version in scheduled {
             let tenant = version.record.tenant.clone();
             let workflow = version.record.workflow.clone();
             let p = partition_for_key(tenant.as_str().as_bytes(), n) as i32;
@@ -34,6 +48,10 @@ impl Core {
                 .iter()
                 .enumerate()
             {
+                if handled >= max {
+                    exhausted = true;
+                    break 'schedules;
+                }
                 let key = (tenant.clone(), workflow.clone(), idx as u32);
                 let Some(st) = self.parts.get_mut(&p) else {
                     continue;
@@ -52,6 +70,11 @@ impl Core {
                     if tick > now {
                         break;
                     }
+                    if handled >= max {
+                        exhausted = true;
+                        break;
+                    }
+                    handled += 1;
                     if now - tick > grace && cron.misfire != MisfirePolicy::FireAll {
                         // Missed while down: jump to the last missed tick and skip it, or
                         // fire only it.
@@ -114,7 +137,10 @@ impl Core {
                 }
             }
         }
-        next_due
+        if exhausted {
+            next_due = Some(now);
+        }
+        (next_due, handled)
     }
 
     /// A trigger a schedule fired was consumed back (its run started, queued, was a
@@ -151,4 +177,81 @@ pub(super) fn cron_schedule_of(t: &TriggerEvent) -> Option<(TenantId, WorkflowId
         .strip_prefix("cron/")?
         .split_once('/')?;
     Some((t.tenant.clone(), t.workflow.clone(), idx.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The budget only; the policies are tested in `core/tests.rs`.
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use aiq_engine::Catalog;
+    use aiq_topics::DefinitionRecord;
+    use serde_json::json;
+
+    use super::*;
+    use crate::settings::OrchestratorSettings;
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    #[test]
+    fn a_cron_backlog_is_worked_off_in_slices_each_tick_once() {
+        let catalog = Catalog::default();
+        for id in ["a", "b", "c"] {
+            catalog
+                .apply(DefinitionRecord {
+                    tenant: TenantId::new("acme").unwrap(),
+                    workflow: WorkflowId::new(id).unwrap(),
+                    version: 1,
+                    content_hash: "h".into(),
+                    created_at: t0(),
+                    definition: json!({"id": id,
+                        "triggers": {"cron": [{"schedule": "*/10 * * * * *", "misfire": "fire_all"}]},
+                        "steps": [{"id": "t", "task": {"connector": "noop"}}]}),
+                })
+                .unwrap();
+        }
+        let mut core = Core::new(
+            Arc::new(OrchestratorSettings::default()),
+            Arc::new(catalog),
+            1,
+        );
+        core.restore(0, Vec::new());
+        // Down for 5 minutes: 30 ticks of each of the 3 schedules are due.
+        let now = t0() + Duration::seconds(305);
+        let mut keys = HashSet::new();
+        let mut slices = Vec::new();
+        loop {
+            let (next, handled) = core.fire_cron_up_to(now, 40);
+            let fired: Vec<String> = core
+                .take_outputs()
+                .into_iter()
+                .filter_map(|o| match o {
+                    Output::Trigger { trigger, .. } => Some(format!(
+                        "{}/{:?}",
+                        trigger.workflow, trigger.idempotency_key
+                    )),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(fired.len(), handled);
+            keys.extend(fired);
+            slices.push(handled);
+            if next != Some(now) {
+                assert_eq!(next, Some(t0() + Duration::seconds(310)));
+                break;
+            }
+            assert!(slices.len() < 10, "{slices:?}");
+        }
+        assert_eq!(slices, [40, 40, 10]);
+        assert_eq!(keys.len(), 90, "each tick fired once");
+        assert_eq!(
+            core.fire_cron_up_to(now, 40),
+            (Some(t0() + Duration::seconds(310)), 0)
+        );
+    }
 }

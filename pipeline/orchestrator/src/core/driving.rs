@@ -30,41 +30,44 @@ impl Core {
         };
         // Run ids are global and tenants share partitions: a signal acts only on a run
         // of the tenant it came from, and another tenant's run looks like no run.
-        let owner = owner_of(st, &s.run);
-        let known = owner.as_ref() == Some(&s.tenant)
-            && (st.runs.contains_key(&s.run) || st.queued.contains_key(&s.run));
-        if !known {
-            let reason = match st.finished.get(&s.run).filter(|f| f.tenant == s.tenant) {
-                Some(f) => format!("run {} already ended ({})", s.run, f.status.as_str()),
-                None => format!(
+        let queued = st.queued.contains_key(&s.run);
+        match owner_of(st, &s.run) {
+            None => {
+                // Its trigger may still be behind in the partition: kept for the run.
+                self.keep_early(rec, s, now);
+                return Ok(());
+            }
+            Some(owner) if owner != s.tenant => {
+                let reason = format!(
                     "run {} is not in flight for tenant {:?}",
                     s.run,
                     s.tenant.as_str()
-                ),
-            };
+                );
+                self.dead_letter(rec, DeadLetterKind::UnknownRun, reason);
+                return Ok(());
+            }
+            Some(_) => {}
+        }
+        if let Some(f) = st.finished.get(&s.run) {
+            let reason = format!("run {} already ended ({})", s.run, f.status.as_str());
             self.dead_letter(rec, DeadLetterKind::UnknownRun, reason);
             return Ok(());
         }
         let input = match s.action {
+            SignalAction::Signal { .. } if queued => {
+                // Delivered when the run starts, after any kept before it.
+                self.keep_early(rec, s, now);
+                return Ok(());
+            }
             SignalAction::Signal {
                 name,
                 correlation,
                 payload,
-            } => {
-                if st.queued.contains_key(&s.run) {
-                    self.dead_letter(
-                        rec,
-                        DeadLetterKind::UnknownRun,
-                        format!("run {} has not started yet (queued by quota)", s.run),
-                    );
-                    return Ok(());
-                }
-                Input::Signal {
-                    name,
-                    correlation,
-                    payload,
-                }
-            }
+            } => Input::Signal {
+                name,
+                correlation,
+                payload,
+            },
             SignalAction::Cancel { reason } => Input::Cancel { reason },
         };
         self.drive(p, s.run, input, now, Origin::Record(rec, definitions_fresh))
@@ -150,7 +153,7 @@ impl Core {
                     Some(Origin::Record(rec, true)) => {
                         self.dead_letter(rec, DeadLetterKind::Internal, reason);
                     }
-                    Some(Origin::Timer) | None => {
+                    Some(Origin::Timer | Origin::Early) | None => {
                         tracing::error!(%run, %reason, "definition of a run in flight is missing");
                     }
                 }
@@ -182,6 +185,13 @@ impl Core {
         now: DateTime<Utc>,
     ) -> Vec<(RunId, Input)> {
         let mut follow = Vec::new();
+        let t = match super::limits::oversize(&self.settings, &t) {
+            Some(message) => {
+                tracing::warn!(%run, %message, "run too large; it fails");
+                super::limits::fail_too_large(t, message, now)
+            }
+            None => t,
+        };
         let Some(state) = t.state else {
             return follow;
         };

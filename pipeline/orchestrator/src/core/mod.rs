@@ -15,11 +15,15 @@
 //! - `driving`: feeding inputs to runs and applying the engine's decisions;
 //! - `timers`: run timers and the expiry of finished runs;
 //! - `cron`: schedules and their cursors;
-//! - `persist`: restoring a partition from the changelog and writing it back.
+//! - `persist`: restoring a partition from the changelog and writing it back;
+//! - `limits`: the size bounds on a run's state, tasks and events;
+//! - `early`: signals and cancels kept for runs not seen yet.
 
 mod admission;
 mod cron;
 mod driving;
+mod early;
+mod limits;
 mod persist;
 mod state;
 mod tasks;
@@ -27,6 +31,8 @@ mod timers;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_bounds;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -86,6 +92,15 @@ pub enum Output {
     DeadLetter(DeadLetter),
 }
 
+/// The input record an output follows from, named in the headers should the producer
+/// refuse the output (outputs of timers and cron ticks have none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cause {
+    pub topic: InputTopic,
+    pub partition: i32,
+    pub offset: i64,
+}
+
 /// A changelog write: `value` `None` is a tombstone.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangelogWrite {
@@ -106,6 +121,8 @@ enum Origin<'r, 'a> {
     Record(&'r Record<'a>, bool),
     /// A timer of the run's own.
     Timer,
+    /// A signal kept until its run appeared.
+    Early,
 }
 
 /// Counts since start, for tests and inspection (the metrics follow the outputs).
@@ -124,6 +141,9 @@ pub struct Core {
     parts: BTreeMap<i32, PartitionState>,
     dirty: BTreeSet<(i32, EntryKey)>,
     out: Vec<Output>,
+    /// From which index of `out` on the outputs follow from which record (`None`:
+    /// from no record), in order.
+    causes: Vec<(usize, Option<Cause>)>,
     stats: Stats,
 }
 
@@ -140,6 +160,7 @@ impl Core {
             parts: BTreeMap::new(),
             dirty: BTreeSet::new(),
             out: Vec::new(),
+            causes: Vec::new(),
             stats: Stats::default(),
         }
     }
@@ -186,7 +207,24 @@ impl Core {
     }
 
     pub fn take_outputs(&mut self) -> Vec<Output> {
+        self.causes.clear();
         std::mem::take(&mut self.out)
+    }
+
+    /// The outputs so far, each with the record it follows from.
+    pub fn take_outputs_with_causes(&mut self) -> Vec<(Output, Option<Cause>)> {
+        let mut marks = std::mem::take(&mut self.causes).into_iter().peekable();
+        let mut cause = None;
+        std::mem::take(&mut self.out)
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| {
+                while let Some((_, c)) = marks.next_if(|(at, _)| *at <= i) {
+                    cause = c;
+                }
+                (o, cause)
+            })
+            .collect()
     }
 
     /// A run's state, for tests and inspection.
@@ -199,6 +237,23 @@ impl Core {
     /// Applies one consumed record. `definitions_fresh` says the catalog has just been
     /// caught up with the definitions topic, so a workflow missing now is truly unknown.
     pub fn handle(
+        &mut self,
+        rec: Record<'_>,
+        now: DateTime<Utc>,
+        definitions_fresh: bool,
+    ) -> Result<(), NeedDefinitions> {
+        let cause = Cause {
+            topic: rec.topic,
+            partition: rec.partition,
+            offset: rec.offset,
+        };
+        self.causes.push((self.out.len(), Some(cause)));
+        let handled = self.handle_record(rec, now, definitions_fresh);
+        self.causes.push((self.out.len(), None));
+        handled
+    }
+
+    fn handle_record(
         &mut self,
         rec: Record<'_>,
         now: DateTime<Utc>,

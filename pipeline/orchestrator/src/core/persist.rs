@@ -42,6 +42,10 @@ impl Core {
                 (EntryKey::Cron(t, w, i), Entry::Cron(c)) => {
                     st.cron.insert((t, w, i), c);
                 }
+                (EntryKey::Early(..), Entry::Early(e)) => {
+                    st.next_seq = st.next_seq.max(e.seq + 1);
+                    st.early.insert(e);
+                }
                 (key, _) => {
                     tracing::warn!(
                         key = key.encode(),
@@ -76,6 +80,7 @@ impl Core {
     pub fn discard_pending(&mut self) {
         self.dirty.clear();
         self.out.clear();
+        self.causes.clear();
     }
 
     /// Whether state changed since the last `take_changelog` (a cursor moved, a
@@ -120,6 +125,7 @@ impl Core {
                         .get(&(t.clone(), w.clone(), *i))
                         .cloned()
                         .map(Entry::Cron),
+                    EntryKey::Early(_, _, seq) => st.early.all.get(seq).cloned().map(Entry::Early),
                 };
                 Some(ChangelogWrite {
                     partition: p,

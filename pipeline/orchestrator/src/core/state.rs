@@ -7,7 +7,7 @@ use aiq_engine::RunState;
 use aiq_topics::{RunId, StepId, TenantId, WorkflowId};
 use chrono::{DateTime, Utc};
 
-use crate::changelog::{CronCursor, Entry, FinishedRun, HeldTask, LiveRun, QueuedRun};
+use crate::changelog::{CronCursor, EarlySignal, Entry, FinishedRun, HeldTask, LiveRun, QueuedRun};
 
 /// How much of a quota each tenant and each of its workflows uses: running runs, or
 /// tasks in flight.
@@ -99,6 +99,57 @@ pub(super) struct PartitionState {
     pub(super) held: HashMap<TenantId, BTreeMap<u64, HeldTask>>,
     pub(super) held_index: HashMap<(RunId, StepId, u32), u64>,
     pub(super) next_seq: u64,
+    pub(super) early: EarlySignals,
+}
+
+/// Signals and cancels kept for runs this partition has not seen yet, or has queued.
+#[derive(Default)]
+pub(super) struct EarlySignals {
+    /// By arrival number, which is also arrival time: the front expires first.
+    pub(super) all: BTreeMap<u64, EarlySignal>,
+    pub(super) by_run: HashMap<RunId, BTreeSet<u64>>,
+    pub(super) by_tenant: HashMap<TenantId, BTreeSet<u64>>,
+}
+
+impl EarlySignals {
+    pub(super) fn insert(&mut self, e: EarlySignal) {
+        self.by_run.entry(e.signal.run).or_default().insert(e.seq);
+        self.by_tenant
+            .entry(e.signal.tenant.clone())
+            .or_default()
+            .insert(e.seq);
+        self.all.insert(e.seq, e);
+    }
+
+    pub(super) fn remove(&mut self, seq: u64) -> Option<EarlySignal> {
+        let e = self.all.remove(&seq)?;
+        remove_from(&mut self.by_run, &e.signal.run, seq);
+        remove_from(&mut self.by_tenant, &e.signal.tenant, seq);
+        Some(e)
+    }
+
+    /// The run's signals, in arrival order, taken out.
+    pub(super) fn take_run(&mut self, run: &RunId) -> Vec<EarlySignal> {
+        let seqs = self.by_run.get(run).cloned().unwrap_or_default();
+        seqs.into_iter().filter_map(|s| self.remove(s)).collect()
+    }
+
+    pub(super) fn count(&self, tenant: &TenantId) -> usize {
+        self.by_tenant.get(tenant).map_or(0, BTreeSet::len)
+    }
+
+    pub(super) fn oldest_of(&self, tenant: &TenantId) -> Option<u64> {
+        self.by_tenant.get(tenant)?.first().copied()
+    }
+}
+
+fn remove_from<K: std::hash::Hash + Eq>(m: &mut HashMap<K, BTreeSet<u64>>, k: &K, seq: u64) {
+    if let Some(set) = m.get_mut(k) {
+        set.remove(&seq);
+        if set.is_empty() {
+            m.remove(k);
+        }
+    }
 }
 
 /// The task attempts a run's engine state waits for.

@@ -472,6 +472,8 @@ fn an_input_for_a_run_whose_definition_is_missing_is_dead_lettered_and_the_run_k
     let mut def = one_task("w", None);
     def["timeout"] = json!("1h");
     def["steps"][0]["task"]["timeout"] = json!("10s");
+    // No wait for a worker allowed: the step's backstop is due 15 s after dispatch.
+    def["steps"][0]["task"]["schedule_to_start"] = json!("0s");
     let (mut c, p) = core(&[def], 10);
     trigger(&mut c, p, 0, "w");
     let task = tasks(&mut c).remove(0);

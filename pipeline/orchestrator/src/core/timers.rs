@@ -19,35 +19,54 @@ impl Core {
 
     /// Fires every timer due at `now`, earliest first.
     pub fn fire_timers(&mut self, now: DateTime<Utc>) -> usize {
+        self.fire_timers_up_to(now, usize::MAX)
+    }
+
+    /// Fires at most `max` timers due at `now`, earliest first across the owned
+    /// partitions (so that a cut-off backlog leaves the latest ones, in every partition,
+    /// for the next call). Returns how many fired.
+    pub fn fire_timers_up_to(&mut self, now: DateTime<Utc>, max: usize) -> usize {
         let mut fired = 0;
-        let partitions: Vec<i32> = self.parts.keys().copied().collect();
-        for p in partitions {
-            while let Some(st) = self.parts.get_mut(&p) {
-                let Some(first) = st.timers.first().cloned() else {
-                    break;
-                };
-                if first.0 > now {
-                    break;
-                }
-                st.timers.remove(&first);
-                let (_, run, id) = first;
-                // Only a record's input can ask for the definitions.
-                let _ = self.drive(p, run, Input::TimerFired { id }, now, Origin::Timer);
-                fired += 1;
+        while fired < max {
+            let earliest = self
+                .parts
+                .iter()
+                .filter_map(|(p, s)| s.timers.first().map(|(due, _, _)| (*due, *p)))
+                .min();
+            let Some((due, p)) = earliest else { break };
+            if due > now {
+                break;
             }
+            let Some((_, run, id)) = self.parts.get_mut(&p).and_then(|s| s.timers.pop_first())
+            else {
+                break;
+            };
+            // Only a record's input can ask for the definitions.
+            let _ = self.drive(p, run, Input::TimerFired { id }, now, Origin::Timer);
+            fired += 1;
         }
         fired
     }
 
     /// Forgets finished runs older than the retention, with tombstones.
     pub fn expire_finished(&mut self, now: DateTime<Utc>) -> usize {
+        self.expire_finished_up_to(now, usize::MAX)
+    }
+
+    /// Forgets at most `max` finished runs older than the retention, with tombstones.
+    /// Returns how many; `max` means more may be left.
+    pub fn expire_finished_up_to(&mut self, now: DateTime<Utc>, max: usize) -> usize {
         let keep = Duration::seconds(self.settings.finished_run_retention_secs as i64);
         let mut n = 0;
         for (p, st) in &mut self.parts {
+            if n >= max {
+                break;
+            }
             let old: Vec<(RunId, TenantId)> = st
                 .finished
                 .iter()
                 .filter(|(_, f)| now - f.finished_at > keep)
+                .take(max - n)
                 .map(|(r, f)| (*r, f.tenant.clone()))
                 .collect();
             for (run, tenant) in old {
@@ -57,5 +76,78 @@ impl Core {
             }
         }
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Budgets only; what a fired timer does is tested in `core/tests.rs`.
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use aiq_engine::Catalog;
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::changelog::FinishedRun;
+    use crate::settings::OrchestratorSettings;
+
+    fn core_with_finished(per_partition: usize) -> Core {
+        let settings = Arc::new(OrchestratorSettings {
+            finished_run_retention_secs: 60,
+            ..OrchestratorSettings::default()
+        });
+        let mut core = Core::new(settings, Arc::new(Catalog::default()), 2);
+        let tenant = TenantId::new("acme").unwrap();
+        let long_ago = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        for p in 0..2 {
+            core.restore(p, Vec::new());
+            let st = core.parts.get_mut(&p).unwrap();
+            for _ in 0..per_partition {
+                let run = RunId::random();
+                st.finished.insert(
+                    run,
+                    FinishedRun {
+                        tenant: tenant.clone(),
+                        workflow: aiq_topics::WorkflowId::new("w").unwrap(),
+                        status: aiq_topics::RunStatus::Succeeded,
+                        finished_at: long_ago,
+                    },
+                );
+            }
+        }
+        core
+    }
+
+    #[test]
+    fn timers_fire_earliest_first_across_partitions_up_to_the_budget() {
+        let mut core = core_with_finished(0);
+        let t = Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap();
+        // Runs unknown to the partition: firing their timers changes nothing else, which
+        // leaves only the budget and the order to look at.
+        for (p, secs) in [(0, 1), (0, 3), (1, 2), (1, 4), (1, 100)] {
+            let st = core.parts.get_mut(&p).unwrap();
+            st.timers
+                .insert((t + Duration::seconds(secs), RunId::random(), "x".into()));
+        }
+        let now = t + Duration::seconds(10);
+        assert_eq!(core.fire_timers_up_to(now, 3), 3);
+        assert_eq!(core.next_timer(), Some(t + Duration::seconds(4)));
+        assert_eq!(core.fire_timers_up_to(now, 3), 1);
+        assert_eq!(core.next_timer(), Some(t + Duration::seconds(100)));
+        assert_eq!(core.fire_timers_up_to(now, 3), 0);
+    }
+
+    #[test]
+    fn expiry_stops_at_its_budget_and_the_rest_follows() {
+        let mut core = core_with_finished(7);
+        let now = Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap();
+        assert_eq!(core.expire_finished_up_to(now, 5), 5);
+        assert_eq!(core.dirty.len(), 5);
+        assert_eq!(core.expire_finished_up_to(now, 5), 5);
+        assert_eq!(core.expire_finished_up_to(now, 5), 4);
+        assert_eq!(core.expire_finished_up_to(now, 5), 0);
+        assert_eq!(core.dirty.len(), 14);
     }
 }

@@ -5,6 +5,9 @@
 //! `batch_max_records` inputs or `batch_max_ms`) is one transaction holding the tasks,
 //! events, dead letters and triggers it caused, the changelog entries it changed, and
 //! the input offsets it consumed. A crash at any point leaves either all of it or none.
+//! Due timers, cron ticks and finished-run expiries are fired between polls, in slices
+//! counted against `max_*_per_batch`, so that a backlog after downtime is worked off
+//! over many transactions instead of growing one.
 //!
 //! Partitions are assigned eagerly (range assignor, so the co-partitioned topics go
 //! together): on revocation the open transaction is aborted and all state dropped; on
@@ -30,6 +33,7 @@ use aiq_stage::{StageHandle, StopSignal};
 use aiq_topics::TopicKind;
 use chrono::Utc;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
 
@@ -40,8 +44,10 @@ use rebalance::RebalanceContext;
 use trace::record_span;
 
 const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
-const DEFINITIONS_CATCH_UP: Duration = Duration::from_secs(3);
 const EXPIRY_EVERY: Duration = Duration::from_secs(60);
+/// Timers fired between two polls: during a backlog, inputs keep being consumed at
+/// one per this many timers instead of waiting for the backlog to end.
+const TIMERS_PER_POLL: usize = 64;
 /// How often the quota gauges are set from the owned partitions' state.
 const LOAD_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
@@ -57,6 +63,11 @@ pub fn spawn(
     definitions: TailSync,
     metrics: Arc<OrchestratorMetrics>,
 ) -> Result<StageHandle, OrchestratorError> {
+    // Refused before any Kafka client exists: without an id every such instance would
+    // share one transactional id and fence the others.
+    settings.checked_instance_id().map_err(|e| {
+        OrchestratorError::Thread(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    })?;
     let thread_name = format!("orchestrator-{}", settings.instance_id);
     aiq_stage::spawn_thread(STAGE, thread_name, move |stop| {
         Runner::new(kafka, settings, catalog, definitions, metrics, stop)?.run()
@@ -88,6 +99,43 @@ struct Runner {
     batch_started: Option<Instant>,
     batch_records: usize,
     offsets: HashMap<(String, i32), i64>,
+    /// Timers, cron ticks and expiries in the open batch, against their bounds.
+    work: BatchWork,
+    /// Whether the open batch already waited for the definitions topic.
+    definitions_waited: bool,
+}
+
+#[derive(Debug, Default)]
+struct BatchWork {
+    timers: usize,
+    cron_ticks: usize,
+    expiries: usize,
+}
+
+/// A transactional producer, with `init_transactions` done: that fences any earlier
+/// producer with this id (this instance before a crash, or the producer this one
+/// replaces after a fatal error) and aborts what it left open.
+fn create_producer(
+    kafka: &KafkaSettings,
+    settings: &OrchestratorSettings,
+) -> Result<TxProducer, OrchestratorError> {
+    let producer: TxProducer = kafka
+        .producer_config()
+        .set(
+            "transactional.id",
+            settings.transactional_id(&kafka.topic_prefix),
+        )
+        .set(
+            "transaction.timeout.ms",
+            settings.transaction_timeout_ms.to_string(),
+        )
+        .set("linger.ms", "2")
+        .create()
+        .map_err(|e| OrchestratorError::kafka("create the transactional producer", e))?;
+    transaction::call_retrying(&producer, "init transactions", |p| {
+        p.init_transactions(TXN_CALL_TIMEOUT)
+    })?;
+    Ok(producer)
 }
 
 impl Runner {
@@ -110,28 +158,10 @@ impl Runner {
             events: name(TopicKind::Events),
             dead_letters: name(TopicKind::DeadLetters),
         };
-        let producer: TxProducer = kafka
-            .producer_config()
-            .set(
-                "transactional.id",
-                settings.transactional_id(&kafka.topic_prefix),
-            )
-            .set(
-                "transaction.timeout.ms",
-                settings.transaction_timeout_ms.to_string(),
-            )
-            .set("linger.ms", "2")
-            .create()
-            .map_err(|e| OrchestratorError::kafka("create the transactional producer", e))?;
-        // Fences any earlier producer with this id (this instance before a crash) and
-        // aborts what it left open.
-        producer
-            .init_transactions(TXN_CALL_TIMEOUT)
-            .map_err(|e| OrchestratorError::kafka("init transactions", e))?;
-        let producer = Arc::new(producer);
+        let producer = Arc::new(create_producer(&kafka, &settings)?);
         let in_txn = Arc::new(AtomicBool::new(false));
         let ctx = RebalanceContext {
-            producer: Arc::clone(&producer),
+            producer: Mutex::new(Arc::clone(&producer)),
             in_txn: Arc::clone(&in_txn),
             triggers: names.triggers.clone(),
             events: Mutex::new(Vec::new()),
@@ -180,6 +210,8 @@ impl Runner {
             batch_started: None,
             batch_records: 0,
             offsets: HashMap::new(),
+            work: BatchWork::default(),
+            definitions_waited: false,
         })
     }
 
@@ -222,44 +254,40 @@ impl Runner {
                     };
                     let span = record_span(&msg, topic);
                     let _in_record = span.enter();
-                    let now = Utc::now();
-                    if self.core.handle(rec, now, false).is_err() {
-                        // A workflow we do not know yet may have just been registered.
-                        let fresh = self.definitions.catch_up_blocking(DEFINITIONS_CATCH_UP);
-                        if self.core.handle(rec, now, true).is_err() {
-                            tracing::error!(fresh, "definitions lookup failed twice");
-                        }
-                    }
-                    self.offsets
-                        .insert((msg.topic().to_owned(), msg.partition()), msg.offset() + 1);
-                    self.batch_records += 1;
                     self.batch_started.get_or_insert_with(Instant::now);
+                    let handled = self.core.handle(rec, Utc::now(), false).is_ok()
+                        || self.handle_after_catch_up(rec)?;
+                    if handled {
+                        self.offsets
+                            .insert((msg.topic().to_owned(), msg.partition()), msg.offset() + 1);
+                        self.batch_records += 1;
+                    }
                 }
-                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                Some(Err(e)) => {
+                    // Another instance with this instance id joined with our static
+                    // membership: it owns the partitions now, and this consumer is dead.
+                    if let Some((RDKafkaErrorCode::FencedInstanceId, _)) =
+                        self.consumer.client().fatal_error()
+                    {
+                        return Err(self.fenced(e));
+                    }
+                    tracing::warn!(error = %e, "consumer error");
+                }
                 None => {}
             }
             let now = Utc::now();
-            if self.core.next_timer().is_some_and(|due| due <= now) {
-                self.core.fire_timers(now);
-            }
-            if Instant::now() >= next_cron {
-                let next = self.core.fire_cron(now);
-                // Re-read the catalog at least every second for new schedules.
-                let wait = next
-                    .map(|n| (n - Utc::now()).to_std().unwrap_or(Duration::ZERO))
-                    .unwrap_or(Duration::from_secs(1))
-                    .min(Duration::from_secs(1));
-                next_cron = Instant::now() + wait;
+            let slice_started = Instant::now();
+            let worked = self.timed_work(now, &mut next_cron, &mut next_expiry);
+            if worked {
+                self.batch_started.get_or_insert(slice_started);
             }
             if Instant::now() >= next_load {
                 self.observe_load();
                 next_load = Instant::now() + LOAD_SAMPLE_EVERY;
             }
-            if Instant::now() >= next_expiry {
-                self.core.expire_finished(now);
-                next_expiry = Instant::now() + EXPIRY_EVERY;
+            if let Err(e) = self.flush() {
+                self.recover(e)?;
             }
-            self.flush()?;
             if self.core.has_changes() {
                 self.batch_started.get_or_insert_with(Instant::now);
             }
@@ -267,10 +295,94 @@ impl Runner {
             let old = self
                 .batch_started
                 .is_some_and(|s| s.elapsed() >= self.settings.batch_max_age());
-            if full || old {
+            if full || old || self.work_spent() {
                 self.commit()?;
             }
         }
+    }
+
+    /// Fires a slice of the due timers, cron ticks and finished-run expiries, within
+    /// what the open batch has left of `max_*_per_batch`: a backlog after downtime is
+    /// worked off over many transactions, none larger than the bounds. Returns whether
+    /// anything was done.
+    fn timed_work(
+        &mut self,
+        now: chrono::DateTime<Utc>,
+        next_cron: &mut Instant,
+        next_expiry: &mut Instant,
+    ) -> bool {
+        let s = Arc::clone(&self.settings);
+        let mut worked = false;
+        let room = s
+            .max_timers_per_batch
+            .max(1)
+            .saturating_sub(self.work.timers)
+            .min(TIMERS_PER_POLL);
+        if room > 0 && self.core.next_timer().is_some_and(|due| due <= now) {
+            let n = self.core.fire_timers_up_to(now, room);
+            self.work.timers += n;
+            worked |= n > 0;
+        }
+        let room = s
+            .max_cron_ticks_per_batch
+            .max(1)
+            .saturating_sub(self.work.cron_ticks);
+        // Out of room, the batch commits this turn and the next one goes on.
+        if room > 0 && Instant::now() >= *next_cron {
+            let (next, n) = self.core.fire_cron_up_to(now, room);
+            self.work.cron_ticks += n;
+            worked |= n > 0;
+            // Re-read the catalog at least every second for new schedules.
+            let wait = next
+                .map(|n| (n - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_secs(1));
+            *next_cron = Instant::now() + wait;
+        }
+        let room = s
+            .max_expiries_per_batch
+            .max(1)
+            .saturating_sub(self.work.expiries);
+        if room > 0 && Instant::now() >= *next_expiry {
+            let n = self.core.expire_finished_up_to(now, room);
+            self.work.expiries += n;
+            worked |= n > 0;
+            // A full slice may have left more: go on in the next batch, not in a minute.
+            *next_expiry = if n == room {
+                Instant::now()
+            } else {
+                Instant::now() + EXPIRY_EVERY
+            };
+        }
+        worked
+    }
+
+    fn work_spent(&self) -> bool {
+        let s = &self.settings;
+        self.work.timers >= s.max_timers_per_batch.max(1)
+            || self.work.cron_ticks >= s.max_cron_ticks_per_batch.max(1)
+            || self.work.expiries >= s.max_expiries_per_batch.max(1)
+    }
+
+    /// A record named a workflow the catalog lacks (it may have just been registered):
+    /// reads the definitions topic to its end, for at most `definitions_catch_up_ms`,
+    /// and handles the record again. One wait per transaction: before a second one the
+    /// batch so far is committed (the record changed nothing yet), so waits never add
+    /// up inside a transaction. Returns false when that commit failed and the batch is
+    /// redone from the committed offsets, this record included.
+    fn handle_after_catch_up(&mut self, rec: Record<'_>) -> Result<bool, OrchestratorError> {
+        if self.definitions_waited && !self.commit()? {
+            return Ok(false);
+        }
+        let fresh = self
+            .definitions
+            .catch_up_blocking(self.settings.definitions_catch_up());
+        self.definitions_waited = true;
+        self.batch_started.get_or_insert_with(Instant::now);
+        if self.core.handle(rec, Utc::now(), true).is_err() {
+            tracing::error!(fresh, "definitions lookup failed twice");
+        }
+        Ok(true)
     }
 
     fn observe_load(&self) {

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::producer::Producer;
 
-use super::{Runner, TXN_CALL_TIMEOUT, TxProducer};
+use super::transaction::abort_retrying;
+use super::{Runner, TxProducer};
 use crate::OrchestratorError;
 use crate::metrics::OrchestratorMetrics;
 use crate::restore::restore;
@@ -23,7 +23,8 @@ pub(super) enum Rebalanced {
 /// Sees rebalances inside `poll`: aborts the open transaction before the partitions
 /// go to another instance, and tells the loop what changed.
 pub(super) struct RebalanceContext {
-    pub(super) producer: Arc<TxProducer>,
+    /// The runner's producer; replaced when a fatal error made the runner create a new one.
+    pub(super) producer: Mutex<Arc<TxProducer>>,
     pub(super) in_txn: Arc<AtomicBool>,
     pub(super) triggers: String,
     pub(super) events: Mutex<Vec<Rebalanced>>,
@@ -40,8 +41,10 @@ impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(_) = rebalance {
             if self.in_txn.swap(false, Ordering::SeqCst)
-                && let Err(e) = self.producer.abort_transaction(TXN_CALL_TIMEOUT)
+                && let Err(e) = abort_retrying(&self.producer())
             {
+                // A producer left in a fatal state fails the next transaction call,
+                // which makes the runner replace it.
                 tracing::error!(error = %e, "aborting the open transaction on revocation failed");
             }
             self.push(Rebalanced::Revoked);
@@ -67,6 +70,14 @@ impl ConsumerContext for RebalanceContext {
 }
 
 impl RebalanceContext {
+    pub(super) fn producer(&self) -> Arc<TxProducer> {
+        Arc::clone(&self.producer.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub(super) fn set_producer(&self, producer: Arc<TxProducer>) {
+        *self.producer.lock().unwrap_or_else(|p| p.into_inner()) = producer;
+    }
+
     fn push(&self, e: Rebalanced) {
         self.events
             .lock()
@@ -126,5 +137,7 @@ impl Runner {
         self.offsets.clear();
         self.batch_records = 0;
         self.batch_started = None;
+        self.work = super::BatchWork::default();
+        self.definitions_waited = false;
     }
 }

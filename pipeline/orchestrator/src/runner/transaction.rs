@@ -1,30 +1,74 @@
 //! Writing a batch: what the core produced goes into the open transaction as it comes;
 //! at the end of the batch the changelog entries and the input offsets join it and it
-//! is committed. A failed commit aborts, and the batch is redone from the committed
-//! offsets and state.
+//! is committed. A failed transactional call is handled the way librdkafka documents:
+//! retriable (a timed-out commit, say) → the same call again; abortable → abort, and
+//! the batch is redone from the committed offsets and state; fatal → a new producer
+//! (`init_transactions` fences the old one) and the same redo; fenced by a newer
+//! instance with this instance id → the stage ends, since both cannot own the id.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use aiq_kafka::DeadLetterOrigin;
 use aiq_topics::TraceParent;
 use rdkafka::consumer::Consumer;
-use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError as RdError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::trace::traced;
-use super::{Runner, TXN_CALL_TIMEOUT};
+use super::{BatchWork, Runner, TXN_CALL_TIMEOUT, TxProducer, create_producer};
 use crate::OrchestratorError;
 use crate::core::{ChangelogWrite, InputTopic, Output};
+use crate::error::TxnAction;
+
+/// How long a retriable transactional call is repeated. A commit that timed out may
+/// still succeed when the coordinator answers (a broker restart, a leader election);
+/// aborting it instead would throw the batch away for nothing. Past this the producer
+/// is replaced.
+const RETRY_FOR: Duration = Duration::from_secs(120);
+
+/// How long a fenced instance waits to see whether a newer instance with its id joined
+/// the group: the newer one joins after its `init_transactions`, which fenced this one.
+const FENCE_CHECK: Duration = Duration::from_secs(10);
+
+/// Calls `call` until it succeeds, fails with an error librdkafka does not call
+/// retriable, or `RETRY_FOR` has passed; the error, if any, is the last one.
+pub(super) fn call_retrying(
+    producer: &TxProducer,
+    op: &'static str,
+    call: impl Fn(&TxProducer) -> KafkaResult<()>,
+) -> Result<(), OrchestratorError> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let Err(e) = call(producer) else {
+            return Ok(());
+        };
+        let e = OrchestratorError::kafka(op, e);
+        if e.txn_action() != TxnAction::Retry || started.elapsed() >= RETRY_FOR {
+            return Err(e);
+        }
+        tracing::warn!(error = %e, "transactional call failed, retriable: calling it again");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+pub(super) fn abort_retrying(producer: &TxProducer) -> Result<(), OrchestratorError> {
+    call_retrying(producer, "abort transaction", |p| {
+        p.abort_transaction(TXN_CALL_TIMEOUT)
+    })
+}
 
 impl Runner {
     fn begin(&mut self) -> Result<(), OrchestratorError> {
         if !self.in_txn.load(Ordering::SeqCst) {
-            self.producer
-                .begin_transaction()
-                .map_err(|e| OrchestratorError::kafka("begin transaction", e))?;
+            call_retrying(&self.producer, "begin transaction", |p| {
+                p.begin_transaction()
+            })?;
             self.in_txn.store(true, Ordering::SeqCst);
             self.batch_started.get_or_insert_with(Instant::now);
         }
@@ -32,54 +76,54 @@ impl Runner {
     }
 
     /// Sends what the core produced so far into the open transaction.
+    ///
+    /// An output the producer refuses for good (past the record size limit, not a valid
+    /// record) is replaced by a small dead letter (kind `too_large`, no payload) naming
+    /// the input it followed from: aborting would redo the batch and meet the same
+    /// refusal forever, for every tenant of the process.
     pub(super) fn flush(&mut self) -> Result<(), OrchestratorError> {
-        let outputs = self.core.take_outputs();
+        // Once per turn of the runner's loop: signals whose run never appeared within
+        // the TTL go to the dead letters in this batch.
+        self.core.expire_early_signals(chrono::Utc::now());
+        let outputs = self.core.take_outputs_with_causes();
         if outputs.is_empty() {
             return Ok(());
         }
         self.begin()?;
-        for o in outputs {
-            let sent = match o {
+        let names = &self.names;
+        let input_topic = |t: InputTopic| match t {
+            InputTopic::Triggers => &names.triggers,
+            InputTopic::Signals => &names.signals,
+            InputTopic::Results => &names.results,
+        };
+        for (o, cause) in outputs {
+            let (topic, partition, key, payload, headers, origin) = match o {
                 Output::Task(t) => {
-                    let key = format!("{}/{}", t.tenant, t.run);
+                    let key = format!("{}/{}", t.tenant, t.run).into_bytes();
                     let payload = serde_json::to_vec(&t).unwrap_or_default();
-                    self.send(
-                        &self.names.tasks,
-                        None,
-                        key.as_bytes(),
-                        Some(&payload),
-                        Some(traced(TraceParent::of_task(&t))),
-                    )
+                    let h = traced(TraceParent::of_task(&t));
+                    (&self.names.tasks, None, key, Some(payload), Some(h), None)
                 }
                 Output::Event(e) => {
                     let payload = e.encode();
                     let key = e.tenant().as_str().as_bytes().to_vec();
                     self.metrics.observe_event(&e);
                     let h = traced(TraceParent::of_event(&e));
-                    self.send(&self.names.events, None, &key, Some(&payload), Some(h))
+                    (&self.names.events, None, key, Some(payload), Some(h), None)
                 }
                 Output::Trigger { partition, trigger } => {
                     let payload = trigger.encode();
                     let key = trigger.tenant.as_str().as_bytes().to_vec();
                     let h = trigger.run_id.map(|r| traced(TraceParent::of_trigger(r)));
-                    self.send(
-                        &self.names.triggers,
-                        Some(partition),
-                        &key,
-                        Some(&payload),
-                        h,
-                    )
+                    let topic = &self.names.triggers;
+                    (topic, Some(partition), key, Some(payload), h, None)
                 }
                 Output::DeadLetter(d) => {
                     self.metrics
                         .dead_letters
                         .with_label_values(&[d.kind.as_str()])
                         .inc();
-                    let source = match d.topic {
-                        InputTopic::Triggers => &self.names.triggers,
-                        InputTopic::Signals => &self.names.signals,
-                        InputTopic::Results => &self.names.results,
-                    };
+                    let source = input_topic(d.topic);
                     let h = DeadLetterOrigin {
                         kind: d.kind,
                         reason: &d.reason,
@@ -89,18 +133,68 @@ impl Runner {
                         offset: d.offset,
                     }
                     .headers();
-                    self.send(
+                    let origin = Some((source, d.partition, d.offset));
+                    let key = d.key.unwrap_or_default();
+                    (
                         &self.names.dead_letters,
                         None,
-                        d.key.as_deref().unwrap_or_default(),
-                        d.payload.as_deref(),
+                        key,
+                        d.payload,
                         Some(h),
+                        origin,
                     )
                 }
             };
-            sent?;
+            let refused = match self.send(topic, partition, &key, payload.as_deref(), headers) {
+                Ok(()) => continue,
+                Err(OrchestratorError::Kafka {
+                    source: RdError::MessageProduction(code),
+                    ..
+                }) if refused_for_good(code) => code,
+                Err(e) => return Err(e),
+            };
+            let size = payload.as_ref().map_or(0, Vec::len) + key.len();
+            let reason = format!(
+                "the producer refused a {size}-byte record for {topic} ({refused}); \
+                 set aside without its payload"
+            );
+            tracing::error!(%reason, "output refused");
+            // Named by the input it followed from; a timer's or a cron tick's output
+            // has none, and is named by where it was going.
+            let (from, p, offset) = origin
+                .or_else(|| cause.map(|c| (input_topic(c.topic), c.partition, c.offset)))
+                .unwrap_or((topic, partition.unwrap_or(-1), -1));
+            let kind = aiq_topics::DeadLetterKind::TooLarge;
+            self.metrics
+                .dead_letters
+                .with_label_values(&[kind.as_str()])
+                .inc();
+            let h = DeadLetterOrigin {
+                kind,
+                reason: &reason,
+                stage: "orchestrator",
+                topic: from,
+                partition: p,
+                offset,
+            }
+            .headers();
+            self.send(&self.names.dead_letters, None, &key, None, Some(h))?;
         }
-        Ok(())
+        return Ok(());
+
+        /// Refusals about the record itself, which a new transaction cannot cure; a full
+        /// queue, a broker or transaction error is not one of them.
+        fn refused_for_good(code: RDKafkaErrorCode) -> bool {
+            matches!(
+                code,
+                RDKafkaErrorCode::MessageSizeTooLarge
+                    | RDKafkaErrorCode::InvalidMessage
+                    | RDKafkaErrorCode::InvalidMessageSize
+                    | RDKafkaErrorCode::InvalidRecord
+                    | RDKafkaErrorCode::BadMessage
+                    | RDKafkaErrorCode::InvalidArgument
+            )
+        }
     }
 
     fn send(
@@ -133,24 +227,92 @@ impl Runner {
         }
     }
 
-    /// Writes the changelog entries, sends the input offsets and commits. On an
-    /// abortable failure the batch is redone from the committed state.
-    pub(super) fn commit(&mut self) -> Result<(), OrchestratorError> {
-        let result = self.try_commit();
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_abortable() => {
+    /// Writes the changelog entries, sends the input offsets and commits. Returns
+    /// false when that failed and the batch is being redone from the committed state.
+    pub(super) fn commit(&mut self) -> Result<bool, OrchestratorError> {
+        match self.try_commit() {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                self.recover(e)?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// After a failed call in the open batch (retriable ones were retried already):
+    /// an abortable error aborts the transaction and redoes the batch; a fatal one
+    /// replaces the producer and redoes it; being fenced by a newer instance with this
+    /// instance id ends the stage.
+    pub(super) fn recover(&mut self, e: OrchestratorError) -> Result<(), OrchestratorError> {
+        match e.txn_action() {
+            TxnAction::Abort => {
                 tracing::warn!(error = %e, "transaction failed; aborting and redoing the batch");
                 self.metrics.aborts.inc();
-                if self.in_txn.swap(false, Ordering::SeqCst) {
-                    self.producer
-                        .abort_transaction(TXN_CALL_TIMEOUT)
-                        .map_err(|e| OrchestratorError::kafka("abort transaction", e))?;
+                if self.in_txn.swap(false, Ordering::SeqCst)
+                    && let Err(abort) = abort_retrying(&self.producer)
+                {
+                    return self.replace_producer(abort);
                 }
                 self.clear_batch();
                 self.rewind()
             }
-            Err(e) => Err(e),
+            TxnAction::Retry | TxnAction::Recreate | TxnAction::Fenced => self.replace_producer(e),
+            TxnAction::Stop => Err(e),
+        }
+    }
+
+    /// The producer is unusable (fatal error, or retries ran out): a new one fences it
+    /// and aborts its open transaction, and the batch is redone from the committed
+    /// offsets and state. Unless a newer instance fenced it: then this one stops, or
+    /// the two would fence each other in turn.
+    fn replace_producer(&mut self, e: OrchestratorError) -> Result<(), OrchestratorError> {
+        if e.txn_action() == TxnAction::Fenced && self.newer_instance() {
+            return Err(match e {
+                OrchestratorError::Kafka { source, .. } => self.fenced(source),
+                other => other,
+            });
+        }
+        tracing::warn!(error = %e, "transactional producer unusable; replacing it and redoing the batch");
+        self.metrics.aborts.inc();
+        self.in_txn.store(false, Ordering::SeqCst);
+        let producer = Arc::new(create_producer(&self.kafka, &self.settings)?);
+        self.consumer.context().set_producer(Arc::clone(&producer));
+        // The old producer is dropped here, already fenced by the new one.
+        self.producer = producer;
+        self.clear_batch();
+        self.rewind()
+    }
+
+    pub(super) fn fenced(&self, source: RdError) -> OrchestratorError {
+        OrchestratorError::Fenced {
+            instance_id: self.settings.instance_id.as_str().into(),
+            transactional_id: self
+                .settings
+                .transactional_id(&self.kafka.topic_prefix)
+                .into(),
+            source,
+        }
+    }
+
+    /// Whether another instance with this instance id joined the group: it uses the
+    /// same `group.instance.id`, and the coordinator answers that by fencing this
+    /// consumer (a fatal consumer error). Fenced without it, the coordinator fenced
+    /// the producer on its own (a transaction that outlived `transaction.timeout.ms`).
+    fn newer_instance(&self) -> bool {
+        let deadline = Instant::now() + FENCE_CHECK;
+        loop {
+            if let Some((code, reason)) = self.consumer.client().fatal_error() {
+                tracing::error!(
+                    ?code,
+                    reason,
+                    "consumer fatal error after the producer was fenced"
+                );
+                return code == RDKafkaErrorCode::FencedInstanceId;
+            }
+            if Instant::now() >= deadline || self.stop.is_stopped() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -159,6 +321,8 @@ impl Runner {
         let changes = self.core.take_changelog();
         if changes.is_empty() && self.offsets.is_empty() && !self.in_txn.load(Ordering::SeqCst) {
             self.batch_started = None;
+            self.work = BatchWork::default();
+            self.definitions_waited = false;
             return Ok(());
         }
         let started = Instant::now();
@@ -188,17 +352,22 @@ impl Runner {
                 .consumer
                 .group_metadata()
                 .ok_or(OrchestratorError::NoGroupMetadata)?;
-            self.producer
-                .send_offsets_to_transaction(&tpl, &group, TXN_CALL_TIMEOUT)
-                .map_err(|e| OrchestratorError::kafka("send offsets to transaction", e))?;
+            call_retrying(&self.producer, "send offsets to transaction", |p| {
+                p.send_offsets_to_transaction(&tpl, &group, TXN_CALL_TIMEOUT)
+            })?;
         }
-        self.producer
-            .commit_transaction(TXN_CALL_TIMEOUT)
-            .map_err(|e| OrchestratorError::kafka("commit transaction", e))?;
+        call_retrying(&self.producer, "commit transaction", |p| {
+            p.commit_transaction(TXN_CALL_TIMEOUT)
+        })?;
         self.in_txn.store(false, Ordering::SeqCst);
         self.metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
+        if let Some(began) = self.batch_started {
+            self.metrics
+                .transaction_seconds
+                .observe(began.elapsed().as_secs_f64());
+        }
         self.metrics
             .batch_records
             .observe(self.batch_records as f64);
@@ -206,6 +375,8 @@ impl Runner {
         self.offsets.clear();
         self.batch_records = 0;
         self.batch_started = None;
+        self.work = BatchWork::default();
+        self.definitions_waited = false;
         Ok(())
     }
 
