@@ -2,6 +2,7 @@
 //! here, with the command that produced it.
 
 pub mod backlog;
+pub mod chaos;
 pub mod drain;
 pub mod open_loop;
 pub mod state_memory;

@@ -10,6 +10,7 @@
 //!       --topic-prefix aiq. --rate 200 --duration 30 --tenants 20 --mix hello=0.7,ten-steps=0.3
 //!   aiq-load baseline --brokers 127.0.0.1:9092 --messages 20000
 //!   aiq-load analytics --steps 10000000 [--root DIR]
+//!   aiq-load chaos --aiq-bin target/release/aiq --rate 100 --duration 250 --kills 20  (scripts/chaos)
 
 mod analytics;
 mod baseline;
@@ -34,6 +35,9 @@ enum Cmd {
     /// Open-loop runs by Zipf-drawn tenants, timed to their terminal events; report.md,
     /// latency.svg and a raw-Kafka baseline.
     Run(loadgen::cli::RunArgs),
+    /// Runs under SIGKILLs of aiq serve, Kafka and Cassandra; every accepted trigger set
+    /// against the events topic, the store and the Parquet history (RELIABILITY.md).
+    Chaos(aiq_loadtests::chaos::cli::ChaosArgs),
     /// Raw Kafka produce+consume of trigger-sized messages: the engine's ceiling.
     Baseline(loadgen::cli::BaselineArgs),
     /// The ready analytics reports over a generated Parquet history of ~N step events.
@@ -95,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     match Cli::parse().command {
         Cmd::Run(a) => loadgen::cli::run(a).await,
+        Cmd::Chaos(a) => aiq_loadtests::chaos::cli::main(a).await,
         Cmd::Baseline(a) => loadgen::cli::baseline(a).await,
         Cmd::Analytics(a) => analytics::run(a).await,
         Cmd::Drain {
