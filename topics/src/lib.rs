@@ -12,6 +12,7 @@ pub mod ids;
 pub mod labels;
 pub mod partition;
 pub mod signal;
+pub mod size;
 pub mod spec;
 pub mod task;
 pub mod trace;
@@ -25,6 +26,7 @@ pub use ids::{IdError, RunId, StepId, TenantId, WorkflowId};
 pub use labels::TenantLabels;
 pub use partition::partition_for_key;
 pub use signal::{SignalAction, SignalEvent};
+pub use size::json_size;
 pub use spec::{CleanupPolicy, KeyKind, TopicKind, TopicSet, TopicSpec};
 pub use task::{ErrorClass, TaskMessage, TaskOutcome, TaskResult};
 pub use trace::{

@@ -1,8 +1,8 @@
 //! What goes into a transition and what comes out of it.
 
 use aiq_topics::{
-    Failure, RunEvent, RunId, RunStatus, StepEvent, TaskMessage, TaskOutcome, TaskResult, TenantId,
-    WorkflowId,
+    Failure, RunEvent, RunId, RunStatus, SignalAction, StepEvent, TaskMessage, TaskOutcome,
+    TaskResult, TenantId, WorkflowId,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -40,6 +40,25 @@ pub enum Input {
     Cancel {
         reason: String,
     },
+}
+
+/// A signal record is the run's input as it stands, whenever it is applied (at once, or
+/// kept until its run appears).
+impl From<SignalAction> for Input {
+    fn from(action: SignalAction) -> Self {
+        match action {
+            SignalAction::Signal {
+                name,
+                correlation,
+                payload,
+            } => Input::Signal {
+                name,
+                correlation,
+                payload,
+            },
+            SignalAction::Cancel { reason } => Input::Cancel { reason },
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

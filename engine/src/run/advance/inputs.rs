@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::task::task_timeout_id;
 use super::wait_for_event::signal_matches;
-use super::{MAX_BUFFERED_SIGNALS, Machine, failure, json_size};
+use super::{MAX_BUFFERED_SIGNALS, Machine, failure};
 use crate::run::io::Input;
 use crate::run::state::{BufferedSignal, FrameId, Pending, TimerPurpose};
 
@@ -23,7 +23,7 @@ impl Machine<'_> {
                     u64::try_from((r.finished_at - r.started_at).num_milliseconds()).ok();
                 match r.outcome {
                     TaskOutcome::Ok { output } => {
-                        self.result_output_bytes = Some(json_size(&output));
+                        self.result_output_bytes = Some(aiq_topics::json_size(&output) as u64);
                         self.complete_step(fid, output);
                         self.run_frame(fid);
                     }
@@ -40,7 +40,7 @@ impl Machine<'_> {
                 let Some(fid) = found else { return };
                 match outcome {
                     TaskOutcome::Ok { output } => {
-                        self.result_output_bytes = Some(json_size(&output));
+                        self.result_output_bytes = Some(aiq_topics::json_size(&output) as u64);
                         self.complete_step(fid, output);
                         self.run_frame(fid);
                     }

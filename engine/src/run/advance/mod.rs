@@ -197,24 +197,6 @@ enum Joined {
     Fill,
 }
 
-/// The length of `v` as compact JSON, counted without building the string.
-fn json_size(v: &Value) -> u64 {
-    struct Count(u64);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len() as u64;
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count(0);
-    // Writing a Value into a counter cannot fail.
-    let _ = serde_json::to_writer(&mut c, v);
-    c.0
-}
-
 fn failure(class: ErrorClass, message: impl Into<String>, step: Option<&StepId>) -> Failure {
     Failure {
         class,

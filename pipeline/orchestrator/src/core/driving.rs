@@ -53,23 +53,12 @@ impl Core {
             self.dead_letter(rec, DeadLetterKind::UnknownRun, reason);
             return Ok(());
         }
-        let input = match s.action {
-            SignalAction::Signal { .. } if queued => {
-                // Delivered when the run starts, after any kept before it.
-                self.keep_early(rec, s, now);
-                return Ok(());
-            }
-            SignalAction::Signal {
-                name,
-                correlation,
-                payload,
-            } => Input::Signal {
-                name,
-                correlation,
-                payload,
-            },
-            SignalAction::Cancel { reason } => Input::Cancel { reason },
-        };
+        if queued && matches!(s.action, SignalAction::Signal { .. }) {
+            // Delivered when the run starts, after any kept before it.
+            self.keep_early(rec, s, now);
+            return Ok(());
+        }
+        let input = Input::from(s.action);
         self.drive(p, s.run, input, now, Origin::Record(rec, definitions_fresh))
     }
 

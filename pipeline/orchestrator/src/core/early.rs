@@ -110,18 +110,7 @@ impl Core {
                 self.drop_early_signal(p, e, reason);
                 continue;
             }
-            let input = match e.signal.action {
-                SignalAction::Signal {
-                    name,
-                    correlation,
-                    payload,
-                } => Input::Signal {
-                    name,
-                    correlation,
-                    payload,
-                },
-                SignalAction::Cancel { reason } => Input::Cancel { reason },
-            };
+            let input = Input::from(e.signal.action);
             // Only a record's input can ask for the definitions; the run just started
             // with its own, so they are at hand.
             let _ = self.drive(p, run, input, now, Origin::Early);

@@ -6,9 +6,8 @@
 
 use aiq_engine::run::Pending;
 use aiq_engine::{Command, RunState, Transition};
-use aiq_topics::{ErrorClass, Failure, RunEvent, RunId, RunStatus};
+use aiq_topics::{ErrorClass, Failure, RunEvent, RunId, RunStatus, json_size};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 
 use crate::changelog::QueuedRun;
 use crate::settings::OrchestratorSettings;
@@ -166,24 +165,6 @@ fn thousands(n: usize) -> String {
         out.push(c);
     }
     out
-}
-
-/// The length of `v` as compact JSON, counted without building it.
-fn json_size<T: Serialize + ?Sized>(v: &T) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count(0);
-    // Plain data into a counter: serialising cannot fail.
-    let _ = serde_json::to_writer(&mut c, v);
-    c.0
 }
 
 #[cfg(test)]
