@@ -15,6 +15,10 @@ use crate::OrchestratorError;
 use crate::metrics::OrchestratorMetrics;
 use crate::restore::restore;
 
+/// How long a restore or a rewind keeps trying while Kafka is unreachable before the
+/// stage gives up (and the process exits for its supervisor).
+const RECOVERY_BUDGET: Duration = Duration::from_secs(300);
+
 pub(super) enum Rebalanced {
     Revoked,
     Assigned(Vec<i32>),
@@ -117,7 +121,9 @@ impl Runner {
         let started = Instant::now();
         let timeout = Duration::from_millis(self.settings.transaction_timeout_ms * 3)
             .max(Duration::from_secs(30));
-        let restored = restore(&self.kafka, &self.names.changelog, parts, timeout)?;
+        let restored = self.retrying_while_the_broker_is_away("restore", || {
+            restore(&self.kafka, &self.names.changelog, parts, timeout)
+        })?;
         let mut entries = 0;
         for (p, list) in restored {
             entries += list.len();
@@ -130,6 +136,30 @@ impl Runner {
             .observe(started.elapsed().as_secs_f64());
         tracing::info!(partitions = ?parts, entries, ms = started.elapsed().as_millis() as u64, "partitions assigned; state restored");
         Ok(())
+    }
+
+    /// Calls `op` again, with backoff, while it fails and `RECOVERY_BUDGET` lasts: a
+    /// broker that restarts makes reading the changelog or the committed offsets fail for
+    /// a while, and that must delay the partitions, not end the stage. A stop request or
+    /// the budget running out returns the last error.
+    pub(super) fn retrying_while_the_broker_is_away<T>(
+        &self,
+        what: &'static str,
+        mut op: impl FnMut() -> Result<T, OrchestratorError>,
+    ) -> Result<T, OrchestratorError> {
+        let deadline = Instant::now() + RECOVERY_BUDGET;
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            match op() {
+                Ok(v) => return Ok(v),
+                Err(e) if Instant::now() + backoff < deadline && !self.stop.is_stopped() => {
+                    tracing::warn!(error = %e, what, retry_in_ms = backoff.as_millis() as u64, "failed while the broker may be away; trying again");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     pub(super) fn clear_batch(&mut self) {

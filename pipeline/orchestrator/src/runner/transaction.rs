@@ -382,10 +382,11 @@ impl Runner {
 
     /// After an aborted batch: back to the committed offsets and the committed state.
     fn rewind(&mut self) -> Result<(), OrchestratorError> {
-        let committed = self
-            .consumer
-            .committed(TXN_CALL_TIMEOUT)
-            .map_err(|e| OrchestratorError::kafka("read committed offsets", e))?;
+        let committed = self.retrying_while_the_broker_is_away("read committed offsets", || {
+            self.consumer
+                .committed(TXN_CALL_TIMEOUT)
+                .map_err(|e| OrchestratorError::kafka("read committed offsets", e))
+        })?;
         let mut tpl = TopicPartitionList::new();
         for e in committed.elements() {
             let to = match e.offset() {
