@@ -9,9 +9,9 @@ use serde_json::json;
 
 use crate::changelog::Entry;
 
-const PARTS: i32 = 4;
+pub(super) const PARTS: i32 = 4;
 
-fn t0() -> DateTime<Utc> {
+pub(super) fn t0() -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000, 0).unwrap()
 }
 
@@ -144,7 +144,8 @@ fn three_branches(id: &str, max_tasks: Option<u32>) -> serde_json::Value {
     d
 }
 
-fn restored(c: &mut Core, p: i32) -> Core {
+/// A core rebuilt from what `c` wrote to the changelog, as a new owner would.
+pub(super) fn restored(c: &mut Core, p: i32) -> Core {
     let entries: Vec<(EntryKey, Entry)> = c
         .take_changelog()
         .iter()

@@ -2,7 +2,6 @@
 //! clock.
 
 use super::*;
-use crate::changelog::Entry;
 use crate::settings::{TenantOverrides, TenantQuota};
 use aiq_topics::{
     DefinitionRecord, ErrorClass, RunStatus, SignalAction, TriggerSource, WorkflowId,
@@ -10,11 +9,7 @@ use aiq_topics::{
 use chrono::Duration;
 use serde_json::{Value, json};
 
-const PARTS: i32 = 4;
-
-fn t0() -> DateTime<Utc> {
-    DateTime::from_timestamp(1_800_000_000, 0).unwrap()
-}
+use super::tests::{PARTS, restored, t0};
 
 /// `set` steps that copy the input twice, then a wait for a signal.
 fn copier() -> Value {
@@ -112,22 +107,6 @@ fn dead_letters(out: &[Output]) -> Vec<&DeadLetter> {
             _ => None,
         })
         .collect()
-}
-
-fn restored(c: &mut Core, p: i32) -> Core {
-    let entries: Vec<(EntryKey, Entry)> = c
-        .take_changelog()
-        .iter()
-        .filter_map(|w| {
-            Some((
-                EntryKey::decode(w.key.as_bytes()).unwrap(),
-                Entry::decode(w.value.as_ref()?).unwrap(),
-            ))
-        })
-        .collect();
-    let mut again = Core::new(Arc::clone(&c.settings), Arc::clone(&c.catalog), PARTS);
-    again.restore(p, entries);
-    again
 }
 
 #[test]
