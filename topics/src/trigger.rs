@@ -53,8 +53,16 @@ pub struct TriggerEvent {
 /// Why a record on the triggers topic is not a trigger. The message names the field.
 #[derive(Debug, thiserror::Error)]
 pub enum TriggerError {
+    /// Not JSON, or JSON that is not an object: not a trigger at all.
     #[error("trigger is not valid JSON for schema {TRIGGER_SCHEMA_V1}: at `{path}`: {reason}")]
     Decode { path: String, reason: String },
+    /// A JSON object that lacks a field the schema requires.
+    #[error("trigger field `{field}` is missing; schema {TRIGGER_SCHEMA_V1} requires it")]
+    MissingField { field: String },
+    /// A JSON object with a field of the wrong type or value, or one the schema does not
+    /// have.
+    #[error("trigger field `{field}` is invalid for schema {TRIGGER_SCHEMA_V1}: {reason}")]
+    BadField { field: String, reason: String },
     #[error("trigger field `schema` is {found:?}; expected {TRIGGER_SCHEMA_V1:?}")]
     UnknownSchema { found: String },
     #[error(
@@ -93,10 +101,7 @@ impl TriggerEvent {
     pub fn decode(key: Option<&[u8]>, payload: &[u8]) -> Result<Self, TriggerError> {
         let de = &mut serde_json::Deserializer::from_slice(payload);
         let event: TriggerEvent =
-            serde_path_to_error::deserialize(de).map_err(|e| TriggerError::Decode {
-                path: e.path().to_string(),
-                reason: e.into_inner().to_string(),
-            })?;
+            serde_path_to_error::deserialize(de).map_err(|e| shape_error(payload, e))?;
         if event.schema != TRIGGER_SCHEMA_V1 {
             return Err(TriggerError::UnknownSchema {
                 found: event.schema,
@@ -142,6 +147,41 @@ impl TriggerEvent {
     }
 }
 
+/// Sorts a decoding failure: JSON that is not an object is not a trigger at all
+/// ([`TriggerError::Decode`], dead-lettered as undecodable); an object that breaks the
+/// schema names the field (dead-lettered as invalid).
+fn shape_error(payload: &[u8], e: serde_path_to_error::Error<serde_json::Error>) -> TriggerError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let is_object = inner.classify() == serde_json::error::Category::Data
+        && serde_json::from_slice::<Value>(payload).is_ok_and(|v| v.is_object());
+    let reason = inner.to_string();
+    if !is_object {
+        return TriggerError::Decode { path, reason };
+    }
+    // serde_json appends " at line L column C"; the field names the place instead.
+    let reason = match reason.rfind(" at line ") {
+        Some(i) => reason[..i].to_owned(),
+        None => reason,
+    };
+    // A missing or unknown top-level field is reported at the object itself ("."); its
+    // name is the first `quoted` word of the message.
+    let named = || reason.split('`').nth(1).map(str::to_owned);
+    match (path.as_str(), reason.strip_prefix("missing field ")) {
+        (".", Some(_)) => TriggerError::MissingField {
+            field: named().unwrap_or_default(),
+        },
+        (".", None) => TriggerError::BadField {
+            field: named().unwrap_or_else(|| ".".to_owned()),
+            reason,
+        },
+        _ => TriggerError::BadField {
+            field: path,
+            reason,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,20 +216,33 @@ mod tests {
         let e = TriggerEvent::decode(Some(b"ACME"), bad_tenant)
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("trigger is not valid JSON for schema aiq.trigger.v1: at `tenant`: tenant id \"ACME\""), "{e}");
+        assert!(
+            e.starts_with(
+                "trigger field `tenant` is invalid for schema aiq.trigger.v1: tenant id \"ACME\""
+            ),
+            "{e}"
+        );
 
         let bad_source =
             br#"{"schema":"aiq.trigger.v1","tenant":"a","workflow":"w","source":"fax"}"#;
         let e = TriggerEvent::decode(Some(b"a"), bad_source)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("at `source`: unknown variant `fax`"), "{e}");
+        assert!(
+            e.starts_with(
+                "trigger field `source` is invalid for schema aiq.trigger.v1: unknown variant `fax`"
+            ),
+            "{e}"
+        );
 
         let extra = br#"{"schema":"aiq.trigger.v1","tenant":"a","workflow":"w","source":"api","tenantt":1}"#;
         let e = TriggerEvent::decode(Some(b"a"), extra)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("unknown field `tenantt`"), "{e}");
+        assert!(
+            e.starts_with("trigger field `tenantt` is invalid for schema aiq.trigger.v1: unknown field `tenantt`"),
+            "{e}"
+        );
 
         let e = TriggerEvent::decode(Some(b"other"), &sample())
             .unwrap_err()
@@ -204,6 +257,45 @@ mod tests {
             TriggerEvent::decode(Some(b"a"), v2),
             Err(TriggerError::UnknownSchema { .. })
         ));
+    }
+
+    #[test]
+    fn json_that_is_not_an_object_is_undecodable_and_a_bad_object_names_its_field() {
+        for raw in [
+            &b"not json"[..],
+            b"{\"schema\": ",
+            b"42",
+            b"[1, 2]",
+            b"\"acme\"",
+            b"null",
+        ] {
+            let e = TriggerEvent::decode(Some(b"acme"), raw).unwrap_err();
+            assert!(matches!(e, TriggerError::Decode { .. }), "{raw:?}: {e:?}");
+            assert!(
+                e.to_string().starts_with("trigger is not valid JSON"),
+                "{e}"
+            );
+        }
+        for field in ["schema", "tenant", "workflow", "source"] {
+            let mut v = serde_json::from_slice::<Value>(&sample()).unwrap();
+            v.as_object_mut().unwrap().remove(field);
+            let e = TriggerEvent::decode(Some(b"acme"), v.to_string().as_bytes()).unwrap_err();
+            assert!(
+                matches!(&e, TriggerError::MissingField { field: f } if f == field),
+                "{e:?}"
+            );
+            assert_eq!(
+                e.to_string(),
+                format!("trigger field `{field}` is missing; schema aiq.trigger.v1 requires it")
+            );
+        }
+        let wrong_type = br#"{"schema":"aiq.trigger.v1","tenant":"a","workflow":"w","source":"api","version":"two"}"#;
+        let e = TriggerEvent::decode(Some(b"a"), wrong_type).unwrap_err();
+        assert!(
+            matches!(&e, TriggerError::BadField { field, .. } if field == "version"),
+            "{e:?}"
+        );
+        assert!(!e.to_string().contains(" at line "), "{e}");
     }
 
     #[test]

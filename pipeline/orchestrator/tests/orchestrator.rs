@@ -132,9 +132,14 @@ fn malformed_triggers_go_to_dead_letters_with_reasons_while_valid_ones_flow() {
             1 => (
                 "invalid",
                 b"acme",
-                json!({"schema": "aiq.trigger.v9", "tenant": "acme", "workflow": "strict", "source": "kafka"})
-                    .to_string()
-                    .into_bytes(),
+                if i % 2 == 0 {
+                    json!({"schema": "aiq.trigger.v9", "tenant": "acme", "workflow": "strict", "source": "kafka"})
+                } else {
+                    // Valid JSON without a required field: invalid, naming the field.
+                    json!({"schema": "aiq.trigger.v1", "tenant": "acme", "workflow": "strict"})
+                }
+                .to_string()
+                .into_bytes(),
                 None,
             ),
             2 => (
@@ -193,7 +198,9 @@ fn malformed_triggers_go_to_dead_letters_with_reasons_while_valid_ones_flow() {
         match kind.as_str() {
             "undecodable" => assert!(reason.starts_with("trigger is not valid JSON"), "{reason}"),
             "invalid" => assert!(
-                reason.contains("field `schema`") || reason.contains("belongs in partition"),
+                reason.contains("field `schema`")
+                    || reason.starts_with("trigger field `source` is missing")
+                    || reason.contains("belongs in partition"),
                 "{reason}"
             ),
             "unknown_workflow" => {
@@ -209,6 +216,12 @@ fn malformed_triggers_go_to_dead_letters_with_reasons_while_valid_ones_flow() {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
     assert_eq!(got, expected);
+    assert!(dlq.records.iter().any(|r| {
+        r.headers.get("aiq-dlq-kind").map(String::as_str) == Some("invalid")
+            && r.headers
+                .get("aiq-dlq-reason")
+                .is_some_and(|why| why.starts_with("trigger field `source` is missing"))
+    }));
     // The original bytes are kept.
     assert!(
         dlq.records
