@@ -484,3 +484,148 @@ async fn every_event_kind_lands_in_its_columns_with_its_retention() {
     assert_eq!(r.7.as_deref(), Some(r#"{"hash":"abc"}"#));
     assert_ttl(r.8, 400, "acme audit");
 }
+
+type WorkflowRow = (Uuid, Option<String>, Option<i64>, Option<i32>);
+
+/// The keys of `table` (a status index), as `(status, run_id)` in `tenant`.
+async fn listed(env: &common::Env, table: &str, tenant: &str) -> Vec<(String, Uuid)> {
+    let ks = &env.cql.keyspace;
+    let mut rows: Vec<(String, String, NaiveDate, DateTime<Utc>, Uuid)> = env
+        .session
+        .query_unpaged(
+            format!("SELECT tenant, status, day, started_at, run_id FROM {ks}.{table}"),
+            (),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .rows()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    rows.retain(|r| r.0 == tenant);
+    let mut keys: Vec<(String, Uuid)> = rows.into_iter().map(|r| (r.1, r.4)).collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_change_moves_the_run_between_status_indexes_and_a_replay_does_not_undo_it() {
+    let Some(env) = common::env("sinkindex", 1).await else {
+        return;
+    };
+    let store = aiq_sink::Store::new(env.session.clone(), &env.cql.keyspace)
+        .await
+        .unwrap();
+    let metrics =
+        std::sync::Arc::new(aiq_sink::metrics::Metrics::new(&prometheus::Registry::new()));
+    let retention = common::retention();
+    let write = |events: Vec<RunEvent>| {
+        let writes: Vec<_> = events
+            .iter()
+            .flat_map(|e| aiq_sink::store::event_writes(&Event::Run(e.clone()), &retention))
+            .collect();
+        let (store, metrics) = (store.clone(), metrics.clone());
+        async move {
+            store
+                .execute(std::sync::Arc::new(writes), 8, &metrics)
+                .await
+                .unwrap();
+        }
+    };
+    let t0 = 1_780_000_000_000_i64;
+    let run_a = RunId::from_uuid(Uuid::from_u128(0xa));
+    let run_b = RunId::from_uuid(Uuid::from_u128(0xb));
+    let running_a = run_event("acme", run_a, RunStatus::Running, at(t0));
+    let running_b = run_event("acme", run_b, RunStatus::Running, at(t0 + 10));
+    write(vec![running_a.clone(), running_b.clone()]).await;
+    let by_status = "runs_by_status_day";
+    let running = |id: RunId| ("running".to_owned(), id.as_uuid());
+    assert_eq!(
+        listed(&env, by_status, "acme").await,
+        [running(run_a), running(run_b)]
+    );
+
+    let mut failed_a = run_event("acme", run_a, RunStatus::Failed, at(t0 + 5000));
+    failed_a.started_at = Some(at(t0));
+    write(vec![failed_a]).await;
+    let failed = ("failed".to_owned(), run_a.as_uuid());
+    assert_eq!(
+        listed(&env, by_status, "acme").await,
+        [failed.clone(), running(run_b)],
+        "the ended run left `running`"
+    );
+    // A replay of its `running` event writes under the terminal tombstone.
+    write(vec![running_a]).await;
+    assert_eq!(
+        listed(&env, by_status, "acme").await,
+        [failed.clone(), running(run_b)]
+    );
+
+    // The per-workflow tables follow the same keys, and runs_by_workflow_day its status.
+    let ks = &env.cql.keyspace;
+    let both: Vec<(String, String, Uuid)> = env
+        .session
+        .query_unpaged(
+            format!(
+                "SELECT workflow, status, run_id FROM {ks}.runs_by_workflow_status_day \
+                 WHERE tenant = 'acme' AND workflow = 'order-sync' AND status = 'running' \
+                 AND day = ?"
+            ),
+            (at(t0).date_naive(),),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .rows()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        both,
+        [("order-sync".into(), "running".into(), run_b.as_uuid())]
+    );
+    let wf: Vec<WorkflowRow> = env
+        .session
+        .query_unpaged(
+            format!(
+                "SELECT run_id, status, duration_ms, TTL(status) FROM {ks}.runs_by_workflow_day \
+                 WHERE tenant = 'acme' AND workflow = 'order-sync' AND day = ?"
+            ),
+            (at(t0).date_naive(),),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .rows()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(wf.len(), 2);
+    let a = wf.iter().find(|r| r.0 == run_a.as_uuid()).unwrap();
+    assert_eq!((a.1.as_deref(), a.2), (Some("failed"), Some(5000)));
+    assert_ttl(a.3, 400, "acme runs_by_workflow_day");
+    let b = wf.iter().find(|r| r.0 == run_b.as_uuid()).unwrap();
+    assert_eq!(b.1.as_deref(), Some("running"));
+
+    // The terminal event read before `running` (same microsecond): still only the
+    // terminal key.
+    let run_c = RunId::from_uuid(Uuid::from_u128(0xc));
+    let mut cancelled_c = run_event("acme", run_c, RunStatus::Cancelled, at(t0 + 20));
+    cancelled_c.started_at = Some(at(t0 + 20));
+    write(vec![cancelled_c]).await;
+    write(vec![run_event(
+        "acme",
+        run_c,
+        RunStatus::Running,
+        at(t0 + 20),
+    )])
+    .await;
+    let keys = listed(&env, by_status, "acme").await;
+    assert!(keys.contains(&("cancelled".to_owned(), run_c.as_uuid())));
+    assert!(!keys.contains(&running(run_c)), "{keys:?}");
+    assert_eq!(keys.len(), 3);
+}

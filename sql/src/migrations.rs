@@ -28,6 +28,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(3, "0003_service_probes"),
     migration!(4, "0004_registry"),
     migration!(5, "0005_api_keys_by_tenant"),
+    migration!(6, "0006_run_indexes"),
 ];
 
 impl Migration {

@@ -2,6 +2,7 @@
 //! prepared once, sent with bounded concurrency, each with a TTL from the tenant's
 //! retention class and a timestamp derived from the event (see `stamp`).
 
+mod index;
 mod rows;
 mod stamp;
 

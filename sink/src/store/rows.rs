@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use aiq_topics::{AuditEvent, Event, RunEvent, StepEvent, StepStatus};
 
+use super::index::{self, Listed};
 use super::stamp::{run_rank, step_rank, write_timestamp};
 use crate::settings::RetentionSettings;
 
@@ -19,17 +20,38 @@ use crate::settings::RetentionSettings;
 pub enum Table {
     Runs,
     RunsByDay,
+    RunsByWorkflow,
+    RunsByStatus,
+    /// The delete of a run's key under its previous status.
+    RunsByStatusUnlist,
+    RunsByWorkflowStatus,
+    RunsByWorkflowStatusUnlist,
     Steps,
     Audit,
 }
 
 impl Table {
-    pub const ALL: [Table; 4] = [Table::Runs, Table::RunsByDay, Table::Steps, Table::Audit];
+    pub const ALL: [Table; 9] = [
+        Table::Runs,
+        Table::RunsByDay,
+        Table::RunsByWorkflow,
+        Table::RunsByStatus,
+        Table::RunsByStatusUnlist,
+        Table::RunsByWorkflowStatus,
+        Table::RunsByWorkflowStatusUnlist,
+        Table::Steps,
+        Table::Audit,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Table::Runs => "runs",
             Table::RunsByDay => "runs_by_day",
+            Table::RunsByWorkflow => "runs_by_workflow_day",
+            Table::RunsByStatus | Table::RunsByStatusUnlist => "runs_by_status_day",
+            Table::RunsByWorkflowStatus | Table::RunsByWorkflowStatusUnlist => {
+                "runs_by_workflow_status_day"
+            }
             Table::Steps => "steps",
             Table::Audit => "audit",
         }
@@ -37,6 +59,9 @@ impl Table {
 
     /// The statement; its bind markers are in the order the functions below push values.
     pub(super) fn cql(self, ks: &str) -> String {
+        if let Some(cql) = index::cql(self, ks) {
+            return cql;
+        }
         match self {
             Table::Runs => format!(
                 "UPDATE {ks}.runs USING TTL ? AND TIMESTAMP ? SET workflow = ?, version = ?, \
@@ -59,6 +84,13 @@ impl Table {
                 "INSERT INTO {ks}.audit (tenant, day, at, event_id, actor, action, subject, \
                  detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?"
             ),
+            Table::RunsByWorkflow
+            | Table::RunsByStatus
+            | Table::RunsByStatusUnlist
+            | Table::RunsByWorkflowStatus
+            | Table::RunsByWorkflowStatusUnlist => {
+                unreachable!("index::cql has the statements of the index tables")
+            }
         }
     }
 }
@@ -72,23 +104,23 @@ pub struct Write {
     pub values: Values,
 }
 
-fn set(v: CqlValue) -> MaybeUnset<CqlValue> {
+pub(super) fn set(v: CqlValue) -> MaybeUnset<CqlValue> {
     MaybeUnset::Set(v)
 }
 
-fn opt(v: Option<CqlValue>) -> MaybeUnset<CqlValue> {
+pub(super) fn opt(v: Option<CqlValue>) -> MaybeUnset<CqlValue> {
     v.map_or(MaybeUnset::Unset, MaybeUnset::Set)
 }
 
-fn text(s: impl Into<String>) -> CqlValue {
+pub(super) fn text(s: impl Into<String>) -> CqlValue {
     CqlValue::Text(s.into())
 }
 
-fn ts(at: DateTime<Utc>) -> CqlValue {
+pub(super) fn ts(at: DateTime<Utc>) -> CqlValue {
     CqlValue::Timestamp(CqlTimestamp(at.timestamp_millis()))
 }
 
-fn day(at: DateTime<Utc>) -> CqlValue {
+pub(super) fn day(at: DateTime<Utc>) -> CqlValue {
     CqlValue::Date(CqlDate::from(at.date_naive()))
 }
 
@@ -156,7 +188,15 @@ pub fn run_started(e: &RunEvent, retention: &RetentionSettings) -> Vec<Write> {
         set(ts(e.at)),
         set(CqlValue::Uuid(e.run.as_uuid())),
     ];
-    vec![
+    let listed = Listed {
+        ttl: by_day[0].clone(),
+        stamp: by_day[1].clone(),
+        started_at: e.at,
+        source: by_day[5].clone(),
+        finished_at: MaybeUnset::Unset,
+        duration: MaybeUnset::Unset,
+    };
+    let mut writes = vec![
         Write {
             table: Table::Runs,
             values: runs,
@@ -165,7 +205,9 @@ pub fn run_started(e: &RunEvent, retention: &RetentionSettings) -> Vec<Write> {
             table: Table::RunsByDay,
             values: by_day,
         },
-    ]
+    ];
+    writes.extend(index::run_index(e, listed));
+    writes
 }
 
 /// A terminal status. Without `started_at` (a run cancelled while queued) there is no
@@ -204,6 +246,14 @@ pub fn run_finished(e: &RunEvent, retention: &RetentionSettings) -> Vec<Write> {
         values: runs,
     }];
     if let Some(started_at) = e.started_at {
+        let listed = Listed {
+            ttl: ttl.clone(),
+            stamp: stamp.clone(),
+            started_at,
+            source: MaybeUnset::Unset,
+            finished_at: set(ts(e.at)),
+            duration: opt(duration.clone()),
+        };
         writes.push(Write {
             table: Table::RunsByDay,
             values: vec![
@@ -221,6 +271,7 @@ pub fn run_finished(e: &RunEvent, retention: &RetentionSettings) -> Vec<Write> {
                 set(CqlValue::Uuid(e.run.as_uuid())),
             ],
         });
+        writes.extend(index::run_index(e, listed));
     }
     writes
 }
@@ -335,7 +386,42 @@ mod tests {
             let markers = w.table.cql("ks").matches('?').count();
             assert_eq!(markers, w.values.len(), "{:?}", w.table);
         }
-        assert_eq!(writes.len(), 4);
+        // running: runs, runs_by_day and its three index rows; failed: the same and
+        // the two deletes of its key under `running`.
+        assert_eq!(writes.len(), 12);
+    }
+
+    #[test]
+    fn a_terminal_status_moves_the_key_and_deletes_it_under_running_with_its_stamp() {
+        let r = RetentionSettings::default();
+        let started = DateTime::from_timestamp(86_400, 0);
+        let running = run_started(&run(RunStatus::Running, None), &r);
+        let tables: Vec<Table> = running.iter().map(|w| w.table).collect();
+        assert_eq!(
+            tables,
+            [
+                Table::Runs,
+                Table::RunsByDay,
+                Table::RunsByWorkflow,
+                Table::RunsByStatus,
+                Table::RunsByWorkflowStatus
+            ]
+        );
+        let failed = run(RunStatus::Failed, started);
+        let writes = run_finished(&failed, &r);
+        let stamp = write_timestamp(failed.at, run_rank(RunStatus::Failed));
+        let find = |t: Table| writes.iter().find(|w| w.table == t).unwrap();
+        let listed = find(Table::RunsByStatus);
+        assert!(matches!(&listed.values[1], MaybeUnset::Set(v) if *v == text("failed")));
+        assert!(matches!(&listed.values[2], MaybeUnset::Set(v) if *v == day(started.unwrap())));
+        let unlist = find(Table::RunsByStatusUnlist);
+        assert!(matches!(&unlist.values[0], MaybeUnset::Set(CqlValue::BigInt(t)) if *t == stamp));
+        assert!(matches!(&unlist.values[2], MaybeUnset::Set(v) if *v == text("running")));
+        let unlist_both = find(Table::RunsByWorkflowStatusUnlist);
+        assert!(matches!(&unlist_both.values[2], MaybeUnset::Set(v) if *v == text("w")));
+        assert!(matches!(&unlist_both.values[3], MaybeUnset::Set(v) if *v == text("running")));
+        let running_stamp = write_timestamp(failed.at, run_rank(RunStatus::Running));
+        assert!(stamp > running_stamp);
     }
 
     #[test]
