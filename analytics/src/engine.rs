@@ -1,4 +1,5 @@
-//! Runs one query in a fresh, locked-down session.
+//! Runs one query in a fresh, locked-down session, on the process's SQL runtime, within
+//! the process's memory pool and its concurrency limits.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,11 +8,15 @@ use aiq_sql::layout::Table;
 use aiq_topics::TenantId;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::memory_pool::FairSpillPool;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use prometheus::Registry;
 
+use crate::gate::Gate;
+use crate::pool::QueryPool;
 use crate::result::Collector;
+use crate::runtime::SqlRuntime;
 use crate::{AnalyticsError, AnalyticsSettings, QueryResult, guard, reports, tables};
 
 /// Whose rows a query may see.
@@ -23,30 +28,124 @@ pub enum Scope {
     Platform,
 }
 
-/// The query service; clone it freely (the settings are shared).
+/// The query service of a process; clone it freely (clones share the SQL runtime, the
+/// memory pool and the limits). Create one per process.
 #[derive(Debug, Clone)]
 pub struct Analytics {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     settings: Arc<AnalyticsSettings>,
+    /// Disk manager, caches, object stores and the process's memory pool, shared by
+    /// every query.
+    env: Arc<RuntimeEnv>,
+    gate: Arc<Gate>,
+    /// Only here, never in a query's task: the last clone may be dropped anywhere but on
+    /// the SQL threads themselves.
+    runtime: SqlRuntime,
 }
 
 impl Analytics {
+    /// An engine whose metrics are registered nowhere (a command, a test).
     pub fn new(settings: AnalyticsSettings) -> Result<Analytics, AnalyticsError> {
+        Analytics::with_registry(settings, &Registry::new())
+    }
+
+    /// An engine that registers its metrics in `registry`.
+    pub fn with_registry(
+        settings: AnalyticsSettings,
+        registry: &Registry,
+    ) -> Result<Analytics, AnalyticsError> {
         settings.validate()?;
+        let env = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(FairSpillPool::new(settings.memory_pool_bytes)))
+            .build_arc()?;
+        let gate = Arc::new(Gate::new(
+            settings.max_queries,
+            settings.max_queries_per_tenant,
+            registry,
+        )?);
+        let runtime = SqlRuntime::new(settings.threads, settings.thread_nice)?;
         Ok(Analytics {
-            settings: Arc::new(settings),
+            inner: Arc::new(Inner {
+                settings: Arc::new(settings),
+                env,
+                gate,
+                runtime,
+            }),
         })
     }
 
     pub fn settings(&self) -> &AnalyticsSettings {
-        &self.settings
+        &self.inner.settings
     }
 
-    /// Runs one read-only query in `scope`, within the time, memory and row limits.
+    /// Queries running now in this engine.
+    pub fn running_queries(&self) -> usize {
+        self.inner.gate.running()
+    }
+
+    /// Bytes the process's memory pool lends to queries now.
+    pub fn memory_reserved(&self) -> usize {
+        self.inner.env.memory_pool.reserved()
+    }
+
+    /// Runs one read-only query in `scope`, within the time, memory and row limits, on
+    /// the SQL runtime. Refused at once with [`AnalyticsError::Busy`] when the tenant or
+    /// the process runs as many queries as allowed. Dropping the returned future stops
+    /// the query.
     pub async fn query(&self, scope: &Scope, sql: &str) -> Result<QueryResult, AnalyticsError> {
         guard::check(sql)?;
+        let mut permit = self.inner.gate.enter(scope)?;
+        let job = Job {
+            settings: Arc::clone(&self.inner.settings),
+            env: Arc::clone(&self.inner.env),
+            scope: scope.clone(),
+            sql: sql.to_owned(),
+        };
+        let running = self.inner.runtime.run(async move {
+            let result = job.run().await;
+            permit.ended(outcome(&result));
+            result
+        })?;
+        running.await?
+    }
+
+    /// Runs the ready report called `name` (see [`crate::REPORTS`]).
+    pub async fn report(&self, scope: &Scope, name: &str) -> Result<QueryResult, AnalyticsError> {
+        let report =
+            reports::find(name).ok_or_else(|| AnalyticsError::UnknownReport(name.to_owned()))?;
+        self.query(scope, report.sql).await
+    }
+}
+
+/// The metric outcome of a query that was admitted.
+fn outcome(result: &Result<QueryResult, AnalyticsError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(AnalyticsError::Refused { .. }) => "refused",
+        Err(AnalyticsError::Invalid { .. } | AnalyticsError::UnknownReport(_)) => "invalid",
+        Err(AnalyticsError::Timeout { .. }) => "timeout",
+        Err(AnalyticsError::ResourcesExhausted { .. }) => "too_big",
+        Err(AnalyticsError::Busy { .. } | AnalyticsError::Internal(_)) => "internal",
+    }
+}
+
+/// One query, as it travels to the SQL runtime.
+struct Job {
+    settings: Arc<AnalyticsSettings>,
+    env: Arc<RuntimeEnv>,
+    scope: Scope,
+    sql: String,
+}
+
+impl Job {
+    async fn run(self) -> Result<QueryResult, AnalyticsError> {
         let started = Instant::now();
         let ms = self.settings.timeout_ms;
-        let mut result = tokio::time::timeout(Duration::from_millis(ms), self.run(scope, sql))
+        let mut result = tokio::time::timeout(Duration::from_millis(ms), self.execute())
             .await
             .map_err(|_| AnalyticsError::Timeout { ms })??;
         result.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -59,20 +158,13 @@ impl Analytics {
         Ok(result)
     }
 
-    /// Runs the ready report called `name` (see [`crate::REPORTS`]).
-    pub async fn report(&self, scope: &Scope, name: &str) -> Result<QueryResult, AnalyticsError> {
-        let report =
-            reports::find(name).ok_or_else(|| AnalyticsError::UnknownReport(name.to_owned()))?;
-        self.query(scope, report.sql).await
-    }
-
-    async fn run(&self, scope: &Scope, sql: &str) -> Result<QueryResult, AnalyticsError> {
-        let ctx = self.session(scope)?;
+    async fn execute(&self) -> Result<QueryResult, AnalyticsError> {
+        let ctx = self.session()?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let frame = ctx.sql_with_options(sql, options).await?;
+        let frame = ctx.sql_with_options(&self.sql, options).await?;
         let max = self.settings.max_result_rows;
         let mut collector = Collector::new(frame.schema().inner(), max);
         // The cut is part of the plan, so execution itself stops after one row more
@@ -96,22 +188,26 @@ impl Analytics {
         Ok(collector.finish())
     }
 
-    /// A session that holds `runs` and `steps` for `scope` and nothing else: no
-    /// information_schema, no URL tables, a memory pool of its own.
-    fn session(&self, scope: &Scope) -> Result<SessionContext, AnalyticsError> {
+    /// A session that holds `runs` and `steps` for its scope and nothing else: no
+    /// information_schema, no URL tables; its memory comes from the process's pool,
+    /// at most `memory_limit_bytes` of it.
+    fn session(&self) -> Result<SessionContext, AnalyticsError> {
         let config = SessionConfig::new()
             .with_information_schema(false)
             .with_target_partitions(self.settings.target_partitions);
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_pool(Arc::new(FairSpillPool::new(
+        let runtime = Arc::new(RuntimeEnv {
+            memory_pool: Arc::new(QueryPool::new(
+                Arc::clone(&self.env.memory_pool),
                 self.settings.memory_limit_bytes,
-            )))
-            .build_arc()?;
+            )),
+            ..RuntimeEnv::clone(&self.env)
+        });
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let root = &self.settings.root;
         for table in Table::ALL {
-            let provider = match scope {
-                Scope::Platform => tables::platform(&self.settings.root, table)?,
-                Scope::Tenant(t) => tables::tenant(&self.settings.root, table, t.as_str())?,
+            let provider = match &self.scope {
+                Scope::Platform => tables::platform(root, table)?,
+                Scope::Tenant(t) => tables::tenant(root, table, t.as_str())?,
             };
             ctx.register_table(table.name(), provider)?;
         }

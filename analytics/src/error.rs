@@ -1,7 +1,42 @@
 //! Why a query gave no result, sorted by who has to act: the caller (refused, invalid,
-//! too big) or the operator (internal).
+//! too big, busy: try later) or the operator (internal).
+
+use std::fmt;
 
 use datafusion::error::DataFusionError;
+
+/// Which concurrency limit refused a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryLimit {
+    /// `analytics.max_queries_per_tenant`: the caller's tenant runs that many already.
+    Tenant,
+    /// `analytics.max_queries`: the process runs that many already.
+    Process,
+}
+
+impl QueryLimit {
+    /// The setting that sets this limit.
+    pub fn setting(self) -> &'static str {
+        match self {
+            QueryLimit::Tenant => "analytics.max_queries_per_tenant",
+            QueryLimit::Process => "analytics.max_queries",
+        }
+    }
+
+    /// The metric label and problem type: `tenant` or `process`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryLimit::Tenant => "tenant",
+            QueryLimit::Process => "process",
+        }
+    }
+}
+
+impl fmt::Display for QueryLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyticsError {
@@ -16,6 +51,19 @@ pub enum AnalyticsError {
     /// The query needed more memory than one query may hold.
     #[error("the query needs more resources than allowed: {message}")]
     ResourcesExhausted { message: String },
+    /// As many queries run as `limit` allows (`max` of them); nothing was started. Try
+    /// again after [`crate::RETRY_AFTER_SECS`].
+    #[error(
+        "{} queries already run for {who}, the most {} allows; try again later",
+        max,
+        limit.setting()
+    )]
+    Busy {
+        limit: QueryLimit,
+        max: usize,
+        /// `tenant acme`, `the platform scope` or `this process`.
+        who: String,
+    },
     #[error("no report named {0:?}")]
     UnknownReport(String),
     #[error("internal error: {0}")]

@@ -7,18 +7,32 @@
 //! (`date >= '2026-11-01'`); a filter on it prunes whole day folders.
 //!
 //! Only the warm tier is queried; archived days are not visible.
+//!
+//! Queries cannot starve the process they run in: they run on a tokio runtime of their
+//! own ([`THREAD_NAME`] threads), draw from one memory pool per process, and at most
+//! `max_queries_per_tenant` per tenant and `max_queries` in all run at once; one more
+//! is refused with [`AnalyticsError::Busy`].
 
 mod convert;
 mod engine;
 mod error;
+mod gate;
 mod guard;
+mod pool;
 mod reports;
 mod result;
+mod runtime;
 mod settings;
 mod tables;
 
 pub use engine::{Analytics, Scope};
-pub use error::AnalyticsError;
+pub use error::{AnalyticsError, QueryLimit};
+pub use gate::PLATFORM_LABEL;
 pub use reports::{REPORTS, Report};
 pub use result::{ColumnInfo, QueryResult};
+pub use runtime::THREAD_NAME;
 pub use settings::AnalyticsSettings;
+
+/// Seconds a caller refused with [`AnalyticsError::Busy`] should wait before trying
+/// again (HTTP `Retry-After`).
+pub const RETRY_AFTER_SECS: u64 = 1;

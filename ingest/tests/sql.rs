@@ -269,3 +269,103 @@ async fn without_analytics_the_sql_routes_answer_503() {
         assert!(body["detail"].as_str().unwrap().contains("SQL"));
     }
 }
+
+/// Keeps a query slot taken until its task is aborted.
+const HEAVY: &str = "SELECT count(*) FROM generate_series(1, 1000000000) a \
+                     CROSS JOIN generate_series(1, 1000000000) b";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn beyond_the_query_limits_sql_answers_429_naming_the_limit() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let Some(brokers) = aiq_testkit::service(KAFKA) else {
+        return;
+    };
+    let Some(cql) = aiq_testkit::service(CQL) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let analytics = Arc::new(
+        Analytics::new(AnalyticsSettings {
+            root: dir.path().to_path_buf(),
+            max_queries_per_tenant: 1,
+            max_queries: 2,
+            ..AnalyticsSettings::default()
+        })
+        .unwrap(),
+    );
+    let api = api_with(brokers, cql, "sql", Some(Arc::clone(&analytics))).await;
+    let heavy = |tenant: &str| {
+        let (router, req) = (
+            api.router.clone(),
+            sql(json!({ "query": HEAVY }), &token(tenant, Role::User)),
+        );
+        tokio::spawn(async move { router.oneshot(req).await })
+    };
+    let until_running = |n: usize| {
+        let analytics = Arc::clone(&analytics);
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while analytics.running_queries() != n {
+                assert!(std::time::Instant::now() < deadline);
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    };
+    let refused = |tenant: &str, slug: &str, setting: &str| {
+        let (router, req) = (
+            api.router.clone(),
+            sql(json!({ "query": "SELECT 1" }), &token(tenant, Role::User)),
+        );
+        let (slug, setting) = (slug.to_owned(), setting.to_owned());
+        async move {
+            let resp = router.oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(resp.headers()["retry-after"], "1");
+            assert_eq!(resp.headers()["content-type"], "application/problem+json");
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                body["type"],
+                format!("https://automateiq.dev/problems/{slug}")
+            );
+            assert_eq!(body["status"], 429);
+            assert!(
+                body["detail"].as_str().unwrap().contains(&setting),
+                "{body}"
+            );
+            println!("{body}");
+        }
+    };
+
+    let acme = heavy("acme");
+    until_running(1).await;
+    refused(
+        "acme",
+        "tenant-query-limit",
+        "analytics.max_queries_per_tenant",
+    )
+    .await;
+    let globex = heavy("globex");
+    until_running(2).await;
+    refused("initech", "process-query-limit", "analytics.max_queries").await;
+    // A request that goes away stops its query and frees its slot.
+    acme.abort();
+    globex.abort();
+    until_running(0).await;
+    let (status, _, body) = call(
+        &api.router,
+        sql(json!({ "query": "SELECT 1" }), &token("acme", Role::User)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let doc = serde_json::to_value(aiq_ingest::http::openapi()).unwrap();
+    for (path, method) in [("/v1/sql", "post"), ("/v1/reports/{name}", "get")] {
+        assert!(
+            doc["paths"][path][method]["responses"]["429"].is_object(),
+            "{path}"
+        );
+    }
+}

@@ -238,6 +238,33 @@ pub mod kafka {
     }
 }
 
+/// Tenant SQL and the ready reports (`POST /v1/sql`, `GET /v1/reports/{name}`, `aiq sql`,
+/// `aiq report`), on the process's SQL runtime.
+pub mod analytics {
+    use crate::{Kind, Metric};
+
+    metrics! {
+        QUERIES_RUNNING = Metric {
+            name: "aiq_analytics_queries_running",
+            kind: Kind::Gauge,
+            labels: &[],
+            help: "SQL queries running in this process (at most analytics.max_queries)",
+        };
+        QUERIES = Metric {
+            name: "aiq_analytics_queries_total",
+            kind: Kind::Counter,
+            labels: &["tenant", "outcome"],
+            help: "SQL queries that were admitted and ended, by tenant and outcome",
+        };
+        QUERIES_REFUSED = Metric {
+            name: "aiq_analytics_queries_refused_total",
+            kind: Kind::Counter,
+            labels: &["tenant", "limit"],
+            help: "SQL queries refused because the tenant (analytics.max_queries_per_tenant) or the process (analytics.max_queries) ran as many as allowed",
+        };
+    }
+}
+
 /// The sink. No tenant labels: topic kinds, table names and partition numbers only.
 pub mod sink {
     use crate::{Kind, Metric};

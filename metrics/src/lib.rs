@@ -1,9 +1,9 @@
 //! Every Prometheus metric AutomateIQ exports, in one place: name, kind, labels and help
 //! text as constants grouped by stage ([`ingest`], [`orchestrator`], [`worker`],
-//! [`connectors`], [`kafka`], [`sink`]), and the helpers that create and register them
-//! ([`counter_vec`], [`histogram`], ...). Stages never spell a metric name themselves, so
-//! a name cannot drift from the dashboards, the rules and `ops/README.md`, whose metric
-//! reference `tests/reference.rs` holds equal to [`all`].
+//! [`connectors`], [`kafka`], [`sink`], [`analytics`]), and the helpers that create and
+//! register them ([`counter_vec`], [`histogram`], ...). Stages never spell a metric name
+//! themselves, so a name cannot drift from the dashboards, the rules and `ops/README.md`,
+//! whose metric reference `tests/reference.rs` holds equal to [`all`].
 //!
 //! Tenant labels stay bounded the same way everywhere: [`tenant_labels`] names the first
 //! [`MAX_NAMED_TENANTS`] tenants a process sees and folds later ones into
@@ -13,7 +13,7 @@ mod catalog;
 mod register;
 
 pub use aiq_topics::labels::{MAX_NAMED_TENANTS, OTHER_TENANTS, TenantLabels};
-pub use catalog::{connectors, ingest, kafka, orchestrator, sink, worker};
+pub use catalog::{analytics, connectors, ingest, kafka, orchestrator, sink, worker};
 pub use register::{
     counter, counter_vec, float_counter_vec, gauge, gauge_vec, histogram, histogram_vec,
     new_gauge_vec, register,
@@ -57,6 +57,7 @@ pub const STAGES: &[(&str, &[&Metric])] = &[
     ("connectors", connectors::ALL),
     ("kafka", kafka::ALL),
     ("sink", sink::ALL),
+    ("analytics", analytics::ALL),
 ];
 
 /// Every metric of the platform.

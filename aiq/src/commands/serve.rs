@@ -162,8 +162,11 @@ async fn start(
                 .as_ref()
                 .context("the ingest role follows the definitions topic")?,
             Some(Arc::new(
-                aiq_analytics::Analytics::new(config.analytics.clone())
-                    .context("setting up the analytics engine")?,
+                aiq_analytics::Analytics::with_registry(
+                    config.analytics.clone(),
+                    prometheus::default_registry(),
+                )
+                .context("setting up the analytics engine")?,
             )),
         )
         .await

@@ -1,9 +1,15 @@
 //! `aiq sql` and `aiq report`: the analytics engine for an operator on the machine that
 //! holds the Parquet history. Across tenants unless `--tenant` scopes the query.
+//!
+//! The query runs as the server's do: on the SQL runtime's threads (at
+//! `analytics.thread_nice`, so that on a machine running `aiq serve` the pipeline gets a
+//! busy core first), within `analytics.memory_pool_bytes` and the query limits (which a
+//! command, one query per process, stays within). A refusal by a limit would exit with
+//! status 75 (try again later).
 
 use std::process::ExitCode;
 
-use aiq_analytics::{Analytics, QueryResult, REPORTS, Scope};
+use aiq_analytics::{Analytics, AnalyticsError, QueryResult, REPORTS, Scope};
 use aiq_topics::TenantId;
 use anyhow::Context;
 
@@ -12,6 +18,27 @@ use crate::config::Config;
 
 fn scope(tenant: Option<TenantId>) -> Scope {
     tenant.map_or(Scope::Platform, Scope::Tenant)
+}
+
+/// EX_TEMPFAIL: refused by a query limit; the same command may succeed later.
+const BUSY: u8 = 75;
+
+/// Prints the answer, or says why there is none: a refusal by a limit is exit status 75.
+fn finish(
+    result: Result<QueryResult, AnalyticsError>,
+    format: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    match result {
+        Ok(result) => {
+            print(&result, format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ AnalyticsError::Busy { .. }) => {
+            eprintln!("aiq: {e}");
+            Ok(ExitCode::from(BUSY))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn print(result: &QueryResult, format: OutputFormat) -> anyhow::Result<()> {
@@ -39,9 +66,7 @@ pub async fn query(
     format: OutputFormat,
 ) -> anyhow::Result<ExitCode> {
     let analytics = Analytics::new(config.analytics.clone()).context("starting the engine")?;
-    let result = analytics.query(&scope(tenant), sql).await?;
-    print(&result, format)?;
-    Ok(ExitCode::SUCCESS)
+    finish(analytics.query(&scope(tenant), sql).await, format)
 }
 
 pub async fn report(
@@ -57,9 +82,7 @@ pub async fn report(
         return Ok(ExitCode::SUCCESS);
     };
     let analytics = Analytics::new(config.analytics.clone()).context("starting the engine")?;
-    let result = analytics.report(&scope(tenant), name).await?;
-    print(&result, format)?;
-    Ok(ExitCode::SUCCESS)
+    finish(analytics.report(&scope(tenant), name).await, format)
 }
 
 /// `aiq history compact`: merges small Parquet files, moves old days to the archive and

@@ -116,6 +116,14 @@ pub(crate) fn analytics_error(e: AnalyticsError) -> Problem {
             "query-too-big",
             format!("{detail}; narrow it (a `date` filter prunes whole days)"),
         ),
+        // The type names the limit (`tenant-query-limit`, `process-query-limit`), the
+        // detail its setting.
+        AnalyticsError::Busy { limit, .. } => Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("{limit}-query-limit"),
+            detail,
+        )
+        .retry_after(aiq_analytics::RETRY_AFTER_SECS),
         AnalyticsError::UnknownReport(_) => Problem::not_found(detail),
         AnalyticsError::Internal(_) => {
             tracing::error!(error = %detail, "analytics query failed");
@@ -159,6 +167,7 @@ fn answer(result: QueryResult, format: Format) -> Response {
 }
 
 /// Runs one read-only SQL statement over the caller's run history (`runs`, `steps`).
+/// Beyond the tenant's or the process's concurrent queries: 429 with `Retry-After`.
 #[utoipa::path(post, path = "/v1/sql", tag = "sql",
     params(("X-AIQ-Tenant" = Option<String>, Header, description = "Platform admins: query this tenant only")),
     request_body = SqlRequest,
@@ -166,8 +175,9 @@ fn answer(result: QueryResult, format: Format) -> Response {
         (status = 200, description = "format json", body = SqlAnswer),
         (status = 200, description = "format csv", body = String, content_type = "text/csv"),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 413, body = Problem), (status = 422, body = Problem), (status = 500, body = Problem),
-        (status = 503, body = Problem), (status = 504, body = Problem),
+        (status = 413, body = Problem), (status = 422, body = Problem),
+        (status = 429, description = "the tenant or the process runs as many queries as allowed; see Retry-After", body = Problem),
+        (status = 500, body = Problem), (status = 503, body = Problem), (status = 504, body = Problem),
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -231,8 +241,9 @@ pub async fn reports(State(app): State<App>, caller: Caller) -> Result<Json<Repo
         (status = 200, description = "format json", body = SqlAnswer),
         (status = 200, description = "format csv", body = String, content_type = "text/csv"),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 422, body = Problem), (status = 500, body = Problem),
-        (status = 503, body = Problem), (status = 504, body = Problem),
+        (status = 404, body = Problem), (status = 422, body = Problem),
+        (status = 429, description = "the tenant or the process runs as many queries as allowed; see Retry-After", body = Problem),
+        (status = 500, body = Problem), (status = 503, body = Problem), (status = 504, body = Problem),
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
