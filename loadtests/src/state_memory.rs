@@ -48,6 +48,7 @@ pub fn measure(runs: usize) -> anyhow::Result<Report> {
         quota: aiq_orchestrator::settings::TenantQuota {
             max_concurrent_runs: u32::MAX,
             max_inflight_tasks: u32::MAX,
+            max_queued_runs: 100_000,
         },
         ..OrchestratorSettings::default()
     };

@@ -76,6 +76,24 @@ pub mod orchestrator {
             labels: &[],
             help: "Time to restore assigned partitions from the changelog",
         };
+        REBALANCE_KEPT = Metric {
+            name: "aiq_orchestrator_rebalance_kept_total",
+            kind: Kind::Counter,
+            labels: &[],
+            help: "Partitions assigned back after a rebalance whose state was kept, not restored",
+        };
+        REBALANCE_RESTORED = Metric {
+            name: "aiq_orchestrator_rebalance_restored_total",
+            kind: Kind::Counter,
+            labels: &[],
+            help: "Partitions assigned by a rebalance and restored from the changelog",
+        };
+        FINISHED_MARKERS = Metric {
+            name: "aiq_orchestrator_finished_markers",
+            kind: Kind::Gauge,
+            labels: &[],
+            help: "Finished runs remembered to recognise late duplicates, on this instance",
+        };
         CRON_LAG_SECONDS = Metric {
             name: "aiq_orchestrator_cron_lag_seconds",
             kind: Kind::Histogram,

@@ -22,10 +22,12 @@ pub enum DeadLetterKind {
     /// An output the producer refused for good (past Kafka's record size, ...): only
     /// its key and these headers are kept.
     TooLarge,
+    /// A trigger for a tenant whose queue of waiting runs is full (`max_queued_runs`).
+    QueueFull,
 }
 
 impl DeadLetterKind {
-    pub const ALL: [DeadLetterKind; 7] = [
+    pub const ALL: [DeadLetterKind; 8] = [
         DeadLetterKind::Undecodable,
         DeadLetterKind::Invalid,
         DeadLetterKind::UnknownWorkflow,
@@ -33,6 +35,7 @@ impl DeadLetterKind {
         DeadLetterKind::UnknownRun,
         DeadLetterKind::Internal,
         DeadLetterKind::TooLarge,
+        DeadLetterKind::QueueFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +47,7 @@ impl DeadLetterKind {
             DeadLetterKind::UnknownRun => "unknown_run",
             DeadLetterKind::Internal => "internal",
             DeadLetterKind::TooLarge => "too_large",
+            DeadLetterKind::QueueFull => "queue_full",
         }
     }
 }

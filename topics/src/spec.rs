@@ -20,10 +20,11 @@ pub enum TopicKind {
     Audit,
     DeadLetters,
     Probes,
+    QueueState,
 }
 
 impl TopicKind {
-    pub const ALL: [TopicKind; 11] = [
+    pub const ALL: [TopicKind; 12] = [
         TopicKind::Triggers,
         TopicKind::Signals,
         TopicKind::Results,
@@ -35,6 +36,7 @@ impl TopicKind {
         TopicKind::Audit,
         TopicKind::DeadLetters,
         TopicKind::Probes,
+        TopicKind::QueueState,
     ];
 
     pub fn suffix(self) -> &'static str {
@@ -50,6 +52,7 @@ impl TopicKind {
             TopicKind::Audit => "audit",
             TopicKind::DeadLetters => "dead-letters",
             TopicKind::Probes => "probes",
+            TopicKind::QueueState => "queue-state",
         }
     }
 
@@ -133,14 +136,31 @@ impl TopicSpec {
         let retention_ms = self
             .retention
             .map_or_else(|| "-1".to_owned(), |r| r.as_millis().to_string());
-        vec![
+        let mut configs = vec![
             ("cleanup.policy", self.cleanup.as_kafka().to_owned()),
             ("retention.ms", retention_ms),
-        ]
+        ];
+        if self.cleanup == CleanupPolicy::Compact {
+            configs.extend([
+                // Only closed segments are compacted: rolling hourly (or at 64 MiB)
+                // bounds what a restore reads beyond the latest value of each key.
+                ("segment.ms", HOUR.as_millis().to_string()),
+                ("segment.bytes", (64u64 << 20).to_string()),
+                // Compact once a tenth of the log is superseded (the default is half),
+                // and within six hours whatever the ratio.
+                ("min.cleanable.dirty.ratio", "0.1".to_owned()),
+                ("max.compaction.lag.ms", (6 * HOUR).as_millis().to_string()),
+                // A tombstone stays a day after compaction, so a restore that began
+                // before it was compacted still reads the delete.
+                ("delete.retention.ms", DAY.as_millis().to_string()),
+            ]);
+        }
+        configs
     }
 }
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
+const HOUR: Duration = Duration::from_secs(3600);
 
 /// The declared topics for one deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,6 +267,14 @@ impl TopicSet {
                 Some(30 * DAY),
                 KeyKind::OriginalKey,
                 "inputs that could not be processed, with the reason and original bytes",
+            ),
+            spec(
+                TopicKind::QueueState,
+                1,
+                Compact,
+                None,
+                KeyKind::Tenant,
+                "per tenant, whether its queue of waiting runs is full; ingest answers 429 while it is",
             ),
             spec(
                 TopicKind::Probes,

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 pub const ENTRY_FORMAT: u8 = 1;
 
+const FINISHED_PREFIX: &str = "~/finished/";
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EntryKey {
     /// A run in flight, then (once finished) its short record.
@@ -26,6 +28,10 @@ pub enum EntryKey {
     Held(TenantId, RunId, StepId, u32),
     /// A signal or cancel for a run not seen yet (or queued): run, arrival number.
     Early(TenantId, RunId, u64),
+    /// A chunk of finished-run markers: the start of their time bucket (Unix seconds)
+    /// and the chunk's number. Partition-wide, so the key names no tenant: it starts
+    /// with `~`, which no tenant id may.
+    Finished(i64, u64),
 }
 
 // Externally tagged (`{"run": {...}}`): an internally tagged enum buffers its content,
@@ -39,6 +45,20 @@ pub enum Entry {
     Cron(CronCursor),
     Held(HeldTask),
     Early(EarlySignal),
+    Markers(MarkerChunk),
+}
+
+/// Runs that ended, remembered so that a late duplicate trigger starts nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MarkerChunk {
+    pub runs: Vec<FinishedMark>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinishedMark {
+    pub tenant: TenantId,
+    pub run: RunId,
+    pub status: RunStatus,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,12 +138,20 @@ impl EntryKey {
             EntryKey::Cron(t, w, i) => format!("{t}/cron/{w}/{i}"),
             EntryKey::Held(t, r, s, a) => format!("{t}/held/{r}/{s}/{a}"),
             EntryKey::Early(t, r, n) => format!("{t}/early/{r}/{n}"),
+            EntryKey::Finished(b, n) => format!("{FINISHED_PREFIX}{b}/{n}"),
         }
     }
 
     pub fn decode(key: &[u8]) -> Result<Self, EntryError> {
         let text = std::str::from_utf8(key).map_err(|_| EntryError::Key(lossy(key)))?;
         let bad = || EntryError::Key(text.to_owned());
+        if let Some(rest) = text.strip_prefix(FINISHED_PREFIX) {
+            let (bucket, seq) = rest.split_once('/').ok_or_else(bad)?;
+            return Ok(EntryKey::Finished(
+                bucket.parse().map_err(|_| bad())?,
+                seq.parse().map_err(|_| bad())?,
+            ));
+        }
         let mut parts = text.splitn(3, '/');
         let tenant = TenantId::new(parts.next().ok_or_else(bad)?).map_err(|_| bad())?;
         let kind = parts.next().ok_or_else(bad)?;
@@ -201,6 +229,7 @@ mod tests {
             EntryKey::Cron(t.clone(), w.clone(), 2),
             EntryKey::Held(t.clone(), r, StepId::new("fetch").unwrap(), 3),
             EntryKey::Early(t.clone(), r, 42),
+            EntryKey::Finished(-3600, 7),
         ] {
             assert_eq!(EntryKey::decode(k.encode().as_bytes()).unwrap(), k);
         }

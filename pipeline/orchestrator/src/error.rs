@@ -25,6 +25,16 @@ pub enum OrchestratorError {
     #[error("the consumer has no group metadata to commit offsets with")]
     NoGroupMetadata,
     #[error(
+        "a record of {topic} partition {partition} (offset {offset}) arrived, but this instance \
+         does not own that partition: its assignment and its state disagree, and going on \
+         could apply inputs to a state another instance owns"
+    )]
+    NotOwned {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+    #[error(
         "fenced: another orchestrator with instance id {instance_id:?} (transactional id \
          {transactional_id:?}) took over its partitions; this one stops. Two running \
          instances must not share an instance id ({source})"

@@ -32,7 +32,7 @@ pub mod settings;
 use aiq_kafka::lag;
 
 pub use self::core::{
-    ChangelogWrite, Core, DeadLetter, InputTopic, NeedDefinitions, Output, Record,
+    ChangelogWrite, Core, DeadLetter, InputTopic, NeedDefinitions, Output, PartitionRestore, Record,
 };
 pub use error::OrchestratorError;
 pub use metrics::OrchestratorMetrics;

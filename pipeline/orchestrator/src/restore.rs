@@ -1,5 +1,10 @@
 //! Reads a partition's state back from the compacted changelog before the partition's
-//! first input is processed.
+//! first input is processed, handing each record to the partition's
+//! [`PartitionRestore`] as it arrives (decoded once, nothing buffered beside it).
+//!
+//! The deadline follows progress: the restore fails only when `stall` passes with no
+//! record read and no partition finished, so a large partition takes what it takes
+//! while a stuck one (a broker away, an open transaction never aborted) is reported.
 //!
 //! Read committed, to the end: the end is where the partition holds no open
 //! transaction any more (last stable offset = high watermark). A crashed previous owner
@@ -17,9 +22,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::OrchestratorError;
-use crate::changelog::{Entry, EntryKey};
-
-pub type Restored = HashMap<i32, Vec<(EntryKey, Entry)>>;
+use crate::core::PartitionRestore;
 
 /// Reaching a partition's end is how a restore finishes, not an error worth a log line.
 struct QuietEof;
@@ -38,16 +41,22 @@ impl ClientContext for QuietEof {
 
 impl ConsumerContext for QuietEof {}
 
+/// Reads every record of the changelog partitions of `into` into them, to the end.
 pub fn restore(
     kafka: &KafkaSettings,
     topic: &str,
-    partitions: &[i32],
-    timeout: Duration,
-) -> Result<Restored, OrchestratorError> {
-    let mut out: Restored = partitions.iter().map(|p| (*p, Vec::new())).collect();
+    into: &mut [PartitionRestore],
+    stall: Duration,
+) -> Result<(), OrchestratorError> {
+    let partitions: Vec<i32> = into.iter().map(PartitionRestore::partition).collect();
     if partitions.is_empty() {
-        return Ok(out);
+        return Ok(());
     }
+    let slot: HashMap<i32, usize> = partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (*p, i))
+        .collect();
     let consumer: BaseConsumer<QuietEof> = kafka
         .client_config()
         .set("group.id", format!("aiq-restore-{}", std::process::id()))
@@ -58,7 +67,7 @@ pub fn restore(
         .create_with_context(QuietEof)
         .map_err(|e| OrchestratorError::kafka("create the restore consumer", e))?;
     let mut tpl = TopicPartitionList::new();
-    for p in partitions {
+    for p in &partitions {
         tpl.add_partition_offset(topic, *p, Offset::Beginning)
             .map_err(|e| OrchestratorError::kafka("assign changelog partitions", e))?;
     }
@@ -76,12 +85,11 @@ pub fn restore(
         .create()
         .map_err(|e| OrchestratorError::kafka("create the restore watermark client", e))?;
 
-    let mut latest: HashMap<i32, HashMap<Vec<u8>, Option<Vec<u8>>>> = HashMap::new();
     let mut open: BTreeSet<i32> = partitions.iter().copied().collect();
     let mut last_seen: HashMap<i32, String> = HashMap::new();
-    let started = Instant::now();
+    let mut progress = Instant::now();
     while !open.is_empty() {
-        if started.elapsed() > timeout {
+        if progress.elapsed() > stall {
             let detail: Vec<String> = open
                 .iter()
                 .map(|p| {
@@ -95,17 +103,17 @@ pub fn restore(
                 .collect();
             return Err(OrchestratorError::RestoreTimeout {
                 partitions: open.into_iter().collect(),
-                waited: timeout,
+                waited: stall,
                 detail: detail.join("; "),
             });
         }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
+                progress = Instant::now();
                 let Some(key) = m.key() else { continue };
-                latest
-                    .entry(m.partition())
-                    .or_default()
-                    .insert(key.to_vec(), m.payload().map(<[u8]>::to_vec));
+                if let Some(r) = slot.get(&m.partition()).and_then(|i| into.get_mut(*i)) {
+                    r.apply(key, m.payload());
+                }
             }
             // The fetch reached the last stable offset. The application position does
             // not move past aborted records, so it cannot tell; the watermarks can.
@@ -119,6 +127,7 @@ pub fn restore(
                     .map_err(|e| OrchestratorError::kafka("changelog high watermark", e))?;
                 if stable >= high {
                     open.remove(&p);
+                    progress = Instant::now();
                 } else {
                     // An open transaction; the end is signalled again once it ends.
                     last_seen.insert(
@@ -132,17 +141,5 @@ pub fn restore(
         }
     }
 
-    for (p, entries) in latest {
-        let list = out.entry(p).or_default();
-        for (key, value) in entries {
-            let Some(value) = value else { continue };
-            match (EntryKey::decode(&key), Entry::decode(&value)) {
-                (Ok(k), Ok(v)) => list.push((k, v)),
-                (Err(e), _) | (_, Err(e)) => {
-                    tracing::error!(partition = p, error = %e, "changelog entry skipped");
-                }
-            }
-        }
-    }
-    Ok(out)
+    Ok(())
 }

@@ -128,6 +128,14 @@ pub struct TenantQuota {
     pub max_concurrent_runs: u32,
     /// Tasks dispatched to workers and not yet answered; more wait to be dispatched.
     pub max_inflight_tasks: u32,
+    /// Runs waiting in the tenant's queue; beyond, ingest answers 429 and a trigger
+    /// from elsewhere is dead-lettered (`queue_full`).
+    #[serde(default = "default_max_queued_runs")]
+    pub max_queued_runs: u32,
+}
+
+fn default_max_queued_runs() -> u32 {
+    100_000
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +192,7 @@ impl Default for OrchestratorSettings {
             quota: TenantQuota {
                 max_concurrent_runs: 10_000,
                 max_inflight_tasks: 10_000,
+                max_queued_runs: 100_000,
             },
             tenants: HashMap::new(),
             max_state_bytes: DEFAULT_RECORD_LIMIT,

@@ -37,6 +37,7 @@ fn settings() -> OrchestratorSettings {
         quota: TenantQuota {
             max_concurrent_runs: 1_000_000,
             max_inflight_tasks: 1_000_000,
+            max_queued_runs: 100_000,
         },
         ..common::settings("backlog-1")
     }

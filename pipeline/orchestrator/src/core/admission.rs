@@ -3,18 +3,18 @@
 //! the tenant's fair queue (round robin across workflows, FIFO within one). A queued run
 //! may be cancelled before it starts.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 
 use aiq_engine::{Input, Version, advance};
 use aiq_topics::{
-    DeadLetterKind, ErrorClass, Event, RunEvent, RunId, RunStatus, TenantId, TriggerEvent,
-    TriggerSource, WorkflowId,
+    DeadLetterKind, ErrorClass, Event, QueueState, RunEvent, RunId, RunStatus, TenantId,
+    TriggerEvent, TriggerSource, WorkflowId,
 };
 use chrono::{DateTime, Utc};
 
-use super::state::PartitionState;
+use super::state::{PartitionState, QueuedSlot};
 use super::{Core, NeedDefinitions, Output, Record};
-use crate::changelog::{EntryKey, FinishedRun, QueuedRun};
+use crate::changelog::{EntryKey, QueuedRun};
 
 impl Core {
     pub(super) fn trigger(
@@ -29,9 +29,7 @@ impl Core {
         let Some(st) = self.parts.get(&p) else {
             return Ok(());
         };
-        if st.runs.contains_key(&run)
-            || st.finished.contains_key(&run)
-            || st.queued.contains_key(&run)
+        if st.runs.contains_key(&run) || st.queued.contains_key(&run) || st.finished.contains(&run)
         {
             self.stats.duplicates += 1;
             return Ok(());
@@ -78,26 +76,95 @@ impl Core {
             version: version.record.version,
             trigger,
         };
-        self.admit(p, queued, &version, now);
+        self.admit(rec, p, queued, &version, now);
         Ok(())
     }
 
-    /// Starts the run if the quotas allow, else queues it.
-    fn admit(&mut self, p: i32, mut q: QueuedRun, version: &Version, now: DateTime<Utc>) {
+    /// Starts the run if the quotas allow, else queues it, unless the tenant's queue is
+    /// full.
+    fn admit(
+        &mut self,
+        rec: &Record<'_>,
+        p: i32,
+        mut q: QueuedRun,
+        version: &Version,
+        now: DateTime<Utc>,
+    ) {
         let tenant = q.trigger.tenant.clone();
         if self.has_slot(p, &tenant, &q.trigger.workflow, version) {
             self.start(p, q, version, now);
+        } else if let Some(reason) = self.queue_full(p, &q) {
+            self.dead_letter(rec, DeadLetterKind::QueueFull, reason);
         } else if let Some(message) = super::limits::queued_oversize(&self.settings, &q) {
             self.end_unstarted(p, q, RunStatus::Failed, ErrorClass::TooLarge, message, now);
         } else if let Some(st) = self.parts.get_mut(&p) {
             q.seq = st.next_seq;
             st.next_seq += 1;
-            self.dirty.insert((p, EntryKey::Queued(tenant, q.run)));
+            self.dirty
+                .insert((p, EntryKey::Queued(tenant.clone(), q.run)));
             let run = q.run;
-            enqueue(st, q);
+            enqueue(st, &q);
             self.stats.runs_queued += 1;
+            self.queue_changed(p, &tenant, now);
             self.cancel_queued_early(p, run, now);
         }
+    }
+
+    /// Why the run cannot wait in its tenant's queue, if it cannot. Ingest stops
+    /// accepting a tenant's triggers (429) once its queue reaches `max_queued_runs`, but
+    /// learns that a moment late: a run it accepted meanwhile (or a sub-workflow, whose
+    /// parent waits for it) may use a headroom of a tenth more. A trigger from an outside
+    /// producer or a cron tick gets none.
+    fn queue_full(&self, p: i32, q: &QueuedRun) -> Option<String> {
+        let st = self.parts.get(&p)?;
+        let tenant = &q.trigger.tenant;
+        let max = self.settings.quota_for(tenant).max_queued_runs;
+        let limit = match q.trigger.source {
+            TriggerSource::Api
+            | TriggerSource::Manual
+            | TriggerSource::Webhook
+            | TriggerSource::SubWorkflow => max.saturating_add(max / 10),
+            TriggerSource::Cron | TriggerSource::Kafka => max,
+        };
+        let queued = st.queued_of(tenant);
+        (queued >= limit as usize).then(|| {
+            format!(
+                "the queue of waiting runs of tenant {:?} is full: {queued} runs wait for a \
+                 slot (max_queued_runs = {max})",
+                tenant.as_str()
+            )
+        })
+    }
+
+    /// Announces the tenant's queue as full once it reaches `max_queued_runs`, and as
+    /// free once it is back under 95% of it.
+    pub(super) fn queue_changed(&mut self, p: i32, tenant: &TenantId, now: DateTime<Utc>) {
+        let max = self.settings.quota_for(tenant).max_queued_runs;
+        let Some(st) = self.parts.get_mut(&p) else {
+            return;
+        };
+        let queued = st.queued_of(tenant) as u64;
+        let was = st.full_queues.contains(tenant);
+        let full = if was {
+            queued > QueueState::clear_at(max)
+        } else {
+            queued >= u64::from(max)
+        };
+        if full == was {
+            return;
+        }
+        if full {
+            st.full_queues.insert(tenant.clone());
+        } else {
+            st.full_queues.remove(tenant);
+        }
+        self.out.push(Output::QueueState(QueueState {
+            tenant: tenant.clone(),
+            full,
+            queued,
+            max,
+            at: now,
+        }));
     }
 
     fn has_slot(&self, p: i32, tenant: &TenantId, workflow: &WorkflowId, v: &Version) -> bool {
@@ -167,7 +234,11 @@ impl Core {
                 .collect();
             let mut picked = None;
             for w in order {
-                let Some(head) = queues.get(&w).and_then(VecDeque::front) else {
+                let head = queues
+                    .get(&w)
+                    .and_then(|q| q.first_key_value())
+                    .and_then(|(_, run)| st.queued.get(run));
+                let Some(head) = head else {
                     continue;
                 };
                 let Some(version) = self.catalog.version(tenant, &w, head.version) else {
@@ -193,6 +264,7 @@ impl Core {
             };
             self.dirty
                 .insert((p, EntryKey::Queued(tenant.clone(), q.run)));
+            self.queue_changed(p, tenant, now);
             self.start(p, q, &version, now);
         }
     }
@@ -201,14 +273,13 @@ impl Core {
         let Some(st) = self.parts.get_mut(&p) else {
             return;
         };
-        let Some((tenant, workflow)) = st.queued.get(&run).cloned() else {
+        let Some(q) = remove_queued(st, run) else {
             return;
         };
-        let Some(q) = remove_queued(st, &tenant, &workflow, run) else {
-            return;
-        };
+        let tenant = q.trigger.tenant.clone();
         self.dirty
             .insert((p, EntryKey::Queued(tenant.clone(), run)));
+        self.queue_changed(p, &tenant, now);
         let message = format!("cancelled while queued: {reason}");
         self.end_unstarted(p, q, RunStatus::Cancelled, ErrorClass::Fatal, message, now);
     }
@@ -228,16 +299,7 @@ impl Core {
             return;
         };
         let (tenant, workflow) = (q.trigger.tenant.clone(), q.trigger.workflow.clone());
-        st.finished.insert(
-            q.run,
-            FinishedRun {
-                tenant: tenant.clone(),
-                workflow: workflow.clone(),
-                status,
-                finished_at: now,
-            },
-        );
-        self.dirty.insert((p, EntryKey::Run(tenant.clone(), q.run)));
+        st.finished.record(q.run, &tenant, status, now);
         self.out.push(Output::Event(Event::Run(RunEvent {
             tenant,
             run: q.run,
@@ -260,47 +322,42 @@ impl Core {
     }
 }
 
-pub(super) fn enqueue(st: &mut PartitionState, q: QueuedRun) {
-    let tenant = q.trigger.tenant.clone();
-    let workflow = q.trigger.workflow.clone();
-    st.queued.insert(q.run, (tenant.clone(), workflow.clone()));
+pub(super) fn enqueue(st: &mut PartitionState, q: &QueuedRun) {
+    let slot = QueuedSlot::new(q);
     st.queues
-        .entry(tenant)
+        .entry(slot.tenant.clone())
         .or_default()
-        .entry(workflow)
+        .entry(slot.workflow.clone())
         .or_default()
-        .push_back(q);
+        .insert(slot.seq, q.run);
+    *st.queued_by_tenant.entry(slot.tenant.clone()).or_default() += 1;
+    st.queued.insert(q.run, slot);
 }
 
 fn dequeue(st: &mut PartitionState, tenant: &TenantId, workflow: &WorkflowId) -> Option<QueuedRun> {
-    let queues = st.queues.get_mut(tenant)?;
-    let q = queues.get_mut(workflow)?.pop_front()?;
-    if queues.get(workflow).is_some_and(VecDeque::is_empty) {
-        queues.remove(workflow);
-    }
-    if queues.is_empty() {
-        st.queues.remove(tenant);
-    }
-    st.queued.remove(&q.run);
-    Some(q)
+    let run = *st.queues.get(tenant)?.get(workflow)?.first_key_value()?.1;
+    remove_queued(st, run)
 }
 
-fn remove_queued(
-    st: &mut PartitionState,
-    tenant: &TenantId,
-    workflow: &WorkflowId,
-    run: RunId,
-) -> Option<QueuedRun> {
-    let queues = st.queues.get_mut(tenant)?;
-    let q = queues.get_mut(workflow)?;
-    let pos = q.iter().position(|q| q.run == run)?;
-    let item = q.remove(pos)?;
-    if q.is_empty() {
-        queues.remove(workflow);
+/// Takes a run out of the queue, wherever it is in it, decoded.
+fn remove_queued(st: &mut PartitionState, run: RunId) -> Option<QueuedRun> {
+    let slot = st.queued.remove(&run)?;
+    if let Some(queues) = st.queues.get_mut(&slot.tenant) {
+        if let Some(q) = queues.get_mut(&slot.workflow) {
+            q.remove(&slot.seq);
+            if q.is_empty() {
+                queues.remove(&slot.workflow);
+            }
+        }
+        if queues.is_empty() {
+            st.queues.remove(&slot.tenant);
+        }
     }
-    if queues.is_empty() {
-        st.queues.remove(tenant);
+    if let Some(n) = st.queued_by_tenant.get_mut(&slot.tenant) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            st.queued_by_tenant.remove(&slot.tenant);
+        }
     }
-    st.queued.remove(&run);
-    Some(item)
+    slot.queued()
 }

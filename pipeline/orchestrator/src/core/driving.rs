@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use super::state::{StoredRun, inflight_of, owner_of};
 use super::{Core, NeedDefinitions, Origin, Output, Record};
-use crate::changelog::{EntryKey, FinishedRun, LiveRun};
+use crate::changelog::{EntryKey, LiveRun};
 
 impl Core {
     pub(super) fn signal(
@@ -77,7 +77,7 @@ impl Core {
         if owned && st.runs.contains_key(&r.run) {
             let origin = Origin::Record(rec, definitions_fresh);
             return self.drive(p, r.run, Input::StepResult(r), now, origin);
-        } else if owned && st.finished.contains_key(&r.run) {
+        } else if owned && st.finished.contains(&r.run) {
             // A late or repeated result of a finished run: at-least-once workers.
             self.stats.duplicates += 1;
         } else {
@@ -264,15 +264,8 @@ impl Core {
         };
         if state.is_terminal() {
             let workflow = state.workflow.clone();
-            st.finished.insert(
-                run,
-                FinishedRun {
-                    tenant: tenant.clone(),
-                    workflow: workflow.clone(),
-                    status: state.status,
-                    finished_at: state.finished_at.unwrap_or(now),
-                },
-            );
+            let ended = state.finished_at.unwrap_or(now);
+            st.finished.record(run, &tenant, state.status, ended);
             st.running.remove(&tenant, &workflow);
             self.start_queued(p, &tenant, now);
         } else {

@@ -15,16 +15,19 @@
 //! - `driving`: feeding inputs to runs and applying the engine's decisions;
 //! - `timers`: run timers and the expiry of finished runs;
 //! - `cron`: schedules and their cursors;
-//! - `persist`: restoring a partition from the changelog and writing it back;
+//! - `persist`: the changelog writes of a batch; `restoring`: taking a partition over;
 //! - `limits`: the size bounds on a run's state, tasks and events;
-//! - `early`: signals and cancels kept for runs not seen yet.
+//! - `early`: signals and cancels kept for runs not seen yet;
+//! - `finished`: the compact markers of runs that ended.
 
 mod admission;
 mod cron;
 mod driving;
 mod early;
+mod finished;
 mod limits;
 mod persist;
+mod restoring;
 mod state;
 mod tasks;
 mod timers;
@@ -33,20 +36,24 @@ mod timers;
 mod tests;
 #[cfg(test)]
 mod tests_bounds;
+#[cfg(test)]
+mod tests_scale;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use aiq_engine::{Catalog, RunState};
 use aiq_topics::{
-    DeadLetterKind, Event, RunId, SignalEvent, TaskMessage, TaskResult, TenantId, TriggerError,
-    TriggerEvent, partition_for_key,
+    DeadLetterKind, Event, QueueState, RunId, SignalEvent, TaskMessage, TaskResult, TenantId,
+    TriggerError, TriggerEvent, partition_for_key,
 };
 use chrono::{DateTime, Utc};
 
 use crate::changelog::EntryKey;
 use crate::settings::OrchestratorSettings;
 use cron::cron_schedule_of;
+pub use persist::Parked;
+pub use restoring::PartitionRestore;
 use state::{PartitionState, StoredRun};
 
 /// The input topics, all keyed by tenant and co-partitioned.
@@ -90,6 +97,8 @@ pub enum Output {
         trigger: TriggerEvent,
     },
     DeadLetter(DeadLetter),
+    /// To the queue-state topic: a tenant's queue became full, or free again.
+    QueueState(QueueState),
 }
 
 /// The input record an output follows from, named in the headers should the producer
@@ -169,6 +178,10 @@ impl Core {
         self.parts.keys().copied()
     }
 
+    pub fn owns(&self, partition: i32) -> bool {
+        self.parts.contains_key(&partition)
+    }
+
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
@@ -192,6 +205,11 @@ impl Core {
             .collect()
     }
 
+    /// Finished runs remembered (to recognise late duplicates), all partitions.
+    pub fn finished_count(&self) -> usize {
+        self.parts.values().map(|s| s.finished.len()).sum()
+    }
+
     /// Runs running and runs queued by quota, per tenant, for metrics.
     pub fn runs_by_tenant(&self) -> HashMap<TenantId, (u32, usize)> {
         let mut out: HashMap<TenantId, (u32, usize)> = HashMap::new();
@@ -199,8 +217,8 @@ impl Core {
             for (t, n) in &s.running.by_tenant {
                 out.entry(t.clone()).or_default().0 += n;
             }
-            for (t, _) in s.queued.values() {
-                out.entry(t.clone()).or_default().1 += 1;
+            for (t, n) in &s.queued_by_tenant {
+                out.entry(t.clone()).or_default().1 += n;
             }
         }
         out
@@ -260,8 +278,8 @@ impl Core {
         definitions_fresh: bool,
     ) -> Result<(), NeedDefinitions> {
         if !self.parts.contains_key(&rec.partition) {
-            // Only records of assigned partitions are ever handed in.
-            tracing::warn!(partition = rec.partition, "record of a partition not owned");
+            // The runner refuses such a record before it gets here (see `owns`).
+            tracing::error!(partition = rec.partition, "record of a partition not owned");
             return Ok(());
         }
         let key = rec.key.unwrap_or_default();

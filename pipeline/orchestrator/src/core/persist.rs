@@ -1,73 +1,41 @@
-//! The changelog side of the core: taking a partition over from its entries, forgetting
-//! it, and the entries a batch changed (coalesced: once per key, at its latest value).
+//! The changelog side of the core: forgetting a partition, and the entries a batch
+//! changed (coalesced: once per key, at its latest value). Taking a partition over is
+//! `restoring`.
 
-use super::admission::enqueue;
-use super::state::{PartitionState, StoredRun, inflight_of};
+use std::collections::BTreeSet;
+
+use super::state::PartitionState;
 use super::{ChangelogWrite, Core};
+
+/// A partition's state held outside the core while its partition is not assigned: the
+/// runner keeps it across a rebalance that gives the partition back, so it is not
+/// restored again.
+pub struct Parked(PartitionState);
 use crate::changelog::{Entry, EntryKey};
 
 impl Core {
-    /// Takes over a partition from its changelog: `entries` are the latest value of
-    /// each key, decoded, in any order (the reader skips what does not decode). An
-    /// entry of the wrong kind for its key is logged and skipped.
-    pub fn restore(&mut self, partition: i32, entries: Vec<(EntryKey, Entry)>) {
-        let mut st = PartitionState::default();
-        let mut queued = Vec::new();
-        let mut live_runs = Vec::new();
-        for (key, entry) in entries {
-            match (key, entry) {
-                (EntryKey::Held(tenant, run, step, attempt), Entry::Held(h)) => {
-                    st.next_seq = st.next_seq.max(h.seq + 1);
-                    st.held_index.insert((run, step, attempt), h.seq);
-                    st.held.entry(tenant).or_default().insert(h.seq, h);
-                }
-                (EntryKey::Run(_, run), Entry::Run(live)) => {
-                    let live = *live;
-                    for (id, t) in &live.state.timers {
-                        st.timers.insert((t.due, run, id.clone()));
-                    }
-                    st.running.add(&live.state.tenant, &live.state.workflow);
-                    live_runs.push((
-                        run,
-                        inflight_of(&live.state),
-                        live.state.tenant.clone(),
-                        live.state.workflow.clone(),
-                    ));
-                    st.runs.insert(run, StoredRun::new(live));
-                }
-                (EntryKey::Run(_, run), Entry::Finished(f)) => {
-                    st.finished.insert(run, f);
-                }
-                (EntryKey::Queued(..), Entry::Queued(q)) => queued.push(q),
-                (EntryKey::Cron(t, w, i), Entry::Cron(c)) => {
-                    st.cron.insert((t, w, i), c);
-                }
-                (EntryKey::Early(..), Entry::Early(e)) => {
-                    st.next_seq = st.next_seq.max(e.seq + 1);
-                    st.early.insert(e);
-                }
-                (key, _) => {
-                    tracing::warn!(
-                        key = key.encode(),
-                        "changelog entry of the wrong kind; skipped"
-                    );
-                }
-            }
-        }
-        // Dispatched = what the engine waits for, less what still waits for a slot.
-        for (run, tasks, tenant, workflow) in live_runs {
-            for (step, attempt) in tasks {
-                if !st.held_index.contains_key(&(run, step, attempt)) {
-                    st.tasks.add(&tenant, &workflow);
-                }
-            }
-        }
-        queued.sort_by_key(|q| q.seq);
-        for q in queued {
-            st.next_seq = st.next_seq.max(q.seq + 1);
-            enqueue(&mut st, q);
-        }
-        self.parts.insert(partition, st);
+    /// The partitions whose state holds changes not yet committed (after an abort they
+    /// differ from the changelog and must be restored, not kept).
+    pub fn touched(&self) -> BTreeSet<i32> {
+        let mut out: BTreeSet<i32> = self.dirty.iter().map(|(p, _)| *p).collect();
+        out.extend(
+            self.parts
+                .iter()
+                .filter(|(_, s)| s.finished.has_pending())
+                .map(|(p, _)| *p),
+        );
+        out
+    }
+
+    /// Takes a partition's state out of the core (revoked, maybe assigned back).
+    pub fn park(&mut self, partition: i32) -> Option<Parked> {
+        self.dirty.retain(|(p, _)| *p != partition);
+        self.parts.remove(&partition).map(Parked)
+    }
+
+    /// Puts a parked partition's state back, as it was.
+    pub fn unpark(&mut self, partition: i32, parked: Parked) {
+        self.parts.insert(partition, parked.0);
     }
 
     /// Forgets a partition (revoked, or about to be restored again).
@@ -81,58 +49,67 @@ impl Core {
         self.dirty.clear();
         self.out.clear();
         self.causes.clear();
+        for st in self.parts.values_mut() {
+            st.finished.discard_pending();
+        }
     }
 
     /// Whether state changed since the last `take_changelog` (a cursor moved, a
     /// finished run expired) — work that must be committed even without any output.
     pub fn has_changes(&self) -> bool {
-        !self.dirty.is_empty()
+        !self.dirty.is_empty() || self.parts.values().any(|s| s.finished.has_pending())
     }
 
-    /// The current value of every entry changed since the last call, once per key.
+    /// The current value of every entry changed since the last call, once per key, and
+    /// the chunks of the runs that finished since.
     pub fn take_changelog(&mut self) -> Vec<ChangelogWrite> {
         let dirty = std::mem::take(&mut self.dirty);
-        dirty
+        let mut out: Vec<ChangelogWrite> = dirty
             .into_iter()
             .filter_map(|(p, key)| {
                 let st = self.parts.get(&p)?;
+                let bytes = |b: &[u8]| Some(b.to_vec());
                 let value = match &key {
-                    EntryKey::Run(_, run) => {
-                        if let Some(stored) = st.runs.get(run) {
-                            return Some(ChangelogWrite {
-                                partition: p,
-                                key: key.encode(),
-                                value: Some(stored.entry.to_vec()),
-                            });
-                        }
-                        st.finished.get(run).cloned().map(Entry::Finished)
-                    }
-                    EntryKey::Queued(t, run) => st
-                        .queued
-                        .get(run)
-                        .and_then(|(_, w)| st.queues.get(t)?.get(w))
-                        .and_then(|q| q.iter().find(|q| q.run == *run))
-                        .cloned()
-                        .map(Entry::Queued),
+                    EntryKey::Run(_, run) => st.runs.get(run).and_then(|s| bytes(&s.entry)),
+                    EntryKey::Queued(_, run) => st.queued.get(run).and_then(|q| bytes(&q.entry)),
                     EntryKey::Held(t, run, step, attempt) => st
                         .held_index
                         .get(&(*run, step.clone(), *attempt))
                         .and_then(|seq| st.held.get(t)?.get(seq))
                         .cloned()
-                        .map(Entry::Held),
+                        .map(|h| Entry::Held(h).encode()),
                     EntryKey::Cron(t, w, i) => st
                         .cron
                         .get(&(t.clone(), w.clone(), *i))
                         .cloned()
-                        .map(Entry::Cron),
-                    EntryKey::Early(_, _, seq) => st.early.all.get(seq).cloned().map(Entry::Early),
+                        .map(|c| Entry::Cron(c).encode()),
+                    EntryKey::Early(_, _, seq) => st
+                        .early
+                        .all
+                        .get(seq)
+                        .cloned()
+                        .map(|e| Entry::Early(e).encode()),
+                    // Written below as they are made; dirty only to be tombstoned.
+                    EntryKey::Finished(..) => None,
                 };
                 Some(ChangelogWrite {
                     partition: p,
                     key: key.encode(),
-                    value: value.map(|v| v.encode()),
+                    value,
                 })
             })
-            .collect()
+            .collect();
+        for (p, st) in &mut self.parts {
+            let mut seq = st.next_seq;
+            for (bucket, chunk_seq, chunk) in st.finished.take_pending(&mut seq) {
+                out.push(ChangelogWrite {
+                    partition: *p,
+                    key: EntryKey::Finished(bucket, chunk_seq).encode(),
+                    value: Some(Entry::Markers(chunk).encode()),
+                });
+            }
+            st.next_seq = seq;
+        }
+        out
     }
 }

@@ -1,13 +1,14 @@
 //! What one owned partition holds in memory, and the counters the quotas are checked
 //! against. Every index here is rebuilt from the changelog on restore.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use aiq_engine::RunState;
 use aiq_topics::{RunId, StepId, TenantId, WorkflowId};
 use chrono::{DateTime, Utc};
 
-use crate::changelog::{CronCursor, EarlySignal, Entry, FinishedRun, HeldTask, LiveRun, QueuedRun};
+use super::finished::FinishedMarkers;
+use crate::changelog::{CronCursor, EarlySignal, Entry, HeldTask, LiveRun, QueuedRun};
 
 /// How much of a quota each tenant and each of its workflows uses: running runs, or
 /// tasks in flight.
@@ -81,13 +82,48 @@ impl StoredRun {
     }
 }
 
-#[derive(Default)]
+/// A run waiting for a quota slot, kept as its encoded changelog entry (the trigger's
+/// input is held once, in these bytes); the fair queue holds only its id.
+pub(super) struct QueuedSlot {
+    pub(super) tenant: TenantId,
+    pub(super) workflow: WorkflowId,
+    pub(super) seq: u64,
+    pub(super) version: u32,
+    pub(super) entry: Box<[u8]>,
+}
+
+impl QueuedSlot {
+    pub(super) fn new(q: &QueuedRun) -> Self {
+        Self {
+            tenant: q.trigger.tenant.clone(),
+            workflow: q.trigger.workflow.clone(),
+            seq: q.seq,
+            version: q.version,
+            entry: Entry::Queued(q.clone()).encode().into_boxed_slice(),
+        }
+    }
+
+    pub(super) fn queued(&self) -> Option<QueuedRun> {
+        match Entry::decode(&self.entry) {
+            Ok(Entry::Queued(q)) => Some(q),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "queued run does not decode");
+                None
+            }
+        }
+    }
+}
+
 pub(super) struct PartitionState {
     pub(super) runs: HashMap<RunId, StoredRun>,
-    pub(super) finished: HashMap<RunId, FinishedRun>,
-    /// Per tenant, per workflow, in arrival order: the fair queue.
-    pub(super) queues: BTreeMap<TenantId, BTreeMap<WorkflowId, VecDeque<QueuedRun>>>,
-    pub(super) queued: HashMap<RunId, (TenantId, WorkflowId)>,
+    pub(super) finished: FinishedMarkers,
+    /// Per tenant, per workflow, by arrival number: the fair queue.
+    pub(super) queues: BTreeMap<TenantId, BTreeMap<WorkflowId, BTreeMap<u64, RunId>>>,
+    pub(super) queued: HashMap<RunId, QueuedSlot>,
+    pub(super) queued_by_tenant: HashMap<TenantId, usize>,
+    /// Tenants whose queue was last announced full (see `QueueState`).
+    pub(super) full_queues: HashSet<TenantId>,
     /// The workflow served last per tenant, so the next slot goes to the one after it.
     pub(super) served_last: HashMap<TenantId, WorkflowId>,
     pub(super) cron: HashMap<(TenantId, WorkflowId, u32), CronCursor>,
@@ -100,6 +136,32 @@ pub(super) struct PartitionState {
     pub(super) held_index: HashMap<(RunId, StepId, u32), u64>,
     pub(super) next_seq: u64,
     pub(super) early: EarlySignals,
+}
+
+impl PartitionState {
+    pub(super) fn new(finished_run_retention_secs: u64) -> Self {
+        Self {
+            runs: HashMap::new(),
+            finished: FinishedMarkers::new(finished_run_retention_secs),
+            queues: BTreeMap::new(),
+            queued: HashMap::new(),
+            queued_by_tenant: HashMap::new(),
+            full_queues: HashSet::new(),
+            served_last: HashMap::new(),
+            cron: HashMap::new(),
+            timers: BTreeSet::new(),
+            running: Usage::default(),
+            tasks: Usage::default(),
+            held: HashMap::new(),
+            held_index: HashMap::new(),
+            next_seq: 0,
+            early: EarlySignals::default(),
+        }
+    }
+
+    pub(super) fn queued_of(&self, tenant: &TenantId) -> usize {
+        self.queued_by_tenant.get(tenant).copied().unwrap_or(0)
+    }
 }
 
 /// Signals and cancels kept for runs this partition has not seen yet, or has queued.
@@ -169,10 +231,10 @@ pub(super) fn owner_of(st: &PartitionState, run: &RunId) -> Option<TenantId> {
     if let Some(stored) = st.runs.get(run) {
         return Some(stored.tenant.clone());
     }
-    if let Some((tenant, _)) = st.queued.get(run) {
-        return Some(tenant.clone());
+    if let Some(q) = st.queued.get(run) {
+        return Some(q.tenant.clone());
     }
-    st.finished.get(run).map(|f| f.tenant.clone())
+    st.finished.get(run).map(|f| f.tenant)
 }
 
 fn decrement<K: std::hash::Hash + Eq>(m: &mut HashMap<K, u32>, k: &K) {

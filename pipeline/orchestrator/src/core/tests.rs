@@ -7,15 +7,13 @@ use aiq_topics::{DefinitionRecord, SignalAction, TaskOutcome, TriggerSource, Wor
 use chrono::Duration;
 use serde_json::json;
 
-use crate::changelog::Entry;
-
 pub(super) const PARTS: i32 = 4;
 
 pub(super) fn t0() -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000, 0).unwrap()
 }
 
-fn catalog(defs: &[serde_json::Value]) -> Arc<Catalog> {
+pub(super) fn catalog(defs: &[serde_json::Value]) -> Arc<Catalog> {
     let c = Catalog::default();
     for d in defs {
         c.apply(DefinitionRecord {
@@ -31,7 +29,7 @@ fn catalog(defs: &[serde_json::Value]) -> Arc<Catalog> {
     Arc::new(c)
 }
 
-fn one_task(id: &str, max: Option<u32>) -> serde_json::Value {
+pub(super) fn one_task(id: &str, max: Option<u32>) -> serde_json::Value {
     let mut d = json!({"id": id, "steps": [{"id": "t", "task": {"connector": "noop"}}]});
     if let Some(m) = max {
         d["max_concurrent_runs"] = json!(m);
@@ -43,7 +41,11 @@ fn core(defs: &[serde_json::Value], tenant_max: u32) -> (Core, i32) {
     core_with(defs, tenant_max, 10_000)
 }
 
-fn core_with(defs: &[serde_json::Value], tenant_max: u32, tasks_max: u32) -> (Core, i32) {
+pub(super) fn core_with(
+    defs: &[serde_json::Value],
+    tenant_max: u32,
+    tasks_max: u32,
+) -> (Core, i32) {
     let mut s = OrchestratorSettings::default();
     s.tenants.insert(
         TenantId::new("acme").unwrap(),
@@ -51,6 +53,7 @@ fn core_with(defs: &[serde_json::Value], tenant_max: u32, tasks_max: u32) -> (Co
             quota: TenantQuota {
                 max_concurrent_runs: tenant_max,
                 max_inflight_tasks: tasks_max,
+                max_queued_runs: 100_000,
             },
         },
     );
@@ -71,7 +74,7 @@ fn trigger(c: &mut Core, p: i32, offset: i64, workflow: &str) {
 }
 
 /// Hands one record of acme's to the core, as the runner does.
-fn feed(c: &mut Core, topic: InputTopic, partition: i32, offset: i64, payload: &[u8]) {
+pub(super) fn feed(c: &mut Core, topic: InputTopic, partition: i32, offset: i64, payload: &[u8]) {
     let rec = Record {
         topic,
         partition,
@@ -82,7 +85,7 @@ fn feed(c: &mut Core, topic: InputTopic, partition: i32, offset: i64, payload: &
     c.handle(rec, t0(), true).unwrap();
 }
 
-fn tasks(c: &mut Core) -> Vec<TaskMessage> {
+pub(super) fn tasks(c: &mut Core) -> Vec<TaskMessage> {
     c.take_outputs()
         .into_iter()
         .filter_map(|o| match o {
@@ -92,7 +95,7 @@ fn tasks(c: &mut Core) -> Vec<TaskMessage> {
         .collect()
 }
 
-fn answer(c: &mut Core, p: i32, offset: i64, t: &TaskMessage) {
+pub(super) fn answer(c: &mut Core, p: i32, offset: i64, t: &TaskMessage) {
     let r = TaskResult {
         tenant: t.tenant.clone(),
         run: t.run,
@@ -146,18 +149,12 @@ fn three_branches(id: &str, max_tasks: Option<u32>) -> serde_json::Value {
 
 /// A core rebuilt from what `c` wrote to the changelog, as a new owner would.
 pub(super) fn restored(c: &mut Core, p: i32) -> Core {
-    let entries: Vec<(EntryKey, Entry)> = c
-        .take_changelog()
-        .iter()
-        .filter_map(|w| {
-            Some((
-                EntryKey::decode(w.key.as_bytes()).unwrap(),
-                Entry::decode(w.value.as_ref()?).unwrap(),
-            ))
-        })
-        .collect();
     let mut again = Core::new(Arc::clone(&c.settings), Arc::clone(&c.catalog), PARTS);
-    again.restore(p, entries);
+    let mut r = again.begin_restore(p);
+    for w in c.take_changelog() {
+        r.apply(w.key.as_bytes(), w.value.as_deref());
+    }
+    again.finish_restore(r, t0());
     again
 }
 

@@ -130,12 +130,19 @@ fn a_run_whose_state_passes_the_limit_fails_too_large_with_a_small_event() {
     // Nothing of the refused transition is written: one small event, no step events.
     assert_eq!(out.len(), 1, "{out:?}");
     assert!(Event::Run(e.clone()).encode().len() < 1_000);
-    // Its quota slot is free, and its short record is what the changelog holds.
+    // Its quota slot is free; the changelog holds a tombstone for the run and its
+    // finished-run marker, small.
     assert_eq!(c.load()[&p], (0, 0));
     assert!(c.runs_by_tenant().is_empty());
     let writes = c.take_changelog();
-    assert_eq!(writes.len(), 1);
-    assert!(writes[0].value.as_ref().unwrap().len() < 300);
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    assert!(writes.iter().any(|w| w.value.is_none()));
+    let marker = writes.iter().find(|w| w.key.starts_with("~/finished/"));
+    assert!(
+        marker
+            .and_then(|w| w.value.as_ref())
+            .is_some_and(|v| v.len() < 300)
+    );
 }
 
 #[test]
@@ -157,6 +164,7 @@ fn an_event_over_its_limit_fails_the_run_and_frees_the_slot_for_the_next() {
             quota: TenantQuota {
                 max_concurrent_runs: 1,
                 max_inflight_tasks: 10,
+                max_queued_runs: 100_000,
             },
         },
     );
@@ -188,6 +196,7 @@ fn a_queued_run_too_large_to_keep_fails_instead_of_waiting() {
             quota: TenantQuota {
                 max_concurrent_runs: 1,
                 max_inflight_tasks: 10,
+                max_queued_runs: 100_000,
             },
         },
     );
@@ -244,6 +253,7 @@ fn an_early_cancel_ends_a_queued_run_and_a_signal_waits_for_it_to_start() {
             quota: TenantQuota {
                 max_concurrent_runs: 1,
                 max_inflight_tasks: 10,
+                max_queued_runs: 100_000,
             },
         },
     );

@@ -2,8 +2,7 @@
 //! backoffs), fired in due order, and the expiry of finished runs past their retention.
 
 use aiq_engine::Input;
-use aiq_topics::{RunId, TenantId};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 
 use super::{Core, Origin};
 use crate::changelog::EntryKey;
@@ -53,25 +52,16 @@ impl Core {
         self.expire_finished_up_to(now, usize::MAX)
     }
 
-    /// Forgets at most `max` finished runs older than the retention, with tombstones.
-    /// Returns how many; `max` means more may be left.
+    /// Forgets finished runs older than the retention, a bucket at a time, writing
+    /// at most `max` chunk tombstones. Returns how many; `max` means more may be left.
     pub fn expire_finished_up_to(&mut self, now: DateTime<Utc>, max: usize) -> usize {
-        let keep = Duration::seconds(self.settings.finished_run_retention_secs as i64);
         let mut n = 0;
         for (p, st) in &mut self.parts {
             if n >= max {
                 break;
             }
-            let old: Vec<(RunId, TenantId)> = st
-                .finished
-                .iter()
-                .filter(|(_, f)| now - f.finished_at > keep)
-                .take(max - n)
-                .map(|(r, f)| (*r, f.tenant.clone()))
-                .collect();
-            for (run, tenant) in old {
-                st.finished.remove(&run);
-                self.dirty.insert((*p, EntryKey::Run(tenant, run)));
+            for (bucket, seq) in st.finished.expire(now, max - n) {
+                self.dirty.insert((*p, EntryKey::Finished(bucket, seq)));
                 n += 1;
             }
         }
@@ -90,33 +80,29 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::changelog::FinishedRun;
     use crate::settings::OrchestratorSettings;
 
+    /// `per_partition` finished runs in each of two partitions, each in a bucket (and so
+    /// a changelog chunk) of its own, long past the retention.
     fn core_with_finished(per_partition: usize) -> Core {
         let settings = Arc::new(OrchestratorSettings {
             finished_run_retention_secs: 60,
             ..OrchestratorSettings::default()
         });
         let mut core = Core::new(settings, Arc::new(Catalog::default()), 2);
-        let tenant = TenantId::new("acme").unwrap();
+        let tenant = aiq_topics::TenantId::new("acme").unwrap();
         let long_ago = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         for p in 0..2 {
             core.restore(p, Vec::new());
             let st = core.parts.get_mut(&p).unwrap();
-            for _ in 0..per_partition {
-                let run = RunId::random();
-                st.finished.insert(
-                    run,
-                    FinishedRun {
-                        tenant: tenant.clone(),
-                        workflow: aiq_topics::WorkflowId::new("w").unwrap(),
-                        status: aiq_topics::RunStatus::Succeeded,
-                        finished_at: long_ago,
-                    },
-                );
+            for i in 0..per_partition {
+                let at = long_ago + chrono::Duration::minutes(i as i64);
+                let status = aiq_topics::RunStatus::Succeeded;
+                st.finished
+                    .record(aiq_topics::RunId::random(), &tenant, status, at);
             }
         }
+        assert_eq!(core.take_changelog().len(), 2 * per_partition);
         core
     }
 
@@ -128,14 +114,17 @@ mod tests {
         // leaves only the budget and the order to look at.
         for (p, secs) in [(0, 1), (0, 3), (1, 2), (1, 4), (1, 100)] {
             let st = core.parts.get_mut(&p).unwrap();
-            st.timers
-                .insert((t + Duration::seconds(secs), RunId::random(), "x".into()));
+            st.timers.insert((
+                t + chrono::Duration::seconds(secs),
+                aiq_topics::RunId::random(),
+                "x".into(),
+            ));
         }
-        let now = t + Duration::seconds(10);
+        let now = t + chrono::Duration::seconds(10);
         assert_eq!(core.fire_timers_up_to(now, 3), 3);
-        assert_eq!(core.next_timer(), Some(t + Duration::seconds(4)));
+        assert_eq!(core.next_timer(), Some(t + chrono::Duration::seconds(4)));
         assert_eq!(core.fire_timers_up_to(now, 3), 1);
-        assert_eq!(core.next_timer(), Some(t + Duration::seconds(100)));
+        assert_eq!(core.next_timer(), Some(t + chrono::Duration::seconds(100)));
         assert_eq!(core.fire_timers_up_to(now, 3), 0);
     }
 

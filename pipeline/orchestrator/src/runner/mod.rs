@@ -10,9 +10,9 @@
 //! over many transactions instead of growing one.
 //!
 //! Partitions are assigned eagerly (range assignor, so the co-partitioned topics go
-//! together): on revocation the open transaction is aborted and all state dropped; on
-//! assignment each partition's state is restored from the changelog before its first
-//! input. The transaction calls block, which is why this is a thread, not a task.
+//! together): on revocation the open transaction is aborted; on assignment each
+//! partition's state is restored from the changelog before its first input, unless it
+//! comes back unchanged (see `rebalance`). The transaction calls block, which is why this is a thread, not a task.
 //!
 //! This room starts the stage and holds the batch loop; `rebalance` reacts to
 //! assignments and revocations, `transaction` writes a batch and commits it, `trace`
@@ -83,6 +83,7 @@ struct Names {
     tasks: String,
     events: String,
     dead_letters: String,
+    queue_state: String,
 }
 
 struct Runner {
@@ -103,6 +104,9 @@ struct Runner {
     work: BatchWork,
     /// Whether the open batch already waited for the definitions topic.
     definitions_waited: bool,
+    /// Revoked partitions' state, with their changelog end offset at the revocation,
+    /// until the assignment that follows says whether they come back.
+    parked: HashMap<i32, (i64, crate::core::Parked)>,
 }
 
 #[derive(Debug, Default)]
@@ -157,6 +161,7 @@ impl Runner {
             tasks: name(TopicKind::Tasks),
             events: name(TopicKind::Events),
             dead_letters: name(TopicKind::DeadLetters),
+            queue_state: name(TopicKind::QueueState),
         };
         let producer = Arc::new(create_producer(&kafka, &settings)?);
         let in_txn = Arc::new(AtomicBool::new(false));
@@ -164,6 +169,14 @@ impl Runner {
             producer: Mutex::new(Arc::clone(&producer)),
             in_txn: Arc::clone(&in_txn),
             triggers: names.triggers.clone(),
+            changelog: names.changelog.clone(),
+            watermarks: kafka
+                .client_config()
+                .set("group.id", format!("aiq-watermarks-{}", std::process::id()))
+                .set("enable.auto.commit", "false")
+                .set("isolation.level", "read_uncommitted")
+                .create()
+                .map_err(|e| OrchestratorError::kafka("create the watermark client", e))?,
             events: Mutex::new(Vec::new()),
             metrics: Arc::clone(&metrics),
         };
@@ -212,6 +225,7 @@ impl Runner {
             offsets: HashMap::new(),
             work: BatchWork::default(),
             definitions_waited: false,
+            parked: HashMap::new(),
         })
     }
 
@@ -252,6 +266,13 @@ impl Runner {
                         key: msg.key(),
                         payload: msg.payload(),
                     };
+                    if !self.core.owns(msg.partition()) {
+                        return Err(OrchestratorError::NotOwned {
+                            topic: msg.topic().to_owned(),
+                            partition: msg.partition(),
+                            offset: msg.offset(),
+                        });
+                    }
                     let span = record_span(&msg, topic);
                     let _in_record = span.enter();
                     self.batch_started.get_or_insert_with(Instant::now);
@@ -395,6 +416,9 @@ impl Runner {
             });
         self.metrics
             .observe_load(&self.core.runs_by_tenant(), tasks);
+        self.metrics
+            .finished_markers
+            .set(self.core.finished_count() as i64);
     }
 
     fn poll_timeout(&self, next_cron: Instant) -> Duration {

@@ -1,7 +1,15 @@
 //! Rebalances, seen inside `poll`: a revocation aborts the open transaction before the
-//! partitions go to another instance and drops their state; an assignment restores each
-//! partition's state from the changelog before its first input.
+//! partitions go to another instance; an assignment restores each partition's state
+//! from the changelog before its first input.
+//!
+//! The group assigns eagerly (range, so that partition n of every input topic stays on
+//! one instance), so every rebalance revokes every partition. A partition that comes
+//! back to this instance keeps its state instead of being restored again when nothing
+//! can have changed it: the aborted transaction held no change of it, the revocation
+//! was orderly (the assignment not lost), and its changelog's end offset is where it
+//! was at the revocation (nobody wrote to it meanwhile). Anything else restores.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,7 +28,9 @@ use crate::restore::restore;
 const RECOVERY_BUDGET: Duration = Duration::from_secs(300);
 
 pub(super) enum Rebalanced {
-    Revoked,
+    /// With the changelog end offset of each revoked partition, when the revocation
+    /// was orderly (empty when the assignment was lost).
+    Revoked(HashMap<i32, i64>),
     Assigned(Vec<i32>),
 }
 
@@ -31,6 +41,10 @@ pub(super) struct RebalanceContext {
     pub(super) producer: Mutex<Arc<TxProducer>>,
     pub(super) in_txn: Arc<AtomicBool>,
     pub(super) triggers: String,
+    pub(super) changelog: String,
+    /// Reads end offsets (read uncommitted: the high watermark, which moves with any
+    /// write, committed or not).
+    pub(super) watermarks: BaseConsumer,
     pub(super) events: Mutex<Vec<Rebalanced>>,
     pub(super) metrics: Arc<OrchestratorMetrics>,
 }
@@ -42,8 +56,8 @@ impl ClientContext for RebalanceContext {
 }
 
 impl ConsumerContext for RebalanceContext {
-    fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(_) = rebalance {
+    fn pre_rebalance(&self, c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
             if self.in_txn.swap(false, Ordering::SeqCst)
                 && let Err(e) = abort_retrying(&self.producer())
             {
@@ -51,7 +65,16 @@ impl ConsumerContext for RebalanceContext {
                 // which makes the runner replace it.
                 tracing::error!(error = %e, "aborting the open transaction on revocation failed");
             }
-            self.push(Rebalanced::Revoked);
+            let ends = if c.assignment_lost() {
+                HashMap::new()
+            } else {
+                tpl.elements()
+                    .iter()
+                    .filter(|e| e.topic() == self.triggers)
+                    .filter_map(|e| Some((e.partition(), self.changelog_end(e.partition())?)))
+                    .collect()
+            };
+            self.push(Rebalanced::Revoked(ends));
         }
     }
 
@@ -82,6 +105,16 @@ impl RebalanceContext {
         *self.producer.lock().unwrap_or_else(|p| p.into_inner()) = producer;
     }
 
+    /// The changelog partition's end offset, or `None` if it cannot be read now (then
+    /// the partition is restored, as if something had changed).
+    pub(super) fn changelog_end(&self, partition: i32) -> Option<i64> {
+        self.watermarks
+            .fetch_watermarks(&self.changelog, partition, Duration::from_secs(5))
+            .map(|(_, high)| high)
+            .map_err(|e| tracing::warn!(error = %e, partition, "changelog end offset"))
+            .ok()
+    }
+
     fn push(&self, e: Rebalanced) {
         self.events
             .lock()
@@ -99,18 +132,42 @@ impl Runner {
     pub(super) fn after_rebalance(&mut self) -> Result<(), OrchestratorError> {
         for event in self.consumer.context().drain() {
             match event {
-                Rebalanced::Revoked => {
-                    // The callback aborted the open transaction: forget all of it.
+                Rebalanced::Revoked(ends) => {
+                    // The callback aborted the open transaction: what it changed goes.
+                    let touched = self.core.touched();
                     let owned: Vec<i32> = self.core.owned().collect();
-                    for p in owned {
-                        self.core.drop_partition(p);
-                    }
                     self.clear_batch();
+                    for p in owned {
+                        let end = ends.get(&p).filter(|_| !touched.contains(&p));
+                        match (end, self.core.park(p)) {
+                            (Some(end), Some(state)) => {
+                                self.parked.insert(p, (*end, state));
+                            }
+                            _ => self.core.drop_partition(p),
+                        }
+                    }
                     self.metrics.owned_partitions.set(0);
-                    tracing::info!("partitions revoked; state dropped");
+                    tracing::info!(parked = self.parked.len(), "partitions revoked");
                 }
                 Rebalanced::Assigned(parts) => {
-                    self.take_over(&parts)?;
+                    let mut restore = Vec::new();
+                    for p in &parts {
+                        match self.parked.remove(p) {
+                            Some((end, state))
+                                if self.consumer.context().changelog_end(*p) == Some(end) =>
+                            {
+                                self.core.unpark(*p, state);
+                                self.metrics.rebalance_kept.inc();
+                            }
+                            _ => restore.push(*p),
+                        }
+                    }
+                    // Parked and not given back: another instance owns them now.
+                    self.parked.clear();
+                    self.metrics.rebalance_restored.inc_by(restore.len() as u64);
+                    tracing::info!(kept = parts.len() - restore.len(), restore = ?restore, "partitions assigned");
+                    self.take_over(&restore)?;
+                    self.metrics.owned_partitions.set(parts.len() as i64);
                 }
             }
         }
@@ -119,22 +176,26 @@ impl Runner {
 
     pub(super) fn take_over(&mut self, parts: &[i32]) -> Result<(), OrchestratorError> {
         let started = Instant::now();
-        let timeout = Duration::from_millis(self.settings.transaction_timeout_ms * 3)
+        // No progress for this long fails the restore: longer than a crashed owner's
+        // open transaction can stay open.
+        let stall = Duration::from_millis(self.settings.transaction_timeout_ms * 3)
             .max(Duration::from_secs(30));
-        let restored = self.retrying_while_the_broker_is_away("restore", || {
-            restore(&self.kafka, &self.names.changelog, parts, timeout)
+        let mut restores = self.retrying_while_the_broker_is_away("restore", || {
+            let mut restores: Vec<_> = parts.iter().map(|p| self.core.begin_restore(*p)).collect();
+            restore(&self.kafka, &self.names.changelog, &mut restores, stall)?;
+            Ok(restores)
         })?;
-        let mut entries = 0;
-        for (p, list) in restored {
-            entries += list.len();
-            self.core.drop_partition(p);
-            self.core.restore(p, list);
+        let (mut records, mut skipped) = (0, 0);
+        for r in restores.drain(..) {
+            let (n, bad) = r.counts();
+            records += n;
+            skipped += bad;
+            self.core.finish_restore(r, chrono::Utc::now());
         }
-        self.metrics.owned_partitions.set(parts.len() as i64);
         self.metrics
             .restore_seconds
             .observe(started.elapsed().as_secs_f64());
-        tracing::info!(partitions = ?parts, entries, ms = started.elapsed().as_millis() as u64, "partitions assigned; state restored");
+        tracing::info!(partitions = ?parts, records, skipped, ms = started.elapsed().as_millis() as u64, "partitions assigned; state restored");
         Ok(())
     }
 

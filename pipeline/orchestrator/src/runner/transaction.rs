@@ -118,6 +118,12 @@ impl Runner {
                     let topic = &self.names.triggers;
                     (topic, Some(partition), key, Some(payload), h, None)
                 }
+                Output::QueueState(q) => {
+                    let key = q.tenant.as_str().as_bytes().to_vec();
+                    let payload = serde_json::to_vec(&q).unwrap_or_default();
+                    let topic = &self.names.queue_state;
+                    (topic, Some(0), key, Some(payload), None, None)
+                }
                 Output::DeadLetter(d) => {
                     self.metrics
                         .dead_letters
