@@ -71,11 +71,15 @@ pub async fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
             root.display()
         );
     }
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let analytics = Analytics::new(AnalyticsSettings {
         root: root.clone(),
         timeout_ms: 3_600_000,
         memory_limit_bytes: args.memory_limit_bytes,
-        target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        memory_pool_bytes: args.memory_limit_bytes,
+        target_partitions: cores,
+        threads: cores,
+        thread_nice: 0,
         ..Default::default()
     })?;
     let tenant = Scope::Tenant(TenantId::new(busiest.clone())?);

@@ -206,6 +206,7 @@ pub async fn history(root: PathBuf) -> Result<Vec<Record>, String> {
         timeout_ms: 300_000,
         memory_limit_bytes: 1 << 30,
         target_partitions: 2,
+        ..AnalyticsSettings::default()
     })
     .map_err(|e| e.to_string())?;
     let r = analytics
