@@ -6,9 +6,11 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use aiq_auth::Role;
 use aiq_testkit::{CQL, KAFKA, require_service};
+use aiq_topics::{Event, RunEvent, RunId, RunStatus, TenantId, TriggerSource, WorkflowId};
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
 use scylla::client::session::Session;
@@ -38,11 +40,56 @@ fn opt<T>(v: Option<T>) -> MaybeUnset<T> {
     v.map_or(MaybeUnset::Unset, MaybeUnset::Set)
 }
 
-/// Mirrors the sink's writes (sink/src/store/rows.rs): `UPDATE`s of `runs`,
-/// `runs_by_day` (partitioned by the UTC day the run started) and `steps`, with columns
-/// an event does not know left unset. TTL and write timestamps are left out: reads do
-/// not see them.
-async fn write_run(session: &Session, ks: &str, r: &Run, steps: &[Step]) {
+/// The run's rows of `runs_by_day` and the listing indexes, written by the sink's own
+/// statements from its `running` event and, when it ended, its terminal event.
+async fn sink_listing(session: &Arc<Session>, ks: &str, r: &Run) {
+    let tenant = TenantId::new(r.tenant).unwrap();
+    let workflow = WorkflowId::new(r.workflow).unwrap();
+    let running = RunEvent {
+        tenant,
+        run: RunId::from_uuid(r.id),
+        workflow,
+        version: 3,
+        status: RunStatus::Running,
+        at: r.started_at,
+        input: None,
+        output: None,
+        error: None,
+        started_at: None,
+        source: Some(TriggerSource::Api),
+        scheduled_at: None,
+    };
+    let mut events = vec![running.clone()];
+    if let Some(finished_at) = r.finished_at {
+        let status = match r.status {
+            "succeeded" => RunStatus::Succeeded,
+            "failed" => RunStatus::Failed,
+            other => panic!("no terminal status {other}"),
+        };
+        events.push(RunEvent {
+            status,
+            at: finished_at,
+            started_at: Some(r.started_at),
+            source: None,
+            ..running
+        });
+    }
+    let retention = aiq_sink::RetentionSettings::default();
+    let writes: Vec<_> = events
+        .iter()
+        .flat_map(|e| aiq_sink::store::event_writes(&Event::Run(e.clone()), &retention))
+        .filter(|w| w.table != aiq_sink::store::Table::Runs)
+        .collect();
+    let store = aiq_sink::Store::new(Arc::clone(session), ks).await.unwrap();
+    let metrics = Arc::new(aiq_sink::metrics::Metrics::new(&prometheus::Registry::new()));
+    store.execute(Arc::new(writes), 16, &metrics).await.unwrap();
+}
+
+/// Writes a run as the sink does: `runs` and `steps` mirror the sink's `UPDATE`s
+/// (sink/src/store/rows.rs) with columns an event does not know left unset, TTL and
+/// write timestamps left out (reads do not see them); `runs_by_day` and the listing
+/// indexes through the sink's own statements.
+async fn write_run(session: &Arc<Session>, ks: &str, r: &Run, steps: &[Step]) {
     let duration = r.finished_at.map(|f| (f - r.started_at).num_milliseconds());
     let failed = r.status == "failed";
     session
@@ -73,28 +120,7 @@ async fn write_run(session: &Session, ks: &str, r: &Run, steps: &[Step]) {
         )
         .await
         .unwrap();
-    session
-        .query_unpaged(
-            format!(
-                "UPDATE {ks}.runs_by_day SET workflow = ?, version = ?, status = ?, \
-                 trigger_source = ?, finished_at = ?, duration_ms = ? \
-                 WHERE tenant = ? AND day = ? AND started_at = ? AND run_id = ?"
-            ),
-            (
-                r.workflow,
-                3_i32,
-                r.status,
-                "api",
-                opt(r.finished_at),
-                opt(duration),
-                r.tenant,
-                r.started_at.date_naive(),
-                r.started_at,
-                r.id,
-            ),
-        )
-        .await
-        .unwrap();
+    sink_listing(session, ks, r).await;
     for s in steps {
         let (class, message) = s.error.unzip();
         session
@@ -240,6 +266,11 @@ async fn lists_filter_and_page_across_days_per_tenant() {
     assert_eq!(body["next_page_token"], Value::Null);
     let listed = ids(&body);
     assert_eq!(listed.len(), 27);
+    assert_eq!(
+        body["scan"],
+        json!({"truncated": false, "scanned_rows": 27, "scanned_partitions": 5,
+               "resume_cursor": null})
+    );
     assert_eq!(
         listed.iter().cloned().collect::<BTreeSet<_>>(),
         expected(&runs, "acme", |_| true)

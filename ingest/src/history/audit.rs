@@ -1,12 +1,12 @@
 //! The tenant's audit trail from the `audit` table, newest first.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::walk::{Page, Positioned, Walk};
+use super::walk::{Page, Positioned, Resolved, Walk};
 use super::{HistoryError, HistoryStore, Position, Window};
 
 pub(super) fn list_cql(ks: &str) -> String {
@@ -24,7 +24,9 @@ pub struct AuditEntry {
     pub actor: Option<String>,
     pub action: Option<String>,
     pub subject: Option<String>,
-    #[schema(value_type = Object)]
+    /// What changed, as the action records it (an object, or null when the action has
+    /// nothing to add).
+    #[schema(value_type = Value)]
     pub detail: Value,
 }
 
@@ -73,11 +75,14 @@ impl HistoryStore {
         let walk = Walk {
             op: "listing audit events",
             statement: &self.st.audit_of_day,
-            tenant,
             window,
             after,
             limit,
+            budget: self.budget,
+            sized_to_page: true,
         };
-        self.walk(walk, entry, |_| true).await
+        let bind = |d: NaiveDate, f, t| (tenant, d, f, t);
+        let as_is = |items| std::future::ready(Ok(Resolved { items, reads: 0 }));
+        self.walk(walk, bind, entry, as_is).await
     }
 }

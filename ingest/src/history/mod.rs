@@ -2,8 +2,11 @@
 //! run with its steps, and the audit trail. Nothing here writes.
 //!
 //! Lists walk one UTC day partition at a time, newest first, so no query ever scans
-//! across partitions; filters that are not part of a key are applied here rather than
-//! with `ALLOW FILTERING`.
+//! across partitions. A run list filtered by workflow, status or both reads the table
+//! keyed by that filter (`runs_by_workflow_day`, `runs_by_status_day`,
+//! `runs_by_workflow_status_day`), so it reads only matching rows; nothing uses
+//! `ALLOW FILTERING`. Every list request stops at a [`Budget`] of rows and partitions
+//! and then answers with what it found and a cursor to continue from.
 
 mod audit;
 mod cursor;
@@ -19,7 +22,7 @@ use scylla::statement::prepared::PreparedStatement;
 pub use audit::AuditEntry;
 pub use cursor::{BadToken, Position};
 pub use runs::{Failure, MAX_STEPS, RunDetail, RunFilter, RunSummary, StepDetail};
-pub use walk::Page;
+pub use walk::{Budget, Page, Scan};
 pub use window::{MAX_SPAN_DAYS, Window, WindowError};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +45,10 @@ pub enum HistoryError {
 
 struct Statements {
     runs_of_day: PreparedStatement,
+    runs_of_workflow: PreparedStatement,
+    runs_of_status: PreparedStatement,
+    runs_of_workflow_status: PreparedStatement,
+    day_row: PreparedStatement,
     run: PreparedStatement,
     steps: PreparedStatement,
     audit_of_day: PreparedStatement,
@@ -52,10 +59,13 @@ struct Statements {
 pub struct HistoryStore {
     session: Arc<Session>,
     st: Arc<Statements>,
+    budget: Budget,
+    /// Filters applied here over `runs_by_day` instead of read from the index tables.
+    scanning: bool,
 }
 
-/// Rows per page fetched from Cassandra; a list request may read several.
-const FETCH_PAGE: i32 = 256;
+/// Rows per page fetched from Cassandra at most; a list request may read several.
+const FETCH_PAGE: usize = 256;
 
 impl HistoryStore {
     /// Prepares every statement against `keyspace` (its schema must be applied).
@@ -72,12 +82,16 @@ impl HistoryStore {
                             op,
                             source: Box::new(source),
                         })?;
-                st.set_page_size(FETCH_PAGE);
+                st.set_page_size(FETCH_PAGE as i32);
                 Ok::<_, HistoryError>(st)
             }
         };
         let st = Statements {
             runs_of_day: prepare("listing runs", runs::list_cql(ks)).await?,
+            runs_of_workflow: prepare("listing runs", runs::list_workflow_cql(ks)).await?,
+            runs_of_status: prepare("listing runs", runs::list_status_cql(ks)).await?,
+            runs_of_workflow_status: prepare("listing runs", runs::list_both_cql(ks)).await?,
+            day_row: prepare("listing runs", runs::day_row_cql(ks)).await?,
             run: prepare("reading a run", runs::run_cql(ks)).await?,
             steps: prepare("reading a run's steps", runs::steps_cql(ks)).await?,
             audit_of_day: prepare("listing audit events", audit::list_cql(ks)).await?,
@@ -85,6 +99,22 @@ impl HistoryStore {
         Ok(Self {
             session,
             st: Arc::new(st),
+            budget: Budget::default(),
+            scanning: false,
         })
+    }
+
+    /// The same store with another per-request budget.
+    pub fn with_budget(mut self, budget: Budget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// The same store listing every filter from `runs_by_day`, filtering rows here: the
+    /// plan before the index tables existed, kept to measure against and for history
+    /// written before them. The budget still applies.
+    pub fn scanning(mut self) -> Self {
+        self.scanning = true;
+        self
     }
 }

@@ -1,22 +1,90 @@
-//! A tenant's runs: the list from `runs_by_day`, one run from `runs` with its `steps`.
+//! A tenant's runs: the list from `runs_by_day` or, filtered, from the table keyed by
+//! the filter; one run from `runs` with its `steps`.
+//!
+//! The status tables hold keys only, and a run's status changes: each key found there is
+//! checked against the run's row of `runs_by_day`, which gives the listed columns, and a
+//! key whose status there differs is skipped (the sink deletes a run's key under
+//! `running` when it ends, so stale keys are rare; this makes them harmless). For a
+//! moment after a run ends, the two tables may disagree, and the run is listed under
+//! neither status until both writes have landed.
 
-use chrono::{DateTime, Utc};
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use scylla::client::session::Session;
 use scylla::response::{PagingState, PagingStateResponse};
+use scylla::statement::prepared::PreparedStatement;
 use serde::Serialize;
 use serde_json::Value;
+use tokio::task::JoinSet;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::walk::{Page, Positioned, Walk};
+use super::walk::{Page, Positioned, Resolved, Walk};
 use super::{HistoryError, HistoryStore, Position, Window};
 
+const SUMMARY: &str =
+    "started_at, run_id, workflow, version, status, trigger_source, finished_at, duration_ms";
+const SINCE: &str = "day = ? AND started_at >= ? AND started_at <= ?";
+
 pub(super) fn list_cql(ks: &str) -> String {
+    format!("SELECT {SUMMARY} FROM {ks}.runs_by_day WHERE tenant = ? AND {SINCE}")
+}
+
+pub(super) fn list_workflow_cql(ks: &str) -> String {
     format!(
-        "SELECT started_at, run_id, workflow, version, status, trigger_source, finished_at, \
-         duration_ms FROM {ks}.runs_by_day WHERE tenant = ? AND day = ? AND started_at >= ? \
-         AND started_at <= ?"
+        "SELECT {SUMMARY} FROM {ks}.runs_by_workflow_day WHERE tenant = ? AND workflow = ? \
+         AND {SINCE}"
     )
 }
+
+pub(super) fn list_status_cql(ks: &str) -> String {
+    format!(
+        "SELECT started_at, run_id FROM {ks}.runs_by_status_day WHERE tenant = ? \
+         AND status = ? AND {SINCE}"
+    )
+}
+
+pub(super) fn list_both_cql(ks: &str) -> String {
+    format!(
+        "SELECT started_at, run_id FROM {ks}.runs_by_workflow_status_day WHERE tenant = ? \
+         AND workflow = ? AND status = ? AND {SINCE}"
+    )
+}
+
+/// One run's row of `runs_by_day`, by its full key.
+pub(super) fn day_row_cql(ks: &str) -> String {
+    format!(
+        "SELECT {SUMMARY} FROM {ks}.runs_by_day WHERE tenant = ? AND day = ? \
+         AND started_at = ? AND run_id = ?"
+    )
+}
+
+/// A run's key in a status table.
+struct Key {
+    started_at: DateTime<Utc>,
+    run_id: Uuid,
+}
+
+impl Positioned for Key {
+    fn position(&self) -> Position {
+        Position {
+            day: self.started_at.date_naive(),
+            at: self.started_at,
+            id: self.run_id,
+        }
+    }
+}
+
+fn key(row: (DateTime<Utc>, Uuid)) -> Key {
+    Key {
+        started_at: row.0,
+        run_id: row.1,
+    }
+}
+
+/// Run rows read at once when checking keys of a status table.
+const CHECKS_IN_FLIGHT: usize = 32;
 
 pub(super) fn run_cql(ks: &str) -> String {
     format!(
@@ -195,9 +263,11 @@ pub struct RunDetail {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<i64>,
-    #[schema(value_type = Object)]
+    /// Any JSON value; null when the history has none.
+    #[schema(value_type = Value)]
     pub input: Value,
-    #[schema(value_type = Object)]
+    /// Any JSON value; null until the run has one.
+    #[schema(value_type = Value)]
     pub output: Value,
     pub error: Option<Failure>,
     /// Ordered by step id, then iteration, then attempt.
@@ -226,6 +296,30 @@ type RunRow = (
     Option<String>,
 );
 
+/// The row of `runs_by_day` with the key `k`.
+async fn day_row(
+    session: &Session,
+    statement: &PreparedStatement,
+    tenant: &str,
+    k: Key,
+) -> Result<Option<RunSummary>, HistoryError> {
+    let op = "listing runs";
+    let bad = |reason: String| HistoryError::Result { op, reason };
+    let values = (tenant, k.started_at.date_naive(), k.started_at, k.run_id);
+    let row = session
+        .execute_unpaged(statement, values)
+        .await
+        .map_err(|source| HistoryError::Execute {
+            op,
+            source: Box::new(source),
+        })?
+        .into_rows_result()
+        .map_err(|e| bad(e.to_string()))?
+        .maybe_first_row::<SummaryRow>()
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(row.map(summary))
+}
+
 /// Stored JSON text back to JSON; text that is not JSON stays a string rather than
 /// failing the whole answer.
 fn json(text: Option<String>) -> Value {
@@ -236,7 +330,8 @@ fn json(text: Option<String>) -> Value {
 }
 
 impl HistoryStore {
-    /// The tenant's runs that started in `window`, newest first, after `after`.
+    /// The tenant's runs that started in `window`, newest first, after `after`; at most
+    /// the store's budget is read (`Page::scan` says whether it cut the page short).
     pub async fn list_runs(
         &self,
         tenant: &str,
@@ -245,15 +340,86 @@ impl HistoryStore {
         after: Option<Position>,
         limit: usize,
     ) -> Result<Page<RunSummary>, HistoryError> {
-        let walk = Walk {
+        let walk = |statement, sized_to_page| Walk {
             op: "listing runs",
-            statement: &self.st.runs_of_day,
-            tenant,
+            statement,
             window,
             after,
             limit,
+            budget: self.budget,
+            sized_to_page,
         };
-        self.walk(walk, summary, |r| filter.keeps(r)).await
+        let as_is = |items| std::future::ready(Ok(Resolved { items, reads: 0 }));
+        let st = &self.st;
+        match (filter.workflow.as_deref(), filter.status.as_deref()) {
+            (None, None) => {
+                let bind = |d: NaiveDate, f, t| (tenant, d, f, t);
+                self.walk(walk(&st.runs_of_day, true), bind, summary, as_is)
+                    .await
+            }
+            _ if self.scanning => {
+                let bind = |d: NaiveDate, f, t| (tenant, d, f, t);
+                let kept = |rows: Vec<RunSummary>| {
+                    let items = rows.into_iter().filter(|r| filter.keeps(r)).collect();
+                    std::future::ready(Ok(Resolved { items, reads: 0 }))
+                };
+                self.walk(walk(&st.runs_of_day, false), bind, summary, kept)
+                    .await
+            }
+            (Some(w), None) => {
+                let bind = |d: NaiveDate, f, t| (tenant, w, d, f, t);
+                self.walk(walk(&st.runs_of_workflow, true), bind, summary, as_is)
+                    .await
+            }
+            (None, Some(s)) => {
+                let bind = |d: NaiveDate, f, t| (tenant, s, d, f, t);
+                let check = |keys| self.check(tenant, keys, filter);
+                self.walk(walk(&st.runs_of_status, true), bind, key, check)
+                    .await
+            }
+            (Some(w), Some(s)) => {
+                let bind = |d: NaiveDate, f, t| (tenant, w, s, d, f, t);
+                let check = |keys| self.check(tenant, keys, filter);
+                self.walk(walk(&st.runs_of_workflow_status, true), bind, key, check)
+                    .await
+            }
+        }
+    }
+
+    /// The runs of `keys` whose row of `runs_by_day` `filter` keeps, in the order of
+    /// `keys`; a key without a row (expired) or with another status is skipped.
+    async fn check(
+        &self,
+        tenant: &str,
+        keys: Vec<Key>,
+        filter: &RunFilter,
+    ) -> Result<Resolved<RunSummary>, HistoryError> {
+        let reads = keys.len();
+        let mut found: Vec<Option<RunSummary>> = (0..keys.len()).map(|_| None).collect();
+        let mut running = JoinSet::new();
+        let mut keys = keys.into_iter().enumerate();
+        loop {
+            while running.len() < CHECKS_IN_FLIGHT {
+                let Some((i, k)) = keys.next() else { break };
+                let (session, st) = (Arc::clone(&self.session), Arc::clone(&self.st));
+                let tenant = tenant.to_owned();
+                running.spawn(async move { (i, day_row(&session, &st.day_row, &tenant, k).await) });
+            }
+            let Some(done) = running.join_next().await else {
+                break;
+            };
+            let (i, row) = done.map_err(|e| HistoryError::Result {
+                op: "listing runs",
+                reason: format!("a read task failed: {e}"),
+            })?;
+            found[i] = row?;
+        }
+        let items = found
+            .into_iter()
+            .flatten()
+            .filter(|r| filter.keeps(r))
+            .collect();
+        Ok(Resolved { items, reads })
     }
 
     /// One of the tenant's runs; None when the tenant has no such run.

@@ -23,15 +23,20 @@ const DEFAULT_LIMIT: usize = 50;
 #[into_params(parameter_in = Query)]
 pub struct RunsQuery {
     /// Only runs of this workflow.
+    #[param(min_length = 1)]
     workflow: Option<String>,
     /// running, succeeded, failed, cancelled or timed_out.
+    #[param(pattern = "^(running|succeeded|failed|cancelled|timed_out)$")]
     status: Option<String>,
     /// RFC 3339; runs that started at or after it. Default: 24 hours before `to`.
+    #[param(format = DateTime)]
     from: Option<String>,
     /// RFC 3339; runs that started at or before it. Default: now. At most 31 days
     /// after `from`.
+    #[param(format = DateTime)]
     to: Option<String>,
     /// 1 to 500; default 50.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     limit: Option<String>,
     /// `next_page_token` of the previous page.
     page_token: Option<String>,
@@ -42,6 +47,22 @@ pub struct RunList {
     runs: Vec<RunSummary>,
     /// Pass as `page_token` for the next page; null on the last page.
     next_page_token: Option<String>,
+    scan: ScanReport,
+}
+
+/// What the request read. One request reads at most a fixed budget of rows and day
+/// partitions; when the budget ran out first, the page may hold fewer runs than `limit`
+/// (even none) and the list continues from `resume_cursor`.
+#[derive(Serialize, ToSchema)]
+pub struct ScanReport {
+    /// The budget ended the request before the page was full or the range read.
+    truncated: bool,
+    /// Rows read from the store for this page.
+    scanned_rows: usize,
+    /// Day partitions queried for this page.
+    scanned_partitions: usize,
+    /// Where the budget stopped, the same as `next_page_token`; null when not truncated.
+    resume_cursor: Option<String>,
 }
 
 /// A 400 naming the query parameter and what is wrong with it.
@@ -114,7 +135,8 @@ pub(crate) fn history_error(e: &HistoryError) -> Problem {
     Problem::unavailable(e.to_string())
 }
 
-/// The caller's runs that started in a time range, newest first.
+/// The caller's runs that started in a time range, newest first. Filtered lists read
+/// only matching runs; a page the read budget cut short says so in `scan`.
 #[utoipa::path(get, path = "/v1/runs", tag = "runs",
     params(RunsQuery),
     responses(
@@ -157,9 +179,17 @@ pub async fn list(
         .list_runs(caller.tenant.as_str(), p.window, &filter, p.after, p.limit)
         .await
         .map_err(|e| history_error(&e))?;
+    let next_page_token = page.next.map(|p| p.token());
+    let scan = ScanReport {
+        truncated: page.scan.truncated,
+        scanned_rows: page.scan.rows,
+        scanned_partitions: page.scan.partitions,
+        resume_cursor: next_page_token.clone().filter(|_| page.scan.truncated),
+    };
     Ok(Json(RunList {
         runs: page.items,
-        next_page_token: page.next.map(|p| p.token()),
+        next_page_token,
+        scan,
     }))
 }
 
