@@ -28,6 +28,8 @@ pub enum BootError {
     Publisher(#[from] PublishError),
     #[error(transparent)]
     History(#[from] HistoryError),
+    #[error("following the queue-state topic: {0}")]
+    Queues(#[from] aiq_kafka::KafkaError),
 }
 
 /// The stage's parts, built and not yet serving: `crate::spawn(ingest.app, listener)`
@@ -75,6 +77,7 @@ pub async fn build(
             catalog: Arc::clone(&catalog),
             stale_after: std::time::Duration::from_millis(settings.idempotency_stale_after_ms),
             max_input_bytes: settings.max_trigger_input_bytes,
+            queues: crate::queues::follow(kafka).await?,
         },
         store,
         catalog,

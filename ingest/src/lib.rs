@@ -20,6 +20,7 @@ pub mod limits;
 pub mod metrics;
 pub mod problem;
 pub mod publisher;
+pub mod queues;
 pub mod registry;
 pub mod runs;
 pub mod settings;

@@ -50,6 +50,15 @@ pub enum StartError {
     KeyReused(String),
     #[error("a request with Idempotency-Key {0:?} is still being processed")]
     InProgress(String),
+    #[error(
+        "the queue of waiting runs of tenant {tenant:?} is full: {queued} runs wait for a slot \
+         (max_queued_runs = {max}); try again once runs have finished"
+    )]
+    QueueFull {
+        tenant: String,
+        queued: u64,
+        max: u32,
+    },
     #[error("Kafka did not take the trigger: {0}")]
     Unavailable(#[from] PublishError),
     #[error("the store failed: {0}")]
@@ -65,6 +74,8 @@ pub struct Runs {
     pub stale_after: Duration,
     /// Largest run input (JSON-encoded) that is published.
     pub max_input_bytes: usize,
+    /// Tenants whose queue of waiting runs is full: their triggers are refused.
+    pub queues: crate::queues::QueueGate,
 }
 
 /// The size of `input` as JSON. The body it came in is bounded (`max_body_bytes`), so
@@ -87,6 +98,13 @@ fn request_hash(req: &StartRun, version: u32) -> String {
 
 impl Runs {
     pub async fn start(&self, req: StartRun, now: DateTime<Utc>) -> Result<Accepted, StartError> {
+        if let Some(q) = self.queues.full(&req.tenant) {
+            return Err(StartError::QueueFull {
+                tenant: req.tenant.to_string(),
+                queued: q.queued,
+                max: q.max,
+            });
+        }
         // First: nothing about an input Kafka would refuse is worth looking up.
         let size = encoded_size(&req.input);
         if size > self.max_input_bytes {

@@ -58,6 +58,7 @@ async fn env(brokers: String, cql: String) -> Env {
             catalog,
             stale_after: Duration::from_secs(30),
             max_input_bytes: 256 * 1024,
+            queues: aiq_ingest::queues::follow(&kafka).await.expect("queue-state follower"),
         },
         kafka,
     }
@@ -303,4 +304,77 @@ async fn kafka_down_means_no_acceptance_and_a_retry_works_later() {
     assert!(!ok.replayed);
     let records = read_all(&e.kafka, TopicKind::Triggers, 1).await;
     assert_eq!(records.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_announced_full_is_refused_until_announced_free() {
+    let brokers = require_service!(KAFKA);
+    let cql = require_service!(CQL);
+    let e = env(brokers, cql).await;
+    let acme = TenantId::new("acme").expect("id");
+    e.registry
+        .register(&acme, "o.yaml", ORDER_SYNC, "ada", Utc::now())
+        .await
+        .expect("register");
+    let announce = |full: bool| {
+        let kafka = e.kafka.clone();
+        let acme = acme.clone();
+        async move {
+            let producer: rdkafka::producer::FutureProducer =
+                kafka.client_config().create().expect("producer");
+            let state = aiq_topics::QueueState {
+                tenant: acme.clone(),
+                full,
+                queued: 7,
+                max: 7,
+                at: Utc::now(),
+            };
+            let payload = serde_json::to_vec(&state).expect("json");
+            let topic = kafka.topics().name(TopicKind::QueueState).to_owned();
+            producer
+                .send(
+                    rdkafka::producer::FutureRecord::to(&topic)
+                        .key(acme.as_str())
+                        .payload(&payload),
+                    Duration::from_secs(5),
+                )
+                .await
+                .expect("queue state written");
+        }
+    };
+    let start = || StartRun {
+        tenant: acme.clone(),
+        workflow: WorkflowId::new("order-sync").expect("id"),
+        version: None,
+        input: json!({"order_id": 1}),
+        idempotency_key: None,
+        source: TriggerSource::Api,
+        parent_traceparent: None,
+    };
+    announce(true).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        match e.runs.start(start(), Utc::now()).await {
+            Err(StartError::QueueFull { tenant, queued, max }) => break (tenant, queued, max),
+            Ok(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("never refused: {other:?}"),
+        }
+    };
+    assert_eq!(refused, ("acme".to_owned(), 7, 7));
+    // Another tenant is not refused.
+    let globex = TenantId::new("globex").expect("id");
+    assert!(e.runs.queues.full(&globex).is_none());
+    announce(false).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match e.runs.start(start(), Utc::now()).await {
+            Ok(_) => break,
+            Err(StartError::QueueFull { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("never accepted again: {other:?}"),
+        }
+    }
 }

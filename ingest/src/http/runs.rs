@@ -50,6 +50,7 @@ pub(crate) fn outcome(e: &StartError) -> &'static str {
         StartError::InputTooLarge { .. } => "too_large",
         StartError::BadKey { .. } | StartError::KeyReused(_) => "bad_request",
         StartError::InProgress(_) => "in_progress",
+        StartError::QueueFull { .. } => "queue_full",
         StartError::Unavailable(_) | StartError::Store(_) => "unavailable",
     }
 }
@@ -99,6 +100,9 @@ pub(crate) fn start_error(e: StartError) -> Problem {
         ),
         StartError::InProgress(_) => {
             Problem::new(StatusCode::CONFLICT, "in-progress", e.to_string()).retry_after(1)
+        }
+        StartError::QueueFull { .. } => {
+            Problem::new(StatusCode::TOO_MANY_REQUESTS, "queue-full", e.to_string()).retry_after(5)
         }
         StartError::Unavailable(_) | StartError::Store(_) => Problem::unavailable(e.to_string()),
     }
