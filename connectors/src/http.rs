@@ -38,8 +38,10 @@ impl Resolve for GuardedResolver {
 
 #[derive(Clone)]
 pub struct HttpClient {
-    follow: reqwest::Client,
-    no_follow: reqwest::Client,
+    /// Follows no redirect itself: the http connector follows them hop by hop
+    /// ([`HttpClient::send_following`]), so that every hop is checked and credentials
+    /// stay with the origin they were given for.
+    client: reqwest::Client,
     outbound: Outbound,
     max_response_bytes: usize,
 }
@@ -53,6 +55,90 @@ fn check_literal(outbound: &Outbound, url: &Url) -> Result<(), OutboundError> {
     }
 }
 
+/// Most redirects one call follows.
+const MAX_REDIRECTS: usize = 10;
+
+/// One hop of a call: what to send where. A redirect makes the next one.
+#[derive(Debug, Clone)]
+pub(crate) struct Hop {
+    pub method: Method,
+    pub url: Url,
+    pub headers: HeaderMap,
+    /// False once a 301, 302 or 303 turned the request into a GET without its body.
+    pub with_body: bool,
+}
+
+/// Whether a redirect from `from` to `to` leaves the origin the credentials were given
+/// for: another scheme, host or port.
+fn leaves_origin(from: &Url, to: &Url) -> bool {
+    from.scheme() != to.scheme()
+        || from.host_str() != to.host_str()
+        || from.port_or_known_default() != to.port_or_known_default()
+}
+
+/// The hop a redirect answer asks for, `None` when `answer` is no redirect. Credential
+/// headers (`Authorization`, cookies, and the step's own credential header named in
+/// `credentials`) are dropped when the redirect leaves the origin, and are not sent again
+/// on later hops even if they come back to it.
+fn next_hop(
+    connector: &str,
+    hop: &Hop,
+    answer: &Answer,
+    credentials: &[HeaderName],
+) -> Result<Option<Hop>, TaskOutcome> {
+    if !matches!(answer.status, 301 | 302 | 303 | 307 | 308) {
+        return Ok(None);
+    }
+    let Some(location) = answer.headers.get("location") else {
+        return Ok(None);
+    };
+    let url = hop.url.join(location).map_err(|e| {
+        fatal(format!(
+            "{connector} connector: {} redirected to {location:?}, which is not a URL: {e}",
+            hop.url
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(fatal(format!(
+            "{connector} connector: {} redirected to a {}: URL",
+            hop.url,
+            url.scheme()
+        )));
+    }
+    let mut next = Hop {
+        method: hop.method.clone(),
+        url,
+        headers: hop.headers.clone(),
+        with_body: hop.with_body,
+    };
+    if leaves_origin(&hop.url, &next.url) {
+        use reqwest::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION};
+        for name in [AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION]
+            .iter()
+            .chain(credentials)
+        {
+            next.headers.remove(name);
+        }
+    }
+    if matches!(answer.status, 301..=303) {
+        // As browsers do: the body is dropped and anything but HEAD becomes a GET.
+        next.with_body = false;
+        use reqwest::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+        for name in [
+            CONTENT_TYPE,
+            CONTENT_LENGTH,
+            CONTENT_ENCODING,
+            TRANSFER_ENCODING,
+        ] {
+            next.headers.remove(name);
+        }
+        if next.method != Method::HEAD {
+            next.method = Method::GET;
+        }
+    }
+    Ok(Some(next))
+}
+
 impl HttpClient {
     pub fn new(
         settings: &ConnectorSettings,
@@ -60,50 +146,56 @@ impl HttpClient {
         extra_cas: &[CertificateDer<'static>],
     ) -> Result<Self, ConnectorError> {
         let tls = crate::tls::client_config(extra_cas)?;
-        let build = |follow: bool| -> Result<reqwest::Client, ConnectorError> {
-            let guard = outbound.clone();
-            let policy = if follow {
-                reqwest::redirect::Policy::custom(move |attempt| {
-                    if attempt.previous().len() >= 10 {
-                        return attempt.error("more than 10 redirects");
-                    }
-                    if !matches!(attempt.url().scheme(), "http" | "https") {
-                        let scheme = attempt.url().scheme().to_owned();
-                        return attempt.error(format!("a redirect to a {scheme}: URL"));
-                    }
-                    match check_literal(&guard, attempt.url()) {
-                        Ok(()) => attempt.follow(),
-                        Err(e) => attempt.error(e),
-                    }
-                })
-            } else {
-                reqwest::redirect::Policy::none()
-            };
-            reqwest::Client::builder()
-                .tls_backend_preconfigured(tls.clone())
-                .dns_resolver(Arc::new(GuardedResolver {
-                    outbound: outbound.clone(),
-                }))
-                .redirect(policy)
-                .no_proxy()
-                .user_agent(concat!("AutomateIQ/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| ConnectorError::Http(chain(&e)))
-        };
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .dns_resolver(Arc::new(GuardedResolver {
+                outbound: outbound.clone(),
+            }))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .user_agent(concat!("AutomateIQ/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ConnectorError::Http(chain(&e)))?;
         Ok(Self {
-            follow: build(true)?,
-            no_follow: build(false)?,
+            client,
             outbound: outbound.clone(),
             max_response_bytes: settings.max_response_bytes,
         })
     }
 
-    /// Sends a request built by `build` (on the right client) and reads the answer.
+    /// Sends `first` and, when `follow`, the redirects it answers with, at most
+    /// [`MAX_REDIRECTS`] of them; `build` makes each hop's request (it adds the body when
+    /// the hop keeps one). The guard checks every hop's address, and the headers named in
+    /// `credentials` never go to another origin than the first.
+    pub(crate) async fn send_following(
+        &self,
+        connector: &str,
+        first: Hop,
+        follow: bool,
+        credentials: &[HeaderName],
+        build: impl Fn(&reqwest::Client, &Hop) -> reqwest::RequestBuilder,
+    ) -> Result<Answer, TaskOutcome> {
+        let mut hop = first;
+        for _ in 0..=MAX_REDIRECTS {
+            let answer = self.send(connector, &hop.url, |c| build(c, &hop)).await?;
+            if !follow {
+                return Ok(answer);
+            }
+            match next_hop(connector, &hop, &answer, credentials)? {
+                Some(next) => hop = next,
+                None => return Ok(answer),
+            }
+        }
+        Err(fatal(format!(
+            "{connector} connector: more than {MAX_REDIRECTS} redirects"
+        )))
+    }
+
+    /// Sends one request built by `build` and reads the answer; a redirect is the answer.
     pub(crate) async fn send(
         &self,
         connector: &str,
         url: &Url,
-        follow: bool,
         build: impl FnOnce(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<Answer, TaskOutcome> {
         if !matches!(url.scheme(), "http" | "https") {
@@ -114,12 +206,7 @@ impl HttpClient {
         }
         check_literal(&self.outbound, url)
             .map_err(|e| fatal(format!("{connector} connector: {e}")))?;
-        let client = if follow {
-            &self.follow
-        } else {
-            &self.no_follow
-        };
-        let resp = build(client)
+        let resp = build(&self.client)
             .send()
             .await
             .map_err(|e| request_error(connector, &e))?;
@@ -285,6 +372,15 @@ pub(crate) enum Auth {
 }
 
 impl Auth {
+    /// The header of an `api_key` credential: like `Authorization`, it is not sent to
+    /// another origin on a redirect.
+    pub(crate) fn own_header(&self) -> Option<HeaderName> {
+        match self {
+            Auth::ApiKey { header, .. } => HeaderName::from_bytes(header.as_bytes()).ok(),
+            Auth::Bearer { .. } | Auth::Basic { .. } => None,
+        }
+    }
+
     /// The header carrying the credential, marked sensitive.
     pub(crate) async fn header(
         &self,
@@ -464,24 +560,46 @@ impl HttpConnector {
             }
         }
         let headers = request_headers("http", &args.headers, args.auth.as_ref(), ctx).await?;
+        let credentials: Vec<HeaderName> = args
+            .auth
+            .as_ref()
+            .and_then(Auth::own_header)
+            .into_iter()
+            .collect();
         let host = crate::http::target(&url);
         let client = &self.client;
-        let method = args.method;
+        let first = Hop {
+            method: args.method.method(),
+            url: url.clone(),
+            headers,
+            with_body: true,
+        };
         let response = args.response;
         Ok(ctx
             .guarded(&host, async {
                 let sent = client
-                    .send("http", &url, args.follow_redirects, |c| {
-                        let mut rb = c.request(method.method(), url.clone()).headers(headers);
-                        if let Some(j) = &args.json {
-                            rb = rb.json(j);
-                        } else if let Some(f) = &args.form {
-                            rb = rb.form(f);
-                        } else if let Some(b) = &args.body {
-                            rb = rb.body(b.clone());
-                        }
-                        rb
-                    })
+                    .send_following(
+                        "http",
+                        first,
+                        args.follow_redirects,
+                        &credentials,
+                        |c, hop| {
+                            let mut rb = c
+                                .request(hop.method.clone(), hop.url.clone())
+                                .headers(hop.headers.clone());
+                            if !hop.with_body {
+                                return rb;
+                            }
+                            if let Some(j) = &args.json {
+                                rb = rb.json(j);
+                            } else if let Some(f) = &args.form {
+                                rb = rb.form(f);
+                            } else if let Some(b) = &args.body {
+                                rb = rb.body(b.clone());
+                            }
+                            rb
+                        },
+                    )
                     .await;
                 let answer = match sent {
                     Ok(a) => a,
@@ -492,7 +610,7 @@ impl HttpConnector {
                         class,
                         message: format!(
                             "http connector: {} {} answered {}: {}",
-                            method.method(),
+                            args.method.method(),
                             answer.url,
                             answer.status,
                             answer.text_excerpt()

@@ -192,6 +192,17 @@ fn special_v6(a: Ipv6Addr) -> Option<&'static str> {
         Some("NAT64")
     } else if seg[0] == 0x2001 && seg[1] == 0x0db8 {
         Some("documentation")
+    } else if seg[0] == 0x2002 {
+        // 6to4 (2002::/16) carries an IPv4 address in bits 16-47, private ones too.
+        Some("6to4")
+    } else if seg[0] == 0x2001 && seg[1] == 0 {
+        // Teredo (2001::/32) tunnels to an IPv4 server and client it encodes.
+        Some("Teredo")
+    } else if seg[..6] == [0; 6] {
+        // IPv4-compatible (::a.b.c.d, deprecated): an IPv4 address behind an IPv6 form.
+        Some("IPv4-compatible")
+    } else if (seg[0] & 0xffc0) == 0xfec0 {
+        Some("site-local")
     } else {
         None
     }
@@ -241,6 +252,61 @@ mod tests {
             "refused to connect to 169.254.169.254 (meta): it is a link-local (cloud metadata) \
              address; add it to connectors.outbound.allow to permit it"
         );
+    }
+
+    /// IPv6 forms that embed or tunnel to an IPv4 address, and the deprecated
+    /// site-local range: refused whatever the address inside them is.
+    #[test]
+    fn ipv6_forms_that_hide_an_ipv4_address_are_refused() {
+        let g = guard(&[]);
+        for (a, what) in [
+            ("2002:7f00:1::", "6to4"),
+            ("2002:a9fe:a9fe::1", "6to4"),
+            ("2002:0808:0808::", "6to4"),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo"),
+            ("2001::1", "Teredo"),
+            ("::127.0.0.1", "IPv4-compatible"),
+            ("::169.254.169.254", "IPv4-compatible"),
+            ("::8.8.8.8", "IPv4-compatible"),
+            ("fec0::1", "site-local"),
+            ("feff:ffff::1", "site-local"),
+        ] {
+            match g.check(a, a.parse().unwrap()) {
+                Err(OutboundError::Refused { what: w, .. }) => assert_eq!(w, what, "{a}"),
+                other => panic!("{a} should be refused as {what}: {other:?}"),
+            }
+        }
+        // Neighbours of those ranges stay open.
+        for a in [
+            "2003::1",
+            "2001:1::1",
+            "2001:4860:4860::8888",
+            "fe00::1",
+            "1::1",
+        ] {
+            assert!(g.check(a, a.parse().unwrap()).is_ok(), "{a} should pass");
+        }
+        // The allowlist opens them like any other range.
+        let open = guard(&["2002::/16"]);
+        assert!(open.check("x", "2002:7f00:1::".parse().unwrap()).is_ok());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_address_of_the_hiding_ranges_is_refused(low in proptest::prelude::any::<u128>(), v4 in proptest::prelude::any::<u32>()) {
+            let g = guard(&[]);
+            let in_range = |prefix: u128, bits: u32| {
+                Ipv6Addr::from(prefix | (low & (u128::MAX >> bits)))
+            };
+            for a in [
+                in_range(0x2002_u128 << 112, 16),
+                in_range(0x2001_0000_u128 << 96, 32),
+                in_range(0xfec0_u128 << 112, 10),
+                Ipv6Addr::from(u128::from(v4)),
+            ] {
+                proptest::prop_assert!(g.check("p", IpAddr::V6(a)).is_err(), "{a} passed");
+            }
+        }
     }
 
     #[test]

@@ -142,7 +142,7 @@ impl SoapConnector {
         let client = &self.client;
         Ok(ctx.guarded(&host, async {
             let answer = match client
-                .send("soap", &url, false, |c| {
+                .send("soap", &url, |c| {
                     c.post(url.clone()).headers(headers).body(xml.clone())
                 })
                 .await

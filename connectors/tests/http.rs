@@ -147,9 +147,11 @@ fn app(counters: Counters) -> Router {
             }),
         )
         .route("/big", get(|| async { "x".repeat(100 * 1024) }))
+        .route("/loop", any(|| async { Redirect::temporary("/loop") }))
+        .route("/see-other", any(|| async { Redirect::to("/echo") }))
         .route(
             "/redirect",
-            get(
+            any(
                 |Query(q): Query<std::collections::BTreeMap<String, String>>| async move {
                     Redirect::temporary(q.get("to").map(String::as_str).unwrap_or("/echo"))
                 },
@@ -523,6 +525,87 @@ async fn the_outbound_guard_refuses_private_addresses_names_and_redirects_unless
         ErrorClass::Fatal,
         "answered 307",
     );
+}
+
+/// A credential header (`api_key` auth) stays with the origin it was given for: a
+/// redirect to another host gets neither it nor `Authorization`, one on the same origin
+/// keeps it, and a 303 after a POST becomes a GET without the body.
+#[tokio::test]
+async fn a_redirect_to_another_host_never_carries_the_credential_headers() {
+    let base = serve(app(Counters::default())).await;
+    // Another origin: another port, reached by another name.
+    let other = serve(app(Counters::default())).await;
+    let other_port = other.rsplit(':').next().unwrap().to_owned();
+    let elsewhere = format!("http://localhost:{other_port}/echo");
+    let c = connectors(&["127.0.0.1/32", "::1/128"], BreakerSettings::default());
+    let call = |url: String, auth: Value| {
+        let c = &c;
+        async move {
+            c.call(&task(
+                "acme",
+                "http",
+                json!({"url": url, "auth": auth, "headers": {"x-trace": "t1"}}),
+                5000,
+            ))
+            .await
+        }
+    };
+    let api_key = json!({"type": "api_key", "header": "X-Api-Key", "secret": "api-token"});
+    let bearer = json!({"type": "bearer", "secret": "api-token"});
+
+    // Same origin: the key goes along (scrubbed in the output, so it arrived).
+    let o = call(format!("{base}/redirect?to=/echo"), api_key.clone()).await;
+    assert_eq!(ok(&o)["body"]["x_api_key"], "[redacted]");
+
+    // Another host: neither the custom header nor a bearer token is forwarded.
+    let away = format!("{base}/redirect?to={}", urlencode(&elsewhere));
+    let o = call(away.clone(), api_key.clone()).await;
+    let body = &ok(&o)["body"];
+    assert_eq!(body["x_api_key"], Value::Null, "{body}");
+    assert_eq!(body["authorization"], Value::Null, "{body}");
+    let o = call(away, bearer).await;
+    assert_eq!(ok(&o)["body"]["authorization"], Value::Null);
+    // And not when it comes back to the first origin later either.
+    let back = format!("{base}/echo");
+    let bounce = format!("{other}/redirect?to={}", urlencode(&back));
+    let o = call(
+        format!("{base}/redirect?to={}", urlencode(&bounce)),
+        api_key.clone(),
+    )
+    .await;
+    assert_eq!(ok(&o)["body"]["x_api_key"], Value::Null);
+    assert!(!out_text(&o).contains(TOKEN));
+
+    // A redirect loop ends after 10 hops.
+    let o = call(format!("{base}/loop"), api_key).await;
+    err(&o, ErrorClass::Fatal, "more than 10 redirects");
+
+    // 307 keeps the method and the body; 303 makes a GET without them.
+    let post = |url: String| {
+        let c = &c;
+        async move {
+            c.call(&task(
+                "acme",
+                "http",
+                json!({"method": "POST", "url": url, "json": {"order": 42}}),
+                5000,
+            ))
+            .await
+        }
+    };
+    let o = post(format!("{base}/redirect?to=/echo")).await;
+    let body = &ok(&o)["body"];
+    assert_eq!(
+        (body["method"].as_str(), body["body"].as_str()),
+        (Some("POST"), Some(r#"{"order":42}"#))
+    );
+    let o = post(format!("{base}/see-other")).await;
+    let body = &ok(&o)["body"];
+    assert_eq!(
+        (body["method"].as_str(), body["body"].as_str()),
+        (Some("GET"), Some(""))
+    );
+    assert_eq!(body["content_type"], Value::Null);
 }
 
 fn urlencode(s: &str) -> String {
