@@ -38,14 +38,33 @@ pub async fn jwt_verifier(
             (Some(set), None)
         }
     };
+    Ok((verifier_from(settings, dev_secret(), jwks)?, url))
+}
+
+/// The verifier of `settings` with this development secret and provider keys. A JWKS
+/// turns development tokens off unless `ingest.allow_dev_tokens_with_jwks`; a development
+/// secret that is set but not used is logged, so that it is not mistaken for working.
+fn verifier_from(
+    settings: &IngestSettings,
+    dev_secret: Option<String>,
+    jwks: Option<JwkSet>,
+) -> anyhow::Result<JwtVerifier> {
+    let had_dev_secret = dev_secret.is_some();
     let verifier = JwtVerifier::new(JwtConfig {
         audience: settings.jwt_audience.clone(),
         issuer: settings.jwt_issuer.clone(),
         leeway_secs: 30,
-        hs256_secret: dev_secret(),
+        hs256_secret: dev_secret,
         jwks,
+        allow_hs256_with_jwks: settings.allow_dev_tokens_with_jwks,
     })?;
-    Ok((verifier, url))
+    if had_dev_secret && !verifier.accepts_hs256() {
+        tracing::warn!(
+            "{DEV_SECRET_VAR} is set but ingest.jwks is configured: HS256 development tokens \
+             are refused (set ingest.allow_dev_tokens_with_jwks = true to accept them)"
+        );
+    }
+    Ok(verifier)
 }
 
 /// Keys travel over TLS, except from this machine (a provider in a test or a sidecar).
@@ -127,6 +146,42 @@ mod tests {
             }
         });
         url
+    }
+
+    #[test]
+    fn a_jwks_turns_development_tokens_off_unless_the_setting_allows_them() {
+        let config = crate::config::load(None, serde_json::json!({})).unwrap();
+        let mut settings = config.ingest;
+        let secret = "a-development-secret-of-32-bytes!!";
+        let jwks: JwkSet =
+            serde_json::from_str(include_str!("../../auth/tests/fixtures/jwks.json")).unwrap();
+        let token = aiq_auth::mint_dev_token(
+            secret,
+            &aiq_topics::TenantId::new("acme").unwrap(),
+            aiq_auth::Role::PlatformAdmin,
+            &settings.jwt_audience,
+            600,
+            chrono::Utc::now().timestamp() as u64,
+        )
+        .unwrap();
+        assert!(
+            !settings.allow_dev_tokens_with_jwks,
+            "the default refuses them"
+        );
+        let v = verifier_from(&settings, Some(secret.into()), Some(jwks.clone())).unwrap();
+        assert_eq!(
+            v.verify(&token).unwrap_err(),
+            aiq_auth::AuthError::AlgorithmNotAllowed("HS256".into())
+        );
+        settings.allow_dev_tokens_with_jwks = true;
+        let v = verifier_from(&settings, Some(secret.into()), Some(jwks)).unwrap();
+        assert!(v.verify(&token).is_ok());
+        settings.allow_dev_tokens_with_jwks = false;
+        let v = verifier_from(&settings, Some(secret.into()), None).unwrap();
+        assert!(
+            v.verify(&token).is_ok(),
+            "without a JWKS the secret is the way in"
+        );
     }
 
     #[test]

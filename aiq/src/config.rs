@@ -57,7 +57,11 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct ServeSettings {
     pub roles: Roles,
+    /// The ingest API's address (with the ingest role).
     pub http_listen: String,
+    /// The operations listener's address: `/metrics`, `/healthz`, `/readyz`, whatever
+    /// the roles. Kept off the API listener, so that metrics are not public with it.
+    pub ops_listen: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

@@ -286,8 +286,8 @@ fn kafka_down_is_a_clear_error_not_a_hang() {
     );
 }
 
-/// A raw HTTP/1.0 GET; the status line's code, or None if nothing answers.
-fn http_status(addr: &str, path: &str) -> Option<u16> {
+/// A raw HTTP/1.0 GET: the whole answer, or None if nothing answers.
+fn http_get(addr: &str, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
@@ -295,7 +295,16 @@ fn http_status(addr: &str, path: &str) -> Option<u16> {
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
-    text.split_whitespace().nth(1)?.parse().ok()
+    Some(text)
+}
+
+/// The status line's code of a GET, or None if nothing answers.
+fn http_status(addr: &str, path: &str) -> Option<u16> {
+    http_get(addr, path)?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 #[test]
@@ -308,6 +317,12 @@ fn serve_becomes_ready_and_stops_cleanly_on_sigterm() {
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
+    let ops_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ops = format!("127.0.0.1:{ops_port}");
     let prefix = format!("{}.", unique("serve"));
     let keyspace = unique("serve").to_lowercase();
     let history = std::env::temp_dir()
@@ -324,6 +339,7 @@ fn serve_becomes_ready_and_stops_cleanly_on_sigterm() {
         ("AIQ_CQL_CONTACT_POINTS", cql.as_str()),
         ("AIQ_CQL_KEYSPACE", keyspace.as_str()),
         ("AIQ_SERVE_HTTP_LISTEN", listen.as_str()),
+        ("AIQ_SERVE_OPS_LISTEN", ops.as_str()),
         (
             "AIQ_DEV_JWT_SECRET",
             "serve-test-development-secret-0123456789",
@@ -352,6 +368,17 @@ fn serve_becomes_ready_and_stops_cleanly_on_sigterm() {
     }
     assert_eq!(http_status(&listen, "/openapi.json"), Some(200));
     assert_eq!(http_status(&listen, "/v1/workflows"), Some(401));
+    // Metrics are on the operations listener only; health is on both.
+    assert_eq!(http_status(&listen, "/metrics"), Some(404));
+    assert_eq!(http_status(&ops, "/metrics"), Some(200));
+    assert_eq!(http_status(&ops, "/healthz"), Some(200));
+    assert_eq!(http_status(&ops, "/readyz"), Some(200));
+    assert_eq!(http_status(&ops, "/v1/workflows"), Some(404));
+    let metrics = http_get(&ops, "/metrics").unwrap_or_default();
+    assert!(
+        metrics.contains("content-type: text/plain; version=0.0.4"),
+        "{metrics}"
+    );
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -224,6 +224,9 @@ fn every_dashboard_panel_and_rule_returns_data() {
     let prefix = format!("{name}.");
     let api_port = free_port();
     let api = format!("http://127.0.0.1:{api_port}");
+    // Prometheus scrapes the operations listener; the API serves no metrics.
+    let ops_port = free_port();
+    let ops_url = format!("http://127.0.0.1:{ops_port}");
     let target_port = failing_http_server();
     let config = dir.join("aiq.toml");
     let history = dir.join("history").display().to_string();
@@ -244,6 +247,7 @@ keyspace = "{name}"
 [serve]
 roles = "ingest,orchestrator,worker,sink"
 http_listen = "127.0.0.1:{api_port}"
+ops_listen = "127.0.0.1:{ops_port}"
 
 [sink.parquet]
 root = "{history}"
@@ -291,7 +295,7 @@ open_ms = 600000
     std::fs::write(
         &prom_config,
         format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: aiq\n    static_configs:\n      - targets: [\"127.0.0.1:{api_port}\"]\n",
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: aiq\n    static_configs:\n      - targets: [\"127.0.0.1:{ops_port}\"]\n",
             rules.canonicalize().unwrap().display()
         ),
     )
@@ -448,7 +452,12 @@ open_ms = 600000
     // Rates need two samples of a series in their window, and every rule a few rounds.
     std::thread::sleep(Duration::from_secs(5));
 
-    let metrics_text = get(&agent, &format!("{api}/metrics")).unwrap().1;
+    let metrics_text = get(&agent, &format!("{ops_url}/metrics")).unwrap().1;
+    assert_eq!(
+        get(&agent, &format!("{api}/metrics")).map(|(s, _)| s),
+        Some(404),
+        "the API listener serves no metrics"
+    );
     let has_sink = metrics_text.contains("aiq_sink_");
     if !has_sink {
         println!("this build's `aiq serve` has no sink stage: aiq_sink_* expressions are skipped");

@@ -1,6 +1,12 @@
 //! Bearer JWTs: HS256 with the development secret, RS256/ES256 with keys from a JWKS
 //! (an OIDC provider's). `alg: none` and every algorithm not configured are refused
-//! before any signature is checked, so a token cannot choose how it is verified.
+//! before any signature is checked, so a token cannot choose how it is verified. Once a
+//! JWKS is configured, HS256 development tokens are refused too unless the deployment
+//! allows them explicitly (`allow_hs256_with_jwks`): a development secret left in the
+//! environment of a production process must not mint tokens it accepts.
+//!
+//! Tokens are read as OIDC providers issue them: `aud` a string or an array (one entry
+//! must be the audience), `iat` optional.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -16,6 +22,9 @@ use crate::error::AuthError;
 use crate::principal::{CredentialKind, Principal};
 use crate::role::Role;
 
+/// The claims of a development token (`mint_dev_token`); verification reads only
+/// `Verified` and leaves `exp`, `nbf`, `aud` and `iss` to the validator, which takes
+/// every form the standard allows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
@@ -28,6 +37,14 @@ pub struct Claims {
     pub iss: Option<String>,
 }
 
+/// What a verified token says about its caller.
+#[derive(Debug, Deserialize)]
+struct Verified {
+    sub: String,
+    tenant: String,
+    role: String,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct JwtConfig {
     pub audience: String,
@@ -35,8 +52,12 @@ pub struct JwtConfig {
     pub leeway_secs: u64,
     /// Enables HS256 (development tokens).
     pub hs256_secret: Option<String>,
-    /// Enables RS256/ES256 with these keys.
+    /// Enables RS256/ES256 with these keys, and then disables HS256 unless
+    /// `allow_hs256_with_jwks`.
     pub jwks: Option<JwkSet>,
+    /// Accept HS256 development tokens beside a JWKS (a test deployment of an OIDC
+    /// setup); off, a configured JWKS makes HS256 tokens refused.
+    pub allow_hs256_with_jwks: bool,
 }
 
 /// Keys by kid, with the one algorithm each may verify.
@@ -97,7 +118,10 @@ impl JwtVerifier {
         if cfg.audience.is_empty() {
             return Err(AuthError::Config("the audience must not be empty".into()));
         }
-        let hs256 = match cfg.hs256_secret {
+        let hs256_secret = cfg
+            .hs256_secret
+            .filter(|_| cfg.jwks.is_none() || cfg.allow_hs256_with_jwks);
+        let hs256 = match hs256_secret {
             Some(s) if s.len() < 32 => return Err(AuthError::WeakSecret),
             Some(s) => Some(
                 DecodingKey::from_secret(s.as_bytes())
@@ -122,6 +146,11 @@ impl JwtVerifier {
             hs256,
             keys: Arc::new(RwLock::new(keys)),
         })
+    }
+
+    /// Whether HS256 development tokens are accepted.
+    pub fn accepts_hs256(&self) -> bool {
+        self.hs256.is_some()
     }
 
     /// Replaces the provider's keys (a JWKS refresh), for this verifier and every clone.
@@ -165,17 +194,18 @@ impl JwtVerifier {
         v.leeway = self.leeway_secs;
         v.validate_nbf = true;
         v.set_required_spec_claims(&["exp", "aud", "sub"]);
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &v).map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => AuthError::Expired,
-            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-            ErrorKind::InvalidAudience => AuthError::WrongAudience,
-            ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
-            ErrorKind::InvalidSignature => AuthError::BadSignature,
-            ErrorKind::InvalidAlgorithm => {
-                AuthError::AlgorithmNotAllowed(format!("{:?}", header.alg))
-            }
-            other => AuthError::Malformed(format!("{other:?}")),
-        })?;
+        let data =
+            jsonwebtoken::decode::<Verified>(token, &key, &v).map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                ErrorKind::InvalidAudience => AuthError::WrongAudience,
+                ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                ErrorKind::InvalidAlgorithm => {
+                    AuthError::AlgorithmNotAllowed(format!("{:?}", header.alg))
+                }
+                other => AuthError::Malformed(format!("{other:?}")),
+            })?;
         let c = data.claims;
         Ok(Principal {
             tenant: TenantId::new(c.tenant).map_err(|e| AuthError::BadTenant(e.to_string()))?,

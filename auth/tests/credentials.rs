@@ -29,6 +29,7 @@ fn jwks() -> jsonwebtoken::jwk::JwkSet {
     serde_json::from_str(include_str!("fixtures/jwks.json")).unwrap()
 }
 
+/// A verifier; with both `hs` and `jwks_on`, HS256 is allowed beside the JWKS.
 fn verifier(hs: bool, jwks_on: bool, issuer: Option<&str>) -> JwtVerifier {
     JwtVerifier::new(JwtConfig {
         audience: AUD.into(),
@@ -36,6 +37,7 @@ fn verifier(hs: bool, jwks_on: bool, issuer: Option<&str>) -> JwtVerifier {
         leeway_secs: 5,
         hs256_secret: hs.then(|| SECRET.to_owned()),
         jwks: jwks_on.then(jwks),
+        allow_hs256_with_jwks: hs && jwks_on,
     })
     .unwrap()
 }
@@ -217,6 +219,88 @@ fn alg_none_and_algorithm_confusion_are_refused() {
         verifier(true, true, None).verify(&confused),
         Err(AuthError::BadSignature)
     );
+}
+
+#[test]
+fn a_deployment_with_an_oidc_provider_refuses_development_tokens_unless_allowed() {
+    let oidc = |allow: bool| {
+        JwtVerifier::new(JwtConfig {
+            audience: AUD.into(),
+            leeway_secs: 5,
+            hs256_secret: Some(SECRET.to_owned()),
+            jwks: Some(jwks()),
+            allow_hs256_with_jwks: allow,
+            ..JwtConfig::default()
+        })
+        .unwrap()
+    };
+    let tenant = TenantId::new("acme").unwrap();
+    let dev = mint_dev_token(SECRET, &tenant, Role::PlatformAdmin, AUD, 600, now()).unwrap();
+    let strict = oidc(false);
+    assert!(!strict.accepts_hs256());
+    assert_eq!(
+        strict.verify(&dev),
+        Err(AuthError::AlgorithmNotAllowed("HS256".into()))
+    );
+    assert_eq!(
+        strict.verify(&dev).unwrap_err().to_string(),
+        "tokens signed with HS256 are not accepted here"
+    );
+    // The provider's tokens still verify.
+    let rs = sign(Algorithm::RS256, Some("rsa-1"), &claims(600), &rsa_key());
+    assert!(strict.verify(&rs).is_ok());
+    // Allowed explicitly, both verify.
+    let lenient = oidc(true);
+    assert!(lenient.accepts_hs256());
+    assert!(lenient.verify(&dev).is_ok());
+    assert!(lenient.verify(&rs).is_ok());
+    // Without a JWKS, the development secret is the way to verify.
+    assert!(verifier(true, false, None).accepts_hs256());
+}
+
+/// Claims as OIDC providers write them, given as JSON.
+fn provider_token(claims: serde_json::Value) -> String {
+    let mut h = Header::new(Algorithm::RS256);
+    h.kid = Some("rsa-1".into());
+    jsonwebtoken::encode(&h, &claims, &rsa_key()).unwrap()
+}
+
+#[test]
+fn standard_tokens_with_an_audience_array_or_without_iat_are_accepted() {
+    let v = verifier(false, true, Some("https://login.example.com/"));
+    let base = || {
+        serde_json::json!({
+            "sub": "ada", "tenant": "acme", "role": "user",
+            "iss": "https://login.example.com/",
+            "exp": now() + 600,
+        })
+    };
+    // `aud` an array holding this audience among others; no `iat`.
+    let mut c = base();
+    c["aud"] = serde_json::json!(["https://graph.example.com", AUD]);
+    let p = v.verify(&provider_token(c)).unwrap();
+    assert_eq!((p.tenant.as_str(), p.role), ("acme", Role::User));
+    // A single-string `aud` with `iat`, as before.
+    let mut c = base();
+    c["aud"] = AUD.into();
+    c["iat"] = now().into();
+    assert!(v.verify(&provider_token(c)).is_ok());
+    // An array without this audience, or no `aud` at all, is refused.
+    let mut c = base();
+    c["aud"] = serde_json::json!(["https://graph.example.com"]);
+    assert_eq!(v.verify(&provider_token(c)), Err(AuthError::WrongAudience));
+    assert!(matches!(
+        v.verify(&provider_token(base())),
+        Err(AuthError::Malformed(_))
+    ));
+    // A token missing the tenant says it is malformed, not that it verified.
+    let mut c = base();
+    c["aud"] = AUD.into();
+    c.as_object_mut().unwrap().remove("tenant");
+    assert!(matches!(
+        v.verify(&provider_token(c)),
+        Err(AuthError::Malformed(_))
+    ));
 }
 
 #[test]

@@ -65,6 +65,10 @@ pub async fn build(
         settings.quota_overrides(),
     ));
     let settings = Arc::new(settings);
+    let hooks = Arc::new(crate::registry::hooks::WebhookSecrets::new(
+        store.clone(),
+        keyring.clone(),
+    ));
     let app = App {
         registry: Registry {
             store: store.clone(),
@@ -87,6 +91,7 @@ pub async fn build(
         settings,
         catalog_ready: definitions.tail.watch(),
         metrics: Arc::new(crate::metrics::Metrics::new()),
+        hooks,
         keyring,
         history,
         analytics,

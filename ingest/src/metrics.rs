@@ -1,4 +1,4 @@
-//! What ingest reports on `/metrics` (Prometheus text format).
+//! What ingest reports on `/metrics` of the operations listener (Prometheus text format).
 //!
 //! Tenant labels are bounded: the first `MAX_NAMED_TENANTS` tenants seen by this process
 //! are named, every later one is counted as `other`, so a platform with thousands of
@@ -64,13 +64,22 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        let mut out = Vec::new();
         // Other stages of the same process (the orchestrator) use the default registry.
         let mut families = self.registry.gather();
         families.extend(prometheus::gather());
-        let _ = TextEncoder::new().encode(&families, &mut out);
-        String::from_utf8(out).unwrap_or_default()
+        encode(&families)
     }
+}
+
+/// The default registry's metrics: those of a process without the ingest role.
+pub fn render_default() -> String {
+    encode(&prometheus::gather())
+}
+
+fn encode(families: &[prometheus::proto::MetricFamily]) -> String {
+    let mut out = Vec::new();
+    let _ = TextEncoder::new().encode(families, &mut out);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 impl Default for Metrics {

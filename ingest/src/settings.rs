@@ -33,6 +33,10 @@ pub struct IngestSettings {
     pub jwks: Option<String>,
     /// A JWKS URL is fetched again this often, so that rotated keys are picked up.
     pub jwks_refresh_secs: u64,
+    /// With `jwks` set, HS256 development tokens (`AIQ_DEV_JWT_SECRET`) are refused
+    /// unless this is true.
+    #[serde(default)]
+    pub allow_dev_tokens_with_jwks: bool,
     /// Every tenant's trigger allowance unless `tenants.<id>` says otherwise.
     pub trigger_quota: TriggerQuota,
     #[serde(default)]

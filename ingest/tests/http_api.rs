@@ -78,6 +78,7 @@ async fn api(brokers: String, cql: String) -> Api {
         jwt_issuer: None,
         jwks: None,
         jwks_refresh_secs: 600,
+        allow_dev_tokens_with_jwks: false,
         trigger_quota: TriggerQuota {
             per_second: NonZeroU32::new(1000).unwrap(),
             burst: NonZeroU32::new(1000).unwrap(),
@@ -554,10 +555,16 @@ async fn webhooks_check_signature_and_replay_window() {
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     let (s, _, _) = call(&api.router, signed(now, body)).await;
     assert_eq!(s, StatusCode::ACCEPTED);
-    let mut unknown = deliver(now, "v1=00".into(), body);
+    // An unknown hook: 404 once the signature is well-formed, 401 before (the headers
+    // are checked first, without any lookup).
+    let mut unknown = deliver(now, signature::sign(b"any", now, body.as_bytes()), body);
     *unknown.uri_mut() = "/v1/hooks/acme/no-such-hook".parse().unwrap();
     let (s, _, _) = call(&api.router, unknown).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    let mut unknown = deliver(now, "v1=00".into(), body);
+    *unknown.uri_mut() = "/v1/hooks/acme/no-such-hook".parse().unwrap();
+    let (s, _, _) = call(&api.router, unknown).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -64,3 +64,53 @@ async fn the_stage_serves_until_stopped() {
         "ingest does not own the definitions follower"
     );
 }
+
+/// Metrics are served on the operations listener, never on the API listener; both
+/// answer the health checks, and the operations listener serves nothing of the API.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_are_on_the_operations_listener_only() {
+    let brokers = require_service!(KAFKA);
+    let cql = require_service!(CQL);
+    let api = support::api(brokers, cql, "ops").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_addr = listener.local_addr().unwrap();
+    let ingest = aiq_ingest::spawn(api.ingest.app.clone(), listener);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ops_addr = listener.local_addr().unwrap();
+    let ops = aiq_ingest::http::ops::spawn(Some(api.ingest.app.clone()), listener);
+    assert_eq!(ops.name(), "ops");
+
+    api.ingest
+        .app
+        .metrics
+        .triggers
+        .with_label_values(&["acme", "accepted"])
+        .inc();
+    let (status, body) = get(ops_addr, "/metrics").await;
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    assert!(
+        body.contains("aiq_ingest_triggers_total{outcome=\"accepted\",tenant=\"acme\"} 1"),
+        "{body}"
+    );
+    let (status, _) = get(api_addr, "/metrics").await;
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    let (status, body) = get(ops_addr, "/healthz").await;
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    // Ingest's readiness (Kafka, definitions), as on the API listener.
+    let (_, body) = get(ops_addr, "/readyz").await;
+    assert!(body.contains("\"definitions_loaded\""), "{body}");
+    let (status, _) = get(ops_addr, "/openapi.json").await;
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    let (_, doc) = get(api_addr, "/openapi.json").await;
+    assert!(
+        !doc.contains("\"/metrics\""),
+        "the API document lists no /metrics"
+    );
+
+    for stage in [ops, ingest] {
+        tokio::time::timeout(Duration::from_secs(10), stage.shutdown())
+            .await
+            .expect("stops within 10 s")
+            .unwrap();
+    }
+}

@@ -50,6 +50,7 @@ async fn runs_survive_two_sigkills_of_aiq_serve() {
     let name = unique("chaos");
     let prefix = format!("{}.", name.replace('_', "-"));
     let listen = format!("127.0.0.1:{}", free_port());
+    let ops_listen = format!("127.0.0.1:{}", free_port());
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("aiq.toml");
     std::fs::write(
@@ -66,6 +67,7 @@ async fn runs_survive_two_sigkills_of_aiq_serve() {
         ("AIQ_CQL_KEYSPACE", name.clone()),
         ("AIQ_SERVE_ROLES", "ingest,orchestrator,worker,sink".into()),
         ("AIQ_SERVE_HTTP_LISTEN", listen.clone()),
+        ("AIQ_SERVE_OPS_LISTEN", ops_listen),
         ("AIQ_ORCHESTRATOR_INSTANCE_ID", name.clone()),
         ("AIQ_SINK_PARQUET__ROOT", history.display().to_string()),
         ("AIQ_INGEST_TRIGGER_QUOTA__PER_SECOND", "100000".into()),

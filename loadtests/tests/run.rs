@@ -75,6 +75,7 @@ async fn every_triggered_run_completes_and_the_report_is_written() {
     let name = unique("load");
     let prefix = format!("{}.", name.replace('_', "-"));
     let listen = format!("127.0.0.1:{}", free_port());
+    let ops_listen = format!("127.0.0.1:{}", free_port());
     let env = vec![
         ("AIQ_KAFKA_BROKERS", brokers.clone()),
         ("AIQ_KAFKA_TOPIC_PREFIX", prefix.clone()),
@@ -82,6 +83,7 @@ async fn every_triggered_run_completes_and_the_report_is_written() {
         ("AIQ_CQL_KEYSPACE", name.clone()),
         ("AIQ_SERVE_ROLES", "ingest,orchestrator,worker".into()),
         ("AIQ_SERVE_HTTP_LISTEN", listen.clone()),
+        ("AIQ_SERVE_OPS_LISTEN", ops_listen),
         ("AIQ_ORCHESTRATOR_INSTANCE_ID", name.clone()),
         ("AIQ_DEV_JWT_SECRET", SECRET.into()),
         ("AIQ_LOG_FILTER", "warn".into()),

@@ -128,54 +128,46 @@ impl Keyring {
         &self.keys[0].id
     }
 
-    pub fn seal(
+    /// Seals `plain` under the sealing key, bound to `aad`: (key id, nonce, ciphertext).
+    fn seal_raw(
         &self,
-        tenant: &TenantId,
-        name: &SecretName,
-        value: &SecretString,
-        now: DateTime<Utc>,
-    ) -> Result<SecretRecord, KeyringError> {
+        aad: &[u8],
+        plain: &[u8],
+    ) -> Result<(String, [u8; 12], Vec<u8>), KeyringError> {
         let key = &self.keys[0];
         let mut nonce = [0u8; 12];
         getrandom::fill(&mut nonce).map_err(|e| KeyringError::Random(e.to_string()))?;
-        let aad = aad(tenant, name);
         let ciphertext = key
             .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: value.expose_secret().as_bytes(),
-                    aad: &aad,
-                },
-            )
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
             // Encryption fails only for messages beyond 256 GiB.
             .map_err(|_| KeyringError::Random("encryption failed".into()))?;
-        Ok(SecretRecord {
-            tenant: tenant.clone(),
-            name: name.clone(),
-            key_id: key.id.clone(),
-            nonce: B64.encode(nonce),
-            ciphertext: B64.encode(ciphertext),
-            updated_at: now,
-        })
+        Ok((key.id.clone(), nonce, ciphertext))
     }
 
-    pub fn open(&self, record: &SecretRecord) -> Result<SecretString, SecretsError> {
-        let name = record.name.to_string();
-        let key = self
-            .keys
-            .iter()
-            .find(|k| k.id == record.key_id)
-            .ok_or_else(|| SecretsError::UnknownKey {
-                name: name.clone(),
-                key_id: record.key_id.clone(),
-            })?;
+    /// Opens what [`Keyring::seal_raw`] sealed; `name` names the value in errors.
+    fn open_raw(
+        &self,
+        name: &str,
+        key_id: &str,
+        nonce: &str,
+        ciphertext: &str,
+        aad: &[u8],
+    ) -> Result<SecretString, SecretsError> {
+        let key =
+            self.keys
+                .iter()
+                .find(|k| k.id == key_id)
+                .ok_or_else(|| SecretsError::UnknownKey {
+                    name: name.to_owned(),
+                    key_id: key_id.to_owned(),
+                })?;
         let malformed = |reason: String| SecretsError::Malformed {
-            name: name.clone(),
+            name: name.to_owned(),
             reason,
         };
         let nonce = B64
-            .decode(&record.nonce)
+            .decode(nonce)
             .map_err(|e| malformed(format!("nonce: {e}")))?;
         if nonce.len() != 12 {
             return Err(malformed(format!(
@@ -184,21 +176,120 @@ impl Keyring {
             )));
         }
         let ciphertext = B64
-            .decode(&record.ciphertext)
+            .decode(ciphertext)
             .map_err(|e| malformed(format!("ciphertext: {e}")))?;
-        let aad = aad(&record.tenant, &record.name);
         let plain = key
             .cipher
             .decrypt(
                 Nonce::from_slice(&nonce),
                 Payload {
                     msg: &ciphertext,
-                    aad: &aad,
+                    aad,
                 },
             )
-            .map_err(|_| SecretsError::Tampered { name: name.clone() })?;
+            .map_err(|_| SecretsError::Tampered {
+                name: name.to_owned(),
+            })?;
         let text = String::from_utf8(plain).map_err(|_| malformed("not UTF-8".into()))?;
         Ok(SecretString::from(text))
+    }
+
+    pub fn seal(
+        &self,
+        tenant: &TenantId,
+        name: &SecretName,
+        value: &SecretString,
+        now: DateTime<Utc>,
+    ) -> Result<SecretRecord, KeyringError> {
+        let (key_id, nonce, ciphertext) =
+            self.seal_raw(&aad(tenant, name), value.expose_secret().as_bytes())?;
+        Ok(SecretRecord {
+            tenant: tenant.clone(),
+            name: name.clone(),
+            key_id,
+            nonce: B64.encode(nonce),
+            ciphertext: B64.encode(ciphertext),
+            updated_at: now,
+        })
+    }
+
+    pub fn open(&self, record: &SecretRecord) -> Result<SecretString, SecretsError> {
+        self.open_raw(
+            record.name.as_str(),
+            &record.key_id,
+            &record.nonce,
+            &record.ciphertext,
+            &aad(&record.tenant, &record.name),
+        )
+    }
+
+    /// Seals a value that is not a connector secret (a webhook's signing secret), bound
+    /// to `context`, which must name what it is and whose (`webhook:acme/shop-paid`):
+    /// the value opens only for the same context.
+    pub fn seal_value(&self, context: &str, value: &SecretString) -> Result<Sealed, KeyringError> {
+        let (key_id, nonce, ciphertext) =
+            self.seal_raw(&value_aad(context), value.expose_secret().as_bytes())?;
+        Ok(Sealed {
+            key_id,
+            nonce: B64.encode(nonce),
+            ciphertext: B64.encode(ciphertext),
+        })
+    }
+
+    /// Opens what [`Keyring::seal_value`] sealed for the same `context`.
+    pub fn open_value(&self, context: &str, sealed: &Sealed) -> Result<SecretString, SecretsError> {
+        self.open_raw(
+            context,
+            &sealed.key_id,
+            &sealed.nonce,
+            &sealed.ciphertext,
+            &value_aad(context),
+        )
+    }
+}
+
+/// Associated data of a value sealed by [`Keyring::seal_value`]; never equal to a
+/// connector secret's, so neither opens as the other.
+fn value_aad(context: &str) -> Vec<u8> {
+    format!("aiq-sealed:v1:{context}").into_bytes()
+}
+
+/// A value sealed by [`Keyring::seal_value`], kept as one line of text
+/// (`aiq-sealed:v1:<nonce>:<ciphertext>:<key id>`, base64 parts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub key_id: String,
+    pub nonce: String,
+    pub ciphertext: String,
+}
+
+impl Sealed {
+    pub const PREFIX: &'static str = "aiq-sealed:v1:";
+
+    pub fn encode(&self) -> String {
+        format!(
+            "{}{}:{}:{}",
+            Self::PREFIX,
+            self.nonce,
+            self.ciphertext,
+            self.key_id
+        )
+    }
+
+    /// `None` when `text` is not an encoded [`Sealed`] (base64 has no `:`, so the key id
+    /// is everything after the second one).
+    pub fn decode(text: &str) -> Option<Self> {
+        let rest = text.strip_prefix(Self::PREFIX)?;
+        let mut parts = rest.splitn(3, ':');
+        let (nonce, ciphertext, key_id) = (parts.next()?, parts.next()?, parts.next()?);
+        if key_id.is_empty() {
+            return None;
+        }
+        Some(Self {
+            key_id: key_id.to_owned(),
+            nonce: nonce.to_owned(),
+            ciphertext: ciphertext.to_owned(),
+        })
     }
 }
 
@@ -291,6 +382,51 @@ mod tests {
         assert!(
             e.contains("line 1: expected `<key-id> <64 hex digits>`"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_sealed_value_opens_only_for_its_own_context_and_not_as_a_connector_secret() {
+        let k = ring();
+        let sealed = k
+            .seal_value("webhook:acme/shop-paid", &"whsec_abc".into())
+            .unwrap();
+        let text = sealed.encode();
+        assert!(text.starts_with(Sealed::PREFIX) && !text.contains("whsec_abc"));
+        let back = Sealed::decode(&text).unwrap();
+        assert_eq!(back, sealed);
+        assert_eq!(
+            k.open_value("webhook:acme/shop-paid", &back)
+                .unwrap()
+                .expose_secret(),
+            "whsec_abc"
+        );
+        assert_eq!(
+            k.open_value("webhook:globex/shop-paid", &back).unwrap_err(),
+            SecretsError::Tampered {
+                name: "webhook:globex/shop-paid".into()
+            }
+        );
+        // The same bytes as a connector secret record do not open either.
+        let as_record = SecretRecord {
+            tenant: t("acme"),
+            name: n("shop-paid"),
+            key_id: back.key_id.clone(),
+            nonce: back.nonce.clone(),
+            ciphertext: back.ciphertext.clone(),
+            updated_at: Utc::now(),
+        };
+        assert!(matches!(
+            k.open(&as_record),
+            Err(SecretsError::Tampered { .. })
+        ));
+        assert_eq!(Sealed::decode("whsec_abc"), None);
+        assert_eq!(Sealed::decode("aiq-sealed:v1:a:b:"), None);
+        assert_eq!(
+            Sealed::decode("aiq-sealed:v1:a:b:key:with:colons")
+                .unwrap()
+                .key_id,
+            "key:with:colons"
         );
     }
 

@@ -10,7 +10,7 @@
 mod keyring;
 mod record;
 
-pub use keyring::{KEY_FILE_HELP, Keyring, KeyringError};
+pub use keyring::{KEY_FILE_HELP, Keyring, KeyringError, Sealed};
 pub use record::{SecretName, SecretNameError, SecretRecord};
 pub use secrecy::{ExposeSecret, SecretString};
 

@@ -6,7 +6,8 @@
 //! them. The process then waits for a signal or for the first stage to end on its own —
 //! every stage is watched, so none can die while the others keep the process alive — and
 //! stops the rest in reverse order. A stage that ended on its own makes the exit code
-//! non-zero, so a supervisor restarts the process.
+//! non-zero, so a supervisor restarts the process. Metrics and health checks are served
+//! on an operations listener of their own (`serve.ops_listen`), started last.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -143,6 +144,7 @@ async fn start(
         stages.push(sink);
     }
 
+    let mut ingest_app = None;
     if has(Role::Ingest) {
         let (jwt, jwks_url) = crate::auth::jwt_verifier(&config.ingest).await?;
         if let Some(url) = jwks_url {
@@ -175,8 +177,17 @@ async fn start(
             .await
             .with_context(|| format!("listening on {}", config.serve.http_listen))?;
         tracing::info!(address = %config.serve.http_listen, "ingest API listening");
+        ingest_app = Some(ingest.app.clone());
         stages.push(aiq_ingest::spawn(ingest.app, listener));
     }
+
+    // Last: its /readyz of a process without ingest says the stages above run.
+    let ops = &config.serve.ops_listen;
+    let listener = tokio::net::TcpListener::bind(ops)
+        .await
+        .with_context(|| format!("listening on {ops} (serve.ops_listen)"))?;
+    tracing::info!(address = %ops, "operations listener (metrics, health) listening");
+    stages.push(aiq_ingest::http::ops::spawn(ingest_app, listener));
     Ok(())
 }
 

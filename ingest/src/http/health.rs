@@ -1,4 +1,4 @@
-//! Liveness and readiness.
+//! Liveness and readiness, on the API listener and the operations listener (`ops`).
 
 use axum::Json;
 use axum::extract::State;
@@ -41,18 +41,4 @@ pub async fn readyz(State(app): State<App>) -> (StatusCode, Json<Readiness>) {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(r))
-}
-
-/// Prometheus metrics of this process.
-#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(
-    State(app): State<App>,
-) -> ([(axum::http::HeaderName, &'static str); 1], String) {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        app.metrics.render(),
-    )
 }

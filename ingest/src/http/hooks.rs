@@ -1,4 +1,7 @@
-//! Webhooks: an outside system's call, checked by signature, becomes a trigger.
+//! Webhooks: an outside system's call, checked by signature, becomes a trigger. The
+//! checks run cheapest first — the signature headers' form and age, then the in-memory
+//! catalog (does a workflow declare the hook), then the cached secret — so unknown hooks
+//! and unsigned calls never reach the store.
 
 use aiq_topics::{TenantId, TriggerSource};
 use axum::Json;
@@ -15,20 +18,36 @@ use crate::http::body;
 use crate::http::runs::{IDEMPOTENCY_KEY, accepted, start_error};
 use crate::http::{App, Caller};
 use crate::problem::Problem;
+use crate::registry::hooks::HookSecretError;
 use crate::runs::StartRun;
-use crate::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use crate::signature::{self, SIGNATURE_HEADER, SignatureError, TIMESTAMP_HEADER};
 use aiq_auth::Action;
+use aiq_secrets::{ExposeSecret, SecretString};
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Receives a webhook delivery. Signed with the hook's secret:
-/// `X-AIQ-Timestamp: <unix seconds>` and `X-AIQ-Signature: v1=<hex HMAC-SHA256 of
-/// "{timestamp}.{body}">`; a JSON body becomes the run input.
+fn secret_error(e: HookSecretError) -> Problem {
+    match e {
+        HookSecretError::NoKeyring => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "secrets-disabled",
+            e.to_string(),
+        ),
+        _ => Problem::unavailable(e.to_string()),
+    }
+}
+
+/// Receives a webhook delivery. Signed with the hook's secret: `X-AIQ-Timestamp: <unix
+/// seconds>` and `X-AIQ-Signature: v2=<hex HMAC-SHA256 of "v2\n{timestamp}\n{idempotency
+/// key}\n{body}">` (the key empty without an `Idempotency-Key`), or `v1=<hex HMAC-SHA256
+/// of "{timestamp}.{body}">` for a delivery without one; a JSON body becomes the run input.
+/// The same delivery sent again within the replay window answers with its first run.
 #[utoipa::path(post, path = "/v1/hooks/{tenant}/{hook}", tag = "hooks",
     params(("tenant" = String, Path), ("hook" = String, Path),
-        ("X-AIQ-Timestamp" = String, Header), ("X-AIQ-Signature" = String, Header)),
+        ("X-AIQ-Timestamp" = String, Header), ("X-AIQ-Signature" = String, Header),
+        ("Idempotency-Key" = Option<String>, Header, description = "Covered by a v2 signature")),
     request_body(content = Object, content_type = "application/json"),
     responses(
         (status = 202, body = crate::http::runs::StartedRun),
@@ -45,31 +64,68 @@ pub async fn deliver(
     let unknown = || Problem::not_found(format!("no webhook {hook:?} for tenant {tenant:?}"));
     let tenant_id = TenantId::new(tenant.clone()).map_err(|_| unknown())?;
     let raw = body::bytes(raw, app.settings.max_body_bytes)?;
-    let secret = app
-        .store
-        .webhook_secret(tenant_id.as_str(), &hook)
-        .await
-        .map_err(|e| Problem::unavailable(e.to_string()))?
-        .ok_or_else(unknown)?;
-    let label = app.metrics.tenant(&tenant_id);
-    let count = |outcome: &str| {
-        app.metrics
-            .webhooks
-            .with_label_values(&[label.as_str(), outcome])
-            .inc()
-    };
-    signature::verify(
-        secret.as_bytes(),
+    let key = headers
+        .get(IDEMPOTENCY_KEY)
+        .map(|v| {
+            v.to_str().map_err(|_| {
+                Problem::bad_request(
+                    "bad-idempotency-key",
+                    "Idempotency-Key must be visible ASCII",
+                )
+            })
+        })
+        .transpose()?;
+    let bad_signature =
+        |e: SignatureError| Problem::new(StatusCode::UNAUTHORIZED, "bad-signature", e.to_string());
+    // The headers' form and the timestamp first: a request that cannot be a delivery
+    // costs no lookup at all.
+    let parsed = signature::parse(
         header(&headers, TIMESTAMP_HEADER),
         header(&headers, SIGNATURE_HEADER),
-        &raw,
+        key,
         Utc::now().timestamp(),
         app.settings.webhook_replay_window_secs,
-    )
-    .map_err(|e| {
+    );
+    // Only hooks a registered workflow declares (in memory) are looked up in the store,
+    // so calls to unknown hooks never reach it.
+    let version = app.catalog.by_webhook(&tenant_id, &hook);
+    // Counted by tenant only once a workflow of the tenant declares the hook: anyone can
+    // call, and tenant labels are a bounded set.
+    let label = version.as_ref().map(|_| app.metrics.tenant(&tenant_id));
+    let count = |outcome: &str| {
+        if let Some(label) = &label {
+            app.metrics
+                .webhooks
+                .with_label_values(&[label.as_str(), outcome])
+                .inc()
+        }
+    };
+    let signed = parsed.map_err(|e| {
         count("bad_signature");
-        Problem::new(StatusCode::UNAUTHORIZED, "bad-signature", e.to_string())
+        bad_signature(e)
     })?;
+    let version = version.ok_or_else(unknown)?;
+    let secret = app
+        .hooks
+        .get(tenant_id.as_str(), &hook)
+        .await
+        .map_err(secret_error)?
+        .ok_or_else(unknown)?;
+    if let Err(e) = signed.verify(secret.expose_secret().as_bytes(), &raw) {
+        // Perhaps rotated through another process since it was cached.
+        let newer = app
+            .hooks
+            .reread(tenant_id.as_str(), &hook, &secret)
+            .await
+            .map_err(secret_error)?;
+        let verified = newer.map_or(Err(e), |s| {
+            signed.verify(s.expose_secret().as_bytes(), &raw)
+        });
+        verified.map_err(|e| {
+            count("bad_signature");
+            bad_signature(e)
+        })?;
+    }
     // Only a verified tenant reaches the limiter, so its map stays bounded.
     app.limiter.check(&tenant_id).map_err(|r| {
         count("rate_limited");
@@ -81,11 +137,6 @@ pub async fn deliver(
         .retry_after(r.header_secs())
     })?;
     let input: serde_json::Value = body::json_or_default(&raw)?;
-    let version = app.catalog.by_webhook(&tenant_id, &hook).ok_or_else(|| {
-        Problem::not_found(format!(
-            "no registered workflow of tenant {tenant:?} declares webhook {hook:?}"
-        ))
-    })?;
     let workflow = version.record.workflow.clone();
     let started = app
         .runs
@@ -95,7 +146,9 @@ pub async fn deliver(
                 workflow: workflow.clone(),
                 version: Some(version.record.version),
                 input,
-                idempotency_key: header(&headers, IDEMPOTENCY_KEY).map(str::to_owned),
+                // The sender's key (covered by the signature), or one made from the
+                // signature: a replay within the window finds the first run.
+                idempotency_key: Some(signed.delivery_key()),
                 source: TriggerSource::Webhook,
                 parent_traceparent: header(&headers, aiq_topics::trace::TRACEPARENT)
                     .map(str::to_owned),
@@ -123,10 +176,11 @@ pub struct HookSecret {
     url: String,
 }
 
-/// Creates or replaces the signing secret of one of the caller's webhooks.
+/// Creates or replaces the signing secret of one of the caller's webhooks; it is stored
+/// sealed with the secrets key (503 `secrets-disabled` without `secrets.key_file`).
 #[utoipa::path(put, path = "/v1/hooks/{hook}/secret", tag = "hooks",
     params(("hook" = String, Path)),
-    responses((status = 200, body = HookSecret), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
+    responses((status = 200, body = HookSecret), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = []), ("api_key" = []))
 )]
 pub async fn rotate_secret(
@@ -149,10 +203,17 @@ pub async fn rotate_secret(
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| Problem::unavailable(format!("no randomness: {e}")))?;
     let secret = format!("whsec_{}", hex::encode(bytes));
-    app.store
-        .put_webhook_secret(caller.tenant.as_str(), &hook, &secret, Utc::now())
+    // Stored sealed; this process verifies with it from now on, others within a minute
+    // or at the first delivery signed with it.
+    app.hooks
+        .put(
+            caller.tenant.as_str(),
+            &hook,
+            SecretString::from(secret.clone()),
+            Utc::now(),
+        )
         .await
-        .map_err(|e| Problem::unavailable(e.to_string()))?;
+        .map_err(secret_error)?;
     crate::audit::record(
         &app.publisher,
         &caller,

@@ -8,6 +8,7 @@ mod caller;
 mod health;
 mod history;
 mod hooks;
+pub mod ops;
 mod runs;
 mod secrets;
 mod signals;
@@ -54,6 +55,8 @@ pub struct App {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Seals tenant secrets; None when `secrets.key_file` is not set.
     pub keyring: Option<Arc<aiq_secrets::Keyring>>,
+    /// Webhook signing secrets: sealed in the store, cached here.
+    pub hooks: Arc<crate::registry::hooks::WebhookSecrets>,
     /// Reads of the run history and audit tables the sink writes.
     pub history: HistoryStore,
     /// SQL over the Parquet history; None when this deployment serves no SQL (the SQL
@@ -80,7 +83,7 @@ pub struct App {
         (name = "secrets", description = "Connector credentials, sealed at rest; never readable"),
         (name = "sql", description = "SQL and ready reports over the tenant's run history"),
         (name = "audit", description = "Who changed the tenant's configuration"),
-        (name = "health", description = "Liveness, readiness, metrics"),
+        (name = "health", description = "Liveness and readiness (Prometheus metrics are on the operations listener, not here)"),
     )
 )]
 pub struct ApiDoc;
@@ -129,7 +132,6 @@ fn api() -> OpenApiRouter<App> {
         .routes(routes!(api_keys::revoke))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
-        .routes(routes!(health::metrics))
 }
 
 /// The OpenAPI document, built from the same registration as the routes.
@@ -179,7 +181,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     /// Every route and method the API serves; the document must list exactly these.
-    const ROUTES: [(&str, &str); 22] = [
+    const ROUTES: [(&str, &str); 21] = [
         ("/v1/sql", "post"),
         ("/v1/reports", "get"),
         ("/v1/reports/{name}", "get"),
@@ -187,7 +189,6 @@ mod tests {
         ("/v1/runs", "get"),
         ("/v1/runs/{run_id}", "get"),
         ("/healthz", "get"),
-        ("/metrics", "get"),
         ("/v1/api-keys", "get"),
         ("/v1/api-keys/{key_id}", "delete"),
         ("/v1/api-keys", "post"),

@@ -434,6 +434,7 @@ impl RegistryStore {
         Ok(())
     }
 
+    /// A hook's stored secret, as stored (sealed; `registry::hooks` opens it).
     pub async fn webhook_secret(
         &self,
         tenant: &str,
@@ -450,6 +451,7 @@ impl RegistryStore {
             .map_err(|e| bad(e.to_string()))
     }
 
+    /// Stores a hook's secret as given: `registry::hooks` gives it sealed.
     pub async fn put_webhook_secret(
         &self,
         tenant: &str,

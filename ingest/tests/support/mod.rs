@@ -48,6 +48,7 @@ pub fn settings() -> IngestSettings {
         jwt_issuer: None,
         jwks: None,
         jwks_refresh_secs: 600,
+        allow_dev_tokens_with_jwks: false,
         trigger_quota: TriggerQuota {
             per_second: NonZeroU32::new(1000).unwrap(),
             burst: NonZeroU32::new(1000).unwrap(),
