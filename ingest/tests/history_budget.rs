@@ -329,6 +329,26 @@ async fn a_status_change_moves_a_run_between_status_lists() {
     assert_eq!(listed("workflow=alpha&status=running").await, still);
     assert!(listed("workflow=alpha").await.contains(&done[0]));
 
+    // The document describes the answer's `scan`.
+    let (status, _, doc) = call(&api.router, get("/openapi.json", "")).await;
+    assert_eq!(status, StatusCode::OK);
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["RunList"]["properties"]["scan"]["$ref"],
+        "#/components/schemas/ScanReport"
+    );
+    for field in [
+        "truncated",
+        "scanned_rows",
+        "scanned_partitions",
+        "resume_cursor",
+    ] {
+        assert!(
+            schemas["ScanReport"]["properties"][field].is_object(),
+            "{field}"
+        );
+    }
+
     // A replayed `running` does not bring it back.
     sink(&api, &[event(run, "alpha", RunStatus::Running, at)]).await;
     assert_eq!(listed("status=running").await, still);
