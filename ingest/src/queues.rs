@@ -60,8 +60,8 @@ pub async fn follow(kafka: &KafkaSettings) -> Result<QueueGate, KafkaError> {
     let gate = QueueGate::default();
     let feed = gate.clone();
     let topic = kafka.topics().name(TopicKind::QueueState).to_owned();
-    let tail = tail_topic_named(STAGE, kafka, &topic, move |r| feed.apply(r.payload, r.key))
-        .await?;
+    let tail =
+        tail_topic_named(STAGE, kafka, &topic, move |r| feed.apply(r.payload, r.key)).await?;
     Ok(QueueGate {
         _tail: Some(Arc::new(tail)),
         ..gate

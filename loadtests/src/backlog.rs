@@ -40,6 +40,19 @@ impl Backlog {
         }
     }
 
+    /// Queues one record for an explicit partition (changelog entries are placed by
+    /// their owner's partition, not by key).
+    pub fn send_to(&self, topic: &str, partition: i32, key: &[u8], payload: &[u8]) {
+        let mut r = BaseRecord::<[u8], [u8]>::to(topic)
+            .partition(partition)
+            .key(key)
+            .payload(payload);
+        while let Err((_, back)) = self.producer.send(r) {
+            r = back;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     pub fn flush(&self) -> anyhow::Result<()> {
         use rdkafka::producer::Producer as _;
         self.producer.flush(Duration::from_secs(60))?;

@@ -5,5 +5,6 @@ pub mod backlog;
 pub mod chaos;
 pub mod drain;
 pub mod open_loop;
+pub mod restore_scale;
 pub mod state_memory;
 pub mod worker_throughput;

@@ -11,10 +11,14 @@
 //!   aiq-load baseline --brokers 127.0.0.1:9092 --messages 20000
 //!   aiq-load analytics --steps 10000000 [--root DIR]
 //!   aiq-load chaos --aiq-bin target/release/aiq --rate 100 --duration 250 --kills 20  (scripts/chaos)
+//!   aiq-load markers --runs 1000000
+//!   aiq-load restore --runs 1000000
+//!   aiq-load sql-isolation --api http://127.0.0.1:8080 --rate 200 --clients 20 --pid PID  (scripts/bench-sql)
 
 mod analytics;
 mod baseline;
 mod loadgen;
+mod sql_isolation;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +46,9 @@ enum Cmd {
     Baseline(loadgen::cli::BaselineArgs),
     /// The ready analytics reports over a generated Parquet history of ~N step events.
     Analytics(analytics::AnalyticsArgs),
+    /// One tenant's open-loop runs alone, then beside another tenant's heavy SQL queries:
+    /// end-to-end p99 of both, the queries' 429s, CPU of the SQL threads.
+    SqlIsolation(sql_isolation::SqlIsolationArgs),
     /// POST /v1/workflows/{id}/runs at a fixed rate; report accepted/s and latency.
     Triggers {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -90,6 +97,17 @@ enum Cmd {
         #[arg(long, default_value_t = 100_000)]
         runs: usize,
     },
+    /// Memory of N finished-run markers in the orchestrator's core (no Kafka).
+    Markers {
+        #[arg(long, default_value_t = 1_000_000)]
+        runs: usize,
+    },
+    /// N runs waiting for a signal, restored by one orchestrator process, SIGKILLed and
+    /// restored again; then a thousand of them signalled to their end.
+    Restore(aiq_loadtests::restore_scale::RestoreArgs),
+    /// The orchestrator process `restore` starts (not for direct use).
+    #[command(hide = true)]
+    Hold(aiq_loadtests::restore_scale::HoldArgs),
 }
 
 #[tokio::main]
@@ -102,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Chaos(a) => aiq_loadtests::chaos::cli::main(a).await,
         Cmd::Baseline(a) => loadgen::cli::baseline(a).await,
         Cmd::Analytics(a) => analytics::run(a).await,
+        Cmd::SqlIsolation(a) => sql_isolation::run(a).await,
         Cmd::Drain {
             brokers,
             runs,
@@ -138,6 +157,24 @@ async fn main() -> anyhow::Result<()> {
                 r.max_in_flight,
                 r.seconds,
                 r.tasks as f64 / r.seconds
+            );
+            Ok(())
+        }
+        Cmd::Restore(a) => aiq_loadtests::restore_scale::run(a).await,
+        Cmd::Hold(a) => aiq_loadtests::restore_scale::hold(a).await,
+        Cmd::Markers { runs } => {
+            let r = aiq_loadtests::state_memory::measure_markers(runs)?;
+            println!(
+                "| finished runs | markers held | resident memory | per marker | runs/s (one core, no Kafka) |"
+            );
+            println!("| ---: | ---: | ---: | ---: | ---: |");
+            println!(
+                "| {} | {} | {:.1} MiB | {:.0} B | {:.0} |",
+                r.runs,
+                r.markers,
+                r.rss_bytes as f64 / (1 << 20) as f64,
+                r.rss_bytes as f64 / r.markers.max(1) as f64,
+                r.runs_per_sec
             );
             Ok(())
         }

@@ -65,15 +65,17 @@ impl ConsumerContext for RebalanceContext {
                 // which makes the runner replace it.
                 tracing::error!(error = %e, "aborting the open transaction on revocation failed");
             }
-            let ends = if c.assignment_lost() {
-                HashMap::new()
-            } else {
-                tpl.elements()
-                    .iter()
-                    .filter(|e| e.topic() == self.triggers)
-                    .filter_map(|e| Some((e.partition(), self.changelog_end(e.partition())?)))
-                    .collect()
-            };
+            let mut ends = HashMap::new();
+            if !c.assignment_lost() {
+                for e in tpl.elements().iter().filter(|e| e.topic() == self.triggers) {
+                    // One unanswered query means the broker is away: the rest would
+                    // only hold the rebalance up; those partitions are restored.
+                    let Some(end) = self.changelog_end(e.partition()) else {
+                        break;
+                    };
+                    ends.insert(e.partition(), end);
+                }
+            }
             self.push(Rebalanced::Revoked(ends));
         }
     }
