@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use aiq_sql::layout::Table;
 use aiq_topics::TenantId;
+use datafusion::execution::cache::cache_manager::{CacheManager, CacheManagerConfig};
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -38,8 +39,8 @@ pub struct Analytics {
 #[derive(Debug)]
 struct Inner {
     settings: Arc<AnalyticsSettings>,
-    /// Disk manager, caches, object stores and the process's memory pool, shared by
-    /// every query.
+    /// Disk manager, object stores and the process's memory pool, shared by every query
+    /// (each query gets caches of its own).
     env: Arc<RuntimeEnv>,
     gate: Arc<Gate>,
     /// Only here, never in a query's task: the last clone may be dropped anywhere but on
@@ -195,11 +196,15 @@ impl Job {
         let config = SessionConfig::new()
             .with_information_schema(false)
             .with_target_partitions(self.settings.target_partitions);
+        // Caches of its own: DataFusion's list-files cache keeps a folder's listing with
+        // no expiry, so a shared one would hide every file the sink writes or replaces
+        // after the first query (and read replaced files at their old size).
         let runtime = Arc::new(RuntimeEnv {
             memory_pool: Arc::new(QueryPool::new(
                 Arc::clone(&self.env.memory_pool),
                 self.settings.memory_limit_bytes,
             )),
+            cache_manager: CacheManager::try_new(&CacheManagerConfig::default())?,
             ..RuntimeEnv::clone(&self.env)
         });
         let ctx = SessionContext::new_with_config_rt(config, runtime);
