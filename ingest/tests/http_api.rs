@@ -689,7 +689,8 @@ async fn secrets_are_stored_sealed_and_deleted_with_a_tombstone() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert_eq!(body["detail"], "`value` must be 1 to 8192 bytes");
+    assert_eq!(body["detail"], "`value` must be 1 to 8192 characters");
+    assert_eq!(body["errors"][0]["pointer"], "/value");
 
     let (status, _, _) = call(
         &api.router,

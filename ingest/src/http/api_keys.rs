@@ -16,14 +16,24 @@ use crate::problem::Problem;
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"role": "user", "label": "erp integration"}))]
 pub struct NewApiKey {
-    /// `user` (default) or `tenant_admin`.
+    /// `user` (default) or `tenant_admin`; platform rights never go into a key.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<KeyRole>)]
     role: Option<Role>,
     /// What the key is for, e.g. "erp integration".
     #[serde(default)]
     label: String,
+}
+
+/// The roles a key may have: [`Role`] without `platform_admin` (asking for it is
+/// answered 403).
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum KeyRole {
+    User,
+    TenantAdmin,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -31,12 +41,12 @@ pub struct CreatedApiKey {
     key_id: String,
     /// Shown once; only its SHA-256 is stored. Send it as `X-API-Key`.
     key: String,
-    role: String,
+    role: KeyRole,
 }
 
 /// Creates an API key for the caller's tenant.
 #[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys",
-    request_body = NewApiKey,
+    request_body = Option<NewApiKey>,
     responses((status = 201, body = CreatedApiKey), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -47,17 +57,21 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<CreatedApiKey>), Problem> {
     caller.require(Action::ManageApiKeys)?;
     let raw = body::bytes(raw, app.settings.max_body_bytes)?;
-    let req: NewApiKey = body::json_or_default(&raw)?;
+    let req: NewApiKey = body::object_or_default(&raw)?;
     let role = req.role.unwrap_or(Role::User);
     // Only tenant admins and platform admins get here (ManageApiKeys); platform rights
     // never go into a tenant's key.
-    if role == Role::PlatformAdmin {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("role {} may not create {role} keys", caller.role),
-        ));
-    }
+    let key_role = match role {
+        Role::User => KeyRole::User,
+        Role::TenantAdmin => KeyRole::TenantAdmin,
+        Role::PlatformAdmin => {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("role {} may not create {role} keys", caller.role),
+            ));
+        }
+    };
     let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
     let (key, record) = ApiKey::generate(caller.tenant.clone(), role, req.label, now)
         .map_err(|e| Problem::unavailable(e.to_string()))?;
@@ -77,7 +91,7 @@ pub async fn create(
         Json(CreatedApiKey {
             key_id: record.key_id,
             key,
-            role: role.to_string(),
+            role: key_role,
         }),
     ))
 }

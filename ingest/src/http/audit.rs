@@ -17,10 +17,13 @@ use crate::problem::Problem;
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// RFC 3339. Default: 24 hours before `to`.
+    #[param(format = DateTime)]
     from: Option<String>,
     /// RFC 3339. Default: now. At most 31 days after `from`.
+    #[param(format = DateTime)]
     to: Option<String>,
     /// 1 to 500; default 50.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     limit: Option<String>,
     /// `next_page_token` of the previous page.
     page_token: Option<String>,

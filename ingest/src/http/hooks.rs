@@ -48,7 +48,8 @@ fn secret_error(e: HookSecretError) -> Problem {
     params(("tenant" = String, Path), ("hook" = String, Path),
         ("X-AIQ-Timestamp" = String, Header), ("X-AIQ-Signature" = String, Header),
         ("Idempotency-Key" = Option<String>, Header, description = "Covered by a v2 signature")),
-    request_body(content = Object, content_type = "application/json"),
+    request_body(content = Option<Value>, content_type = "application/json",
+        description = "Any JSON value, the run input; empty for none"),
     responses(
         (status = 202, body = crate::http::runs::StartedRun),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
@@ -179,7 +180,7 @@ pub struct HookSecret {
 /// Creates or replaces the signing secret of one of the caller's webhooks; it is stored
 /// sealed with the secrets key (503 `secrets-disabled` without `secrets.key_file`).
 #[utoipa::path(put, path = "/v1/hooks/{hook}/secret", tag = "hooks",
-    params(("hook" = String, Path)),
+    params(("hook" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$")),
     responses((status = 200, body = HookSecret), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = []), ("api_key" = []))
 )]

@@ -5,10 +5,12 @@ mod api_keys;
 mod audit;
 mod body;
 mod caller;
+mod doc;
 mod health;
 mod history;
 mod hooks;
 pub mod ops;
+mod rejection;
 mod runs;
 mod secrets;
 mod signals;
@@ -136,17 +138,22 @@ fn api() -> OpenApiRouter<App> {
 
 /// The OpenAPI document, built from the same registration as the routes.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().split_for_parts().1
+    let mut doc = api().split_for_parts().1;
+    doc::finish(&mut doc);
+    doc
 }
 
-/// The router and its OpenAPI document.
+/// The router and its OpenAPI document. Every error answer is a problem document,
+/// axum's own rejections included ([`rejection`]).
 pub fn router(app: App) -> (axum::Router, utoipa::openapi::OpenApi) {
     let max_body = app.settings.max_body_bytes;
-    let (router, api) = api().with_state(app).split_for_parts();
+    let (router, mut api) = api().with_state(app).split_for_parts();
+    doc::finish(&mut api);
     let doc = api.clone();
     let router = router
         .route("/openapi.json", get(move || async move { Json(doc) }))
-        .layer(DefaultBodyLimit::max(max_body));
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(rejection::problem_documents));
     (router, api)
 }
 

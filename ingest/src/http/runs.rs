@@ -21,10 +21,11 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"input": {"order_id": 42}}))]
 pub struct StartRequest {
-    /// The run input, checked against the workflow's input schema.
+    /// The run input, any JSON value, checked against the workflow's input schema.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     input: serde_json::Value,
     /// A registered version; the newest when absent.
     #[serde(default)]
@@ -129,10 +130,10 @@ pub(crate) fn accepted(a: &Accepted, workflow: &WorkflowId) -> Response {
 /// `Idempotency-Key`, a repeated request returns the same run and starts nothing new.
 #[utoipa::path(post, path = "/v1/workflows/{id}/runs", tag = "runs",
     params(
-        ("id" = String, Path, description = "Workflow id"),
+        ("id" = String, Path, description = "Workflow id", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
         ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request return the same run"),
     ),
-    request_body = StartRequest,
+    request_body = Option<StartRequest>,
     responses(
         (status = 202, body = StartedRun),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
@@ -166,7 +167,7 @@ pub async fn start(
         .retry_after(r.header_secs())
     })?;
     let raw = body::bytes(raw, app.settings.max_body_bytes)?;
-    let req: StartRequest = body::json_or_default(&raw)?;
+    let req: StartRequest = body::object_or_default(&raw)?;
     let key = headers
         .get(IDEMPOTENCY_KEY)
         .map(|v| {

@@ -17,12 +17,17 @@ use utoipa::ToSchema;
 
 use crate::http::body;
 use crate::http::{App, Caller};
-use crate::problem::Problem;
+use crate::problem::{FieldError, Problem};
+
+/// The longest secret value, in characters.
+const MAX_VALUE_CHARS: usize = 8192;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"value": "s3cr3t-api-t0ken"}))]
 pub struct SecretValue {
-    /// The credential; 1 to 8192 bytes. Never returned by any route.
+    /// The credential; 1 to 8192 characters. Never returned by any route.
+    #[schema(min_length = 1, max_length = 8192)]
     value: String,
 }
 
@@ -51,7 +56,8 @@ fn keyring(app: &App) -> Result<&aiq_secrets::Keyring, Problem> {
 /// Sets one of the caller's secrets, replacing any value it had. Connector arguments
 /// refer to it by name (`auth: {type: bearer, secret: NAME}`).
 #[utoipa::path(put, path = "/v1/secrets/{name}", tag = "secrets",
-    params(("name" = String, Path, description = "1 to 64 of A-Z, a-z, 0-9, '_', '-', '.'")),
+    params(("name" = String, Path, description = "1 to 64 of A-Z, a-z, 0-9, '_', '-', '.'",
+        pattern = "^[A-Za-z0-9_.-]{1,64}$")),
     request_body = SecretValue,
     responses(
         (status = 200, body = SecretStored),
@@ -69,12 +75,16 @@ pub async fn put(
     caller.require(Action::ManageSecrets)?;
     let name = name(&raw_name)?;
     let bytes = body::bytes(raw, app.settings.max_body_bytes)?;
-    let req: SecretValue = body::json(&bytes)?;
-    if req.value.is_empty() || req.value.len() > 8192 {
+    let req: SecretValue = body::object(&bytes)?;
+    if req.value.is_empty() || req.value.chars().count() > MAX_VALUE_CHARS {
         return Err(Problem::bad_request(
             "bad-secret-value",
-            "`value` must be 1 to 8192 bytes",
-        ));
+            format!("`value` must be 1 to {MAX_VALUE_CHARS} characters"),
+        )
+        .with_errors(vec![FieldError {
+            pointer: "/value".into(),
+            reason: format!("must be 1 to {MAX_VALUE_CHARS} characters"),
+        }]));
     }
     let keyring = keyring(&app)?;
     let record = keyring
@@ -106,7 +116,7 @@ pub async fn put(
 
 /// Deletes one of the caller's secrets; steps that refer to it fail from then on.
 #[utoipa::path(delete, path = "/v1/secrets/{name}", tag = "secrets",
-    params(("name" = String, Path)),
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$")),
     responses(
         (status = 204), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 503, body = Problem),

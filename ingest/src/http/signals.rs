@@ -19,18 +19,20 @@ use crate::problem::Problem;
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"correlation": "order-42", "payload": {"approved": true}}))]
 pub struct SignalRequest {
     /// Matches a `wait_for_event` step's correlation, when it has one.
     #[serde(default)]
     correlation: Option<String>,
-    /// Becomes the waiting step's output.
+    /// Becomes the waiting step's output; any JSON value.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     payload: serde_json::Value,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "a duplicate order"}))]
 pub struct CancelRequest {
     #[serde(default)]
     reason: Option<String>,
@@ -68,10 +70,11 @@ async fn publish(app: &App, event: SignalEvent, action: &'static str) -> Result<
 /// run that is not waiting for it keeps it (up to 64) until a step waits for it.
 #[utoipa::path(post, path = "/v1/runs/{run_id}/signals/{name}", tag = "runs",
     params(
-        ("run_id" = String, Path, description = "The run"),
-        ("name" = String, Path, description = "The signal name a `wait_for_event` step waits for"),
+        ("run_id" = String, Path, format = Uuid, description = "The run"),
+        ("name" = String, Path, min_length = 1, max_length = 128,
+            description = "The signal name a `wait_for_event` step waits for; 1 to 128 characters"),
     ),
-    request_body = SignalRequest,
+    request_body = Option<SignalRequest>,
     responses(
         (status = 202, body = Queued),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
@@ -87,14 +90,14 @@ pub async fn signal(
 ) -> Result<Response, Problem> {
     caller.require(Action::SendSignal)?;
     let run = run_id(&run)?;
-    if name.is_empty() || name.len() > 128 {
+    if name.is_empty() || name.chars().count() > 128 {
         return Err(Problem::bad_request(
             "bad-signal-name",
             "the signal name must be 1 to 128 characters",
         ));
     }
     let req: SignalRequest =
-        body::json_or_default(&body::bytes(raw, app.settings.max_body_bytes)?)?;
+        body::object_or_default(&body::bytes(raw, app.settings.max_body_bytes)?)?;
     let event = SignalEvent {
         tenant: caller.tenant.clone(),
         run,
@@ -109,8 +112,8 @@ pub async fn signal(
 
 /// Cancels one of the caller's runs (a queued run ends without starting).
 #[utoipa::path(post, path = "/v1/runs/{run_id}/cancel", tag = "runs",
-    params(("run_id" = String, Path, description = "The run")),
-    request_body = CancelRequest,
+    params(("run_id" = String, Path, format = Uuid, description = "The run")),
+    request_body = Option<CancelRequest>,
     responses(
         (status = 202, body = Queued),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
@@ -127,7 +130,7 @@ pub async fn cancel(
     caller.require(Action::CancelRun)?;
     let run = run_id(&run)?;
     let req: CancelRequest =
-        body::json_or_default(&body::bytes(raw, app.settings.max_body_bytes)?)?;
+        body::object_or_default(&body::bytes(raw, app.settings.max_body_bytes)?)?;
     let event = SignalEvent {
         tenant: caller.tenant.clone(),
         run,

@@ -28,8 +28,10 @@ pub enum Format {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"query": "SELECT status, count(*) AS runs FROM runs GROUP BY status"}))]
 pub struct SqlRequest {
     /// One read-only statement over the tables `runs` and `steps`.
+    #[schema(min_length = 1)]
     query: String,
     /// `json` (default) or `csv`.
     #[serde(default)]
@@ -47,7 +49,7 @@ pub struct Column {
 pub struct SqlAnswer {
     columns: Vec<Column>,
     /// One array per row, in column order; timestamps as RFC 3339 strings.
-    #[schema(value_type = Vec<Vec<Object>>)]
+    #[schema(value_type = Vec<Vec<Value>>)]
     rows: Vec<Vec<Value>>,
     /// More rows matched than one answer may hold; `rows` has the first ones.
     truncated: bool,
@@ -169,11 +171,12 @@ fn answer(result: QueryResult, format: Format) -> Response {
 /// Runs one read-only SQL statement over the caller's run history (`runs`, `steps`).
 /// Beyond the tenant's or the process's concurrent queries: 429 with `Retry-After`.
 #[utoipa::path(post, path = "/v1/sql", tag = "sql",
-    params(("X-AIQ-Tenant" = Option<String>, Header, description = "Platform admins: query this tenant only")),
+    params(("X-AIQ-Tenant" = Option<String>, Header, pattern = "^[a-z0-9][a-z0-9_-]{0,63}$",
+        description = "Platform admins: query this tenant only")),
     request_body = SqlRequest,
     responses(
-        (status = 200, description = "format json", body = SqlAnswer),
-        (status = 200, description = "format csv", body = String, content_type = "text/csv"),
+        (status = 200, description = "The answer: JSON, or CSV with `format` csv",
+            content((SqlAnswer = "application/json"), (String = "text/csv"))),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 413, body = Problem), (status = 422, body = Problem),
         (status = 429, description = "the tenant or the process runs as many queries as allowed; see Retry-After", body = Problem),
@@ -190,7 +193,7 @@ pub async fn query(
     caller.require(Action::QuerySql)?;
     let engine = analytics(&app)?;
     let raw = body::bytes(raw, app.settings.max_body_bytes)?;
-    let req: SqlRequest = body::json(&raw)?;
+    let req: SqlRequest = body::object(&raw)?;
     if req.query.trim().is_empty() {
         return Err(
             Problem::bad_request("invalid-query", "`query` is empty").with_errors(vec![
@@ -235,11 +238,12 @@ pub async fn reports(State(app): State<App>, caller: Caller) -> Result<Json<Repo
     params(
         ("name" = String, Path, description = "A name from GET /v1/reports"),
         ReportQuery,
-        ("X-AIQ-Tenant" = Option<String>, Header, description = "Platform admins: this tenant only"),
+        ("X-AIQ-Tenant" = Option<String>, Header, pattern = "^[a-z0-9][a-z0-9_-]{0,63}$",
+            description = "Platform admins: this tenant only"),
     ),
     responses(
-        (status = 200, description = "format json", body = SqlAnswer),
-        (status = 200, description = "format csv", body = String, content_type = "text/csv"),
+        (status = 200, description = "The answer: JSON, or CSV with `format` csv",
+            content((SqlAnswer = "application/json"), (String = "text/csv"))),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 422, body = Problem),
         (status = 429, description = "the tenant or the process runs as many queries as allowed; see Retry-After", body = Problem),

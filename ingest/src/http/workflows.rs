@@ -75,7 +75,8 @@ pub(crate) fn register_error(e: RegisterError) -> Problem {
 /// Registers a new version of a workflow (JSON, or YAML with a YAML content type).
 /// Registering the newest version's content again answers 200 with that version.
 #[utoipa::path(post, path = "/v1/workflows", tag = "workflows",
-    request_body(content = String, description = "The definition document", content_type = "application/yaml"),
+    request_body(description = "The definition document: YAML with a YAML content type, JSON otherwise",
+        content((String = "application/yaml"), (Object = "application/json"))),
     responses(
         (status = 201, description = "A new version", body = VersionSummary),
         (status = 200, description = "The newest version already has this content", body = VersionSummary),
@@ -169,7 +170,8 @@ pub async fn list(
 
 /// One version of one of the caller's workflows.
 #[utoipa::path(get, path = "/v1/workflows/{id}/versions/{version}", tag = "workflows",
-    params(("id" = String, Path, description = "Workflow id"), ("version" = u32, Path, description = "Version number")),
+    params(("id" = String, Path, description = "Workflow id", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        ("version" = u32, Path, description = "Version number", format = Int64, maximum = 4294967295.0)),
     responses((status = 200, body = VersionDetail), (status = 404, body = Problem), (status = 401, body = Problem)),
     security(("bearer" = []), ("api_key" = []))
 )]
