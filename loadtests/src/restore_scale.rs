@@ -233,9 +233,12 @@ fn signal_and_count(
         .set("group.id", format!("{}reader", kafka.topic_prefix))
         .set("isolation.level", "read_committed")
         .create()?;
+    // From the ends as they are now, read before the first signal goes out (`End` would
+    // be resolved at the first fetch, after some runs may already have ended).
     let mut tpl = TopicPartitionList::new();
     for p in 0..kafka.work_partitions as i32 {
-        tpl.add_partition_offset(&events_topic, p, Offset::End)?;
+        let (_, end) = events.fetch_watermarks(&events_topic, p, Duration::from_secs(10))?;
+        tpl.add_partition_offset(&events_topic, p, Offset::Offset(end))?;
     }
     events.assign(&tpl)?;
     let signals = kafka.topics().get(TopicKind::Signals).name.clone();

@@ -86,7 +86,7 @@ impl Bucket {
         self.recent.shrink_to(RECENT_MAX);
         self.sorted.append(&mut add);
         // Two sorted runs: the standard sort recognises and merges them in one pass.
-        self.sorted.sort_unstable_by(|a, b| a.run.cmp(&b.run));
+        self.sorted.sort_by_key(|m| m.run);
         self.sorted.shrink_to_fit();
     }
 
