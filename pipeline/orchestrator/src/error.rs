@@ -192,4 +192,16 @@ mod tests {
             TxnAction::Stop
         );
     }
+
+    #[test]
+    fn a_record_of_a_partition_not_owned_stops_the_stage_and_says_where_it_was() {
+        let e = OrchestratorError::NotOwned {
+            topic: "aiq.signals".into(),
+            partition: 7,
+            offset: 42,
+        };
+        assert_eq!(e.txn_action(), TxnAction::Stop);
+        let text = e.to_string();
+        assert!(text.contains("aiq.signals partition 7 (offset 42)"), "{text}");
+    }
 }
