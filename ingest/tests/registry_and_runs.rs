@@ -58,7 +58,9 @@ async fn env(brokers: String, cql: String) -> Env {
             catalog,
             stale_after: Duration::from_secs(30),
             max_input_bytes: 256 * 1024,
-            queues: aiq_ingest::queues::follow(&kafka).await.expect("queue-state follower"),
+            queues: aiq_ingest::queues::follow(&kafka)
+                .await
+                .expect("queue-state follower"),
         },
         kafka,
     }
@@ -355,7 +357,11 @@ async fn a_tenant_announced_full_is_refused_until_announced_free() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let refused = loop {
         match e.runs.start(start(), Utc::now()).await {
-            Err(StartError::QueueFull { tenant, queued, max }) => break (tenant, queued, max),
+            Err(StartError::QueueFull {
+                tenant,
+                queued,
+                max,
+            }) => break (tenant, queued, max),
             Ok(_) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

@@ -202,6 +202,9 @@ mod tests {
         };
         assert_eq!(e.txn_action(), TxnAction::Stop);
         let text = e.to_string();
-        assert!(text.contains("aiq.signals partition 7 (offset 42)"), "{text}");
+        assert!(
+            text.contains("aiq.signals partition 7 (offset 42)"),
+            "{text}"
+        );
     }
 }
