@@ -4,69 +4,16 @@
 //! `$CARGO_TARGET_DIR` or the workspace's `target` (`cargo build -p aiq`).
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aiq_testkit::{CQL, KAFKA, require_service, unique};
 
 const SECRET: &str = "load-test-development-secret-not-for-production";
 
-fn aiq_bin() -> PathBuf {
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let candidates = [
-        std::env::var_os("AIQ_BIN").map(PathBuf::from),
-        std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join("debug/aiq")),
-        Some(workspace.join("target/debug/aiq")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.is_file())
-        .expect("no aiq binary: run `cargo build -p aiq` or set AIQ_BIN")
-}
+mod common;
 
-/// `aiq` with only this deployment's configuration: other `AIQ_` variables of the test's
-/// environment are not its business.
-fn aiq(env: &[(&str, String)]) -> Command {
-    let mut c = Command::new(aiq_bin());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AIQ_") {
-            c.env_remove(k);
-        }
-    }
-    c.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-    c
-}
-
-fn ok(mut c: Command) -> String {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{c:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Stops `aiq serve` however the test ends.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{Serve, aiq, free_port, ok};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_triggered_run_completes_and_the_report_is_written() {
