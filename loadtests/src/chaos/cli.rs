@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::chaos::faults::{ServeCommand, Services};
+use crate::chaos::scale::Scale;
 use crate::chaos::workflows::Kind;
-use crate::chaos::{Settings, run};
+use crate::chaos::{Settings, run_with};
 
 /// Variables of `scripts/services` that are not aiq configuration (aiq refuses unknown
 /// `AIQ_` keys), kept away from `aiq serve`.
@@ -60,15 +61,29 @@ pub struct ChaosArgs {
     mix: String,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// SIGKILLs of `aiq serve` (needs --aiq-bin).
-    #[arg(long, default_value_t = 20)]
-    kills: u32,
-    /// SIGKILLs of the Kafka broker (needs --services-*).
-    #[arg(long, default_value_t = 2)]
-    kafka_kills: u32,
-    /// SIGKILLs of the Cassandra node (needs --services-*).
-    #[arg(long, default_value_t = 1)]
-    cassandra_kills: u32,
+    /// SIGKILLs of `aiq serve` (needs --aiq-bin) [default: 20; 0 with --scale].
+    #[arg(long)]
+    kills: Option<u32>,
+    /// SIGKILLs of the Kafka broker (needs --services-*) [default: 2; 0 with --scale].
+    #[arg(long)]
+    kafka_kills: Option<u32>,
+    /// SIGKILLs of the Cassandra node (needs --services-*) [default: 1; 0 with --scale].
+    #[arg(long)]
+    cassandra_kills: Option<u32>,
+    /// The scale scenario instead: `aiq serve` runs ingest, worker and sink; orchestrator
+    /// processes of their own go 1 → 2 → 3 → 2 → 1 with a SIGKILL at each change
+    /// (needs --aiq-bin). Sending lasts five phases (`--phase`) unless --runs says.
+    #[arg(long)]
+    scale: bool,
+    /// Seconds of each phase of the scale scenario.
+    #[arg(long, default_value_t = 60.0)]
+    phase: f64,
+    /// Seconds from starting an orchestrator instance to SIGKILLing another (scale-up).
+    #[arg(long, default_value_t = 5.0)]
+    kill_delay: f64,
+    /// Orchestrator instance n's operations listener is on this port + n (--scale).
+    #[arg(long, default_value_t = 18290)]
+    orchestrator_ops_port: u16,
     /// Seconds a killed Kafka or Cassandra stays down before its restart begins.
     #[arg(long, default_value_t = 5.0)]
     down_for: f64,
@@ -145,12 +160,35 @@ pub async fn main(a: ChaosArgs) -> anyhow::Result<()> {
     };
     let serve = a.aiq_bin.as_ref().map(|bin| ServeCommand {
         bin: bin.clone(),
-        env: Vec::new(),
+        env: if a.scale {
+            vec![("AIQ_SERVE_ROLES".into(), "ingest,worker,sink".into())]
+        } else {
+            Vec::new()
+        },
         env_remove: SERVICES_VARIABLES.iter().map(|s| (*s).to_owned()).collect(),
         log: a.out.join("serve.log"),
         pid_file: Some(a.out.join("serve.pid")),
     });
-    let runs = a.runs.unwrap_or((a.rate * a.duration).round() as u64);
+    let scale = if a.scale {
+        let bin = a
+            .aiq_bin
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("--scale needs --aiq-bin"))?;
+        Some(Scale {
+            bin,
+            env: Vec::new(),
+            env_remove: SERVICES_VARIABLES.iter().map(|s| (*s).to_owned()).collect(),
+            ops_ports: [1, 2, 3].map(|n| a.orchestrator_ops_port + n),
+            phase: secs("--phase", a.phase)?,
+            kill_delay: secs("--kill-delay", a.kill_delay)?,
+            out: a.out.clone(),
+        })
+    } else {
+        None
+    };
+    let duration = if a.scale { a.phase * 5.0 } else { a.duration };
+    let runs = a.runs.unwrap_or((a.rate * duration).round() as u64);
+    let kills = |n: Option<u32>, default: u32| n.unwrap_or(if a.scale { 0 } else { default });
     let settings = Settings {
         api: a.api,
         token: a.token,
@@ -164,9 +202,9 @@ pub async fn main(a: ChaosArgs) -> anyhow::Result<()> {
         tenants: (0..a.tenants).map(|i| format!("chaos{i}")).collect(),
         mix: parse_mix(&a.mix)?,
         seed: a.seed,
-        serve_kills: a.kills,
-        kafka_kills: a.kafka_kills,
-        cassandra_kills: a.cassandra_kills,
+        serve_kills: kills(a.kills, 20),
+        kafka_kills: kills(a.kafka_kills, 2),
+        cassandra_kills: kills(a.cassandra_kills, 1),
         down_for: secs("--down-for", a.down_for)?,
         serve,
         services,
@@ -175,8 +213,11 @@ pub async fn main(a: ChaosArgs) -> anyhow::Result<()> {
         max_in_flight: a.max_in_flight,
         out: a.out.clone(),
     };
-    let summary = run(&settings).await?;
+    let summary = run_with(&settings, scale.as_ref()).await?;
     println!("{}", summary.verdict.text());
+    if let Some(r) = &summary.scale {
+        println!("{}", r.table());
+    }
     println!(
         "faults: {} ({} aiq serve restarts); drive: {} trigger requests for {} accepted, {} given up; {} signals",
         summary.faults.len(),
@@ -197,6 +238,11 @@ pub async fn main(a: ChaosArgs) -> anyhow::Result<()> {
         .filter(|(_, n)| *n > 0)
         .map(|(name, n)| format!("{name} {n}"))
         .collect();
+    let doubled_events = summary.scale.as_ref().map_or(0, |r| r.doubled_event_runs);
+    anyhow::ensure!(
+        doubled_events == 0,
+        "chaos: {doubled_events} runs with a doubled run or step event (scale.md)"
+    );
     anyhow::ensure!(
         problems.is_empty() && summary.drive.given_up == 0,
         "chaos: not every accepted run ended once, well, everywhere: {}{}",

@@ -162,6 +162,13 @@ impl Supervisor {
         signal(pid, "KILL").then_some(pid)
     }
 
+    /// SIGKILLs the running `aiq serve` and stops supervising it: it stays dead (a
+    /// scale-down). Returns its pid.
+    pub fn kill9_for_good(&self) -> Option<u32> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.kill9()
+    }
+
     /// Stops supervising: SIGTERM, then SIGKILL after 30 s.
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);

@@ -10,6 +10,7 @@ pub mod drive;
 pub mod faults;
 pub mod flaky;
 pub mod observe;
+pub mod scale;
 pub mod workflows;
 
 use std::collections::HashSet;
@@ -76,6 +77,9 @@ pub struct Summary {
     pub read_errors: Vec<String>,
     pub events_records_read: u64,
     pub verdict: Verdict,
+    /// The scale scenario's stalls and rebalances (`--scale`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale: Option<scale::Report>,
 }
 
 fn say(start: Instant, what: &str) {
@@ -85,6 +89,12 @@ fn say(start: Instant, what: &str) {
 /// Runs the whole experiment; writes `accepted.jsonl` and `summary.json` under
 /// `settings.out` and returns the summary (check `summary.verdict.clean()`).
 pub async fn run(s: &Settings) -> anyhow::Result<Summary> {
+    run_with(s, None).await
+}
+
+/// [`run`], or with `scale` the scale scenario ([`scale`]): `settings.serve` must then
+/// run every role but the orchestrator, whose instances are started here.
+pub async fn run_with(s: &Settings, scale: Option<&scale::Scale>) -> anyhow::Result<Summary> {
     anyhow::ensure!(
         s.rate.is_finite() && s.rate > 0.0,
         "--rate must be positive"
@@ -115,6 +125,10 @@ pub async fn run(s: &Settings) -> anyhow::Result<Summary> {
         Some(cmd) => Some(Supervisor::start(cmd.clone())?),
         None => None,
     };
+    let fleet = match scale {
+        Some(sc) => Some(Arc::new(std::sync::Mutex::new(scale::Fleet::start(sc)?))),
+        None => None,
+    };
     ready(&client, &api, Duration::from_secs(180)).await?;
     register(&client, &api, &s.token, &s.tenants, flaky_port).await?;
     say(
@@ -132,6 +146,16 @@ pub async fn run(s: &Settings) -> anyhow::Result<Summary> {
         s.seed,
     );
     let drive_start = Instant::now();
+    let drive_start_ms = chrono::Utc::now().timestamp_millis();
+    let stepper = match (scale, &fleet) {
+        (Some(sc), Some(f)) => Some(tokio::spawn(scale::step(
+            drive_start,
+            sc.phase,
+            sc.kill_delay,
+            Arc::clone(f),
+        ))),
+        _ => None,
+    };
     let supervisor = supervisor.map(Arc::new);
     let injector = {
         let (sup, services, down_for) = (supervisor.clone(), s.services.clone(), s.down_for);
@@ -156,7 +180,12 @@ pub async fn run(s: &Settings) -> anyhow::Result<Summary> {
             stats.accepted, stats.given_up
         ),
     );
+    let drive_end_ms = chrono::Utc::now().timestamp_millis();
     let struck = injector.await?;
+    let changes = match stepper {
+        Some(t) => t.await?,
+        None => Vec::new(),
+    };
     write_accepted(&s.out, &accepted)?;
 
     // Drain: read the witnesses until every accepted run ended everywhere, or time is up.
@@ -166,7 +195,7 @@ pub async fn run(s: &Settings) -> anyhow::Result<Summary> {
     let events_topic = format!("{}events", s.topic_prefix);
     let mut events = None;
     let mut store = None;
-    let (verdict, read_errors, records) = loop {
+    let (verdict, read_errors, records, events) = loop {
         let mut errors = Vec::new();
         if store.is_none() {
             match observe::Store::connect(&s.cql, &s.keyspace).await {
@@ -222,7 +251,7 @@ pub async fn run(s: &Settings) -> anyhow::Result<Summary> {
             ),
         );
         if (v.unsettled() == 0 && errors.is_empty()) || drain_start.elapsed() >= s.drain {
-            break (v, errors, records);
+            break (v, errors, records, events);
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
     };
@@ -234,7 +263,35 @@ pub async fn run(s: &Settings) -> anyhow::Result<Summary> {
     {
         tokio::task::block_in_place(|| sup.stop());
     }
+    let scale_report = match (scale, fleet) {
+        (Some(sc), Some(fleet)) => {
+            let fleet = Arc::try_unwrap(fleet)
+                .map_err(|_| anyhow::anyhow!("the scale stepper still holds the fleet"))?
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let restarts = fleet.restarts();
+            tokio::task::block_in_place(|| fleet.stop());
+            let (stamps, doubled) = events
+                .as_ref()
+                .map(|r| (r.stamps.as_slice(), r.doubled_events.clone()))
+                .unwrap_or_default();
+            let r = scale::report(
+                sc,
+                drive_start_ms,
+                drive_end_ms,
+                &changes,
+                stamps,
+                &scale::read_logs(sc),
+                restarts,
+                &doubled,
+            );
+            scale::write(&s.out, &r, stamps)?;
+            Some(r)
+        }
+        _ => None,
+    };
     let summary = Summary {
+        scale: scale_report,
         started_at,
         settings: settings_json(s),
         drive: stats,

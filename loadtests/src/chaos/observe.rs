@@ -2,7 +2,7 @@
 //! beginning), the store's `runs` table (a full scan in token ranges) and the Parquet
 //! `runs` table (through the analytics engine, every tenant).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,14 @@ pub struct EventsReader {
     /// Every terminal run event, one per record.
     pub terminal: Vec<Record>,
     pub records: u64,
+    /// Partition and timestamp (ms since the epoch: when the orchestrator produced it,
+    /// inside the transaction that committed it) of every run and step event.
+    pub stamps: Vec<(i32, i64)>,
+    /// Run ids with a second `running` event, or a second step event with the same
+    /// step, iteration, attempt and status: how many extra records each had.
+    pub doubled_events: BTreeMap<String, u64>,
+    /// Keys of the step events seen: (run, step, iteration, attempt, status).
+    step_keys: HashSet<(String, String, Option<u64>, u32, &'static str)>,
 }
 
 impl EventsReader {
@@ -69,6 +77,9 @@ impl EventsReader {
             started: HashMap::new(),
             terminal: Vec::new(),
             records: 0,
+            stamps: Vec::new(),
+            doubled_events: BTreeMap::new(),
+            step_keys: HashSet::new(),
         })
     }
 
@@ -89,7 +100,24 @@ impl EventsReader {
                 Some(Ok(m)) => {
                     last = Instant::now();
                     self.records += 1;
-                    if let Some(Ok(Event::Run(e))) = m.payload().map(Event::decode) {
+                    let event = m.payload().map(Event::decode);
+                    if let (Some(Ok(_)), Some(ts)) = (&event, m.timestamp().to_millis()) {
+                        self.stamps.push((m.partition(), ts));
+                    }
+                    if let Some(Ok(Event::Step(e))) = &event {
+                        let run = e.run.to_string();
+                        let key = (
+                            run.clone(),
+                            e.step.to_string(),
+                            e.iteration,
+                            e.attempt,
+                            e.status.as_str(),
+                        );
+                        if !self.step_keys.insert(key) {
+                            *self.doubled_events.entry(run).or_default() += 1;
+                        }
+                    }
+                    if let Some(Ok(Event::Run(e))) = event {
                         let run = e.run.to_string();
                         if e.status.is_terminal() {
                             let error = e.error.as_ref().map(|f| f.message.as_str());
@@ -99,8 +127,12 @@ impl EventsReader {
                                 e.status.as_str(),
                                 error,
                             ));
-                        } else {
-                            self.started.insert(run, e.tenant.as_str().to_owned());
+                        } else if self
+                            .started
+                            .insert(run.clone(), e.tenant.as_str().to_owned())
+                            .is_some()
+                        {
+                            *self.doubled_events.entry(run).or_default() += 1;
                         }
                     }
                 }
