@@ -6,7 +6,6 @@
 //! or `debug/aiq` under `$CARGO_TARGET_DIR` or the workspace's `target`.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use aiq_loadtests::chaos::faults::ServeCommand;
@@ -16,26 +15,9 @@ use aiq_testkit::{CQL, KAFKA, require_service, unique};
 
 const SECRET: &str = "chaos-test-development-secret-not-for-production";
 
-fn aiq_bin() -> PathBuf {
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    [
-        std::env::var_os("AIQ_BIN").map(PathBuf::from),
-        std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join("debug/aiq")),
-        Some(workspace.join("target/debug/aiq")),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|p| p.is_file())
-    .expect("no aiq binary: run `cargo build -p aiq` or set AIQ_BIN")
-}
+mod common;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{aiq_bin, free_port};
 
 // Not in the default test run: after a SIGKILL the pipeline stalls for tens of seconds
 // (RELIABILITY.md, Results), and how long on a loaded 2-core CI machine is not yet known,
