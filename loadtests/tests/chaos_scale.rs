@@ -13,13 +13,13 @@ use aiq_loadtests::chaos::faults::ServeCommand;
 use aiq_loadtests::chaos::scale::Scale;
 use aiq_loadtests::chaos::workflows::Kind;
 use aiq_loadtests::chaos::{Settings, run_with};
-use aiq_testkit::{CQL, KAFKA, require_service, unique};
+use aiq_testkit::{CQL, KAFKA, require_service};
 
 const SECRET: &str = "chaos-test-development-secret-not-for-production";
 
 mod common;
 
-use common::{aiq_bin, free_port};
+use common::{ChaosDeployment, aiq_bin, chaos_deployment, free_port};
 
 // Not in the default test run: five phases of 15 s, each scale-down waits out the
 // killed instance's session (10 s) and its open transaction (10 s), and four
@@ -31,33 +31,14 @@ use common::{aiq_bin, free_port};
 async fn runs_end_once_while_orchestrators_scale_one_two_three_two_one() {
     let brokers = require_service!(KAFKA);
     let cql = require_service!(CQL);
-    let name = unique("chaos_scale");
-    let prefix = format!("{}.", name.replace('_', "-"));
-    let listen = format!("127.0.0.1:{}", free_port());
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("aiq.toml");
-    std::fs::write(
-        &config,
-        "[connectors.outbound]\nallow = [\"127.0.0.1/32\"]\n[connectors.breaker]\nwindow = 20\nmin_calls = 1000\n",
-    )
-    .unwrap();
-    let history = dir.path().join("history");
-    let env: Vec<(String, String)> = [
-        ("AIQ_CONFIG", config.display().to_string()),
-        ("AIQ_KAFKA_BROKERS", brokers.clone()),
-        ("AIQ_KAFKA_TOPIC_PREFIX", prefix.clone()),
-        ("AIQ_CQL_CONTACT_POINTS", cql.clone()),
-        ("AIQ_CQL_KEYSPACE", name.clone()),
-        ("AIQ_SERVE_HTTP_LISTEN", listen.clone()),
-        ("AIQ_SINK_PARQUET__ROOT", history.display().to_string()),
-        ("AIQ_INGEST_TRIGGER_QUOTA__PER_SECOND", "100000".into()),
-        ("AIQ_INGEST_TRIGGER_QUOTA__BURST", "100000".into()),
-        ("AIQ_DEV_JWT_SECRET", SECRET.into()),
-        ("AIQ_LOG_FILTER", "warn".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let ChaosDeployment {
+        dir,
+        name,
+        prefix,
+        listen,
+        history,
+        env,
+    } = chaos_deployment("chaos_scale", &brokers, &cql, SECRET);
     // Only this deployment's AIQ_ variables reach aiq.
     let env_remove: Vec<String> = std::env::vars()
         .map(|(k, _)| k)

@@ -63,3 +63,54 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A chaos test's deployment on the shared Kafka and Cassandra: a topic prefix and a
+/// keyspace of its own, an API port, a configuration that lets the connectors call the
+/// load generator's target on loopback with a breaker that never opens, and the `AIQ_`
+/// environment every `aiq` of the test gets (a test adds its own on top).
+pub struct ChaosDeployment {
+    pub dir: tempfile::TempDir,
+    pub name: String,
+    pub prefix: String,
+    pub listen: String,
+    pub history: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+pub fn chaos_deployment(label: &str, brokers: &str, cql: &str, secret: &str) -> ChaosDeployment {
+    let name = aiq_testkit::unique(label);
+    let prefix = format!("{}.", name.replace('_', "-"));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("aiq.toml");
+    std::fs::write(
+        &config,
+        "[connectors.outbound]\nallow = [\"127.0.0.1/32\"]\n[connectors.breaker]\nwindow = 20\nmin_calls = 1000\n",
+    )
+    .unwrap();
+    let history = dir.path().join("history");
+    let env = [
+        ("AIQ_CONFIG", config.display().to_string()),
+        ("AIQ_KAFKA_BROKERS", brokers.to_owned()),
+        ("AIQ_KAFKA_TOPIC_PREFIX", prefix.clone()),
+        ("AIQ_CQL_CONTACT_POINTS", cql.to_owned()),
+        ("AIQ_CQL_KEYSPACE", name.clone()),
+        ("AIQ_SERVE_HTTP_LISTEN", listen.clone()),
+        ("AIQ_SINK_PARQUET__ROOT", history.display().to_string()),
+        ("AIQ_INGEST_TRIGGER_QUOTA__PER_SECOND", "100000".into()),
+        ("AIQ_INGEST_TRIGGER_QUOTA__BURST", "100000".into()),
+        ("AIQ_DEV_JWT_SECRET", secret.to_owned()),
+        ("AIQ_LOG_FILTER", "warn".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    ChaosDeployment {
+        dir,
+        name,
+        prefix,
+        listen,
+        history,
+        env,
+    }
+}
