@@ -140,7 +140,7 @@ impl Core {
     /// free once it is back under 95% of it.
     pub(super) fn queue_changed(&mut self, p: i32, tenant: &TenantId, now: DateTime<Utc>) {
         let max = self.settings.quota_for(tenant).max_queued_runs;
-        let Some(st) = self.parts.get_mut(&p) else {
+        let Some(st) = self.parts.get(&p) else {
             return;
         };
         let queued = st.queued_of(tenant) as u64;
@@ -150,9 +150,24 @@ impl Core {
         } else {
             queued >= u64::from(max)
         };
-        if full == was {
-            return;
+        if full != was {
+            self.announce_queue(p, tenant, full, now);
         }
+    }
+
+    /// Records the tenant's queue as full or free and writes that to the queue-state
+    /// topic, with the queue's length and bound.
+    pub(super) fn announce_queue(
+        &mut self,
+        p: i32,
+        tenant: &TenantId,
+        full: bool,
+        now: DateTime<Utc>,
+    ) {
+        let max = self.settings.quota_for(tenant).max_queued_runs;
+        let Some(st) = self.parts.get_mut(&p) else {
+            return;
+        };
         if full {
             st.full_queues.insert(tenant.clone());
         } else {
@@ -161,7 +176,7 @@ impl Core {
         self.out.push(Output::QueueState(QueueState {
             tenant: tenant.clone(),
             full,
-            queued,
+            queued: st.queued_of(tenant) as u64,
             max,
             at: now,
         }));

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use super::admission::enqueue;
 use super::state::{PartitionState, StoredRun, inflight_of};
-use super::{Core, Output};
+use super::Core;
 use crate::changelog::{
     CronCursor, EarlySignal, Entry, EntryKey, FinishedRun, HeldTask, MarkerChunk, QueuedRun,
 };
@@ -230,23 +230,14 @@ impl Core {
         self.parts.insert(p, st);
         for tenant in tenants {
             let max = self.settings.quota_for(&tenant).max_queued_runs;
-            let Some(st) = self.parts.get_mut(&p) else {
-                break;
-            };
-            let queued = st.queued_of(&tenant) as u64;
+            let queued = self
+                .parts
+                .get(&p)
+                .map_or(0, |st| st.queued_of(&tenant) as u64);
             // In the band between 95% and 100% the flag depends on the way there: full
             // is the side that cannot accept a run the orchestrator would set aside.
             let full = queued > QueueState::clear_at(max) || queued >= u64::from(max);
-            if full {
-                st.full_queues.insert(tenant.clone());
-            }
-            self.out.push(Output::QueueState(QueueState {
-                tenant,
-                full,
-                queued,
-                max,
-                at: now,
-            }));
+            self.announce_queue(p, &tenant, full, now);
         }
     }
 }
