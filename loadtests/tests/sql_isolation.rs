@@ -7,8 +7,7 @@
 //! `$AIQ_BIN`, or `debug/aiq` under `$CARGO_TARGET_DIR` or the workspace's `target`.
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use aiq_testkit::{CQL, KAFKA, require_service, unique};
 
@@ -16,7 +15,7 @@ const SECRET: &str = "sql-isolation-test-development-secret-not-for-production";
 
 mod common;
 
-use common::{Serve, aiq, free_port, ok};
+use common::{Served, free_port, serve_ready};
 
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread")]
@@ -41,36 +40,11 @@ async fn heavy_queries_are_refused_beyond_the_limit_and_run_on_the_sql_threads()
         ("AIQ_DEV_JWT_SECRET", SECRET.into()),
         ("AIQ_LOG_FILTER", "warn".into()),
     ];
-    let mut topics = aiq(&env);
-    topics.args(["topics", "apply"]);
-    ok(topics);
-    let mut schema = aiq(&env);
-    schema.args(["schema", "apply"]);
-    ok(schema);
-    let mut token = aiq(&env);
-    token.args(["token", "--tenant", "ops", "--role", "platform_admin"]);
-    let token = ok(token).trim().to_owned();
-
-    let mut serve = aiq(&env);
-    serve
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    let mut serve = Serve(serve.spawn().unwrap());
-    let api = format!("http://{listen}");
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Ok(r) = client.get(format!("{api}/readyz")).send().await
-            && r.status().is_success()
-        {
-            break;
-        }
-        assert!(serve.0.try_wait().unwrap().is_none(), "aiq serve exited");
-        assert!(Instant::now() < deadline, "aiq serve not ready");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let Served {
+        mut serve,
+        token,
+        api,
+    } = serve_ready(&env, &listen).await;
 
     let out = tempfile::tempdir().unwrap();
     let mut load = Command::new(env!("CARGO_BIN_EXE_aiq-load"));

@@ -114,3 +114,47 @@ pub fn chaos_deployment(label: &str, brokers: &str, cql: &str, secret: &str) -> 
         env,
     }
 }
+
+/// A running `aiq serve` with topics and schema applied, a platform admin token, and
+/// its API's base URL.
+pub struct Served {
+    pub serve: Serve,
+    pub token: String,
+    pub api: String,
+}
+
+/// Applies topics and schema for `env`, mints a platform admin token, starts
+/// `aiq serve` and waits (90 s at most) until its API at `listen` is ready.
+pub async fn serve_ready(env: &[(&str, String)], listen: &str) -> Served {
+    let mut topics = aiq(env);
+    topics.args(["topics", "apply"]);
+    ok(topics);
+    let mut schema = aiq(env);
+    schema.args(["schema", "apply"]);
+    ok(schema);
+    let mut token = aiq(env);
+    token.args(["token", "--tenant", "ops", "--role", "platform_admin"]);
+    let token = ok(token).trim().to_owned();
+
+    let mut serve = aiq(env);
+    serve
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit());
+    let mut serve = Serve(serve.spawn().unwrap());
+    let api = format!("http://{listen}");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        if let Ok(r) = client.get(format!("{api}/readyz")).send().await
+            && r.status().is_success()
+        {
+            break;
+        }
+        assert!(serve.0.try_wait().unwrap().is_none(), "aiq serve exited");
+        assert!(std::time::Instant::now() < deadline, "aiq serve not ready");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    Served { serve, token, api }
+}

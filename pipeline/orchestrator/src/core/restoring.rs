@@ -10,9 +10,9 @@ use std::collections::{BTreeSet, HashMap};
 use aiq_topics::{QueueState, RunId, StepId, TenantId, WorkflowId};
 use chrono::{DateTime, Utc};
 
+use super::Core;
 use super::admission::enqueue;
 use super::state::{PartitionState, StoredRun, inflight_of};
-use super::Core;
 use crate::changelog::{
     CronCursor, EarlySignal, Entry, EntryKey, FinishedRun, HeldTask, MarkerChunk, QueuedRun,
 };
