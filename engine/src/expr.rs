@@ -7,10 +7,15 @@
 //! is exactly `${ expr }` becomes the expression's value, of any type, and `${ expr }`
 //! inside a longer string is replaced by the value's text.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock};
 
-use cel::{Context, Program};
+use aiq_topics::{RunId, StepId};
+use cel::common::types::{
+    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
+};
+use cel::common::value::Val;
+use cel::{Context, Env, Program};
 use serde_json::Value;
 
 /// The names an expression may read.
@@ -22,6 +27,11 @@ pub struct EvalError {
     pub expr: String,
     pub reason: String,
 }
+
+/// CEL's standard library: building it declares a few hundred overloads, far more work
+/// than evaluating a typical expression, so every evaluation shares this one. It is
+/// constant (no variables, nothing added), not a cache.
+static STDLIB: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
 
 /// Compiled expressions by source text; built once per workflow version.
 #[derive(Clone, Default)]
@@ -45,15 +55,26 @@ impl std::fmt::Debug for Expressions {
     }
 }
 
-/// What an expression sees.
+/// What an expression sees. It borrows the run state: each variable becomes a CEL value
+/// only when an expression reads it.
 pub struct Scope<'a> {
     pub input: &'a Value,
     pub vars: &'a BTreeMap<String, Value>,
-    /// `steps.<id>.output` for every step finished in scope.
-    pub steps: BTreeMap<String, Value>,
+    /// `steps.<id>.output`: the outputs of the steps finished in each frame in scope,
+    /// outermost frame first, so that an inner frame's output of a step wins.
+    pub steps: Vec<&'a BTreeMap<StepId, Value>>,
     pub item: Option<&'a Value>,
     pub index: Option<u64>,
-    pub run: Value,
+    pub run: RunScope<'a>,
+}
+
+/// `run.id`, `run.tenant`, `run.workflow` and `run.version`.
+#[derive(Clone, Copy)]
+pub struct RunScope<'a> {
+    pub id: &'a RunId,
+    pub tenant: &'a str,
+    pub workflow: &'a str,
+    pub version: u32,
 }
 
 impl Expressions {
@@ -123,43 +144,60 @@ impl Expressions {
         self.programs.is_empty()
     }
 
-    fn context(scope: &Scope<'_>, reads: &[&str]) -> Context<'static, 'static> {
-        let mut ctx = Context::default();
+    /// A context with the variables `reads` names, built from `scope`. The CEL values
+    /// borrow the JSON's strings rather than copy them.
+    fn context<'a>(scope: &Scope<'a>, reads: &[&str]) -> Context<'a, 'a> {
+        let mut ctx = Context::with_env(Arc::clone(&STDLIB));
         for &name in reads {
-            let value = match name {
-                "input" => to_cel(scope.input),
-                "vars" => cel::Value::Map(
+            let value: Box<dyn Val + 'a> = match name {
+                "input" => to_val(scope.input),
+                "vars" => Box::new(CelMap::from(
                     scope
                         .vars
                         .iter()
-                        .map(|(k, v)| (k.clone(), to_cel(v)))
-                        .collect::<std::collections::HashMap<_, _>>()
-                        .into(),
-                ),
-                "steps" => cel::Value::Map(
-                    scope
-                        .steps
-                        .iter()
-                        .map(|(k, v)| {
-                            let inner: std::collections::HashMap<String, cel::Value> =
-                                std::collections::HashMap::from([("output".to_owned(), to_cel(v))]);
-                            (k.clone(), cel::Value::Map(inner.into()))
-                        })
-                        .collect::<std::collections::HashMap<_, _>>()
-                        .into(),
-                ),
-                "run" => to_cel(&scope.run),
+                        .map(|(k, v)| (CelMapKey::from(k.as_str()), to_val(v)))
+                        .collect::<HashMap<_, _>>(),
+                )),
+                "steps" => {
+                    let mut steps = HashMap::new();
+                    for outputs in &scope.steps {
+                        for (k, v) in *outputs {
+                            let output = HashMap::from([(CelMapKey::from("output"), to_val(v))]);
+                            let output: Box<dyn Val + 'a> = Box::new(CelMap::from(output));
+                            steps.insert(CelMapKey::from(k.as_str()), output);
+                        }
+                    }
+                    Box::new(CelMap::from(steps))
+                }
+                "run" => {
+                    let run: [(CelMapKey<'a>, Box<dyn Val + 'a>); 4] = [
+                        (
+                            "id".into(),
+                            Box::new(CelString::from(scope.run.id.to_string())),
+                        ),
+                        ("tenant".into(), Box::new(CelString::from(scope.run.tenant))),
+                        (
+                            "workflow".into(),
+                            Box::new(CelString::from(scope.run.workflow)),
+                        ),
+                        (
+                            "version".into(),
+                            Box::new(CelInt::from(i64::from(scope.run.version))),
+                        ),
+                    ];
+                    Box::new(CelMap::from(HashMap::from(run)))
+                }
                 "item" => match scope.item {
-                    Some(item) => to_cel(item),
+                    Some(item) => to_val(item),
                     None => continue,
                 },
                 "index" => match scope.index {
-                    Some(i) => cel::Value::Int(i64::try_from(i).unwrap_or(i64::MAX)),
+                    Some(i) => Box::new(CelInt::from(i64::try_from(i).unwrap_or(i64::MAX))),
                     None => continue,
                 },
                 _ => continue,
             };
-            ctx.add_variable_from_value(name, value);
+            ctx.add_variable_as_val(name, value);
         }
         ctx
     }
@@ -187,6 +225,8 @@ impl Expressions {
     /// Evaluates a data field's templates.
     pub fn render(&self, value: &Value, scope: &Scope<'_>) -> Result<Value, EvalError> {
         match value {
+            // Most strings of a data field are plain text.
+            Value::String(s) if !s.contains("${") => Ok(Value::String(s.clone())),
             Value::String(s) => {
                 let parts = split_template(s).map_err(|reason| EvalError {
                     expr: s.clone(),
@@ -227,22 +267,24 @@ impl Expressions {
 
 /// JSON to CEL. Integers become CEL `int` (signed) whatever their sign: CEL does not mix
 /// `int` and `uint` in arithmetic, and `item * 2` must work on a JSON `3`.
-fn to_cel(v: &Value) -> cel::Value {
+fn to_val(v: &Value) -> Box<dyn Val + '_> {
     match v {
-        Value::Null => cel::Value::Null,
-        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Null => Box::new(CelNull),
+        Value::Bool(b) => Box::new(CelBool::from(*b)),
         Value::Number(n) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => cel::Value::Int(i),
-            (None, Some(u)) => cel::Value::UInt(u),
-            _ => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            (Some(i), _) => Box::new(CelInt::from(i)),
+            (None, Some(u)) => Box::new(CelUInt::from(u)),
+            _ => Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN))),
         },
-        Value::String(s) => cel::Value::String(Arc::new(s.clone())),
-        Value::Array(items) => cel::Value::List(Arc::new(items.iter().map(to_cel).collect())),
-        Value::Object(map) => {
-            let m: std::collections::HashMap<String, cel::Value> =
-                map.iter().map(|(k, v)| (k.clone(), to_cel(v))).collect();
-            cel::Value::Map(m.into())
+        Value::String(s) => Box::new(CelString::from(s.as_str())),
+        Value::Array(items) => {
+            Box::new(CelList::from(items.iter().map(to_val).collect::<Vec<_>>()))
         }
+        Value::Object(map) => Box::new(CelMap::from(
+            map.iter()
+                .map(|(k, v)| (CelMapKey::from(k.as_str()), to_val(v)))
+                .collect::<HashMap<_, _>>(),
+        )),
     }
 }
 
@@ -308,17 +350,31 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn scope<'a>(input: &'a Value, vars: &'a BTreeMap<String, Value>) -> Scope<'a> {
+    fn steps() -> BTreeMap<StepId, Value> {
+        BTreeMap::from([(
+            StepId::new("fetch").unwrap(),
+            json!({"status": 200, "items": [1, 2, 3]}),
+        )])
+    }
+
+    fn scope<'a>(
+        input: &'a Value,
+        vars: &'a BTreeMap<String, Value>,
+        steps: &'a BTreeMap<StepId, Value>,
+        run: &'a RunId,
+    ) -> Scope<'a> {
         Scope {
             input,
             vars,
-            steps: BTreeMap::from([(
-                "fetch".to_owned(),
-                json!({"status": 200, "items": [1, 2, 3]}),
-            )]),
+            steps: vec![steps],
             item: None,
             index: None,
-            run: json!({"id": "r1"}),
+            run: RunScope {
+                id: run,
+                tenant: "t",
+                workflow: "w",
+                version: 1,
+            },
         }
     }
 
@@ -352,7 +408,10 @@ mod tests {
             "nested": ["${ steps.fetch.output.status }", 7]
         });
         ex.compile_template(&doc, false).unwrap();
-        let out = ex.render(&doc, &scope(&input, &vars)).unwrap();
+        let (steps, run) = (steps(), RunId::random());
+        let out = ex
+            .render(&doc, &scope(&input, &vars, &steps, &run))
+            .unwrap();
         assert_eq!(
             out,
             json!({"amount": 240, "greeting": "Hello Ada, 3 items", "big": true, "nested": [200, 7]})
@@ -380,9 +439,33 @@ mod tests {
         ex.compile("input.missing.deeper", false).unwrap();
         let input = json!({});
         let vars = BTreeMap::new();
+        let (steps, run) = (steps(), RunId::random());
         let e = ex
-            .eval("input.missing.deeper", &scope(&input, &vars))
+            .eval("input.missing.deeper", &scope(&input, &vars, &steps, &run))
             .unwrap_err();
         assert_eq!(e.expr, "input.missing.deeper");
+    }
+
+    #[test]
+    fn run_reads_its_fields_and_an_inner_frames_step_output_wins() {
+        let mut ex = Expressions::default();
+        let doc = json!({"run": "${ run }", "fetch": "${ steps.fetch.output }", "outer": "${ steps.outer.output }"});
+        ex.compile_template(&doc, false).unwrap();
+        let (input, vars) = (json!({}), BTreeMap::new());
+        let outer = BTreeMap::from([
+            (StepId::new("fetch").unwrap(), json!("outer")),
+            (StepId::new("outer").unwrap(), json!(1)),
+        ]);
+        let (inner, run) = (steps(), RunId::random());
+        let mut scope = scope(&input, &vars, &inner, &run);
+        scope.steps.insert(0, &outer);
+        assert_eq!(
+            ex.render(&doc, &scope).unwrap(),
+            json!({
+                "run": {"id": run.to_string(), "tenant": "t", "workflow": "w", "version": 1},
+                "fetch": {"status": 200, "items": [1, 2, 3]},
+                "outer": 1
+            })
+        );
     }
 }

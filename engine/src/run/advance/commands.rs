@@ -84,8 +84,8 @@ impl Machine<'_> {
     }
 
     pub(super) fn cancel_timer(&mut self, id: &str) {
-        if self.st.timers.remove(id).is_some() {
-            self.out.push(Command::CancelTimer { id: id.to_owned() });
+        if let Some((id, _)) = self.st.timers.remove_entry(id) {
+            self.out.push(Command::CancelTimer { id });
         }
     }
 

@@ -8,7 +8,7 @@ use aiq_topics::{ErrorClass, Failure, RunStatus, StepId, StepStatus};
 use serde_json::{Value, json};
 
 use super::{Joined, Machine, failure, foreach, parallel};
-use crate::expr::Scope;
+use crate::expr::{RunScope, Scope};
 use crate::run::io::Command;
 use crate::run::state::{Frame, FrameId, Parent, Pending};
 use crate::workflow::BlockId;
@@ -42,39 +42,31 @@ impl Machine<'_> {
     }
 
     pub(super) fn scope(&self, fid: FrameId) -> Scope<'_> {
-        let mut chain = Vec::new();
+        let mut steps = Vec::new();
+        let (mut item, mut index) = (None, None);
         let mut cur = self.st.frames.get(&fid);
         while let Some(f) = cur {
-            chain.push(f);
-            cur = f.parent.and_then(|p| self.st.frames.get(&p.frame));
-        }
-        let mut steps = BTreeMap::new();
-        let (mut item, mut index) = (None, None);
-        for f in chain.iter().rev() {
-            for (k, v) in &f.outputs {
-                steps.insert(k.as_str().to_owned(), v.clone());
-            }
-        }
-        // The innermost loop's item wins.
-        for f in &chain {
-            if f.index.is_some() {
+            steps.push(&f.outputs);
+            // The innermost loop's item wins.
+            if index.is_none() && f.index.is_some() {
                 item = f.item.as_ref();
                 index = f.index;
-                break;
             }
+            cur = f.parent.and_then(|p| self.st.frames.get(&p.frame));
         }
+        steps.reverse();
         Scope {
             input: &self.st.input,
             vars: &self.st.vars,
             steps,
             item,
             index,
-            run: json!({
-                "id": self.st.run.to_string(),
-                "tenant": self.st.tenant.as_str(),
-                "workflow": self.st.workflow.as_str(),
-                "version": self.st.version,
-            }),
+            run: RunScope {
+                id: &self.st.run,
+                tenant: self.st.tenant.as_str(),
+                workflow: self.st.workflow.as_str(),
+                version: self.st.version,
+            },
         }
     }
 
@@ -103,13 +95,21 @@ impl Machine<'_> {
             _ => 1,
         };
         self.emit_step(fid, StepStatus::Succeeded, attempt, None);
-        if let Some(f) = self.st.frames.get_mut(&fid) {
-            f.outputs.insert(at.clone(), output.clone());
-            f.last = output.clone();
-        }
-        match self.wf.next_after(&at) {
-            Some(next) => self.goto(fid, next),
-            None => self.finish_frame(fid, Ok(output)),
+        let next = self.wf.next_after(&at);
+        let Some(f) = self.st.frames.get_mut(&fid) else {
+            return;
+        };
+        f.outputs.insert(at, output.clone());
+        // The output is copied only as often as it is kept.
+        match next {
+            Some(next) => {
+                f.last = output;
+                self.goto(fid, next);
+            }
+            None => {
+                f.last = output.clone();
+                self.finish_frame(fid, Ok(output));
+            }
         }
     }
 
@@ -283,9 +283,8 @@ impl Machine<'_> {
         for r in roots {
             self.cancel_frame(r);
         }
-        let remaining: Vec<String> = self.st.timers.keys().cloned().collect();
-        for id in remaining {
-            self.cancel_timer(&id);
+        for (id, _) in std::mem::take(&mut self.st.timers) {
+            self.out.push(Command::CancelTimer { id });
         }
         self.st.signals.clear();
         self.st.status = status;

@@ -217,12 +217,12 @@ impl Machine<'_> {
             if !matches!(frame.pending, Pending::Ready) || self.st.is_terminal() {
                 return;
             }
-            let at = frame.at.clone();
-            let Some(info) = self.wf.step(&at) else {
+            // The step borrows from the workflow, not from `self`: nothing is cloned.
+            let wf = self.wf;
+            let Some((at, info)) = wf.steps.get_key_value(&frame.at) else {
                 return;
             };
-            let kind = info.step.kind.clone();
-            match self.run_step(fid, &at, kind) {
+            match self.run_step(fid, at, &info.step.kind) {
                 Ok(Flow::Next) => {}
                 Ok(Flow::Stop) => return,
                 Err(Fatal(message)) => return self.fatal(fid, message),
@@ -231,18 +231,18 @@ impl Machine<'_> {
     }
 
     /// Runs the frame's current step, `at`, by its kind.
-    fn run_step(&mut self, fid: FrameId, at: &StepId, kind: StepKind) -> Result<Flow, Fatal> {
+    fn run_step(&mut self, fid: FrameId, at: &StepId, kind: &StepKind) -> Result<Flow, Fatal> {
         match kind {
             StepKind::Task(_) => Ok(self.run_task(fid)),
-            StepKind::Choice(c) => self.run_choice(fid, &c),
-            StepKind::Parallel(p) => Ok(self.run_parallel(fid, at, &p)),
-            StepKind::Foreach(f) => self.run_foreach(fid, &f),
-            StepKind::Wait(w) => self.run_wait(fid, at, &w),
-            StepKind::WaitForEvent(w) => self.run_wait_for_event(fid, at, &w),
-            StepKind::SubWorkflow(s) => self.run_sub_workflow(fid, at, &s),
-            StepKind::Set(s) => self.run_set(fid, &s),
-            StepKind::Succeed(s) => self.run_succeed(fid, &s),
-            StepKind::Fail(f) => Ok(self.run_fail(fid, at, &f)),
+            StepKind::Choice(c) => self.run_choice(fid, c),
+            StepKind::Parallel(p) => Ok(self.run_parallel(fid, at, p)),
+            StepKind::Foreach(f) => self.run_foreach(fid, f),
+            StepKind::Wait(w) => self.run_wait(fid, at, w),
+            StepKind::WaitForEvent(w) => self.run_wait_for_event(fid, at, w),
+            StepKind::SubWorkflow(s) => self.run_sub_workflow(fid, at, s),
+            StepKind::Set(s) => self.run_set(fid, s),
+            StepKind::Succeed(s) => self.run_succeed(fid, s),
+            StepKind::Fail(f) => Ok(self.run_fail(fid, at, f)),
         }
     }
 }

@@ -24,9 +24,12 @@ impl Machine<'_> {
     /// The next dispatch number of `step` in this run (task attempts and sub-workflow
     /// runs count alike).
     pub(super) fn next_dispatch(&mut self, step: &StepId) -> u32 {
-        let seq = self.st.dispatches.entry(step.clone()).or_insert(0);
-        *seq += 1;
-        *seq
+        if let Some(seq) = self.st.dispatches.get_mut(step) {
+            *seq += 1;
+            return *seq;
+        }
+        self.st.dispatches.insert(step.clone(), 1);
+        1
     }
 
     /// Dispatches the frame's current task step as a new attempt.
@@ -34,17 +37,22 @@ impl Machine<'_> {
         let Some(frame) = self.st.frames.get(&fid) else {
             return;
         };
-        let at = frame.at.clone();
-        let Some(StepKind::Task(task)) = self.wf.step(&at).map(|i| i.step.kind.clone()) else {
+        // Borrowed from the workflow, not the state, so that the state can change.
+        let wf = self.wf;
+        let Some((at, StepKind::Task(task))) = wf
+            .steps
+            .get_key_value(&frame.at)
+            .map(|(id, i)| (id, &i.step.kind))
+        else {
             return;
         };
-        let args = match self.wf.exprs.render(&task.args, &self.scope(fid)) {
+        let args = match wf.exprs.render(&task.args, &self.scope(fid)) {
             Ok(a) => a,
             Err(e) => {
                 return self.fatal(fid, e.to_string());
             }
         };
-        let seq = self.next_dispatch(&at);
+        let seq = self.next_dispatch(at);
         let timeout = task.timeout.map_or(DEFAULT_TASK_TIMEOUT, |t| t.0);
         let schedule_to_start = task
             .schedule_to_start
@@ -76,7 +84,7 @@ impl Machine<'_> {
             expires_at: Some(due),
         }));
         self.start_timer(
-            task_timeout_id(&at, seq),
+            task_timeout_id(at, seq),
             due,
             TimerPurpose::TaskTimeout {
                 frame: fid,
