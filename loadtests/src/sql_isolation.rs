@@ -230,6 +230,7 @@ async fn phase(a: &SqlIsolationArgs, name: &'static str, with_sql: bool) -> anyh
         drain_timeout: Duration::try_from_secs_f64(a.drain_timeout).context("--drain-timeout")?,
         max_in_flight: 4096,
         baseline_messages: None,
+        hops: false,
         out: a.out.join(name),
         show_progress: std::io::stderr().is_terminal(),
     };

@@ -1,4 +1,4 @@
-//! The `run` and `baseline` subcommands of `aiq-load`.
+//! The `run`, `baseline` and `pipe` subcommands of `aiq-load`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -60,6 +60,10 @@ pub struct RunArgs {
     /// Messages of the raw-Kafka baseline.
     #[arg(long, default_value_t = 100_000)]
     baseline_messages: u64,
+    /// Skips the per-hop breakdown (a read-committed tap of the triggers, tasks and
+    /// results topics beside the events one).
+    #[arg(long)]
+    no_hops: bool,
     /// Where report.md, latency.svg and summary.json go.
     #[arg(long, default_value = "aiq-load-out")]
     out: PathBuf,
@@ -77,6 +81,38 @@ pub struct BaselineArgs {
     partitions: Option<i32>,
     #[arg(long, env = "AIQ_KAFKA_TOPIC_PREFIX", default_value = "aiq.")]
     topic_prefix: String,
+}
+
+#[derive(clap::Args)]
+pub struct PipeArgs {
+    #[arg(long, env = "AIQ_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// Triggers put through the pipe.
+    #[arg(long, default_value_t = 100_000)]
+    messages: u64,
+    /// Partitions of the input and output topics; by default those of
+    /// `<topic-prefix>triggers`, or 12 when it does not exist.
+    #[arg(long)]
+    partitions: Option<i32>,
+    /// Starts the pipe's topics, consumer group and transactional id too.
+    #[arg(long, env = "AIQ_KAFKA_TOPIC_PREFIX", default_value = "aiq.")]
+    topic_prefix: String,
+    /// Inputs per transaction at most; by default the orchestrator's default.
+    #[arg(long)]
+    batch_max_records: Option<usize>,
+    /// Milliseconds a transaction takes inputs at most; by default the orchestrator's
+    /// default.
+    #[arg(long)]
+    batch_max_ms: Option<u64>,
+    /// Waits for the batch's deliveries before committing and retries
+    /// CONCURRENT_TRANSACTIONS after 2 ms: the transaction without the two ~100 ms client
+    /// waits the orchestrator pays per commit today.
+    #[arg(long)]
+    prompt_commit: bool,
+    /// Leaves the input and output topics (named on the last line) and the consumer group
+    /// in place instead of deleting them.
+    #[arg(long)]
+    keep_topics: bool,
 }
 
 fn seconds(name: &'static str, s: f64) -> Result<Duration, LoadError> {
@@ -109,6 +145,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         drain_timeout: seconds("--drain-timeout", a.drain_timeout)?,
         max_in_flight: a.max_in_flight.max(1),
         baseline_messages: (!a.no_baseline).then_some(a.baseline_messages),
+        hops: !a.no_hops,
         out: a.out,
         show_progress: std::io::stderr().is_terminal(),
     };
@@ -138,6 +175,41 @@ pub async fn baseline(a: BaselineArgs) -> anyhow::Result<()> {
         b.produced,
         b.consumed,
         a.messages
+    );
+    Ok(())
+}
+
+pub async fn pipe(a: PipeArgs) -> anyhow::Result<()> {
+    let partitions = match a.partitions {
+        Some(p) => p,
+        None => baseline::triggers_partitions(&a.brokers, &a.topic_prefix)?.unwrap_or(12),
+    };
+    let defaults = baseline::PipeSettings::orchestrator(partitions, a.messages);
+    let settings = baseline::PipeSettings {
+        batch_max_records: a.batch_max_records.unwrap_or(defaults.batch_max_records),
+        batch_max_ms: a.batch_max_ms.unwrap_or(defaults.batch_max_ms),
+        commit: if a.prompt_commit {
+            baseline::Commit::Prompt
+        } else {
+            baseline::Commit::Orchestrator
+        },
+        keep_topics: a.keep_topics,
+        ..defaults
+    };
+    let p = baseline::pipe(&a.brokers, &a.topic_prefix, &settings).await?;
+    println!("{}", p.markdown());
+    if let Some((input, output)) = &p.kept_topics {
+        println!("kept topics: {input} {output}");
+    }
+    anyhow::ensure!(
+        p.exactly_once(),
+        "not exactly once: {} of {} records committed, {} read back, {} missing, {} duplicated, {} altered",
+        p.records,
+        p.settings.messages,
+        p.read_back,
+        p.missing,
+        p.duplicated,
+        p.altered
     );
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod cli;
 mod error;
 mod events;
 mod fairness;
+mod hops;
 mod plot;
 mod progress;
 mod report;
@@ -28,6 +29,7 @@ pub use schedule::Mix;
 
 use crate::baseline;
 use events::EventWatch;
+use hops::HopWatch;
 use progress::Progress;
 use schedule::TenantDraw;
 use tally::Tally;
@@ -62,6 +64,9 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// Messages of the raw-Kafka baseline run first; `None` skips it.
     pub baseline_messages: Option<u64>,
+    /// Whether to follow the triggers, tasks and results topics too, for the per-hop
+    /// breakdown of end-to-end latency.
+    pub hops: bool,
     pub out: PathBuf,
     pub show_progress: bool,
 }
@@ -165,7 +170,22 @@ pub async fn run(settings: &Settings) -> Result<Outcome, LoadError> {
         Arc::clone(&tally),
     )?;
     prime(&client, &api, settings, &names[0], &docs, &tally).await?;
+    // After priming: the hop tap starts at the topics' ends, and only runs due from
+    // now on are broken down.
+    let hops = match settings.hops {
+        true => Some(HopWatch::start(
+            &settings.brokers,
+            &settings.topic_prefix,
+            &format!(
+                "{}load-hops-{}",
+                settings.topic_prefix, settings.tenant_prefix
+            ),
+        )?),
+        false => None,
+    };
+    let due_times = hops.as_ref().map(HopWatch::due_times);
     let start = Instant::now();
+    let start_wall_us = hops::wall_us();
     lock(&tally).reset(start);
     let sent = Arc::new(AtomicU64::new(0));
     let progress = settings
@@ -189,6 +209,8 @@ pub async fn run(settings: &Settings) -> Result<Outcome, LoadError> {
             names[p.tenant].clone(),
         );
         let (tally, sent) = (Arc::clone(&tally), Arc::clone(&sent));
+        let due_times = due_times.clone();
+        let due_wall_us = start_wall_us + p.due.as_micros() as i64;
         requests.spawn(async move {
             let (status, run, answered) = trigger(&client, url, &token, tenant_name, p.i).await;
             drop(permit);
@@ -196,6 +218,11 @@ pub async fn run(settings: &Settings) -> Result<Outcome, LoadError> {
             t.answered(p.tenant, intended, answered, status);
             if let Some(run) = run {
                 t.accepted(run, p.tenant, intended);
+                if let Some(d) = &due_times {
+                    d.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(run, due_wall_us);
+                }
             }
             sent.fetch_add(1, Ordering::Relaxed);
         });
@@ -210,6 +237,10 @@ pub async fn run(settings: &Settings) -> Result<Outcome, LoadError> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = tokio::task::spawn_blocking(move || watch.stop()).await?;
+    let breakdown = match hops {
+        Some(h) => Some(tokio::task::spawn_blocking(move || h.stop()).await?),
+        None => None,
+    };
     if let Some(p) = progress {
         p.finish();
     }
@@ -226,6 +257,7 @@ pub async fn run(settings: &Settings) -> Result<Outcome, LoadError> {
     outcome.planned = settings.runs;
     outcome.max_send_lag_ms = max_lag.as_secs_f64() * 1000.0;
     outcome.baseline = baseline;
+    outcome.hops = breakdown;
     write_outputs(&settings.out, &outcome)?;
     Ok(outcome)
 }

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::baseline::Baseline;
 use crate::loadgen::fairness::jain;
+use crate::loadgen::hops::Breakdown;
 use crate::loadgen::tally::{Completion, Tally};
 
 /// Latency percentiles in milliseconds.
@@ -86,6 +87,8 @@ pub struct Outcome {
     /// Over per-tenant completion ratios (completed / sent).
     pub jain: f64,
     pub baseline: Option<Baseline>,
+    /// Where the time of the runs went, hop by hop (`--no-hops` leaves it out).
+    pub hops: Option<Breakdown>,
     pub timeline: Vec<Second>,
 }
 
@@ -182,6 +185,7 @@ impl Outcome {
             tenants,
             jain: jain(&ratios),
             baseline: None,
+            hops: None,
             timeline: timeline(&t.completions),
         }
     }
@@ -251,6 +255,27 @@ impl Outcome {
                 p.count, p.p50, p.p90, p.p99, p.p999, p.max
             );
         }
+        if let Some(b) = &self.hops {
+            let _ = writeln!(
+                w,
+                "\n### Where the time goes, ms ({} runs seen at every point)\n\n\
+                 Producer timestamps (ms resolution) and when a read-committed tap saw each record.\n\n\
+                 | hop | p50 | p90 | p99 | max |\n| --- | ---: | ---: | ---: | ---: |",
+                b.runs
+            );
+            for (label, p) in b
+                .hops
+                .iter()
+                .map(|(l, p)| (l.as_str(), p))
+                .chain([("due → terminal event visible (these runs)", &b.total)])
+            {
+                let _ = writeln!(
+                    w,
+                    "| {label} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                    p.p50, p.p90, p.p99, p.max
+                );
+            }
+        }
         let active = self.tenants.iter().filter(|t| t.sent > 0).count();
         let _ = writeln!(
             w,
@@ -306,6 +331,11 @@ impl Outcome {
             "jain": self.jain,
             "baseline_round_trip_per_sec": self.baseline.as_ref().map(Baseline::round_trip_per_sec),
             "baseline_ratio": self.baseline_ratio(),
+            "hops_ms": self.hops.as_ref().map(|b| json!({
+                "runs": b.runs,
+                "hops": b.hops.iter().map(|(l, p)| json!({"hop": l, "ms": pct(p)})).collect::<Vec<_>>(),
+                "total": pct(&b.total),
+            })),
         })
     }
 }
