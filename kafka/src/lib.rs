@@ -6,8 +6,10 @@ pub mod dead_letter;
 pub mod lag;
 pub mod settings;
 pub mod tail;
+pub mod transactions;
 
 pub use admin::{TopicAction, TopicReport, apply_topics};
 pub use dead_letter::DeadLetterOrigin;
 pub use settings::{KafkaError, KafkaSettings, SecurityProtocol};
 pub use tail::{Tail, TailRecord, TailSync, tail_topic};
+pub use transactions::{commit_promptly, flush_promptly};

@@ -2,7 +2,8 @@
 //!
 //! One thread per instance: a read-committed group consumer of the triggers, signals
 //! and results topics, and a transactional producer. Each batch (at most
-//! `batch_max_records` inputs or `batch_max_ms`) is one transaction holding the tasks,
+//! `batch_max_records` inputs or `batch_max_ms`, and no more than was already fetched
+//! when it is drained) is one transaction holding the tasks,
 //! events, dead letters and triggers it caused, the changelog entries it changed, and
 //! the input offsets it consumed. A crash at any point leaves either all of it or none.
 //! Due timers, cron ticks and finished-run expiries are fired between polls, in slices
@@ -134,6 +135,11 @@ fn create_producer(
             settings.transaction_timeout_ms.to_string(),
         )
         .set("linger.ms", "2")
+        // Right after a commit the coordinator is still writing its markers, and the
+        // next transaction's first call is answered CONCURRENT_TRANSACTIONS until it is
+        // done (a few ms); librdkafka's default 100 ms retry backoff would add that
+        // to nearly every batch.
+        .set("retry.backoff.ms", "2")
         .create()
         .map_err(|e| OrchestratorError::kafka("create the transactional producer", e))?;
     transaction::call_retrying(&producer, "init transactions", |p| {
@@ -247,10 +253,15 @@ impl Runner {
             }
             // Owned, because handling a rebalance needs the runner while a borrowed
             // message would still hold the consumer.
-            let polled = self
-                .consumer
-                .poll(self.poll_timeout(next_cron))
-                .map(|r| r.map(|m| m.detach()));
+            // With a batch open, only what is already fetched is taken: when nothing
+            // more is waiting the batch commits now instead of waiting out its age, so
+            // batches form only under load (while a commit runs, the next batch fills).
+            let timeout = match self.batch_started {
+                Some(_) => Duration::ZERO,
+                None => self.poll_timeout(next_cron),
+            };
+            let polled = self.consumer.poll(timeout).map(|r| r.map(|m| m.detach()));
+            let drained = polled.is_none();
             self.after_rebalance()?;
             match polled {
                 Some(Ok(msg)) => {
@@ -316,7 +327,8 @@ impl Runner {
             let old = self
                 .batch_started
                 .is_some_and(|s| s.elapsed() >= self.settings.batch_max_age());
-            if full || old || self.work_spent() {
+            let open = self.batch_started.is_some();
+            if full || old || self.work_spent() || (open && drained) {
                 self.commit()?;
             }
         }

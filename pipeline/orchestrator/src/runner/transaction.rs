@@ -363,7 +363,7 @@ impl Runner {
             })?;
         }
         call_retrying(&self.producer, "commit transaction", |p| {
-            p.commit_transaction(TXN_CALL_TIMEOUT)
+            aiq_kafka::commit_promptly(p, TXN_CALL_TIMEOUT)
         })?;
         self.in_txn.store(false, Ordering::SeqCst);
         self.metrics
