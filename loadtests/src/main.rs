@@ -9,6 +9,7 @@
 //!   aiq-load run --api http://127.0.0.1:8080 --token "$ADMIN_TOKEN" --brokers 127.0.0.1:9092 \
 //!       --topic-prefix aiq. --rate 200 --duration 30 --tenants 20 --mix hello=0.7,ten-steps=0.3
 //!   aiq-load baseline --brokers 127.0.0.1:9092 --messages 20000
+//!   aiq-load pipe --brokers 127.0.0.1:9092 --messages 200000 [--plain-commit]
 //!   aiq-load analytics --steps 10000000 [--root DIR]
 //!   aiq-load chaos --aiq-bin target/release/aiq --rate 100 --duration 250 --kills 20  (scripts/chaos)
 //!   aiq-load markers --runs 1000000
@@ -44,6 +45,9 @@ enum Cmd {
     Chaos(aiq_loadtests::chaos::cli::ChaosArgs),
     /// Raw Kafka produce+consume of trigger-sized messages: the engine's ceiling.
     Baseline(loadgen::cli::BaselineArgs),
+    /// A do-nothing transactional consume → produce hop batched as the orchestrator
+    /// batches, its output read back and checked: the engine's fair floor.
+    Pipe(loadgen::cli::PipeArgs),
     /// The ready analytics reports over a generated Parquet history of ~N step events.
     Analytics(analytics::AnalyticsArgs),
     /// One tenant's open-loop runs alone, then beside another tenant's heavy SQL queries:
@@ -119,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Run(a) => loadgen::cli::run(a).await,
         Cmd::Chaos(a) => aiq_loadtests::chaos::cli::main(a).await,
         Cmd::Baseline(a) => loadgen::cli::baseline(a).await,
+        Cmd::Pipe(a) => loadgen::cli::pipe(a).await,
         Cmd::Analytics(a) => analytics::run(a).await,
         Cmd::SqlIsolation(a) => sql_isolation::run(a).await,
         Cmd::Drain {

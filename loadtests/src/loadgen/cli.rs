@@ -104,11 +104,10 @@ pub struct PipeArgs {
     /// default.
     #[arg(long)]
     batch_max_ms: Option<u64>,
-    /// Waits for the batch's deliveries before committing and retries
-    /// CONCURRENT_TRANSACTIONS after 2 ms: the transaction without the two ~100 ms client
-    /// waits the orchestrator pays per commit today.
+    /// Batches closed only when full or old and committed with the client libraries'
+    /// defaults, as the orchestrator did before it avoided their ~100 ms waits.
     #[arg(long)]
-    prompt_commit: bool,
+    plain_commit: bool,
     /// Leaves the input and output topics (named on the last line) and the consumer group
     /// in place instead of deleting them.
     #[arg(long)]
@@ -188,8 +187,8 @@ pub async fn pipe(a: PipeArgs) -> anyhow::Result<()> {
     let settings = baseline::PipeSettings {
         batch_max_records: a.batch_max_records.unwrap_or(defaults.batch_max_records),
         batch_max_ms: a.batch_max_ms.unwrap_or(defaults.batch_max_ms),
-        commit: if a.prompt_commit {
-            baseline::Commit::Prompt
+        commit: if a.plain_commit {
+            baseline::Commit::Plain
         } else {
             baseline::Commit::Orchestrator
         },
