@@ -64,6 +64,10 @@ pub struct RunArgs {
     /// results topics beside the events one).
     #[arg(long)]
     no_hops: bool,
+    /// Inputs of the transactional consume → produce pipe measured before the load (the
+    /// floor tasks/s is compared with); 0 skips it.
+    #[arg(long, default_value_t = 100_000)]
+    pipe_messages: u64,
     /// Where report.md, latency.svg and summary.json go.
     #[arg(long, default_value = "aiq-load-out")]
     out: PathBuf,
@@ -145,6 +149,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         max_in_flight: a.max_in_flight.max(1),
         baseline_messages: (!a.no_baseline).then_some(a.baseline_messages),
         hops: !a.no_hops,
+        pipe_messages: (a.pipe_messages > 0).then_some(a.pipe_messages),
         out: a.out,
         show_progress: std::io::stderr().is_terminal(),
     };

@@ -41,6 +41,8 @@ struct Points {
     task: Option<Seen>,
     result: Option<Seen>,
     terminal: Option<Seen>,
+    /// Every result record of the run (each task attempt's).
+    results: u32,
 }
 
 /// When a record was produced and when the tap read it.
@@ -74,6 +76,8 @@ pub const HOPS: [&str; 8] = [
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Breakdown {
     pub runs: u64,
+    /// Task results of those runs: tasks per run is `tasks / runs`.
+    pub tasks: u64,
     pub hops: Vec<(String, Percentiles)>,
     /// Due → terminal event visible, over the same runs.
     pub total: Percentiles,
@@ -165,6 +169,9 @@ impl HopWatch {
                     visible_us,
                 };
                 let p = seen.entry(run).or_default();
+                if hop == Hop::Result {
+                    p.results += 1;
+                }
                 let slot = match hop {
                     Hop::Trigger => &mut p.trigger,
                     Hop::Task => &mut p.task,
@@ -215,13 +222,14 @@ fn run_of(m: &rdkafka::message::BorrowedMessage<'_>) -> Option<RunId> {
 fn breakdown(due: &HashMap<RunId, i64>, seen: &HashMap<RunId, Points>) -> Breakdown {
     let mut hops: Vec<Histogram<u64>> = (0..HOPS.len()).map(|_| histogram()).collect();
     let mut total = histogram();
-    let mut runs = 0;
+    let (mut runs, mut tasks) = (0, 0);
     for (run, due_us) in due {
         let Some(Points {
             trigger: Some(tr),
             task: Some(ta),
             result: Some(re),
             terminal: Some(te),
+            results,
         }) = seen.get(run).copied()
         else {
             continue;
@@ -244,9 +252,11 @@ fn breakdown(due: &HashMap<RunId, i64>, seen: &HashMap<RunId, Points>) -> Breakd
         }
         let _ = total.record((te.visible_us - due_us).max(1) as u64);
         runs += 1;
+        tasks += u64::from(results);
     }
     Breakdown {
         runs,
+        tasks,
         hops: HOPS
             .iter()
             .zip(&hops)
@@ -278,6 +288,7 @@ mod tests {
                 task: at(4_000, 10_000),
                 result: at(11_000, 12_000),
                 terminal: at(13_000, 20_000),
+                results: 2,
             },
         );
         seen.insert(
@@ -290,7 +301,7 @@ mod tests {
         seen.insert(foreign, seen[&full]);
         let due = HashMap::from([(full, 0), (partial, 0)]);
         let b = breakdown(&due, &seen);
-        assert_eq!(b.runs, 1);
+        assert_eq!((b.runs, b.tasks), (1, 2));
         // HDR histograms keep three significant digits.
         let p50: Vec<f64> = b
             .hops

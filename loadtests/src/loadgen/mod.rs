@@ -64,6 +64,9 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// Messages of the raw-Kafka baseline run first; `None` skips it.
     pub baseline_messages: Option<u64>,
+    /// Inputs of the transactional pipe measured first (the engine's fair floor);
+    /// `None` skips it.
+    pub pipe_messages: Option<u64>,
     /// Whether to follow the triggers, tasks and results topics too, for the per-hop
     /// breakdown of end-to-end latency.
     pub hops: bool,
@@ -144,6 +147,16 @@ pub async fn run(settings: &Settings) -> Result<Outcome, LoadError> {
                 baseline::triggers_partitions(&settings.brokers, &settings.topic_prefix)?
                     .unwrap_or(12);
             Some(baseline::measure(&settings.brokers, partitions, n).await?)
+        }
+        None => None,
+    };
+    let pipe = match settings.pipe_messages {
+        Some(n) => {
+            let partitions =
+                baseline::triggers_partitions(&settings.brokers, &settings.topic_prefix)?
+                    .unwrap_or(12);
+            let pipe_settings = baseline::PipeSettings::orchestrator(partitions, n);
+            Some(baseline::pipe(&settings.brokers, &settings.topic_prefix, &pipe_settings).await?)
         }
         None => None,
     };
@@ -258,6 +271,7 @@ pub async fn run(settings: &Settings) -> Result<Outcome, LoadError> {
     outcome.max_send_lag_ms = max_lag.as_secs_f64() * 1000.0;
     outcome.baseline = baseline;
     outcome.hops = breakdown;
+    outcome.pipe = pipe;
     write_outputs(&settings.out, &outcome)?;
     Ok(outcome)
 }

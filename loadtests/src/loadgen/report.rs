@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-use crate::baseline::Baseline;
+use crate::baseline::{Baseline, Pipe};
 use crate::loadgen::fairness::jain;
 use crate::loadgen::hops::Breakdown;
 use crate::loadgen::tally::{Completion, Tally};
@@ -89,6 +89,8 @@ pub struct Outcome {
     pub baseline: Option<Baseline>,
     /// Where the time of the runs went, hop by hop (`--no-hops` leaves it out).
     pub hops: Option<Breakdown>,
+    /// The transactional consume → produce pipe on the same broker.
+    pub pipe: Option<Pipe>,
     pub timeline: Vec<Second>,
 }
 
@@ -186,6 +188,7 @@ impl Outcome {
             jain: jain(&ratios),
             baseline: None,
             hops: None,
+            pipe: None,
             timeline: timeline(&t.completions),
         }
     }
@@ -195,6 +198,20 @@ impl Outcome {
         self.baseline
             .as_ref()
             .map(|b| self.sustained_per_sec / b.round_trip_per_sec().max(1e-9))
+    }
+
+    /// Tasks completed per second while sustained: runs/s × the tasks per run the hop
+    /// tap counted.
+    pub fn tasks_per_sec(&self) -> Option<f64> {
+        let h = self.hops.as_ref().filter(|h| h.runs > 0)?;
+        Some(self.sustained_per_sec * h.tasks as f64 / h.runs as f64)
+    }
+
+    /// Engine tasks/s as a share of the transactional pipe's records/s: each task is at
+    /// least one such hop (the orchestrator's), so this is the fair yardstick.
+    pub fn pipe_ratio(&self) -> Option<f64> {
+        let pipe = self.pipe.as_ref()?;
+        Some(self.tasks_per_sec()? / pipe.records_per_sec().max(1e-9))
     }
 
     pub fn markdown(&self) -> String {
@@ -311,6 +328,26 @@ impl Outcome {
                 let _ = writeln!(w, "\n(no baseline: --no-baseline)");
             }
         }
+        if let Some(p) = &self.pipe {
+            let _ = writeln!(
+                w,
+                "\n### Floor: a do-nothing transactional consume → produce pipe, same broker\n\n{}",
+                p.markdown()
+            );
+            match (self.tasks_per_sec(), self.pipe_ratio()) {
+                (Some(t), Some(r)) => {
+                    let _ = writeln!(
+                        w,
+                        "engine = {:.1}% of the pipe ({t:.0} tasks/s against {:.0} pipe records/s).",
+                        r * 100.0,
+                        p.records_per_sec()
+                    );
+                }
+                _ => {
+                    let _ = writeln!(w, "(no engine tasks/s without the hop tap: --no-hops)");
+                }
+            }
+        }
         s
     }
 
@@ -331,6 +368,9 @@ impl Outcome {
             "jain": self.jain,
             "baseline_round_trip_per_sec": self.baseline.as_ref().map(Baseline::round_trip_per_sec),
             "baseline_ratio": self.baseline_ratio(),
+            "tasks_per_sec": self.tasks_per_sec(),
+            "pipe_records_per_sec": self.pipe.as_ref().map(Pipe::records_per_sec),
+            "pipe_ratio": self.pipe_ratio(),
             "hops_ms": self.hops.as_ref().map(|b| json!({
                 "runs": b.runs,
                 "hops": b.hops.iter().map(|(l, p)| json!({"hop": l, "ms": pct(p)})).collect::<Vec<_>>(),
