@@ -4,7 +4,9 @@
 //! slices of up to 100 ms until nothing is in flight. Beside a `ThreadedProducer`,
 //! whose own thread takes every delivery report, such a slice never has anything to
 //! serve and runs out in full: every commit with records in flight waited 100 ms.
-//! Flushing in 1 ms slices first leaves the commit's own flush nothing to wait for.
+//! Flushing first, waiting in sleeps of a fraction of a millisecond between
+//! non-blocking flush calls (a blocking slice would be the same 100 ms poll; a loop of
+//! them spins on the clock), leaves the commit's own flush nothing to wait for.
 
 use std::time::{Duration, Instant};
 
@@ -12,8 +14,9 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::Producer;
 use rdkafka::util::Timeout;
 
-/// The longest one flush slice waits.
-const SLICE: Duration = Duration::from_millis(1);
+/// The pause between two non-blocking flush calls: short against a commit's round
+/// trips, long enough not to take a core from the broker beside it.
+const PAUSE: Duration = Duration::from_micros(300);
 
 /// Waits until every record handed to `producer` is acknowledged (or failed), for at
 /// most `timeout`.
@@ -25,10 +28,15 @@ where
 {
     let deadline = Instant::now() + timeout;
     loop {
-        match producer.flush(Timeout::After(SLICE)) {
+        // Zero: librdkafka sends what lingers at once and answers whether anything is
+        // still in flight, without polling.
+        match producer.flush(Timeout::After(Duration::ZERO)) {
             Ok(()) => return Ok(()),
             Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
-                if Instant::now() < deadline => {}
+                if Instant::now() < deadline =>
+            {
+                std::thread::sleep(PAUSE);
+            }
             Err(e) => return Err(e),
         }
     }
