@@ -68,6 +68,8 @@ async fn every_triggered_run_completes_and_the_report_is_written() {
         "hello=0.5,ten-steps=0.5",
         "--baseline-messages",
         "300",
+        "--pipe-messages",
+        "300",
     ])
     .args(["--drain-timeout", "90", "--tenant-prefix", "lt-"])
     .arg("--out")
@@ -97,9 +99,24 @@ async fn every_triggered_run_completes_and_the_report_is_written() {
     assert_eq!(summary["terminal"]["succeeded"], 60, "{summary}");
     assert_eq!(summary["e2e_ms"]["count"], 60);
     assert!(summary["baseline_ratio"].as_f64().unwrap() > 0.0);
+    // The hop tap saw every run at every point, and more tasks than runs (ten-steps).
+    let hops = &summary["hops_ms"];
+    assert_eq!(hops["runs"], 60, "{summary}");
+    assert_eq!(hops["hops"].as_array().unwrap().len(), 8);
+    assert!(hops["total"]["p50"].as_f64().unwrap() > 0.0, "{summary}");
+    assert!(
+        summary["tasks_per_sec"].as_f64().unwrap()
+            > summary["sustained_runs_per_sec"].as_f64().unwrap()
+    );
+    assert!(
+        summary["pipe_records_per_sec"].as_f64().unwrap() > 0.0,
+        "{summary}"
+    );
+    assert!(summary["pipe_ratio"].as_f64().unwrap() > 0.0, "{summary}");
     let report = std::fs::read_to_string(out.path().join("report.md")).unwrap();
     assert_eq!(report.trim(), stdout.trim());
     assert!(report.contains("% of raw Kafka produce+consume"));
+    assert!(report.contains("### Where the time goes") && report.contains("% of the pipe"));
     let svg = std::fs::read_to_string(out.path().join("latency.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("<polyline"));
 }
