@@ -40,30 +40,8 @@ impl EventWatch {
             .set("isolation.level", "read_committed")
             .create()
             .map_err(LoadError::kafka("events consumer"))?;
-        let metadata = consumer
-            .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-            .map_err(LoadError::kafka(format!("metadata of {topic}")))?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if partitions.is_empty() {
-            return Err(LoadError::Broker(format!(
-                "topic {topic} does not exist (is --topic-prefix the one aiq serve uses?)"
-            )));
-        }
         let mut tpl = TopicPartitionList::new();
-        for p in partitions {
-            // An explicit offset, not Offset::End, which would be resolved only at the
-            // first fetch, after the first runs may have ended.
-            let (_, high) = consumer
-                .fetch_watermarks(topic, p, METADATA_TIMEOUT)
-                .map_err(LoadError::kafka(format!("end of {topic}/{p}")))?;
-            tpl.add_partition_offset(topic, p, Offset::Offset(high))
-                .map_err(LoadError::kafka("assignment"))?;
-        }
+        add_at_end(&consumer, topic, &mut tpl)?;
         consumer
             .assign(&tpl)
             .map_err(LoadError::kafka(format!("assigning {topic}")))?;
@@ -95,4 +73,36 @@ impl EventWatch {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().unwrap_or(0)
     }
+}
+
+/// Adds every partition of `topic` to `tpl` at its current end: an explicit offset, not
+/// `Offset::End`, which would be resolved only at the first fetch, after the first runs
+/// may have ended.
+pub(super) fn add_at_end(
+    consumer: &BaseConsumer,
+    topic: &str,
+    tpl: &mut TopicPartitionList,
+) -> Result<(), LoadError> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .map_err(LoadError::kafka(format!("metadata of {topic}")))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(LoadError::Broker(format!(
+            "topic {topic} does not exist (is --topic-prefix the one aiq serve uses?)"
+        )));
+    }
+    for p in partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, METADATA_TIMEOUT)
+            .map_err(LoadError::kafka(format!("end of {topic}/{p}")))?;
+        tpl.add_partition_offset(topic, p, Offset::Offset(high))
+            .map_err(LoadError::kafka("assignment"))?;
+    }
+    Ok(())
 }

@@ -23,16 +23,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aiq_topics::{Event, RunId, TRACEPARENT, TraceParent};
 use hdrhistogram::Histogram;
+use rdkafka::TopicPartitionList;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::loadgen::LoadError;
+use crate::loadgen::events::add_at_end;
 use crate::loadgen::report::Percentiles;
 use aiq_loadtests::open_loop::histogram;
-
-const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The points of a run's life the tap sees, in wall-clock microseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -120,25 +119,7 @@ impl HopWatch {
         .collect();
         let mut tpl = TopicPartitionList::new();
         for (topic, _) in &topics {
-            let metadata = consumer
-                .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-                .map_err(LoadError::kafka(format!("metadata of {topic}")))?;
-            let partitions: Vec<i32> = metadata
-                .topics()
-                .iter()
-                .filter(|t| t.name() == topic && t.error().is_none())
-                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                .collect();
-            if partitions.is_empty() {
-                return Err(LoadError::Broker(format!("topic {topic} does not exist")));
-            }
-            for p in partitions {
-                let (_, high) = consumer
-                    .fetch_watermarks(topic, p, METADATA_TIMEOUT)
-                    .map_err(LoadError::kafka(format!("end of {topic}/{p}")))?;
-                tpl.add_partition_offset(topic, p, Offset::Offset(high))
-                    .map_err(LoadError::kafka("assignment"))?;
-            }
+            add_at_end(&consumer, topic, &mut tpl)?;
         }
         consumer
             .assign(&tpl)
