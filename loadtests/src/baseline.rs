@@ -318,15 +318,7 @@ fn send(
     key: &[u8],
     payload: &[u8],
 ) -> Result<(), LoadError> {
-    let mut r = BaseRecord::to(topic).key(key).payload(payload);
-    while let Err((e, back)) = producer.send(r) {
-        if e.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
-            return Err(LoadError::kafka("producing")(e));
-        }
-        r = back;
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    Ok(())
+    send_record(producer, BaseRecord::to(topic).key(key).payload(payload))
 }
 
 fn wait_for_leaders(
@@ -790,7 +782,7 @@ fn send_record(
 ) -> Result<(), LoadError> {
     while let Err((e, back)) = producer.send(r) {
         if e.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
-            return Err(LoadError::kafka("producing into the transaction")(e));
+            return Err(LoadError::kafka("producing")(e));
         }
         r = back;
         std::thread::sleep(Duration::from_millis(1));
