@@ -23,6 +23,17 @@ pub const PG: &str = "AIQ_PG_URL";
 /// The `email` connector's peer; `AIQ_SMTP_USER`, `_PASSWORD`, `_CA` and `_MAILDIR` go
 /// with it.
 pub const SMTP: &str = "AIQ_SMTP_PORT";
+/// Azurite's blob endpoint (`scripts/services up azurite`); `AZURE_STORAGE_*` and
+/// `AIQ_AZURITE_CONTAINER` go with it.
+pub const AZURITE: &str = "AZURITE_BLOB_STORAGE_URL";
+
+/// A history root of its own in Azurite's container (`az://<container>/<unique>`), or
+/// `None` when the test should skip (see [`service`]).
+pub fn azurite_root(label: &str) -> Option<String> {
+    service(AZURITE)?;
+    let container = std::env::var("AIQ_AZURITE_CONTAINER").unwrap_or_else(|_| "aiq".to_owned());
+    Some(format!("az://{container}/{}", unique(label)))
+}
 
 /// The address in `var`, or `None` (after saying why) when the test should skip.
 ///
