@@ -95,6 +95,7 @@ pub async fn build(
         keyring,
         history,
         analytics,
+        health: aiq_stage::Health::new(),
     };
     Ok(Ingest { app })
 }

@@ -41,7 +41,7 @@ fn run(tenant: &str, workflow: &str, n: usize, status: RunStatus) -> RunEvent {
 /// Three finished runs of `acme` and two of `globex`, written by the sink's writer.
 fn history(root: &std::path::Path) {
     let settings = ParquetSettings {
-        root: root.to_path_buf(),
+        root: root.into(),
         ..ParquetSettings::default()
     };
     let mut writer = ParquetWriter::new(&settings).unwrap();
@@ -64,7 +64,7 @@ async fn sql_api(label: &str) -> Option<(Api, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
     history(dir.path());
     let analytics = Analytics::new(AnalyticsSettings {
-        root: dir.path().to_path_buf(),
+        root: dir.path().into(),
         ..AnalyticsSettings::default()
     })
     .unwrap();
@@ -288,7 +288,7 @@ async fn beyond_the_query_limits_sql_answers_429_naming_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let analytics = Arc::new(
         Analytics::new(AnalyticsSettings {
-            root: dir.path().to_path_buf(),
+            root: dir.path().into(),
             max_queries_per_tenant: 1,
             max_queries: 2,
             ..AnalyticsSettings::default()

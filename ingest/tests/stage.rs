@@ -77,7 +77,11 @@ async fn metrics_are_on_the_operations_listener_only() {
     let ingest = aiq_ingest::spawn(api.ingest.app.clone(), listener);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ops_addr = listener.local_addr().unwrap();
-    let ops = aiq_ingest::http::ops::spawn(Some(api.ingest.app.clone()), listener);
+    let ops = aiq_ingest::http::ops::spawn(
+        Some(api.ingest.app.clone()),
+        api.ingest.app.health.clone(),
+        listener,
+    );
     assert_eq!(ops.name(), "ops");
 
     api.ingest

@@ -16,7 +16,9 @@
 //! not outlive its owner.
 
 mod handle;
+mod health;
 mod set;
 
 pub use handle::{StageFailure, StageHandle, StopSignal, spawn_task, spawn_thread};
+pub use health::Health;
 pub use set::Stages;

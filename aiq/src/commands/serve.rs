@@ -73,6 +73,8 @@ async fn start(
     has: &impl Fn(Role) -> bool,
     stages: &mut Stages,
 ) -> anyhow::Result<()> {
+    // What the stages report as keeping the process from being ready (/readyz).
+    let health = aiq_stage::Health::new();
     // One catalog per process, shared by ingest and the orchestrator.
     let definitions = if has(Role::Ingest) || has(Role::Orchestrator) {
         let d = aiq_catalog::spawn(&config.kafka)
@@ -138,6 +140,7 @@ async fn start(
             &config.cql.keyspace,
             config.sink.clone(),
             prometheus::default_registry(),
+            health.clone(),
         )
         .await
         .context("starting the sink")?;
@@ -177,8 +180,10 @@ async fn start(
             .await
             .with_context(|| format!("listening on {}", config.serve.http_listen))?;
         tracing::info!(address = %config.serve.http_listen, "ingest API listening");
-        ingest_app = Some(ingest.app.clone());
-        stages.push(aiq_ingest::spawn(ingest.app, listener));
+        let mut app = ingest.app;
+        app.health = health.clone();
+        ingest_app = Some(app.clone());
+        stages.push(aiq_ingest::spawn(app, listener));
     }
 
     // Last: its /readyz of a process without ingest says the stages above run.
@@ -187,7 +192,7 @@ async fn start(
         .await
         .with_context(|| format!("listening on {ops} (serve.ops_listen)"))?;
     tracing::info!(address = %ops, "operations listener (metrics, health) listening");
-    stages.push(aiq_ingest::http::ops::spawn(ingest_app, listener));
+    stages.push(aiq_ingest::http::ops::spawn(ingest_app, health, listener));
     Ok(())
 }
 

@@ -64,6 +64,9 @@ pub struct App {
     /// SQL over the Parquet history; None when this deployment serves no SQL (the SQL
     /// routes then answer 503).
     pub analytics: Option<Arc<aiq_analytics::Analytics>>,
+    /// What the process's other stages report as keeping it from being ready
+    /// (`/readyz` lists it).
+    pub health: aiq_stage::Health,
 }
 
 #[derive(OpenApi)]

@@ -4,11 +4,13 @@
 //! the ingest role its `/readyz` is ingest's readiness and `/metrics` holds ingest's
 //! metrics too.
 
-use axum::Router;
+use aiq_stage::Health;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderName, HeaderValue};
 use axum::routing::get;
+use axum::{Json, Router};
 
 use crate::http::App;
 use crate::http::health::{healthz, readyz};
@@ -26,9 +28,10 @@ fn prometheus_text(text: String) -> ([(HeaderName, HeaderValue); 1], String) {
 }
 
 /// `/metrics`, `/healthz` and `/readyz`. Without `ingest` (a process of other roles),
-/// `/metrics` holds the default registry's metrics and `/readyz` answers as `/healthz`:
-/// the stages run once the listener is up.
-pub fn router(ingest: Option<App>) -> Router {
+/// `/metrics` holds the default registry's metrics and `/readyz` answers 200 once the
+/// listener is up (the stages run) unless a stage reports a problem in `health`; then
+/// 503 with the problems.
+pub fn router(ingest: Option<App>, health: Health) -> Router {
     match ingest {
         Some(app) => Router::new()
             .route("/healthz", get(healthz))
@@ -40,7 +43,20 @@ pub fn router(ingest: Option<App>) -> Router {
             .with_state(app),
         None => Router::new()
             .route("/healthz", get(healthz))
-            .route("/readyz", get(healthz))
+            .route(
+                "/readyz",
+                get(move || {
+                    let problems = health.problems();
+                    async move {
+                        let status = if problems.is_empty() {
+                            StatusCode::OK
+                        } else {
+                            StatusCode::SERVICE_UNAVAILABLE
+                        };
+                        (status, Json(serde_json::json!({ "problems": problems })))
+                    }
+                }),
+            )
             .route(
                 "/metrics",
                 get(|| async { prometheus_text(crate::metrics::render_default()) }),
@@ -49,9 +65,13 @@ pub fn router(ingest: Option<App>) -> Router {
 }
 
 /// Serves [`router`] on `listener` as the stage "ops" until it is stopped.
-pub fn spawn(ingest: Option<App>, listener: tokio::net::TcpListener) -> aiq_stage::StageHandle {
+pub fn spawn(
+    ingest: Option<App>,
+    health: Health,
+    listener: tokio::net::TcpListener,
+) -> aiq_stage::StageHandle {
     aiq_stage::spawn_task(STAGE, move |stop| async move {
-        axum::serve(listener, router(ingest))
+        axum::serve(listener, router(ingest, health))
             .with_graceful_shutdown(async move { stop.stopped().await })
             .await
     })
@@ -69,7 +89,8 @@ mod tests {
         let counter = prometheus::IntCounter::new("aiq_ops_test_total", "test").unwrap();
         let _ = prometheus::register(Box::new(counter.clone()));
         counter.inc();
-        let r = super::router(None);
+        let health = aiq_stage::Health::new();
+        let r = super::router(None, health.clone());
         let get = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
         let resp = r.clone().oneshot(get("/metrics")).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
@@ -81,7 +102,20 @@ mod tests {
             let resp = r.clone().oneshot(get(path)).await.unwrap();
             assert_eq!(resp.status(), StatusCode::OK, "{path}");
         }
-        let resp = r.oneshot(get("/v1/workflows")).await.unwrap();
+        let resp = r.clone().oneshot(get("/v1/workflows")).await.unwrap();
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        // A stage's problem makes the process unready, and says why.
+        health.fail("sink.history_store", "the store is unreachable");
+        let resp = r.clone().oneshot(get("/readyz")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body["problems"]["sink.history_store"],
+            "the store is unreachable"
+        );
+        health.clear("sink.history_store");
+        let resp = r.oneshot(get("/readyz")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
     }
 }
