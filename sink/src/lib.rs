@@ -13,5 +13,5 @@ pub mod stage;
 pub mod store;
 
 pub use settings::{RetentionSettings, SettingsError, SinkSettings};
-pub use stage::{SinkError, spawn};
+pub use stage::{HISTORY_STORE, SinkError, spawn};
 pub use store::{Store, StoreError};

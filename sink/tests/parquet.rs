@@ -1,14 +1,15 @@
-//! The Parquet writer and compaction against real files in temp folders: replays give
-//! byte-identical files, windows cut files, and compaction merges, archives and deletes.
+//! The Parquet writer and compaction against real files, in a temp folder and in a
+//! prefix of its own in Azurite (Azure Blob Storage's emulator) — every case runs on
+//! both: replays give byte-identical files, windows cut files, and compaction merges,
+//! archives and deletes.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use aiq_history_store::{HistoryFiles, HistoryRoot, ObjectPath};
 use aiq_sink::parquet::{CompactReport, ParquetSettings, ParquetWriter, compact};
-use aiq_sql::layout::{FileName, Table, Tier, day_dir};
+use aiq_sql::layout::{FileName, Table, Tier, day_key};
 use aiq_topics::{
     ErrorClass, Event, Failure, RunEvent, RunId, RunStatus, StepEvent, StepId, StepStatus,
     TenantId, TriggerSource, WorkflowId,
@@ -21,12 +22,81 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use proptest::prelude::*;
 
-fn settings(root: &Path, window: i64) -> ParquetSettings {
+/// A history root of a test's own: a temp folder, or a fresh prefix in Azurite.
+struct Root {
+    root: HistoryRoot,
+    files: HistoryFiles,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Root {
+    fn local() -> Root {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HistoryRoot::from(dir.path());
+        Root {
+            files: HistoryFiles::new(root.parse(&BTreeMap::new()).unwrap()),
+            root,
+            _dir: Some(dir),
+        }
+    }
+
+    fn azurite() -> Option<Root> {
+        let root = HistoryRoot::new(aiq_testkit::azurite_root("parquet")?);
+        Some(Root {
+            files: HistoryFiles::new(root.parse(&BTreeMap::new()).unwrap()),
+            root,
+            _dir: None,
+        })
+    }
+
+    /// Another root of the same kind (a reference to compare with).
+    fn sibling(&self) -> Root {
+        match self._dir {
+            Some(_) => Root::local(),
+            None => Root::azurite().unwrap(),
+        }
+    }
+}
+
+/// Every case twice: `<case>::local` and `<case>::azurite`.
+macro_rules! on_both {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[test]
+            fn local() {
+                super::$case(&super::Root::local());
+            }
+            #[test]
+            fn azurite() {
+                if let Some(r) = super::Root::azurite() {
+                    super::$case(&r);
+                }
+            }
+        }
+    )*};
+}
+
+on_both!(
+    a_replay_writes_the_same_names_and_bytes,
+    a_restart_from_resume_offset_rebuilds_the_same_files,
+    windows_cut_files_with_the_right_names_rows_and_columns,
+    files_are_snappy_and_name_no_library_version,
+    compaction_merges_old_days_once_and_a_replay_adds_no_copies,
+    rows_that_reach_a_compacted_window_late_join_the_merged_file_in_order,
+    old_days_move_to_the_archive_with_zstd_and_older_ones_are_deleted,
+    a_revoked_partition_forgets_its_unwritten_rows,
+);
+
+fn settings(r: &Root, window: i64) -> ParquetSettings {
     ParquetSettings {
-        root: root.to_path_buf(),
+        root: r.root.clone(),
         window_offsets: window,
         ..Default::default()
     }
+}
+
+fn day(tier: Tier, table: Table, date: NaiveDate) -> String {
+    day_key(tier, table, "acme", date)
 }
 
 fn today() -> NaiveDate {
@@ -84,40 +154,37 @@ fn run_event(tenant: &str, n: u64, at: DateTime<Utc>) -> Event {
     })
 }
 
-/// Every file under `root` by relative path, with its bytes.
-fn tree(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in rd {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                let bytes = std::fs::read(&p).unwrap();
-                out.insert(p.strip_prefix(root).unwrap().to_path_buf(), bytes);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
+/// Every object under the folder `rel` ("" for all) by path, with its bytes.
+fn tree(r: &Root, rel: &str) -> BTreeMap<String, Vec<u8>> {
+    r.files
+        .walk(&ObjectPath::from(rel))
+        .unwrap()
+        .into_iter()
+        .map(|p| {
+            let bytes = r.files.get(&p).unwrap().to_vec();
+            (p.to_string(), bytes)
+        })
+        .collect()
 }
 
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
+fn names(r: &Root, dir: &str) -> Vec<String> {
+    r.files.list(&ObjectPath::from(dir)).unwrap().files
 }
 
-fn read(path: &Path) -> RecordBatch {
-    let b = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
-        .unwrap()
-        .with_batch_size(1 << 20);
+fn exists(r: &Root, dir: &str) -> bool {
+    !r.files.walk(&ObjectPath::from(dir)).unwrap().is_empty()
+}
+
+fn reader(r: &Root, dir: &str, name: &str) -> ParquetRecordBatchReaderBuilder<bytes::Bytes> {
+    let bytes = r
+        .files
+        .get(&ObjectPath::from(format!("{dir}/{name}")))
+        .unwrap();
+    ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap()
+}
+
+fn read(r: &Root, dir: &str, name: &str) -> RecordBatch {
+    let b = reader(r, dir, name).with_batch_size(1 << 20);
     let mut batches: Vec<RecordBatch> = b.build().unwrap().map(|b| b.unwrap()).collect();
     assert_eq!(batches.len(), 1, "the test files are small: one batch");
     batches.pop().unwrap()
@@ -163,8 +230,8 @@ fn mixed_events(n: u64) -> Vec<(i64, Event)> {
         .collect()
 }
 
-fn write_all(root: &Path, window: i64, events: &[(i64, Event)], flush_every: usize) {
-    let mut w = ParquetWriter::new(&settings(root, window)).unwrap();
+fn write_all(r: &Root, window: i64, events: &[(i64, Event)], flush_every: usize) {
+    let mut w = ParquetWriter::new(&settings(r, window)).unwrap();
     for (i, (o, e)) in events.iter().enumerate() {
         w.add(1, *o, e);
         if flush_every > 0 && i % flush_every == flush_every - 1 {
@@ -174,34 +241,41 @@ fn write_all(root: &Path, window: i64, events: &[(i64, Event)], flush_every: usi
     w.flush().unwrap();
 }
 
-#[test]
-fn a_replay_writes_the_same_names_and_bytes() {
+fn a_replay_writes_the_same_names_and_bytes(a: &Root) {
     let events = mixed_events(400);
-    let a = tempfile::tempdir().unwrap();
-    let b = tempfile::tempdir().unwrap();
-    write_all(a.path(), 100, &events, 37);
-    write_all(b.path(), 100, &events, 0);
-    let ta = tree(a.path());
+    let b = a.sibling();
+    write_all(a, 100, &events, 37);
+    write_all(&b, 100, &events, 0);
+    let ta = tree(a, "");
     assert!(ta.len() >= 20, "{} files", ta.len());
-    assert!(
-        ta.keys().all(|p| !p.to_string_lossy().contains("/.")),
-        "no temp files left"
-    );
-    assert_eq!(ta, tree(b.path()));
+    if let Some(dir) = &a._dir {
+        let on_disk = walkdir(dir.path());
+        assert_eq!(on_disk, ta.len(), "no staging or temp files left on disk");
+    }
+    assert_eq!(ta, tree(&b, ""));
 
     // Replaying the same events over the first root rewrites the same files.
-    write_all(a.path(), 100, &events, 11);
-    assert_eq!(tree(a.path()), ta);
+    write_all(a, 100, &events, 11);
+    assert_eq!(tree(a, ""), ta);
 }
 
-#[test]
-fn a_restart_from_resume_offset_rebuilds_the_same_files() {
-    let events = mixed_events(400);
-    let reference = tempfile::tempdir().unwrap();
-    write_all(reference.path(), 100, &events, 0);
+/// Files (not folders) under `dir` on disk, at any depth.
+fn walkdir(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            if p.is_dir() { walkdir(&p) } else { 1 }
+        })
+        .sum()
+}
 
-    let root = tempfile::tempdir().unwrap();
-    let s = settings(root.path(), 100);
+fn a_restart_from_resume_offset_rebuilds_the_same_files(root: &Root) {
+    let events = mixed_events(400);
+    let reference = root.sibling();
+    write_all(&reference, 100, &events, 0);
+
+    let s = settings(root, 100);
     let committed = {
         let mut w = ParquetWriter::new(&s).unwrap();
         for (o, e) in &events[..230] {
@@ -223,14 +297,13 @@ fn a_restart_from_resume_offset_rebuilds_the_same_files() {
         w.add(1, *o, e);
     }
     w.flush().unwrap();
-    assert_eq!(tree(root.path()), tree(reference.path()));
+    assert_eq!(tree(root, ""), tree(&reference, ""));
 }
 
-#[test]
-fn windows_cut_files_with_the_right_names_rows_and_columns() {
-    let root = tempfile::tempdir().unwrap();
-    let day = today();
-    let mut w = ParquetWriter::new(&settings(root.path(), 10)).unwrap();
+fn windows_cut_files_with_the_right_names_rows_and_columns(root: &Root) {
+    let date = today();
+    let day = date;
+    let mut w = ParquetWriter::new(&settings(root, 10)).unwrap();
     for o in 0..30u64 {
         w.add(
             3,
@@ -244,13 +317,13 @@ fn windows_cut_files_with_the_right_names_rows_and_columns() {
     }
     w.flush().unwrap();
 
-    let steps = day_dir(root.path(), Tier::Warm, Table::Steps, "acme", day);
+    let steps = self::day(Tier::Warm, Table::Steps, date);
     assert_eq!(
-        names(&steps),
+        names(root, &steps),
         vec![file(3, 0, 10), file(3, 10, 20), file(3, 20, 30)]
     );
-    for (k, name) in names(&steps).iter().enumerate() {
-        let b = read(&steps.join(name));
+    for (k, name) in names(root, &steps).iter().enumerate() {
+        let b = read(root, &steps, name);
         assert_eq!(b.schema(), Table::Steps.file_schema());
         assert_eq!(b.num_rows(), 10);
         let first = k as i64 * 10;
@@ -288,9 +361,9 @@ fn windows_cut_files_with_the_right_names_rows_and_columns() {
         }
     }
 
-    let runs = day_dir(root.path(), Tier::Warm, Table::Runs, "acme", day);
-    assert_eq!(names(&runs), vec![file(3, 110, 120)]);
-    let b = read(&runs.join(file(3, 110, 120)));
+    let runs = self::day(Tier::Warm, Table::Runs, date);
+    assert_eq!(names(root, &runs), vec![file(3, 110, 120)]);
+    let b = read(root, &runs, &file(3, 110, 120));
     assert_eq!(b.schema(), Table::Runs.file_schema());
     assert_eq!(offsets(&b), vec![112, 113]);
     let run_id = col::<StringArray>(&b, "run_id");
@@ -310,14 +383,15 @@ fn windows_cut_files_with_the_right_names_rows_and_columns() {
     assert!(col::<StringArray>(&b, "source").is_null(1));
 }
 
-#[test]
-fn files_are_snappy_and_name_no_library_version() {
-    let root = tempfile::tempdir().unwrap();
-    let mut w = ParquetWriter::new(&settings(root.path(), 10)).unwrap();
+fn files_are_snappy_and_name_no_library_version(root: &Root) {
+    let mut w = ParquetWriter::new(&settings(root, 10)).unwrap();
     w.add(0, 0, &step_event("acme", 1, noon(today())));
     w.flush().unwrap();
-    let path = day_dir(root.path(), Tier::Warm, Table::Steps, "acme", today()).join(file(0, 0, 10));
-    let b = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap();
+    let b = reader(
+        root,
+        &day(Tier::Warm, Table::Steps, today()),
+        &file(0, 0, 10),
+    );
     let md = b.metadata();
     assert_eq!(md.file_metadata().created_by(), Some("aiq-sink"));
     assert_eq!(md.num_row_groups(), 1);
@@ -336,10 +410,8 @@ fn day_steps(day: NaiveDate, offsets: std::ops::Range<i64>) -> Vec<(i64, Event)>
         .collect()
 }
 
-#[test]
-fn compaction_merges_old_days_once_and_a_replay_adds_no_copies() {
-    let root = tempfile::tempdir().unwrap();
-    let s = settings(root.path(), 10);
+fn compaction_merges_old_days_once_and_a_replay_adds_no_copies(root: &Root) {
+    let s = settings(root, 10);
     let old = today().checked_sub_days(Days::new(2)).unwrap();
     let mut events = day_steps(old, 0..25);
     events.extend(day_steps(today(), 25..45));
@@ -349,12 +421,23 @@ fn compaction_merges_old_days_once_and_a_replay_adds_no_copies() {
         w.add(1, *o, e);
     }
     w.flush().unwrap();
-    let old_dir = day_dir(root.path(), Tier::Warm, Table::Steps, "acme", old);
-    let new_dir = day_dir(root.path(), Tier::Warm, Table::Steps, "acme", today());
-    assert_eq!(names(&old_dir).len(), 6);
-    let today_files = tree(&new_dir);
-    // What a crash mid-write leaves behind.
-    std::fs::write(old_dir.join(".p0000-o0-10.parquet.1.2.tmp"), b"partial").unwrap();
+    let old_dir = day(Tier::Warm, Table::Steps, old);
+    let new_dir = day(Tier::Warm, Table::Steps, today());
+    assert_eq!(names(root, &old_dir).len(), 6);
+    let today_files = tree(root, &new_dir);
+    // What a killed write leaves behind on disk: the store's staging file, and a temp
+    // file of an earlier version. An object store puts whole objects or none.
+    let leftovers = root._dir.as_ref().map(|d| {
+        let dir = d.path().join(&old_dir);
+        let files = [
+            dir.join("p0000-o00000000000000000000-00000000000000000010.parquet#4"),
+            dir.join(".p0000-o0-10.parquet.1.2.tmp"),
+        ];
+        for f in &files {
+            std::fs::write(f, b"partial").unwrap();
+        }
+        files
+    });
 
     let t = Instant::now();
     let report = compact(&s, today()).unwrap();
@@ -368,9 +451,12 @@ fn compaction_merges_old_days_once_and_a_replay_adds_no_copies() {
             deleted_days: 0
         }
     );
-    assert_eq!(names(&old_dir), vec![file(0, 0, 30), file(1, 0, 30)]);
+    assert_eq!(names(root, &old_dir), vec![file(0, 0, 30), file(1, 0, 30)]);
+    for f in leftovers.iter().flatten() {
+        assert!(!f.exists(), "{} is cleaned up", f.display());
+    }
     for p in 0..2 {
-        let b = read(&old_dir.join(file(p, 0, 30)));
+        let b = read(root, &old_dir, &file(p, 0, 30));
         assert_eq!(offsets(&b), (0..25).collect::<Vec<_>>());
         assert!(
             col::<Int32Array>(&b, "kafka_partition")
@@ -379,11 +465,15 @@ fn compaction_merges_old_days_once_and_a_replay_adds_no_copies() {
                 .all(|x| *x == p)
         );
     }
-    assert_eq!(tree(&new_dir), today_files, "today's folder is left alone");
+    assert_eq!(
+        tree(root, &new_dir),
+        today_files,
+        "today's folder is left alone"
+    );
 
-    let after = tree(root.path());
+    let after = tree(root, "");
     assert_eq!(compact(&s, today()).unwrap(), CompactReport::default());
-    assert_eq!(tree(root.path()), after, "a second run changes nothing");
+    assert_eq!(tree(root, ""), after, "a second run changes nothing");
 
     // A replay from the start after compaction: the merged files cover the old windows.
     let mut w = ParquetWriter::new(&s).unwrap();
@@ -392,13 +482,11 @@ fn compaction_merges_old_days_once_and_a_replay_adds_no_copies() {
         w.add(1, *o, e);
     }
     w.flush().unwrap();
-    assert_eq!(tree(root.path()), after, "the replay added no copies");
+    assert_eq!(tree(root, ""), after, "the replay added no copies");
 }
 
-#[test]
-fn rows_that_reach_a_compacted_window_late_join_the_merged_file_in_order() {
-    let root = tempfile::tempdir().unwrap();
-    let s = settings(root.path(), 10);
+fn rows_that_reach_a_compacted_window_late_join_the_merged_file_in_order(root: &Root) {
+    let s = settings(root, 10);
     let old = today().checked_sub_days(Days::new(2)).unwrap();
     let events = day_steps(old, 0..30);
     let add = |w: &mut ParquetWriter, range: std::ops::Range<i64>| {
@@ -414,15 +502,15 @@ fn rows_that_reach_a_compacted_window_late_join_the_merged_file_in_order() {
     add(&mut w, 20..25);
     w.flush().unwrap();
     compact(&s, today()).unwrap();
-    let dir = day_dir(root.path(), Tier::Warm, Table::Steps, "acme", old);
-    assert_eq!(names(&dir), vec![file(0, 0, 30)]);
+    let dir = day(Tier::Warm, Table::Steps, old);
+    assert_eq!(names(root, &dir), vec![file(0, 0, 30)]);
 
     // A replay of window 0 brings them; the merged file gains them, in order.
     let mut w = ParquetWriter::new(&s).unwrap();
     add(&mut w, 0..9);
     w.flush().unwrap();
-    assert_eq!(names(&dir), vec![file(0, 0, 30)]);
-    let b = read(&dir.join(file(0, 0, 30)));
+    assert_eq!(names(root, &dir), vec![file(0, 0, 30)]);
+    let b = read(root, &dir, &file(0, 0, 30));
     let expected: Vec<i64> = (0..9).chain(20..25).collect();
     assert_eq!(offsets(&b), expected);
     assert_eq!(col::<StringArray>(&b, "step").value(7), "s3");
@@ -430,8 +518,8 @@ fn rows_that_reach_a_compacted_window_late_join_the_merged_file_in_order() {
     // Late rows of the open window 2, after the merged rows.
     add(&mut w, 25..27);
     w.flush().unwrap();
-    let after = tree(root.path());
-    let b = read(&dir.join(file(0, 0, 30)));
+    let after = tree(root, "");
+    let b = read(root, &dir, &file(0, 0, 30));
     let expected: Vec<i64> = (0..9).chain(20..27).collect();
     assert_eq!(offsets(&b), expected);
 
@@ -440,14 +528,12 @@ fn rows_that_reach_a_compacted_window_late_join_the_merged_file_in_order() {
     add(&mut w, 0..9);
     add(&mut w, 20..27);
     w.flush().unwrap();
-    assert_eq!(tree(root.path()), after);
+    assert_eq!(tree(root, ""), after);
     assert_eq!(compact(&s, today()).unwrap(), CompactReport::default());
 }
 
-#[test]
-fn old_days_move_to_the_archive_with_zstd_and_older_ones_are_deleted() {
-    let root = tempfile::tempdir().unwrap();
-    let s = settings(root.path(), 10);
+fn old_days_move_to_the_archive_with_zstd_and_older_ones_are_deleted(root: &Root) {
+    let s = settings(root, 10);
     let archived = today().checked_sub_days(Days::new(400)).unwrap();
     let expired = today().checked_sub_days(Days::new(3000)).unwrap();
     let mut w = ParquetWriter::new(&s).unwrap();
@@ -469,22 +555,27 @@ fn old_days_move_to_the_archive_with_zstd_and_older_ones_are_deleted() {
             deleted_days: 1
         }
     );
-    let warm = day_dir(root.path(), Tier::Warm, Table::Steps, "acme", archived);
-    let arch = day_dir(root.path(), Tier::Archive, Table::Steps, "acme", archived);
-    assert!(!warm.exists());
-    assert!(!day_dir(root.path(), Tier::Warm, Table::Steps, "acme", expired).exists());
-    assert_eq!(names(&arch), vec![file(2, 0, 20)]);
-    let path = arch.join(file(2, 0, 20));
-    let b = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap();
+    let warm = day(Tier::Warm, Table::Steps, archived);
+    let arch = day(Tier::Archive, Table::Steps, archived);
+    assert!(!exists(root, &warm));
+    assert!(!exists(root, &day(Tier::Warm, Table::Steps, expired)));
+    if let Some(d) = &root._dir {
+        assert!(!d.path().join(&warm).exists(), "no empty folder is left");
+    }
+    assert_eq!(names(root, &arch), vec![file(2, 0, 20)]);
+    let b = reader(root, &arch, &file(2, 0, 20));
     let codec = b.metadata().row_group(0).column(0).compression();
     assert!(matches!(codec, Compression::ZSTD(_)), "{codec:?}");
-    assert_eq!(offsets(&read(&path)), (0..15).collect::<Vec<_>>());
-    let runs = day_dir(root.path(), Tier::Archive, Table::Runs, "acme", archived);
-    assert_eq!(names(&runs), vec![file(2, 20, 30)]);
+    assert_eq!(
+        offsets(&read(root, &arch, &file(2, 0, 20))),
+        (0..15).collect::<Vec<_>>()
+    );
+    let runs = day(Tier::Archive, Table::Runs, archived);
+    assert_eq!(names(root, &runs), vec![file(2, 20, 30)]);
 
-    let after = tree(root.path());
+    let after = tree(root, "");
     assert_eq!(compact(&s, today()).unwrap(), CompactReport::default());
-    assert_eq!(tree(root.path()), after);
+    assert_eq!(tree(root, ""), after);
 
     // A replay of archived days writes nothing back into the warm tier.
     let mut w = ParquetWriter::new(&s).unwrap();
@@ -492,45 +583,97 @@ fn old_days_move_to_the_archive_with_zstd_and_older_ones_are_deleted() {
         w.add(2, *o, e);
     }
     w.flush().unwrap();
-    assert!(!warm.exists());
+    assert!(!exists(root, &warm));
 
     // Seven years on, the archive goes too.
     let later = archived.checked_add_days(Days::new(2556)).unwrap();
     let report = compact(&s, later).unwrap();
     assert_eq!(report.deleted_days, 2);
-    assert!(!arch.exists());
-    assert!(!runs.exists());
+    assert!(!exists(root, &arch));
+    assert!(!exists(root, &runs));
 }
 
-#[test]
-fn a_revoked_partition_forgets_its_unwritten_rows() {
-    let root = tempfile::tempdir().unwrap();
-    let mut w = ParquetWriter::new(&settings(root.path(), 10)).unwrap();
+fn a_revoked_partition_forgets_its_unwritten_rows(root: &Root) {
+    let mut w = ParquetWriter::new(&settings(root, 10)).unwrap();
     for (o, e) in day_steps(today(), 0..5) {
         w.add(4, o, &e);
         w.add(5, o, &e);
     }
     w.revoke(4);
     w.flush().unwrap();
-    let dir = day_dir(root.path(), Tier::Warm, Table::Steps, "acme", today());
-    assert_eq!(names(&dir), vec![file(5, 0, 10)]);
+    assert_eq!(
+        names(root, &day(Tier::Warm, Table::Steps, today())),
+        vec![file(5, 0, 10)]
+    );
 }
 
 #[test]
 fn an_unwritable_root_is_reported_with_its_path_and_retried() {
-    let root = tempfile::tempdir().unwrap();
-    let blocker = root.path().join("history");
-    std::fs::write(&blocker, b"not a folder").unwrap();
-    let mut w = ParquetWriter::new(&settings(&blocker, 10)).unwrap();
+    let root = Root::local();
+    let base = root._dir.as_ref().unwrap().path();
+    // The tenant's folder is a file: nothing can be written below it.
+    let tenant = base.join("warm/steps/tenant=acme");
+    std::fs::create_dir_all(tenant.parent().unwrap()).unwrap();
+    std::fs::write(&tenant, b"not a folder").unwrap();
+    let mut w = ParquetWriter::new(&settings(&root, 10)).unwrap();
     for (o, e) in day_steps(today(), 0..15) {
         w.add(0, o, &e);
     }
     let err = w.flush().unwrap_err().to_string();
-    assert!(err.contains("history"), "{err}");
-    std::fs::remove_file(&blocker).unwrap();
+    assert!(err.contains("tenant=acme"), "{err}");
+    std::fs::remove_file(&tenant).unwrap();
     w.flush().unwrap();
-    let dir = day_dir(&blocker, Tier::Warm, Table::Steps, "acme", today());
-    assert_eq!(names(&dir), vec![file(0, 0, 10), file(0, 10, 20)]);
+    assert_eq!(
+        names(&root, &day(Tier::Warm, Table::Steps, today())),
+        vec![file(0, 0, 10), file(0, 10, 20)]
+    );
+}
+
+#[test]
+fn an_unreachable_store_is_reported_and_the_rows_are_kept_for_the_next_flush() {
+    let Some(good) = Root::azurite() else { return };
+    // The same container through an endpoint where nothing listens.
+    let opts: BTreeMap<String, String> = [
+        ("azure_storage_use_emulator", "false"),
+        ("azure_storage_account_name", "devstoreaccount1"),
+        (
+            "azure_storage_account_key",
+            "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==",
+        ),
+        ("azure_storage_endpoint", "http://127.0.0.1:9/devstoreaccount1"),
+        ("allow_http", "true"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let bad = ParquetSettings {
+        store_options: opts,
+        ..settings(&good, 10)
+    };
+    let mut w = ParquetWriter::new(&bad).unwrap();
+    for (o, e) in day_steps(today(), 0..15) {
+        w.add(0, o, &e);
+    }
+    let t = Instant::now();
+    let err = w.flush().unwrap_err().to_string();
+    println!("unreachable store reported in {:?}: {err}", t.elapsed());
+    assert!(err.contains("steps/tenant=acme"), "{err}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(!exists(&good, ""), "nothing was written");
+    // The writer that can reach the store writes the same rows.
+    let mut w = ParquetWriter::new(&settings(&good, 10)).unwrap();
+    for (o, e) in day_steps(today(), 0..15) {
+        w.add(0, o, &e);
+    }
+    w.flush().unwrap();
+    assert_eq!(
+        names(&good, &day(Tier::Warm, Table::Steps, today())),
+        vec![file(0, 0, 10), file(0, 10, 20)]
+    );
 }
 
 /// A sequence of events: (offset gap, tenant, day, run or step).
@@ -563,12 +706,12 @@ proptest! {
         flushes in prop::collection::vec(any::<bool>(), 120),
         cut in any::<prop::sample::Index>(),
     ) {
-        let reference = tempfile::tempdir().unwrap();
-        write_all(reference.path(), window, &events, 0);
-        let expected = tree(reference.path());
+        let reference = Root::local();
+        write_all(&reference, window, &events, 0);
+        let expected = tree(&reference, "");
 
-        let split = tempfile::tempdir().unwrap();
-        let s = settings(split.path(), window);
+        let split = Root::local();
+        let s = settings(&split, window);
         let mut w = ParquetWriter::new(&s).unwrap();
         for (i, (o, e)) in events.iter().enumerate() {
             w.add(1, *o, e);
@@ -577,10 +720,10 @@ proptest! {
             }
         }
         w.flush().unwrap();
-        prop_assert_eq!(&tree(split.path()), &expected);
+        prop_assert_eq!(&tree(&split, ""), &expected);
 
-        let restart = tempfile::tempdir().unwrap();
-        let s = settings(restart.path(), window);
+        let restart = Root::local();
+        let s = settings(&restart, window);
         let c = cut.index(events.len());
         let committed = {
             let mut w = ParquetWriter::new(&s).unwrap();
@@ -596,15 +739,15 @@ proptest! {
             w.add(1, *o, e);
         }
         w.flush().unwrap();
-        prop_assert_eq!(&tree(restart.path()), &expected);
+        prop_assert_eq!(&tree(&restart, ""), &expected);
     }
 }
 
 #[test]
 #[ignore = "a throughput figure, not a check: cargo test -p aiq-sink --test parquet -- --ignored --nocapture"]
 fn throughput_of_a_million_step_events() {
-    let root = tempfile::tempdir().unwrap();
-    let s = settings(root.path(), 50_000);
+    let root = Root::local();
+    let s = settings(&root, 50_000);
     let events: Vec<Event> = (0..1000u64)
         .map(|i| step_event(["acme", "globex"][(i % 2) as usize], i, noon(today())))
         .collect();
@@ -622,7 +765,7 @@ fn throughput_of_a_million_step_events() {
     }
     w.flush().unwrap();
     let secs = t.elapsed().as_secs_f64();
-    let files = tree(root.path());
+    let files = tree(&root, "");
     let bytes: usize = files.values().map(Vec::len).sum();
     println!(
         "1M step events, 4 partitions, window 50k, flush every 20k: {secs:.2} s \

@@ -105,19 +105,39 @@ impl Tier {
     }
 }
 
-/// The folder that holds every file of one table in one tier.
-pub fn table_dir(root: &Path, tier: Tier, table: Table) -> PathBuf {
-    root.join(tier.name()).join(table.name())
+/// The folder that holds every file of one table in one tier, relative to the root
+/// (`warm/steps`); the same below a local folder and an object-store prefix.
+pub fn table_key(tier: Tier, table: Table) -> String {
+    format!("{}/{}", tier.name(), table.name())
 }
 
 /// The folder of one tenant's files of one table (a tenant-scoped query reads only this).
-pub fn tenant_dir(root: &Path, tier: Tier, table: Table, tenant: &str) -> PathBuf {
-    table_dir(root, tier, table).join(format!("tenant={tenant}"))
+pub fn tenant_key(tier: Tier, table: Table, tenant: &str) -> String {
+    format!("{}/tenant={tenant}", table_key(tier, table))
 }
 
 /// The folder of one tenant's files of one day.
+pub fn day_key(tier: Tier, table: Table, tenant: &str, date: NaiveDate) -> String {
+    format!(
+        "{}/date={}",
+        tenant_key(tier, table, tenant),
+        date.format("%Y-%m-%d")
+    )
+}
+
+/// [`table_key`] below a local folder.
+pub fn table_dir(root: &Path, tier: Tier, table: Table) -> PathBuf {
+    root.join(table_key(tier, table))
+}
+
+/// [`tenant_key`] below a local folder.
+pub fn tenant_dir(root: &Path, tier: Tier, table: Table, tenant: &str) -> PathBuf {
+    root.join(tenant_key(tier, table, tenant))
+}
+
+/// [`day_key`] below a local folder.
 pub fn day_dir(root: &Path, tier: Tier, table: Table, tenant: &str, date: NaiveDate) -> PathBuf {
-    tenant_dir(root, tier, table, tenant).join(format!("date={}", date.format("%Y-%m-%d")))
+    root.join(day_key(tier, table, tenant, date))
 }
 
 /// Parses a `date=YYYY-MM-DD` folder name.

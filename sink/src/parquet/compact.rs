@@ -2,15 +2,12 @@
 //! deletion.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
-use aiq_sql::layout::{FileName, Table, Tier, day_dir, parse_day_dir, table_dir};
+use aiq_history_store::{HistoryFiles, ObjectPath};
+use aiq_sql::layout::{FileName, Table, Tier, day_key, parse_day_dir, table_key};
 use chrono::{Days, NaiveDate};
 
-use super::files::{
-    archive_properties, create_dir, data_files, entries, remove_dir, remove_file, rewrite,
-    warm_properties,
-};
+use super::files::{archive_properties, data_files, rewrite, warm_properties};
 use super::{ParquetError, ParquetSettings};
 
 /// What one [`compact`] run did.
@@ -32,7 +29,7 @@ pub struct CompactReport {
 ///   with the union of the merged ranges (the writer then skips the windows it covers);
 /// - a warm day older than `warm_days` is rewritten with zstd under the archive tier;
 /// - a day older than `archive_days` is deleted;
-/// - `.`-prefixed temp files a crash left in those folders are deleted.
+/// - files a killed local write left in those folders are deleted.
 ///
 /// Every step leaves a state the next run finishes, so a second run changes nothing.
 /// Run it from the thread that drives the [`ParquetWriter`](super::ParquetWriter) (between
@@ -42,6 +39,7 @@ pub fn compact(
     today: NaiveDate,
 ) -> Result<CompactReport, ParquetError> {
     settings.validate()?;
+    let files = settings.files()?;
     let limits = Limits {
         compact_until: days_before(today, settings.compact_after_days),
         warm_from: days_before(today, settings.warm_days),
@@ -49,27 +47,27 @@ pub fn compact(
     };
     let mut report = CompactReport::default();
     for table in Table::ALL {
-        for (tenant, date, dir) in days(&settings.root, Tier::Warm, table)? {
+        for (tenant, date, dir) in days(&files, Tier::Warm, table)? {
             if date > limits.compact_until {
                 continue;
             }
             if date < limits.keep_from {
-                remove_dir(&dir)?;
+                files.delete_folder(&dir)?;
                 report.deleted_days += 1;
                 continue;
             }
-            remove_temp_files(&dir)?;
-            merge_day(&dir, table, &mut report)?;
+            files.remove_leftovers(&dir)?;
+            merge_day(&files, &dir, table, &mut report)?;
             if date < limits.warm_from {
-                archive_day(settings, table, &tenant, date, &dir, &mut report)?;
+                archive_day(settings, &files, table, &tenant, date, &dir, &mut report)?;
             }
         }
-        for (_, date, dir) in days(&settings.root, Tier::Archive, table)? {
+        for (_, date, dir) in days(&files, Tier::Archive, table)? {
             if date < limits.keep_from {
-                remove_dir(&dir)?;
+                files.delete_folder(&dir)?;
                 report.deleted_days += 1;
             } else {
-                remove_temp_files(&dir)?;
+                files.remove_leftovers(&dir)?;
             }
         }
     }
@@ -91,57 +89,53 @@ fn days_before(today: NaiveDate, n: u32) -> NaiveDate {
         .unwrap_or(NaiveDate::MIN)
 }
 
-/// Every `tenant=…/date=…` folder of one table in one tier.
+/// Every `tenant=…/date=…` folder of one table in one tier: one listing for the
+/// tenants, one per tenant for its days.
 fn days(
-    root: &Path,
+    files: &HistoryFiles,
     tier: Tier,
     table: Table,
-) -> Result<Vec<(String, NaiveDate, PathBuf)>, ParquetError> {
+) -> Result<Vec<(String, NaiveDate, ObjectPath)>, ParquetError> {
     let mut out = Vec::new();
-    for (name, tenant_dir) in entries(&table_dir(root, tier, table))? {
+    let table_dir = ObjectPath::from(table_key(tier, table));
+    for name in files.list(&table_dir)?.folders {
         let Some(tenant) = name.strip_prefix("tenant=") else {
             continue;
         };
-        if !tenant_dir.is_dir() {
-            continue;
-        }
-        for (day, dir) in entries(&tenant_dir)? {
-            if let Some(date) = parse_day_dir(&day).filter(|_| dir.is_dir()) {
-                out.push((tenant.to_owned(), date, dir));
+        let tenant_dir = table_dir.clone().join(name.as_str());
+        for day in files.list(&tenant_dir)?.folders {
+            if let Some(date) = parse_day_dir(&day) {
+                out.push((tenant.to_owned(), date, tenant_dir.clone().join(day)));
             }
         }
     }
     Ok(out)
 }
 
-fn remove_temp_files(dir: &Path) -> Result<(), ParquetError> {
-    for (name, path) in entries(dir)? {
-        if name.starts_with('.') && path.is_file() {
-            remove_file(&path)?;
-        }
-    }
-    Ok(())
-}
-
 /// Leaves one file per partition in a warm day folder.
-fn merge_day(dir: &Path, table: Table, report: &mut CompactReport) -> Result<(), ParquetError> {
-    let mut by_partition: BTreeMap<i32, Vec<(FileName, PathBuf)>> = BTreeMap::new();
-    for (f, path) in data_files(dir)? {
+fn merge_day(
+    files: &HistoryFiles,
+    dir: &ObjectPath,
+    table: Table,
+    report: &mut CompactReport,
+) -> Result<(), ParquetError> {
+    let mut by_partition: BTreeMap<i32, Vec<(FileName, ObjectPath)>> = BTreeMap::new();
+    for (f, path) in data_files(files, dir)? {
         by_partition.entry(f.partition).or_default().push((f, path));
     }
-    for (partition, files) in by_partition {
-        if files.len() < 2 {
+    for (partition, group) in by_partition {
+        if group.len() < 2 {
             continue;
         }
         // A file inside another one's range is a copy of rows the wider file holds: a
         // crash between writing a merged file and deleting its sources leaves these.
-        let (covered, kept): (Vec<_>, Vec<_>) = files.iter().partition(|(f, _)| {
-            files
+        let (covered, kept): (Vec<_>, Vec<_>) = group.iter().partition(|(f, _)| {
+            group
                 .iter()
                 .any(|(g, _)| g != f && g.covers(partition, f.first, f.end))
         });
         for (_, path) in &covered {
-            remove_file(path)?;
+            files.delete(path)?;
             report.merged_files += 1;
         }
         if kept.len() < 2 {
@@ -152,16 +146,18 @@ fn merge_day(dir: &Path, table: Table, report: &mut CompactReport) -> Result<(),
             first: kept.iter().map(|(f, _)| f.first).min().unwrap_or(0),
             end: kept.iter().map(|(f, _)| f.end).max().unwrap_or(0),
         };
-        let sources: Vec<PathBuf> = kept.iter().map(|(_, p)| p.clone()).collect();
+        let sources: Vec<ObjectPath> = kept.iter().map(|(_, p)| p.clone()).collect();
         rewrite(
+            files,
             &sources,
-            &dir.join(merged.to_string()),
+            &dir.clone().join(merged.to_string()),
             table.file_schema(),
             warm_properties(),
+            None,
         )?;
         report.written_files += 1;
         for path in &sources {
-            remove_file(path)?;
+            files.delete(path)?;
             report.merged_files += 1;
         }
     }
@@ -171,21 +167,29 @@ fn merge_day(dir: &Path, table: Table, report: &mut CompactReport) -> Result<(),
 /// Moves a warm day folder to the archive tier, recompressed with zstd.
 fn archive_day(
     settings: &ParquetSettings,
+    files: &HistoryFiles,
     table: Table,
     tenant: &str,
     date: NaiveDate,
-    warm: &Path,
+    warm: &ObjectPath,
     report: &mut CompactReport,
 ) -> Result<(), ParquetError> {
-    let archive = day_dir(&settings.root, Tier::Archive, table, tenant, date);
-    create_dir(&archive)?;
-    for (f, src) in data_files(warm)? {
-        let dst = archive.join(f.to_string());
-        let props = archive_properties(settings.archive_zstd_level, &dst)?;
-        rewrite(std::slice::from_ref(&src), &dst, table.file_schema(), props)?;
+    let archive = ObjectPath::from(day_key(Tier::Archive, table, tenant, date));
+    let class = settings.archive_class(files);
+    for (f, src) in data_files(files, warm)? {
+        let dst = archive.clone().join(f.to_string());
+        let props = archive_properties(settings.archive_zstd_level)?;
+        rewrite(
+            files,
+            std::slice::from_ref(&src),
+            &dst,
+            table.file_schema(),
+            props,
+            class.as_deref(),
+        )?;
         report.written_files += 1;
     }
-    remove_dir(warm)?;
+    files.delete_folder(warm)?;
     report.archived_days += 1;
     Ok(())
 }

@@ -6,25 +6,26 @@
 //! rows it lacks, in offset order, and is left untouched when it lacks none.
 
 use std::collections::HashSet;
-use std::path::Path;
 
+use aiq_history_store::{HistoryFiles, ObjectPath};
 use aiq_sql::layout::{FileName, Table};
 use arrow_array::{Array, Int64Array, RecordBatch};
 use arrow_schema::ArrowError;
 use parquet::arrow::ArrowWriter;
 
 use super::ParquetError;
-use super::files::{open_reader, warm_properties, write_atomic};
+use super::files::{open_reader, warm_properties, write_whole};
 use super::rows::Rows;
 
 /// Adds to the file at `path` (which covers `window`) the rows of `rows` it lacks.
 pub(super) fn add_missing(
-    path: &Path,
+    files: &HistoryFiles,
+    path: &ObjectPath,
     table: Table,
     window: FileName,
     rows: &Rows,
 ) -> Result<(), ParquetError> {
-    let present = offsets_within(path, window)?;
+    let present = offsets_within(files, path, window)?;
     let missing = rows.without(&present);
     if missing.is_empty() {
         return Ok(());
@@ -33,13 +34,18 @@ pub(super) fn add_missing(
         .to_batch(window.partition)
         .map_err(ParquetError::arrow(path))?;
     tracing::info!(
-        path = %path.display(),
+        path = %path,
         rows = added.num_rows(),
         "parquet: added rows to a compacted file"
     );
-    write_atomic(path, table.file_schema(), warm_properties(), |w| {
-        merge(path, &added, w)
-    })
+    write_whole(
+        files,
+        path,
+        table.file_schema(),
+        warm_properties(),
+        None,
+        |w| merge(files, path, &added, w),
+    )
 }
 
 fn offset_column(batch: &RecordBatch) -> Result<&Int64Array, ArrowError> {
@@ -49,9 +55,13 @@ fn offset_column(batch: &RecordBatch) -> Result<&Int64Array, ArrowError> {
         .ok_or_else(|| ArrowError::SchemaError("no Int64 column kafka_offset".into()))
 }
 
-fn offsets_within(path: &Path, window: FileName) -> Result<HashSet<i64>, ParquetError> {
+fn offsets_within(
+    files: &HistoryFiles,
+    path: &ObjectPath,
+    window: FileName,
+) -> Result<HashSet<i64>, ParquetError> {
     let mut out = HashSet::new();
-    for batch in open_reader(path)? {
+    for batch in open_reader(files, path)? {
         let batch = batch.map_err(ParquetError::arrow(path))?;
         let offsets = offset_column(&batch).map_err(ParquetError::arrow(path))?;
         out.extend(
@@ -67,9 +77,10 @@ fn offsets_within(path: &Path, window: FileName) -> Result<HashSet<i64>, Parquet
 
 /// Writes the file's rows and `added` as one sequence in offset order; both are sorted.
 fn merge(
-    path: &Path,
+    files: &HistoryFiles,
+    path: &ObjectPath,
     added: &RecordBatch,
-    w: &mut ArrowWriter<std::fs::File>,
+    w: &mut ArrowWriter<Vec<u8>>,
 ) -> Result<(), ParquetError> {
     let added_offsets = offset_column(added)
         .map_err(ParquetError::arrow(path))?
@@ -77,7 +88,7 @@ fn merge(
         .to_vec();
     let mut j = 0;
     let mut write = |b: RecordBatch| w.write(&b).map_err(ParquetError::parquet(path));
-    for batch in open_reader(path)? {
+    for batch in open_reader(files, path)? {
         let batch = batch.map_err(ParquetError::arrow(path))?;
         let offsets = offset_column(&batch)
             .map_err(ParquetError::arrow(path))?

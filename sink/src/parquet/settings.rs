@@ -1,5 +1,6 @@
-use std::path::PathBuf;
+use std::collections::BTreeMap;
 
+use aiq_history_store::{HistoryFiles, HistoryRoot};
 use serde::{Deserialize, Serialize};
 
 use super::ParquetError;
@@ -8,8 +9,17 @@ use super::ParquetError;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ParquetSettings {
-    /// The folder that holds the `warm` and `archive` tiers.
-    pub root: PathBuf,
+    /// Where the `warm` and `archive` tiers live: a folder (the default), `file://…`,
+    /// `az://container/prefix` (Azure Blob Storage / ADLS Gen2) or `s3://bucket/prefix`.
+    pub root: HistoryRoot,
+    /// Options of the object store (`object_store` configuration keys such as
+    /// `azure_storage_account_name`, `azure_storage_sas_key`, `aws_endpoint`); they win
+    /// over the `AZURE_*` / `AWS_*` environment variables the store also reads.
+    pub store_options: BTreeMap<String, String>,
+    /// The access tier (Azure: `Cool`, `Cold`, `Archive`) or storage class (S3, such as
+    /// `STANDARD_IA`, `GLACIER_IR`) of files written to the archive tier. Unset: `Cool`
+    /// on Azure, the bucket's default on S3. Ignored on local disk.
+    pub archive_storage_class: Option<String>,
     /// Offsets per window (and so per file) of one events-topic partition. It also bounds
     /// the writer's memory: one open window per assigned partition.
     pub window_offsets: i64,
@@ -26,7 +36,9 @@ pub struct ParquetSettings {
 impl Default for ParquetSettings {
     fn default() -> Self {
         ParquetSettings {
-            root: PathBuf::from("data/history"),
+            root: HistoryRoot::default(),
+            store_options: BTreeMap::new(),
+            archive_storage_class: None,
             window_offsets: 50_000,
             warm_days: 365,
             archive_days: 2555,
@@ -40,7 +52,7 @@ impl ParquetSettings {
     /// Checks the settings, naming the first bad field and why.
     pub fn validate(&self) -> Result<(), ParquetError> {
         let bad = |field, reason: String| Err(ParquetError::Setting { field, reason });
-        if self.root.as_os_str().is_empty() {
+        if self.root.as_str().trim().is_empty() {
             return bad("root", "must not be empty".into());
         }
         if self.window_offsets <= 0 {
@@ -79,6 +91,22 @@ impl ParquetSettings {
             );
         }
         Ok(())
+    }
+
+    /// The store this writes to. Checks the root; contacts nothing.
+    pub fn files(&self) -> Result<HistoryFiles, ParquetError> {
+        Ok(HistoryFiles::new(self.root.parse(&self.store_options)?))
+    }
+
+    /// The storage class of archived files on the store at hand.
+    pub(super) fn archive_class(&self, files: &HistoryFiles) -> Option<String> {
+        use aiq_history_store::StoreKind;
+        match (files.location().kind(), &self.archive_storage_class) {
+            (StoreKind::Local, _) => None,
+            (_, Some(c)) => Some(c.clone()),
+            (StoreKind::Azure, None) => Some("Cool".to_owned()),
+            (StoreKind::S3, None) => None,
+        }
     }
 }
 
@@ -120,7 +148,7 @@ mod tests {
             ),
             (
                 ParquetSettings {
-                    root: PathBuf::new(),
+                    root: HistoryRoot::new(""),
                     ..Default::default()
                 },
                 "root",

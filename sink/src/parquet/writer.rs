@@ -1,14 +1,14 @@
 //! Events into warm-tier files, one file per (table, tenant, day) and offset window.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 
-use aiq_sql::layout::{FileName, Table, Tier, day_dir};
+use aiq_history_store::{HistoryFiles, ObjectPath};
+use aiq_sql::layout::{FileName, Table, Tier, day_key};
 use aiq_topics::Event;
-use chrono::NaiveDate;
+use chrono::{NaiveDate, Utc};
 
 use super::covered::add_missing;
-use super::files::{create_dir, data_files, warm_properties, write_batch};
+use super::files::{data_files, warm_properties, write_batch};
 use super::rows::{Row, Rows};
 use super::{ParquetError, ParquetSettings};
 
@@ -29,7 +29,7 @@ use super::{ParquetError, ParquetSettings};
 ///
 /// Not thread-safe by design: one writer per consumer, driven from one thread.
 pub struct ParquetWriter {
-    root: PathBuf,
+    files: HistoryFiles,
     window: i64,
     open: HashMap<i32, Window>,
     /// Windows that `add` closed but could not write; `flush` retries them first.
@@ -47,6 +47,11 @@ struct Group {
     rows: Rows,
     /// Holds rows not yet in the group's file.
     dirty: bool,
+    /// The window's own file is known to be the one to write: the group's day is not
+    /// archived and no compacted file covers the window. Only set for a day compaction
+    /// cannot touch yet (see [`uncompactable`]), so that later flushes of the window
+    /// list nothing: object-store listings are slow and billed.
+    own_file: bool,
 }
 
 struct Window {
@@ -67,7 +72,7 @@ impl ParquetWriter {
     pub fn new(settings: &ParquetSettings) -> Result<ParquetWriter, ParquetError> {
         settings.validate()?;
         Ok(ParquetWriter {
-            root: settings.root.clone(),
+            files: settings.files()?,
             window: settings.window_offsets,
             open: HashMap::new(),
             sealed: Vec::new(),
@@ -119,6 +124,7 @@ impl ParquetWriter {
         let group = window.groups.entry(key).or_insert_with(|| Group {
             rows: Rows::new(table),
             dirty: true,
+            own_file: false,
         });
         group.rows.insert(row);
         group.dirty = true;
@@ -129,14 +135,14 @@ impl ParquetWriter {
     /// every added event is durable on disk.
     pub fn flush(&mut self) -> Result<(), ParquetError> {
         while let Some((partition, window)) = self.sealed.first_mut() {
-            write_window(&self.root, self.window, *partition, window)?;
+            write_window(&self.files, self.window, *partition, window)?;
             self.sealed.remove(0);
         }
         let mut partitions: Vec<i32> = self.open.keys().copied().collect();
         partitions.sort_unstable();
         for p in partitions {
             if let Some(window) = self.open.get_mut(&p) {
-                write_window(&self.root, self.window, p, window)?;
+                write_window(&self.files, self.window, p, window)?;
             }
         }
         Ok(())
@@ -150,7 +156,7 @@ impl ParquetWriter {
     }
 
     fn close(&mut self, partition: i32, mut window: Window) {
-        if let Err(e) = write_window(&self.root, self.window, partition, &mut window) {
+        if let Err(e) = write_window(&self.files, self.window, partition, &mut window) {
             tracing::warn!(partition, error = %e, "parquet: a closed window's files were not written; flush retries");
             self.sealed.push((partition, window));
         }
@@ -158,7 +164,7 @@ impl ParquetWriter {
 }
 
 fn write_window(
-    root: &Path,
+    files: &HistoryFiles,
     size: i64,
     partition: i32,
     window: &mut Window,
@@ -169,37 +175,50 @@ fn write_window(
         end: window.index.saturating_add(1).saturating_mul(size),
     };
     for (key, group) in window.groups.iter_mut().filter(|(_, g)| g.dirty) {
-        write_group(root, name, key, &group.rows)?;
+        group.own_file = write_group(files, name, key, &group.rows, group.own_file)?;
         group.dirty = false;
     }
     Ok(())
 }
 
+/// Whether compaction (which takes days at least a day old) cannot reach `date` yet,
+/// with an hour to spare for clocks that disagree around midnight.
+fn uncompactable(date: NaiveDate) -> bool {
+    let now = Utc::now();
+    (now - chrono::Duration::hours(1)).date_naive() == date && now.date_naive() == date
+}
+
+/// Writes a group's rows; returns whether the window's own file can be written again
+/// without looking (see `Group::own_file`).
 fn write_group(
-    root: &Path,
+    files: &HistoryFiles,
     name: FileName,
     key: &GroupKey,
     rows: &Rows,
-) -> Result<(), ParquetError> {
-    let warm = day_dir(root, Tier::Warm, key.table, &key.tenant, key.date);
-    let archive = day_dir(root, Tier::Archive, key.table, &key.tenant, key.date);
-    let covers = |f: &FileName| f.covers(name.partition, name.first, name.end);
-    // An archived day is past any replay Kafka still holds: its files are final.
-    if data_files(&archive)?.iter().any(|(f, _)| covers(f)) {
-        return Ok(());
+    own_file: bool,
+) -> Result<bool, ParquetError> {
+    let warm = ObjectPath::from(day_key(Tier::Warm, key.table, &key.tenant, key.date));
+    if !own_file {
+        let archive = ObjectPath::from(day_key(Tier::Archive, key.table, &key.tenant, key.date));
+        let covers = |f: &FileName| f.covers(name.partition, name.first, name.end);
+        // An archived day is past any replay Kafka still holds: its files are final.
+        if data_files(files, &archive)?.iter().any(|(f, _)| covers(f)) {
+            return Ok(false);
+        }
+        // A compacted file holds this window: writing the window's own file would make
+        // copies of its rows.
+        if let Some((_, path)) = data_files(files, &warm)?
+            .into_iter()
+            .find(|(f, _)| *f != name && covers(f))
+        {
+            add_missing(files, &path, key.table, name, rows)?;
+            return Ok(false);
+        }
     }
-    // A compacted file holds this window: writing the window's own file would make
-    // copies of its rows.
-    if let Some((_, path)) = data_files(&warm)?
-        .into_iter()
-        .find(|(f, _)| *f != name && covers(f))
-    {
-        return add_missing(&path, key.table, name, rows);
-    }
-    create_dir(&warm)?;
     let path = warm.join(name.to_string());
     let batch = rows
         .to_batch(name.partition)
         .map_err(ParquetError::arrow(&path))?;
-    write_batch(&path, &batch, warm_properties())
+    write_batch(files, &path, &batch, warm_properties())?;
+    Ok(uncompactable(key.date))
 }

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aiq_kafka::{DeadLetterOrigin, KafkaSettings};
-use aiq_stage::{StageHandle, StopSignal};
+use aiq_stage::{Health, StageHandle, StopSignal};
 use aiq_topics::{AuditEvent, DeadLetterKind, Event, TopicKind, TopicSet};
 use prometheus::Registry;
 use rdkafka::Offset;
@@ -156,12 +156,17 @@ struct Loop {
     parquet: Arc<Mutex<ParquetWriter>>,
     stop: StopSignal,
     last_lag: Instant,
+    health: Health,
 }
+
+/// What the sink reports to the process's readiness while it cannot write the history.
+pub const HISTORY_STORE: &str = "sink.history_store";
 
 /// Prepares the store's statements, subscribes to the events and audit topics of
 /// `topics` and starts consuming, as the stage "sink". `keyspace` must hold the applied
 /// schema. Errors here are setup errors; once running, the stage ends with an error only
-/// when it cannot go on (the store's failures are retried, not returned).
+/// when it cannot go on (the store's failures are retried, not returned). While the
+/// history store cannot be written, `health` holds [`HISTORY_STORE`] with the reason.
 pub async fn spawn(
     kafka_settings: &KafkaSettings,
     topics: &TopicSet,
@@ -169,6 +174,7 @@ pub async fn spawn(
     keyspace: &str,
     settings: SinkSettings,
     registry: &Registry,
+    health: Health,
 ) -> Result<StageHandle, SinkError> {
     settings.validate()?;
     let store = Store::new(session, keyspace).await?;
@@ -227,6 +233,7 @@ pub async fn spawn(
             parquet,
             stop: stop.clone(),
             last_lag: Instant::now(),
+            health,
         }
         .run();
         tokio::pin!(run);
@@ -515,28 +522,43 @@ impl Loop {
         }
     }
 
-    /// Flushes the Parquet files, then commits what is written and flushed.
+    /// Flushes the Parquet files, then commits what is written and flushed. A flush that
+    /// fails (the history store unreachable or refusing) is retried with backoff, and
+    /// nothing more is read meanwhile: the offsets stay where they are, the lag grows
+    /// and is reported, and the rows in memory stay bounded by the open windows.
     async fn commit(&mut self) {
         let offsets = lock(&self.progress).to_commit();
-        let parquet = Arc::clone(&self.parquet);
-        let flushed = tokio::task::spawn_blocking(move || {
-            let clock = std::time::Instant::now();
-            let r = lock(&parquet).flush();
-            (r, clock.elapsed())
-        })
-        .await;
-        match flushed {
-            Ok((Ok(()), took)) => self.metrics.flush_seconds.observe(took.as_secs_f64()),
-            Ok((Err(e), _)) => {
-                tracing::warn!(error = %e, "Parquet flush failed; offsets not committed");
-                self.metrics.commits.with_label_values(&["failed"]).inc();
-                return;
+        let (min, max) = self.settings.retry_backoff();
+        let mut backoff = min;
+        loop {
+            let parquet = Arc::clone(&self.parquet);
+            let flushed = tokio::task::spawn_blocking(move || {
+                let clock = std::time::Instant::now();
+                let r = lock(&parquet).flush();
+                (r, clock.elapsed())
+            })
+            .await;
+            let error = match flushed {
+                Ok((Ok(()), took)) => {
+                    self.metrics.flush_seconds.observe(took.as_secs_f64());
+                    self.health.clear(HISTORY_STORE);
+                    break;
+                }
+                Ok((Err(e), _)) => e.to_string(),
+                Err(e) => format!("the flush task failed: {e}"),
+            };
+            tracing::warn!(error = %error, ?backoff, "Parquet flush failed; offsets not committed, retrying");
+            self.metrics.commits.with_label_values(&["failed"]).inc();
+            self.health.fail(
+                HISTORY_STORE,
+                format!("the sink cannot write the Parquet history: {error}"),
+            );
+            self.sample_lag().await;
+            tokio::select! {
+                () = self.stop.stopped() => return,
+                () = tokio::time::sleep(backoff) => {}
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "Parquet flush task failed; offsets not committed");
-                self.metrics.commits.with_label_values(&["failed"]).inc();
-                return;
-            }
+            backoff = (backoff * 2).min(max);
         }
         if !offsets.is_empty() {
             let consumer = Arc::clone(&self.consumer);

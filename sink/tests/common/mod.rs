@@ -89,7 +89,7 @@ impl Env {
             retention: retention(),
             ..SinkSettings::default()
         };
-        s.parquet.root = parquet_root.to_path_buf();
+        s.parquet.root = parquet_root.into();
         s.parquet.window_offsets = 500;
         s
     }
@@ -117,6 +117,7 @@ impl Env {
             &self.cql.keyspace,
             settings,
             registry,
+            aiq_stage::Health::new(),
         )
         .await
         .unwrap()
