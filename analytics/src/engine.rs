@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aiq_history_store::HistoryLocation;
 use aiq_sql::layout::Table;
 use aiq_topics::TenantId;
 use datafusion::execution::cache::cache_manager::{CacheManager, CacheManagerConfig};
@@ -39,6 +40,8 @@ pub struct Analytics {
 #[derive(Debug)]
 struct Inner {
     settings: Arc<AnalyticsSettings>,
+    /// Where the history is; its store is registered in `env`.
+    location: HistoryLocation,
     /// Disk manager, object stores and the process's memory pool, shared by every query
     /// (each query gets caches of its own).
     env: Arc<RuntimeEnv>,
@@ -60,9 +63,18 @@ impl Analytics {
         registry: &Registry,
     ) -> Result<Analytics, AnalyticsError> {
         settings.validate()?;
+        let location = settings
+            .root
+            .parse(&settings.store_options)
+            .map_err(|e| AnalyticsError::Internal(format!("analytics settings: root: {e}")))?;
         let env = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(FairSpillPool::new(settings.memory_pool_bytes)))
             .build_arc()?;
+        // The local file system is registered already; a cloud store is reached by the
+        // scheme and container (or bucket) of its URL.
+        if location.local_root().is_none() {
+            env.register_object_store(location.store_url(), Arc::clone(location.whole_store()));
+        }
         let gate = Arc::new(Gate::new(
             settings.max_queries,
             settings.max_queries_per_tenant,
@@ -72,6 +84,7 @@ impl Analytics {
         Ok(Analytics {
             inner: Arc::new(Inner {
                 settings: Arc::new(settings),
+                location,
                 env,
                 gate,
                 runtime,
@@ -102,6 +115,7 @@ impl Analytics {
         let mut permit = self.inner.gate.enter(scope)?;
         let job = Job {
             settings: Arc::clone(&self.inner.settings),
+            location: self.inner.location.clone(),
             env: Arc::clone(&self.inner.env),
             scope: scope.clone(),
             sql: sql.to_owned(),
@@ -137,6 +151,7 @@ fn outcome(result: &Result<QueryResult, AnalyticsError>) -> &'static str {
 /// One query, as it travels to the SQL runtime.
 struct Job {
     settings: Arc<AnalyticsSettings>,
+    location: HistoryLocation,
     env: Arc<RuntimeEnv>,
     scope: Scope,
     sql: String,
@@ -208,7 +223,7 @@ impl Job {
             ..RuntimeEnv::clone(&self.env)
         });
         let ctx = SessionContext::new_with_config_rt(config, runtime);
-        let root = &self.settings.root;
+        let root = &self.location;
         for table in Table::ALL {
             let provider = match &self.scope {
                 Scope::Platform => tables::platform(root, table)?,

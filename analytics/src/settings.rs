@@ -1,7 +1,8 @@
 //! What bounds a query, what bounds all queries of a process, and where the history lives.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
 
+use aiq_history_store::HistoryRoot;
 use serde::{Deserialize, Serialize};
 
 use crate::AnalyticsError;
@@ -9,8 +10,11 @@ use crate::AnalyticsError;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnalyticsSettings {
-    /// The sink's Parquet root (the folder that holds the `warm` tier).
-    pub root: PathBuf,
+    /// The sink's Parquet root (`sink.parquet.root`: a folder, `file://…`,
+    /// `az://container/prefix` or `s3://bucket/prefix`), which holds the `warm` tier.
+    pub root: HistoryRoot,
+    /// Options of the object store, as `sink.parquet.store_options`.
+    pub store_options: BTreeMap<String, String>,
     /// Rows returned at most; a longer result is cut and marked `truncated`.
     pub max_result_rows: usize,
     /// Wall-clock limit of one query, planning included.
@@ -38,7 +42,8 @@ pub struct AnalyticsSettings {
 impl Default for AnalyticsSettings {
     fn default() -> Self {
         AnalyticsSettings {
-            root: PathBuf::from("data/history"),
+            root: HistoryRoot::default(),
+            store_options: BTreeMap::new(),
             max_result_rows: 10_000,
             timeout_ms: 30_000,
             memory_limit_bytes: 512 * 1024 * 1024,

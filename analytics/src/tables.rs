@@ -8,10 +8,10 @@
 //! no other table, URL tables are off, the only table functions (`generate_series`,
 //! `range`) read no files, and DDL (which could create an external table) is refused.
 
-use std::path::Path;
 use std::sync::Arc;
 
-use aiq_sql::layout::{Table, Tier, table_dir, tenant_dir};
+use aiq_history_store::{HistoryLocation, ObjectPath};
+use aiq_sql::layout::{Table, Tier, table_key, tenant_key};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::common::Column;
@@ -40,31 +40,46 @@ pub(crate) fn visible_schema(table: Table) -> SchemaRef {
 
 /// All of a table's warm files, every tenant.
 pub(crate) fn platform(
-    root: &Path,
+    root: &HistoryLocation,
     table: Table,
 ) -> Result<Arc<dyn TableProvider>, AnalyticsError> {
-    let dir = table_dir(root, Tier::Warm, table);
-    if !dir.is_dir() {
+    let dir = ObjectPath::from(table_key(Tier::Warm, table));
+    if missing_locally(root, &dir) {
         return Ok(Arc::new(EmptyTable::new(visible_schema(table))));
     }
     let partitions = vec![
         ("tenant".to_owned(), DataType::Utf8),
         ("date".to_owned(), DataType::Date32),
     ];
-    Ok(Arc::new(listing(&dir, table, partitions)?))
+    Ok(Arc::new(listing(root, &dir, table, partitions)?))
+}
+
+/// A local folder that does not exist (yet) holds no rows; listing it would fail. An
+/// object store has no folders: a prefix without objects lists as empty.
+fn missing_locally(root: &HistoryLocation, dir: &ObjectPath) -> bool {
+    root.local_root().is_some_and(|r| {
+        !dir.parts()
+            .fold(r.to_path_buf(), |p, part| p.join(part.as_ref()))
+            .is_dir()
+    })
 }
 
 /// One tenant's warm files of a table; see the module doc for why it cannot leak.
 pub(crate) fn tenant(
-    root: &Path,
+    root: &HistoryLocation,
     table: Table,
     tenant: &str,
 ) -> Result<Arc<dyn TableProvider>, AnalyticsError> {
-    let dir = tenant_dir(root, Tier::Warm, table, tenant);
-    if !dir.is_dir() {
+    let dir = ObjectPath::from(tenant_key(Tier::Warm, table, tenant));
+    if missing_locally(root, &dir) {
         return Ok(Arc::new(EmptyTable::new(visible_schema(table))));
     }
-    let files = listing(&dir, table, vec![("date".to_owned(), DataType::Date32)])?;
+    let files = listing(
+        root,
+        &dir,
+        table,
+        vec![("date".to_owned(), DataType::Date32)],
+    )?;
     let mut columns: Vec<Expr> = table
         .file_schema()
         .fields()
@@ -79,21 +94,16 @@ pub(crate) fn tenant(
     Ok(Arc::new(ViewTable::new(plan, None)))
 }
 
+/// Lists only below `dir`: DataFusion walks the `date=` folders under it, and skips
+/// those a filter on `date` rules out, before it lists any file.
 fn listing(
-    dir: &Path,
+    root: &HistoryLocation,
+    dir: &ObjectPath,
     table: Table,
     partitions: Vec<(String, DataType)>,
 ) -> Result<ListingTable, AnalyticsError> {
-    let absolute = std::path::absolute(dir)
-        .map_err(|e| AnalyticsError::Internal(format!("cannot resolve {}: {e}", dir.display())))?;
-    // Built from the path directly, so that no character of it is read as a glob.
-    let url = url::Url::from_directory_path(&absolute).map_err(|()| {
-        AnalyticsError::Internal(format!(
-            "{} is not a usable folder path",
-            absolute.display()
-        ))
-    })?;
-    let url = ListingTableUrl::try_new(url, None)?;
+    // Built from the segments directly, so that no character of them is read as a glob.
+    let url = ListingTableUrl::try_new(root.folder_url(dir), None)?;
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(".parquet")
         .with_table_partition_cols(partitions);

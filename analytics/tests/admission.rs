@@ -19,7 +19,7 @@ fn tenant(s: &str) -> Scope {
 fn engine(timeout_ms: u64) -> Analytics {
     let dir = std::env::temp_dir().join("aiq-analytics-admission-none");
     Analytics::new(AnalyticsSettings {
-        root: dir,
+        root: dir.into(),
         timeout_ms,
         max_queries: 3,
         max_queries_per_tenant: 2,
@@ -143,7 +143,7 @@ async fn queries_execute_on_the_sql_threads_at_a_lower_priority() {
 async fn the_process_pool_bounds_a_query_and_gets_its_memory_back() {
     let dir = std::env::temp_dir().join("aiq-analytics-admission-none");
     let a = Analytics::new(AnalyticsSettings {
-        root: dir,
+        root: dir.into(),
         memory_limit_bytes: 4 * 1024 * 1024,
         memory_pool_bytes: 4 * 1024 * 1024,
         ..AnalyticsSettings::default()

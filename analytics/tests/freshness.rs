@@ -17,7 +17,18 @@ async fn runs(a: &aiq_analytics::Analytics) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_sees_files_written_after_the_previous_query() {
-    let h = History::build(10);
+    sees_new_files(History::build(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_sees_objects_written_after_the_previous_query_in_azure() {
+    let Some(h) = History::build_in_azurite(10) else {
+        return;
+    };
+    sees_new_files(h).await;
+}
+
+async fn sees_new_files(h: History) {
     let a = h.analytics();
     let before = runs(&a).await;
     assert_eq!(before, h.runs(None).count() as u64);
@@ -25,7 +36,7 @@ async fn a_query_sees_files_written_after_the_previous_query() {
     // A tenant whose folder did not exist at the first query.
     let mut rng = Rng::new(7);
     let more = tenant_events("newco", 5, &mut rng);
-    write_history(h.dir.path(), &more);
+    write_history(&h.root, &more);
     assert!(
         runs(&a).await > before,
         "the second query read the first one's listing"

@@ -244,3 +244,38 @@ async fn the_tenant_scan_is_rooted_in_the_tenants_folder() {
     );
     insta::assert_snapshot!("tenant_explain", plan);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tenant_scan_in_azure_lists_only_the_tenants_prefix() {
+    let Some(h) = History::build_in_azurite(20) else {
+        return;
+    };
+    let a = h.analytics();
+    let r = a
+        .query(
+            &acme(),
+            "EXPLAIN SELECT count(*) FROM steps WHERE status = 'failed'",
+        )
+        .await
+        .unwrap();
+    let plan: String = r
+        .rows
+        .iter()
+        .map(|row| format!("{}\n", row[1].as_str().unwrap()))
+        .collect();
+    // az://<container>/<prefix>: the plan names objects by their path in the container.
+    let prefix = h.root.as_str().rsplit('/').next().unwrap();
+    assert!(
+        plan.contains(&format!("{prefix}/warm/steps/tenant=acme/date=")),
+        "{plan}"
+    );
+    assert!(
+        !plan.contains("tenant=globex") && !plan.contains("tenant=initech"),
+        "{plan}"
+    );
+    let r = a
+        .query(&acme(), "SELECT count(*) FROM steps")
+        .await
+        .unwrap();
+    assert_eq!(count(&r), h.steps(Some("acme")).count() as u64);
+}

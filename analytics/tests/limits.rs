@@ -71,7 +71,7 @@ async fn a_query_that_needs_more_memory_than_allowed_is_refused_it() {
 async fn an_empty_history_answers_every_report_with_no_rows() {
     let dir = tempfile::tempdir().unwrap();
     let a = Analytics::new(AnalyticsSettings {
-        root: dir.path().join("not-yet"),
+        root: dir.path().join("not-yet").into(),
         ..Default::default()
     })
     .unwrap();

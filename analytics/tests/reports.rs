@@ -21,7 +21,18 @@ fn expected(h: &History, report: &str, tenant: Option<&str>) -> (usize, Expected
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_report_matches_the_figures_of_its_events_in_both_scopes() {
-    let h = History::build(400);
+    every_report_matches(History::build(400)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_report_matches_on_azure_blob_storage_too() {
+    let Some(h) = History::build_in_azurite(400) else {
+        return;
+    };
+    every_report_matches(h).await;
+}
+
+async fn every_report_matches(h: History) {
     let analytics = h.analytics();
     assert_eq!(REPORTS.len(), 5);
     for report in REPORTS {

@@ -4,13 +4,13 @@
 //! writes them through the sink's real Parquet writer, then runs every report in the
 //! platform scope and in the busiest tenant's scope, and prints a Markdown table.
 //!
-//!   aiq-load analytics --steps 10000000 [--root DIR] [--reuse]
+//!   aiq-load analytics --steps 10000000 [--root DIR | --root az://container/prefix] [--reuse]
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use aiq_analytics::{Analytics, AnalyticsSettings, REPORTS, Scope};
+use aiq_history_store::{HistoryFiles, HistoryRoot, ObjectPath};
 use aiq_sink::parquet::{ParquetSettings, ParquetWriter};
 use aiq_topics::{
     ErrorClass, Event, Failure, RunEvent, RunId, RunStatus, StepEvent, StepId, StepStatus,
@@ -33,10 +33,11 @@ pub struct AnalyticsArgs {
     /// Step events to generate; their runs' events come on top.
     #[arg(long, default_value_t = 10_000_000)]
     pub steps: u64,
-    /// Where the history goes; a fresh folder under the system temp folder (removed
-    /// afterwards) when absent.
+    /// Where the history goes: a folder or an object-store URL (`az://container/prefix`,
+    /// with the `AZURE_*` settings `scripts/services env` prints for Azurite); a fresh
+    /// folder under the system temp folder (removed afterwards) when absent.
     #[arg(long)]
-    pub root: Option<PathBuf>,
+    pub root: Option<String>,
     /// Tenants, drawn with a Zipf distribution (a few busy ones, a long tail).
     #[arg(long, default_value_t = 200)]
     pub tenants: usize,
@@ -50,9 +51,13 @@ pub struct AnalyticsArgs {
 
 pub async fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
     let temporary = args.root.is_none();
-    let root = args.root.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("aiq-analytics-bench-{}", std::process::id()))
-    });
+    let root = match &args.root {
+        Some(r) => HistoryRoot::new(r.clone()),
+        None => HistoryRoot::from(
+            std::env::temp_dir().join(format!("aiq-analytics-bench-{}", std::process::id())),
+        ),
+    };
+    let files = HistoryFiles::new(root.parse(&BTreeMap::new())?);
     let busiest = tenant_name(0);
     if !args.reuse {
         let (steps, tenants, root2) = (args.steps, args.tenants, root.clone());
@@ -60,7 +65,7 @@ pub async fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
         let g = tokio::task::spawn_blocking(move || generate(&root2, steps, tenants))
             .await
             .context("the generator panicked")??;
-        let (files, bytes) = disk_usage(&root)?;
+        let (files, bytes) = files.usage(&ObjectPath::from(""))?;
         println!(
             "generated {} step and {} run events of {} tenants in {:.1} s: {files} files, {:.1} MiB under {}",
             g.steps,
@@ -68,7 +73,7 @@ pub async fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
             args.tenants,
             started.elapsed().as_secs_f64(),
             bytes as f64 / 1048576.0,
-            root.display()
+            root
         );
     }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -105,8 +110,8 @@ pub async fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
             }
         }
     }
-    if temporary {
-        std::fs::remove_dir_all(&root).with_context(|| format!("removing {}", root.display()))?;
+    if let (true, Some(dir)) = (temporary, root.local_path()) {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     Ok(())
 }
@@ -122,9 +127,9 @@ struct Generated {
 
 /// Runs in time order over [`DAYS`] days until `steps` step events exist: 1–8 task
 /// steps per run, retries, failures by connector and class, cron runs with lag.
-fn generate(root: &Path, steps: u64, tenants: usize) -> anyhow::Result<Generated> {
+fn generate(root: &HistoryRoot, steps: u64, tenants: usize) -> anyhow::Result<Generated> {
     let mut writer = ParquetWriter::new(&ParquetSettings {
-        root: root.to_path_buf(),
+        root: root.clone(),
         ..Default::default()
     })?;
     let mut rng = StdRng::seed_from_u64(7);
@@ -271,21 +276,4 @@ fn generate(root: &Path, steps: u64, tenants: usize) -> anyhow::Result<Generated
         steps: made_steps,
         runs: made_runs,
     })
-}
-
-fn disk_usage(dir: &Path) -> anyhow::Result<(u64, u64)> {
-    let (mut files, mut bytes) = (0, 0);
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let entry = entry?;
-        let meta = entry.metadata()?;
-        if meta.is_dir() {
-            let (f, b) = disk_usage(&entry.path())?;
-            files += f;
-            bytes += b;
-        } else {
-            files += 1;
-            bytes += meta.len();
-        }
-    }
-    Ok((files, bytes))
 }

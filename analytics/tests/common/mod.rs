@@ -4,9 +4,9 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
 
 use aiq_analytics::{Analytics, AnalyticsSettings, QueryResult};
+use aiq_history_store::HistoryRoot;
 use aiq_sink::parquet::{ParquetSettings, ParquetWriter};
 use aiq_topics::{
     ErrorClass, Event, RunId, StepId, TenantId, TriggerSource, WorkflowId,
@@ -210,9 +210,9 @@ pub fn tenant_events(tenant: &str, runs: usize, rng: &mut Rng) -> Vec<Event> {
 }
 
 /// Writes the events through the sink's writer, one events-topic partition per tenant.
-pub fn write_history(root: &Path, events: &[Event]) {
+pub fn write_history(root: &HistoryRoot, events: &[Event]) {
     let mut writer = ParquetWriter::new(&ParquetSettings {
-        root: root.to_path_buf(),
+        root: root.clone(),
         window_offsets: 2_000,
         ..Default::default()
     })
@@ -231,20 +231,38 @@ pub fn write_history(root: &Path, events: &[Event]) {
 
 /// A written history of all [`TENANTS`] and the events it holds.
 pub struct History {
+    /// A temp folder: the history itself, unless it is in Azurite.
     pub dir: tempfile::TempDir,
+    pub root: HistoryRoot,
     pub events: Vec<Event>,
 }
 
 impl History {
+    /// A history in a temp folder.
     pub fn build(runs_per_tenant: usize) -> History {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HistoryRoot::from(dir.path());
+        History::build_at(dir, root, runs_per_tenant)
+    }
+
+    /// A history in a prefix of its own in Azurite; `None` when the test should skip.
+    pub fn build_in_azurite(runs_per_tenant: usize) -> Option<History> {
+        let root = HistoryRoot::new(aiq_testkit::azurite_root("analytics")?);
+        Some(History::build_at(
+            tempfile::tempdir().unwrap(),
+            root,
+            runs_per_tenant,
+        ))
+    }
+
+    fn build_at(dir: tempfile::TempDir, root: HistoryRoot, runs_per_tenant: usize) -> History {
         let mut rng = Rng::new(0x5eed);
         let mut events = Vec::new();
         for t in TENANTS {
             events.extend(tenant_events(t, runs_per_tenant, &mut rng));
         }
-        let dir = tempfile::tempdir().unwrap();
-        write_history(dir.path(), &events);
-        History { dir, events }
+        write_history(&root, &events);
+        History { dir, root, events }
     }
 
     pub fn analytics(&self) -> Analytics {
@@ -253,7 +271,7 @@ impl History {
 
     pub fn analytics_with(&self, change: impl FnOnce(&mut AnalyticsSettings)) -> Analytics {
         let mut s = AnalyticsSettings {
-            root: self.dir.path().to_path_buf(),
+            root: self.root.clone(),
             ..Default::default()
         };
         change(&mut s);

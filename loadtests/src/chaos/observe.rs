@@ -233,7 +233,7 @@ pub async fn history(root: PathBuf) -> Result<Vec<Record>, String> {
         return Ok(Vec::new());
     }
     let analytics = Analytics::new(AnalyticsSettings {
-        root,
+        root: root.into(),
         max_result_rows: 50_000_000,
         timeout_ms: 300_000,
         memory_limit_bytes: 1 << 30,

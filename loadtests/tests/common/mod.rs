@@ -126,6 +126,15 @@ pub struct Served {
 /// Applies topics and schema for `env`, mints a platform admin token, starts
 /// `aiq serve` and waits (90 s at most) until its API at `listen` is ready.
 pub async fn serve_ready(env: &[(&str, String)], listen: &str) -> Served {
+    serve_ready_in(env, listen, None).await
+}
+
+/// [`serve_ready`] with `aiq serve` in the working folder `cwd`.
+pub async fn serve_ready_in(
+    env: &[(&str, String)],
+    listen: &str,
+    cwd: Option<&std::path::Path>,
+) -> Served {
     let mut topics = aiq(env);
     topics.args(["topics", "apply"]);
     ok(topics);
@@ -141,6 +150,9 @@ pub async fn serve_ready(env: &[(&str, String)], listen: &str) -> Served {
         .arg("serve")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit());
+    if let Some(dir) = cwd {
+        serve.current_dir(dir);
+    }
     let mut serve = Serve(serve.spawn().unwrap());
     let api = format!("http://{listen}");
     let _ = rustls::crypto::ring::default_provider().install_default();
