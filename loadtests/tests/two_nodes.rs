@@ -193,7 +193,22 @@ async fn two_nodes_share_one_history_in_azure_blob_storage() {
         .sum();
     assert_eq!(total, accepted.len() as u64, "{report}");
 
-    // Both sinks wrote: the files' partitions come from both nodes' assignments.
+    // A tenant's POST /v1/sql on either node reads the same shared history.
+    for (api, t) in [(&served_a.api, "north"), (&api_b, "east")] {
+        let r = client
+            .post(format!("{api}/v1/sql"))
+            .bearer_auth(&token)
+            .header("x-aiq-tenant", t)
+            .json(&serde_json::json!({"query": "SELECT count(*) AS n FROM runs WHERE status = 'succeeded'"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["rows"][0][0], RUNS_PER_TENANT as u64, "{t}: {body}");
+    }
+
+    // Both sinks wrote: each read events from its share of the partitions.
     for api_ops in [&env_a, &env_b] {
         let ops = &api_ops
             .iter()

@@ -110,6 +110,18 @@ impl Env {
         session: Arc<Session>,
         registry: &prometheus::Registry,
     ) -> StageHandle {
+        self.start_reporting(settings, session, registry, aiq_stage::Health::new())
+            .await
+    }
+
+    /// The sink stage, reporting its problems to `health`.
+    pub async fn start_reporting(
+        &self,
+        settings: SinkSettings,
+        session: Arc<Session>,
+        registry: &prometheus::Registry,
+        health: aiq_stage::Health,
+    ) -> StageHandle {
         aiq_sink::spawn(
             &self.kafka,
             &self.topics,
@@ -117,7 +129,7 @@ impl Env {
             &self.cql.keyspace,
             settings,
             registry,
-            aiq_stage::Health::new(),
+            health,
         )
         .await
         .unwrap()
