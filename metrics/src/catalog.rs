@@ -58,6 +58,12 @@ pub mod orchestrator {
             labels: &[],
             help: "Time to write a batch's changelog and offsets and commit its transaction",
         };
+        COMMIT_PHASE_SECONDS = Metric {
+            name: "aiq_orchestrator_commit_phase_seconds",
+            kind: Kind::Histogram,
+            labels: &["phase"],
+            help: "Time of each part of a commit: acks (waiting for the batch's records to be acknowledged), offsets (sending the input offsets), end (the commit call)",
+        };
         TRANSACTION_SECONDS = Metric {
             name: "aiq_orchestrator_transaction_seconds",
             kind: Kind::Histogram,

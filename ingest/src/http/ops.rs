@@ -71,7 +71,8 @@ pub fn spawn(
     listener: tokio::net::TcpListener,
 ) -> aiq_stage::StageHandle {
     aiq_stage::spawn_task(STAGE, move |stop| async move {
-        axum::serve(listener, router(ingest, health))
+        // Handlers turned into routes once, not on every connection.
+        axum::serve(listener, router(ingest, health).with_state(()))
             .with_graceful_shutdown(async move { stop.stopped().await })
             .await
     })

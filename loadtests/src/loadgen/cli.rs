@@ -147,7 +147,8 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         warmup: seconds("--warmup", a.warmup)?,
         drain_timeout: seconds("--drain-timeout", a.drain_timeout)?,
         max_in_flight: a.max_in_flight.max(1),
-        baseline_messages: (!a.no_baseline).then_some(a.baseline_messages),
+        baseline_messages: (!a.no_baseline && a.baseline_messages > 0)
+            .then_some(a.baseline_messages),
         hops: !a.no_hops,
         pipe_messages: (a.pipe_messages > 0).then_some(a.pipe_messages),
         out: a.out,

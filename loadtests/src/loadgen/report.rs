@@ -195,9 +195,12 @@ impl Outcome {
 
     /// The engine's sustained runs/s as a share of the raw produce+consume rate.
     pub fn baseline_ratio(&self) -> Option<f64> {
+        // A baseline that moved nothing has no rate to compare against.
         self.baseline
             .as_ref()
-            .map(|b| self.sustained_per_sec / b.round_trip_per_sec().max(1e-9))
+            .map(Baseline::round_trip_per_sec)
+            .filter(|r| *r > 0.0)
+            .map(|r| self.sustained_per_sec / r)
     }
 
     /// Tasks completed per second while sustained: runs/s × the tasks per run the hop
@@ -210,8 +213,8 @@ impl Outcome {
     /// Engine tasks/s as a share of the transactional pipe's records/s: each task is at
     /// least one such hop (the orchestrator's), so this is the fair yardstick.
     pub fn pipe_ratio(&self) -> Option<f64> {
-        let pipe = self.pipe.as_ref()?;
-        Some(self.tasks_per_sec()? / pipe.records_per_sec().max(1e-9))
+        let pipe = self.pipe.as_ref().map(Pipe::records_per_sec)?;
+        (pipe > 0.0).then_some(self.tasks_per_sec()? / pipe)
     }
 
     pub fn markdown(&self) -> String {
@@ -325,7 +328,7 @@ impl Outcome {
                 );
             }
             _ => {
-                let _ = writeln!(w, "\n(no baseline: --no-baseline)");
+                let _ = writeln!(w, "\n(no baseline: --no-baseline or --baseline-messages 0)");
             }
         }
         if let Some(p) = &self.pipe {

@@ -18,6 +18,8 @@ pub struct OrchestratorMetrics {
     /// `other`, so the series count cannot grow with the number of tenants.
     tenants: TenantLabels,
     pub commit_seconds: Histogram,
+    /// By phase: `acks`, `offsets`, `end`.
+    pub commit_phase_seconds: HistogramVec,
     pub transaction_seconds: Histogram,
     pub batch_records: Histogram,
     pub restore_seconds: Histogram,
@@ -59,6 +61,14 @@ impl OrchestratorMetrics {
                 &m::COMMIT_SECONDS,
                 &[
                     0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+                ],
+            )),
+            commit_phase_seconds: must(histogram_vec(
+                registry,
+                &m::COMMIT_PHASE_SECONDS,
+                &["phase"],
+                &[
+                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
                 ],
             )),
             transaction_seconds: must(histogram(

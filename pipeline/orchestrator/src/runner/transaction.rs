@@ -348,6 +348,13 @@ impl Runner {
                 None,
             )?;
         }
+        let phase = |name: &str, since: Instant| {
+            self.metrics
+                .commit_phase_seconds
+                .with_label_values(&[name])
+                .observe(since.elapsed().as_secs_f64());
+        };
+        let offsets = Instant::now();
         if !self.offsets.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for ((topic, p), next) in &self.offsets {
@@ -362,9 +369,18 @@ impl Runner {
                 p.send_offsets_to_transaction(&tpl, &group, TXN_CALL_TIMEOUT)
             })?;
         }
+        phase("offsets", offsets);
+        // Acknowledged first, so that the commit call itself has nothing to wait for.
+        let acks = Instant::now();
+        call_retrying(&self.producer, "flush", |p| {
+            aiq_kafka::flush_promptly(p, TXN_CALL_TIMEOUT)
+        })?;
+        phase("acks", acks);
+        let end = Instant::now();
         call_retrying(&self.producer, "commit transaction", |p| {
             aiq_kafka::commit_promptly(p, TXN_CALL_TIMEOUT)
         })?;
+        phase("end", end);
         self.in_txn.store(false, Ordering::SeqCst);
         self.metrics
             .commit_seconds
