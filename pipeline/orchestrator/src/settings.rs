@@ -21,7 +21,9 @@ pub struct OrchestratorSettings {
     pub group_id: String,
     /// A transaction is committed after this many input records ...
     pub batch_max_records: usize,
-    /// ... or this many milliseconds after it began, whichever comes first.
+    /// ... or this many milliseconds after it began, whichever comes first. A batch also
+    /// ends as soon as nothing more is fetched, so this bounds a transaction under
+    /// load, when inputs keep coming; it costs no latency when they do not.
     pub batch_max_ms: u64,
     /// The broker aborts a transaction left open this long (a crashed instance's).
     pub transaction_timeout_ms: u64,
@@ -184,7 +186,7 @@ impl Default for OrchestratorSettings {
             instance_id: host_instance_id(),
             group_id: "orchestrator".into(),
             batch_max_records: 500,
-            batch_max_ms: 20,
+            batch_max_ms: 100,
             transaction_timeout_ms: 10_000,
             finished_run_retention_secs: 86_400,
             misfire_grace_ms: 60_000,
