@@ -482,5 +482,10 @@ mod tests {
         let j = o.summary();
         assert_eq!(j["completed"], 3);
         assert_eq!(j["statuses"]["429"], 1);
+
+        // A floor that moved nothing gives no ratio, not a division by zero.
+        o.baseline = o.baseline.map(|b| Baseline { consumed: 0, ..b });
+        assert_eq!(o.baseline_ratio(), None);
+        assert!(!o.markdown().contains("% of raw Kafka"));
     }
 }

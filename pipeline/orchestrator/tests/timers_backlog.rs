@@ -162,6 +162,20 @@ fn a_backlog_of_due_timers_fires_each_once_in_transactions_under_two_seconds() {
         sample(&first_text, "aiq_orchestrator_transaction_seconds_sum"),
         sample(&first_text, "aiq_orchestrator_commit_seconds_sum"),
     );
+    // Every commit is timed in its three parts, which together fit inside it.
+    let commits = sample(&first_text, "aiq_orchestrator_commit_seconds_count");
+    let mut parts = 0.0;
+    for phase in ["acks", "offsets", "end"] {
+        let count = format!("aiq_orchestrator_commit_phase_seconds_count{{phase=\"{phase}\"}}");
+        let sum = format!("aiq_orchestrator_commit_phase_seconds_sum{{phase=\"{phase}\"}}");
+        assert_eq!(sample(&first_text, &count), commits, "{phase}");
+        parts += sample(&first_text, &sum);
+    }
+    assert!(commits > 0.0);
+    assert!(
+        parts <= sample(&first_text, "aiq_orchestrator_commit_seconds_sum"),
+        "the phases ({parts} s) take longer than the commits"
+    );
 
     // Down until every timer is due.
     std::thread::sleep((due - Utc::now()).to_std().unwrap_or_default() + Duration::from_secs(1));
