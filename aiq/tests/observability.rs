@@ -1,13 +1,16 @@
 //! Every Grafana panel and every Prometheus rule in `ops/` returns data from a real
 //! `aiq serve` under load: Kafka, Cassandra and a Prometheus of the test's own, scraping
-//! the process every second with `ops/prometheus/rules.yml` loaded.
+//! the process every second with `ops/prometheus/rules.yml` loaded; and the alerts that
+//! load makes fire reach a receiver through a real Alertmanager routed by
+//! `ops/alertmanager/alertmanager.yml`.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aiq_testkit::{CQL, KAFKA, require_service, unique};
@@ -124,6 +127,66 @@ fn failing_http_server() -> u16 {
     port
 }
 
+/// Alertmanager's webhook notifications as they arrive: the path and the JSON body.
+type Notifications = Arc<Mutex<Vec<(String, Value)>>>;
+
+/// A webhook receiver on loopback that keeps every notification.
+fn alert_receiver() -> (u16, Notifications) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got: Notifications = Arc::default();
+    let kept = Arc::clone(&got);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            if let Some(n) = read_post(&mut s) {
+                kept.lock().unwrap().push(n);
+            }
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (port, got)
+}
+
+fn read_post(s: &mut TcpStream) -> Option<(String, Value)> {
+    let mut r = BufReader::new(s.try_clone().ok()?);
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    let path = line.split_whitespace().nth(1)?.to_owned();
+    let mut len = 0;
+    loop {
+        let mut header = String::new();
+        r.read_line(&mut header).ok()?;
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = header.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            len = v.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some((path, serde_json::from_slice(&body).ok()?))
+}
+
+/// Whether a notification to `path` carried `alertname` firing with `label`.
+fn delivered(got: &Notifications, path: &str, alertname: &str, label: (&str, &str)) -> bool {
+    got.lock().unwrap().iter().any(|(p, body)| {
+        p == path
+            && body["alerts"].as_array().is_some_and(|alerts| {
+                alerts.iter().any(|a| {
+                    a["status"] == "firing"
+                        && a["labels"]["alertname"] == alertname
+                        && a["labels"][label.0] == label.1
+                })
+            })
+    })
+}
+
 const FLAKY: &str = r#"
 id: flaky
 steps:
@@ -202,21 +265,8 @@ fn every_dashboard_panel_and_rule_returns_data() {
     let brokers = require_service!(KAFKA);
     let contact_points = require_service!(CQL);
     let prometheus_bin = which("prometheus");
-    let promtool = which("promtool");
-
     let rules = ops().join("prometheus/rules.yml");
-    let check = Command::new(&promtool)
-        .arg("check")
-        .arg("rules")
-        .arg(&rules)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "promtool check rules: {}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    passes("promtool", &["check", "rules"], &rules);
 
     let name = unique("obs");
     let dir = std::env::temp_dir().join(&name);
@@ -289,32 +339,67 @@ open_ms = 600000
         get(&agent, &format!("{api}/readyz")).is_some_and(|(s, _)| s == 200)
     });
 
+    // Alertmanager with the shipped routing; only its receivers' address is the test's.
+    let routing = ops().join("alertmanager/alertmanager.yml");
+    passes("amtool", &["check-config"], &routing);
+    let shipped = std::fs::read_to_string(&routing).unwrap();
+    assert!(
+        shipped.contains("http://127.0.0.1:9096/"),
+        "the receivers moved"
+    );
+    let (receiver_port, notifications) = alert_receiver();
+    let am_config = dir.join("alertmanager.yml");
+    std::fs::write(
+        &am_config,
+        shipped.replace(
+            "http://127.0.0.1:9096/",
+            &format!("http://127.0.0.1:{receiver_port}/"),
+        ),
+    )
+    .unwrap();
+    let am_port = free_port();
+    start_ready(
+        &mut procs,
+        &agent,
+        ("alertmanager", &which("prometheus-alertmanager")),
+        &[
+            format!("--config.file={}", am_config.display()),
+            format!("--storage.path={}", dir.join("am").display()),
+            format!("--web.listen-address=127.0.0.1:{am_port}"),
+            "--cluster.listen-address=".into(),
+        ],
+        &dir.join("alertmanager.log"),
+        &format!("http://127.0.0.1:{am_port}"),
+    );
+
     let prom_port = free_port();
     let prometheus = format!("http://127.0.0.1:{prom_port}");
     let prom_config = dir.join("prometheus.yml");
     std::fs::write(
         &prom_config,
         format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: aiq\n    static_configs:\n      - targets: [\"127.0.0.1:{ops_port}\"]\n",
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nalerting:\n  alertmanagers:\n    - static_configs:\n        - targets: [\"127.0.0.1:{am_port}\"]\nscrape_configs:\n  - job_name: aiq\n    static_configs:\n      - targets: [\"127.0.0.1:{ops_port}\"]\n",
             rules.canonicalize().unwrap().display()
         ),
     )
     .unwrap();
-    let prom = Command::new(&prometheus_bin)
-        .arg(format!("--config.file={}", prom_config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("tsdb").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .arg("--log.level=warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
-        .spawn()
-        .unwrap();
-    procs.0.push(("prometheus", prom));
-    wait_until("prometheus ready", Duration::from_secs(60), || {
-        get(&agent, &format!("{prometheus}/-/ready")).is_some_and(|(s, _)| s == 200)
+    start_ready(
+        &mut procs,
+        &agent,
+        ("prometheus", &prometheus_bin),
+        &[
+            format!("--config.file={}", prom_config.display()),
+            format!("--storage.tsdb.path={}", dir.join("tsdb").display()),
+            format!("--web.listen-address=127.0.0.1:{prom_port}"),
+            "--log.level=warn".into(),
+        ],
+        &dir.join("prometheus.log"),
+        &prometheus,
+    );
+    // Scraped once before the load: `increase()`, which the dead-letter alert uses, sees
+    // a counter's first steps only against a sample taken before them.
+    wait_until("first scrape", Duration::from_secs(60), || {
+        !query(&agent, &prometheus, "up{job=\"aiq\"} == 1").is_empty()
     });
 
     // Workflows: every tenant runs hello-pipeline; acme also has calls that fail, runs
@@ -596,9 +681,104 @@ open_ms = 600000
         "{stages:?}"
     );
     println!("consumer lag now: {lag:?}");
+
+    // The alerts the load raised, delivered by Alertmanager as routed: dead letters
+    // (warning) to the operators, one per stage; the open breaker (info, after its 1 min
+    // `for`) to the tenant notices, never to the operators.
+    let all_delivered = || {
+        delivered(
+            &notifications,
+            "/alerts/operators",
+            "AiqDeadLetters",
+            ("stage", "orchestrator"),
+        ) && delivered(
+            &notifications,
+            "/alerts/operators",
+            "AiqDeadLetters",
+            ("stage", "worker"),
+        ) && delivered(
+            &notifications,
+            "/alerts/tenant-notices",
+            "AiqCircuitBreakerOpen",
+            ("tenant", TENANT),
+        )
+    };
+    let waiting = Instant::now();
+    while !all_delivered() {
+        if waiting.elapsed() > Duration::from_secs(240) {
+            let firing = query(&agent, &prometheus, "ALERTS");
+            let at_am = get(&agent, &format!("http://127.0.0.1:{am_port}/api/v2/alerts"));
+            panic!(
+                "alerts not all delivered; received {:?}\nPrometheus ALERTS: {firing:?}\nAlertmanager: {at_am:?}",
+                notifications.lock().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    println!("alerts delivered: {:.1}s", waiting.elapsed().as_secs_f64());
+    assert!(
+        !delivered(
+            &notifications,
+            "/alerts/operators",
+            "AiqCircuitBreakerOpen",
+            ("tenant", TENANT)
+        ),
+        "an info alert reached the operators"
+    );
+    let n = notifications.lock().unwrap();
+    let first = &n[0].1;
+    assert_eq!(first["version"], "4", "{first}");
+    assert!(
+        first["alerts"][0]["annotations"]["summary"].is_string(),
+        "{first}"
+    );
+    println!(
+        "{} notifications: {:?}",
+        n.len(),
+        n.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
+    drop(n);
     drop(procs);
     // Kept when the test fails: serve.log and prometheus.log say why.
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Starts a server with its errors in `log`, kept in `procs`, and waits until `{url}/-/ready`
+/// answers 200 (Prometheus and Alertmanager both serve it).
+fn start_ready(
+    procs: &mut Processes,
+    agent: &ureq::Agent,
+    (name, bin): (&'static str, &Path),
+    args: &[String],
+    log: &Path,
+    url: &str,
+) {
+    let child = Command::new(bin)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    procs.0.push((name, child));
+    wait_until(&format!("{name} ready"), Duration::from_secs(60), || {
+        get(agent, &format!("{url}/-/ready")).is_some_and(|(s, _)| s == 200)
+    });
+}
+
+/// `tool args file` exits 0 (a checker: promtool, amtool).
+fn passes(tool: &str, args: &[&str], file: &Path) {
+    let check = Command::new(which(tool))
+        .args(args)
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{tool} {args:?} {}: {}{}",
+        file.display(),
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
 }
 
 fn which(binary: &str) -> PathBuf {

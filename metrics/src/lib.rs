@@ -15,8 +15,8 @@ mod register;
 pub use aiq_topics::labels::{MAX_NAMED_TENANTS, OTHER_TENANTS, TenantLabels};
 pub use catalog::{analytics, connectors, ingest, kafka, orchestrator, sink, worker};
 pub use register::{
-    counter, counter_vec, float_counter_vec, gauge, gauge_vec, histogram, histogram_vec,
-    new_gauge_vec, register,
+    counter, counter_vec, counter_vec_of, float_counter_vec, gauge, gauge_vec, histogram,
+    histogram_vec, new_gauge_vec, register,
 };
 
 use std::fmt;

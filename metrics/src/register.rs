@@ -69,6 +69,22 @@ pub fn counter_vec(
     registered(registry, IntCounterVec::new(opts(m), labels)?)
 }
 
+/// A counter with one label whose every value is known up front (an enum's), each
+/// series created at 0: `increase()` and `rate()` see a first event only against an
+/// earlier sample, so a series born at 1 would hide it from alerts.
+pub fn counter_vec_of(
+    registry: &Registry,
+    m: &Metric,
+    label: &str,
+    values: &[&str],
+) -> Result<IntCounterVec, Error> {
+    let c = counter_vec(registry, m, &[label])?;
+    for v in values {
+        c.with_label_values(&[v]);
+    }
+    Ok(c)
+}
+
 /// A counter of fractional amounts (seconds) with `labels`.
 pub fn float_counter_vec(
     registry: &Registry,

@@ -105,7 +105,12 @@ impl OrchestratorMetrics {
             rebalance_kept: must(counter(registry, &m::REBALANCE_KEPT)),
             rebalance_restored: must(counter(registry, &m::REBALANCE_RESTORED)),
             finished_markers: must(gauge(registry, &m::FINISHED_MARKERS)),
-            dead_letters: must(counter_vec(registry, &m::DEAD_LETTERS, &["kind"])),
+            dead_letters: must(aiq_metrics::counter_vec_of(
+                registry,
+                &m::DEAD_LETTERS,
+                "kind",
+                &aiq_topics::DeadLetterKind::ALL.map(aiq_topics::DeadLetterKind::as_str),
+            )),
             runs: must(counter_vec(
                 registry,
                 &m::RUNS,

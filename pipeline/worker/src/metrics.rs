@@ -44,7 +44,12 @@ impl WorkerMetrics {
             step_seconds: must(float_counter_vec(registry, &w::STEP_SECONDS, &["tenant"])),
             output_bytes: must(counter_vec(registry, &w::OUTPUT_BYTES, &["tenant"])),
             in_flight: must(gauge(registry, &w::IN_FLIGHT_TASKS)),
-            dead_letters: must(counter_vec(registry, &w::DEAD_LETTERS, &["kind"])),
+            dead_letters: must(aiq_metrics::counter_vec_of(
+                registry,
+                &w::DEAD_LETTERS,
+                "kind",
+                &aiq_topics::DeadLetterKind::ALL.map(aiq_topics::DeadLetterKind::as_str),
+            )),
             lag: ConsumerLag::new(STAGE, true, registry),
         }
     }
