@@ -154,7 +154,7 @@ pub fn router(app: App) -> (axum::Router, utoipa::openapi::OpenApi) {
     let (router, mut api) = api().with_state(app).split_for_parts();
     doc::finish(&mut api);
     // Serialized once and shared: axum clones a handler, and what it captured, for
-    // every connection, and a cloned document cost ~4 KiB of allocations each.
+    // every request, and a cloned document cost ~4 KiB of allocations each.
     let doc = Bytes::from(serde_json::to_vec(&api).unwrap_or_default());
     let router = router
         .route(
