@@ -142,6 +142,53 @@ pub enum Command {
     /// The Parquet history: compaction, archive and retention.
     #[command(subcommand)]
     History(HistoryCommand),
+    /// Records the pipeline set aside, every tenant's: list them, show one with its
+    /// record, replay them to the topic they came from (each once) or resolve them.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(DeadLettersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLettersCommand {
+    /// List dead letters, newest first, one line each.
+    List(LetterSelection),
+    /// Print one dead letter: where it came from, why, its state and its record.
+    Show { id: uuid::Uuid },
+    /// Write letters' records back to the topics and partitions they came from. A
+    /// letter is replayed once: a second replay is refused. Exits 1 if any failed.
+    Replay(LetterSelection),
+    /// Mark letters resolved (nothing is replayed, and they can no longer be).
+    Resolve(LetterSelection),
+}
+
+/// Which letters: ids, or (with --all for replay and resolve) every letter the filters
+/// keep.
+#[derive(Debug, Args)]
+pub struct LetterSelection {
+    /// Letter ids.
+    pub ids: Vec<uuid::Uuid>,
+    /// Every letter the filters below keep.
+    #[arg(long, conflicts_with = "ids")]
+    pub all: bool,
+    /// Only this tenant's letters (default: every tenant's, and those of no tenant).
+    #[arg(long)]
+    pub tenant: Option<aiq_topics::TenantId>,
+    /// Only letters of this kind (unknown_workflow, invalid_input, undecodable, ...).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only letters set aside by this stage (orchestrator, worker, sink).
+    #[arg(long)]
+    pub stage: Option<String>,
+    /// Only letters in this state.
+    #[arg(long, value_parser = ["open", "replaying", "replayed", "resolved"])]
+    pub state: Option<String>,
+    /// RFC 3339; letters set aside at or after it (default: 24 hours before --to).
+    #[arg(long)]
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// RFC 3339; letters set aside at or before it (default: now; at most 31 days after
+    /// --from).
+    #[arg(long)]
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -59,6 +59,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
         } => commands::sql::report(&config, name.as_deref(), tenant, format).await,
         Command::History(cli::HistoryCommand::Compact) => commands::sql::compact(&config).await,
+        Command::DeadLetters(cmd) => commands::dead_letters::run(&config, cmd).await,
         Command::Workflows(_) => unreachable!("handled before loading configuration"),
     }
 }

@@ -11,15 +11,17 @@
 //! also reach real workflows and runs.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use aiq_testkit::{CQL, KAFKA, require_service, unique};
 use serde_json::Value;
+use support::{Processes, free_port, http};
 
 const DEV_SECRET: &str = "api-conformance-test-secret-not-for-production";
 const TENANT: &str = "acme";
@@ -32,63 +34,16 @@ fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Kills its processes however the test ends.
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// `aiq` with only the test's configuration: inherited AIQ_* variables (the services'
-/// addresses among them) are not this deployment's configuration.
 fn aiq_command(config: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aiq"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AIQ_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.arg("--config")
-        .arg(config)
-        .args(args)
-        .env("AIQ_DEV_JWT_SECRET", DEV_SECRET);
-    cmd
+    support::aiq_command(config, DEV_SECRET, args)
 }
 
 fn aiq(config: &Path, args: &[&str]) -> Output {
-    let o = aiq_command(config, args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "aiq {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
+    support::aiq(config, DEV_SECRET, args)
 }
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_owned()
-}
-
-fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .proxy(None)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
 }
 
 fn send(
@@ -242,7 +197,7 @@ root = "{history}"
         .stderr(log)
         .spawn()
         .unwrap();
-    let _procs = Processes(vec![serve]);
+    let _procs = Processes(vec![("aiq serve", serve)]);
     let agent = http();
     let start = Instant::now();
     while !ready(&agent, &format!("{api}/readyz")) {

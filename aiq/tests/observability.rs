@@ -5,11 +5,13 @@
 //! `ops/alertmanager/alertmanager.yml`.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,6 +19,7 @@ use aiq_testkit::{CQL, KAFKA, require_service, unique};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::Value;
+use support::{Processes, free_port, http, wait_until};
 
 /// The tenant whose name replaces `$tenant`: it has every kind of trouble.
 const TENANT: &str = "acme";
@@ -27,61 +30,12 @@ fn ops() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Kills its processes however the test ends.
-struct Processes(Vec<(&'static str, Child)>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for (name, child) in &mut self.0 {
-            if let Err(e) = child.kill() {
-                eprintln!("stopping {name}: {e}");
-            }
-            let _ = child.wait();
-        }
-    }
-}
-
-/// `aiq` with only the test's configuration: inherited AIQ_* variables (the services'
-/// addresses among them) are not aiq configuration.
 fn aiq_command(config: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aiq"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AIQ_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.arg("--config")
-        .arg(config)
-        .args(args)
-        .env("AIQ_DEV_JWT_SECRET", DEV_SECRET);
-    cmd
+    support::aiq_command(config, DEV_SECRET, args)
 }
 
 fn aiq(config: &Path, args: &[&str]) -> Output {
-    let o = aiq_command(config, args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "aiq {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
-
-fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .proxy(None)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
+    support::aiq(config, DEV_SECRET, args)
 }
 
 fn get(agent: &ureq::Agent, url: &str) -> Option<(u16, String)> {
@@ -98,15 +52,6 @@ fn post(agent: &ureq::Agent, url: &str, token: &str, content_type: &str, body: &
         .unwrap()
         .status()
         .as_u16()
-}
-
-fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(start.elapsed() < limit, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    println!("{what}: {:.1}s", start.elapsed().as_secs_f64());
 }
 
 /// Answers every request with 500, so that the `flaky` workflow's calls fail and its

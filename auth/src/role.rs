@@ -73,11 +73,17 @@ pub enum Action {
     ReadAudit,
     ExportTenantData,
     EraseTenantData,
+    /// List and read the tenant's dead letters.
+    ReadDeadLetters,
+    /// Replay or resolve the tenant's dead letters.
+    ManageDeadLetters,
+    /// Dead letters of every tenant, and those whose tenant is unknown.
+    ReadDeadLettersAllTenants,
 }
 
 impl Action {
     /// Row order of the permission table.
-    pub const ALL: [Action; 15] = [
+    pub const ALL: [Action; 18] = [
         Action::RegisterWorkflow,
         Action::ReadWorkflows,
         Action::StartRun,
@@ -93,6 +99,9 @@ impl Action {
         Action::ReadAudit,
         Action::ExportTenantData,
         Action::EraseTenantData,
+        Action::ReadDeadLetters,
+        Action::ManageDeadLetters,
+        Action::ReadDeadLettersAllTenants,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,6 +121,9 @@ impl Action {
             Action::ReadAudit => "read_audit",
             Action::ExportTenantData => "export_tenant_data",
             Action::EraseTenantData => "erase_tenant_data",
+            Action::ReadDeadLetters => "read_dead_letters",
+            Action::ManageDeadLetters => "manage_dead_letters",
+            Action::ReadDeadLettersAllTenants => "read_dead_letters_all_tenants",
         }
     }
 }
@@ -133,17 +145,31 @@ pub fn permits(role: Role, action: Action) -> bool {
             Role::TenantAdmin,
             RegisterWorkflow | ReadWorkflows | StartRun | SendSignal | CancelRun | ReadRuns
             | QuerySql | ManageApiKeys | ManageWebhooks | ManageSecrets | ReadAudit
-            | ExportTenantData,
+            | ExportTenantData | ReadDeadLetters | ManageDeadLetters,
         ) => true,
-        (Role::TenantAdmin, QuerySqlAllTenants | ManageTenants | EraseTenantData) => false,
+        (
+            Role::TenantAdmin,
+            QuerySqlAllTenants | ManageTenants | EraseTenantData | ReadDeadLettersAllTenants,
+        ) => false,
         // Users operate existing workflows of their tenant.
-        (Role::User, ReadWorkflows | StartRun | SendSignal | CancelRun | ReadRuns | QuerySql) => {
-            true
-        }
         (
             Role::User,
-            RegisterWorkflow | QuerySqlAllTenants | ManageApiKeys | ManageWebhooks | ManageSecrets
-            | ManageTenants | ReadAudit | ExportTenantData | EraseTenantData,
+            ReadWorkflows | StartRun | SendSignal | CancelRun | ReadRuns | QuerySql
+            | ReadDeadLetters,
+        ) => true,
+        (
+            Role::User,
+            RegisterWorkflow
+            | QuerySqlAllTenants
+            | ManageApiKeys
+            | ManageWebhooks
+            | ManageSecrets
+            | ManageTenants
+            | ReadAudit
+            | ExportTenantData
+            | EraseTenantData
+            | ManageDeadLetters
+            | ReadDeadLettersAllTenants,
         ) => false,
     }
 }
@@ -193,6 +219,9 @@ mod tests {
             (Action::ReadAudit, true, true, false),
             (Action::ExportTenantData, true, true, false),
             (Action::EraseTenantData, true, false, false),
+            (Action::ReadDeadLetters, true, true, true),
+            (Action::ManageDeadLetters, true, true, false),
+            (Action::ReadDeadLettersAllTenants, true, false, false),
         ];
         assert_eq!(expected.len(), Action::ALL.len());
         for (a, pa, ta, u) in expected {

@@ -53,8 +53,15 @@ pub async fn build(
 ) -> Result<Ingest, BootError> {
     let session = Arc::new(aiq_sql::connect(cql).await?);
     let store = RegistryStore::new(Arc::clone(&session), &cql.keyspace).await?;
-    let history = HistoryStore::new(session, &cql.keyspace).await?;
+    let history = HistoryStore::new(Arc::clone(&session), &cql.keyspace).await?;
     let publisher = Publisher::new(kafka, settings.ack_timeout())?;
+    let dead_letters = crate::dead_letters::DeadLetters::new(
+        session,
+        &cql.keyspace,
+        history.clone(),
+        publisher.clone(),
+    )
+    .await?;
     let catalog = Arc::clone(&definitions.catalog);
     let auth: Arc<dyn Authenticate> = Arc::new(aiq_auth::Authenticator::new(
         jwt,
@@ -94,6 +101,7 @@ pub async fn build(
         hooks,
         keyring,
         history,
+        dead_letters,
         analytics,
         health: aiq_stage::Health::new(),
     };

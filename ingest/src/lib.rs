@@ -14,6 +14,7 @@ pub mod audit;
 pub mod bootstrap;
 pub mod caller;
 pub mod catalog;
+pub mod dead_letters;
 pub mod history;
 pub mod http;
 pub mod limits;

@@ -20,6 +20,17 @@ pub enum PublishError {
     },
 }
 
+/// A record as it is to be written, byte for byte: a dead letter's replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRecord {
+    pub topic: String,
+    /// None: the partitioner chooses from the key.
+    pub partition: Option<i32>,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
 /// Where a record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivery {
@@ -82,6 +93,38 @@ impl Publisher {
             .await
             .map_err(|(source, _)| PublishError::NotAcknowledged {
                 topic: topic.to_owned(),
+                source,
+            })?;
+        Ok(Delivery {
+            partition: delivery.partition,
+            offset: delivery.offset,
+        })
+    }
+
+    /// A record as given, to the topic and partition it names.
+    pub async fn send_raw(&self, r: &RawRecord) -> Result<Delivery, PublishError> {
+        let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+        for (key, value) in &r.headers {
+            headers = headers.insert(Header {
+                key,
+                value: value.as_deref(),
+            });
+        }
+        let mut record = FutureRecord::<[u8], [u8]>::to(&r.topic)
+            .payload(&r.value)
+            .headers(headers);
+        if let Some(k) = &r.key {
+            record = record.key(k);
+        }
+        if let Some(p) = r.partition {
+            record = record.partition(p);
+        }
+        let delivery = self
+            .producer
+            .send(record, self.timeout)
+            .await
+            .map_err(|(source, _)| PublishError::NotAcknowledged {
+                topic: r.topic.clone(),
                 source,
             })?;
         Ok(Delivery {

@@ -49,6 +49,45 @@ impl DeadLetterOrigin<'_> {
     }
 }
 
+/// A dead-letter record's headers read back: the original record's headers (every
+/// `aiq-dlq-*` header taken out, so that a replay carries what the record first had)
+/// and where and why it was set aside (the last header of each name: the stage that set
+/// it aside last).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadOrigin {
+    pub kind: Option<String>,
+    pub reason: Option<String>,
+    pub stage: Option<String>,
+    pub topic: Option<String>,
+    pub partition: Option<i32>,
+    pub offset: Option<i64>,
+    /// In order; a header without a value stays without one.
+    pub original: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// Splits a dead-letter record's headers into its origin and the original headers.
+pub fn read_origin<H: Headers>(all: &H) -> ReadOrigin {
+    let mut out = ReadOrigin::default();
+    for h in all.iter() {
+        if !h.key.starts_with(headers::PREFIX) {
+            out.original
+                .push((h.key.to_owned(), h.value.map(<[u8]>::to_vec)));
+            continue;
+        }
+        let text = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
+        match h.key {
+            headers::KIND => out.kind = text,
+            headers::REASON => out.reason = text,
+            headers::STAGE => out.stage = text,
+            headers::TOPIC => out.topic = text,
+            headers::PARTITION => out.partition = text.and_then(|t| t.parse().ok()),
+            headers::OFFSET => out.offset = text.and_then(|t| t.parse().ok()),
+            _ => {}
+        }
+    }
+    out
+}
+
 fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a [u8]> {
     Header {
         key,
@@ -128,6 +167,19 @@ mod tests {
         ];
         want.extend(ours());
         assert_eq!(pairs(&origin().headers_after(&original)), want);
+        let read = read_origin(&origin().headers_after(&original));
+        assert_eq!(read.kind.as_deref(), Some("undecodable"));
+        assert_eq!(read.stage.as_deref(), Some("worker"));
+        assert_eq!(read.topic.as_deref(), Some("aiq.tasks"));
+        assert_eq!((read.partition, read.offset), (Some(3), Some(1234)));
+        assert_eq!(
+            read.original,
+            vec![
+                ("traceparent".to_owned(), Some(b"00-abc-01".to_vec())),
+                ("empty".to_owned(), None),
+                ("traceparent".to_owned(), Some(b"second".to_vec())),
+            ]
+        );
         assert_eq!(pairs(&origin().headers_after(&OwnedHeaders::new())), ours());
     }
 }

@@ -9,7 +9,7 @@ pub mod tail;
 pub mod transactions;
 
 pub use admin::{TopicAction, TopicReport, apply_topics};
-pub use dead_letter::DeadLetterOrigin;
+pub use dead_letter::{DeadLetterOrigin, ReadOrigin, read_origin};
 pub use settings::{KafkaError, KafkaSettings, SecurityProtocol};
 pub use tail::{Tail, TailRecord, TailSync, tail_topic};
 pub use transactions::{commit_promptly, flush_promptly};

@@ -20,6 +20,8 @@ pub enum AuditAction {
     WebhookSecretSet,
     SecretPut,
     SecretDeleted,
+    DeadLetterReplayed,
+    DeadLetterResolved,
 }
 
 impl AuditAction {
@@ -31,6 +33,8 @@ impl AuditAction {
             AuditAction::WebhookSecretSet => "webhook_secret_set",
             AuditAction::SecretPut => "secret_put",
             AuditAction::SecretDeleted => "secret_deleted",
+            AuditAction::DeadLetterReplayed => "dead_letter_replayed",
+            AuditAction::DeadLetterResolved => "dead_letter_resolved",
         }
     }
 }

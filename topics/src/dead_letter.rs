@@ -54,6 +54,8 @@ impl DeadLetterKind {
 
 /// Header names on dead-letter records (the original headers are kept as they were).
 pub mod headers {
+    /// Every dead-letter header's name starts so; a replay takes them all out.
+    pub const PREFIX: &str = "aiq-dlq-";
     /// [`super::DeadLetterKind`] as its short code.
     pub const KIND: &str = "aiq-dlq-kind";
     /// A sentence naming the field and the reason.
@@ -65,9 +67,42 @@ pub mod headers {
     pub const OFFSET: &str = "aiq-dlq-offset";
 }
 
+/// The tenant a failed record belongs to, from its key (`tenant`, `tenant#shard` or
+/// `tenant/...`, as every topic is keyed) and, when the value is a JSON object with a
+/// `tenant` field, that field too: both must agree, or the record is the platform's
+/// alone (an outside producer may write a key that names another tenant).
+pub fn tenant_of(key: Option<&[u8]>, value: Option<&[u8]>) -> Option<crate::TenantId> {
+    let key = std::str::from_utf8(key?).ok()?;
+    let end = key.find(['/', '#']).unwrap_or(key.len());
+    let tenant = crate::TenantId::new(&key[..end]).ok()?;
+    let named = value
+        .and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
+        .and_then(|v| v.get("tenant").and_then(|t| t.as_str().map(str::to_owned)));
+    match named {
+        Some(t) if t != tenant.as_str() => None,
+        _ => Some(tenant),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_letters_tenant_comes_from_its_key_and_must_agree_with_its_value() {
+        let t = |k: &str, v: &str| {
+            tenant_of(Some(k.as_bytes()), Some(v.as_bytes())).map(|t| t.as_str().to_owned())
+        };
+        assert_eq!(t("acme", "not json").as_deref(), Some("acme"));
+        assert_eq!(t("acme#3", "{}").as_deref(), Some("acme"));
+        assert_eq!(
+            t("acme/run-1", r#"{"tenant":"acme"}"#).as_deref(),
+            Some("acme")
+        );
+        assert_eq!(t("acme", r#"{"tenant":"globex"}"#), None);
+        assert_eq!(t("not a tenant!", "{}"), None);
+        assert_eq!(tenant_of(None, Some(b"{}")), None);
+    }
 
     #[test]
     fn codes_are_snake_case_and_match_serde() {

@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod check;
+pub mod dead_letters;
 pub mod schema;
 pub mod serve;
 pub mod show_config;

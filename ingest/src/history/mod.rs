@@ -1,5 +1,5 @@
 //! Reads of the run history the sink writes to Cassandra: a tenant's runs by day, one
-//! run with its steps, and the audit trail. Nothing here writes.
+//! run with its steps, the audit trail and the dead letters. Nothing here writes.
 //!
 //! Lists walk one UTC day partition at a time, newest first, so no query ever scans
 //! across partitions. A run list filtered by workflow, status or both reads the table
@@ -10,6 +10,7 @@
 
 mod audit;
 mod cursor;
+mod dead_letters;
 mod runs;
 mod walk;
 mod window;
@@ -21,6 +22,7 @@ use scylla::statement::prepared::PreparedStatement;
 
 pub use audit::AuditEntry;
 pub use cursor::{BadToken, Position};
+pub use dead_letters::{Letter, LetterFilter, LetterState, LetterSummary, PLATFORM};
 pub use runs::{Failure, MAX_STEPS, RunDetail, RunFilter, RunSummary, StepDetail};
 pub use walk::{Budget, Page, Scan};
 pub use window::{MAX_SPAN_DAYS, Window, WindowError};
@@ -52,6 +54,9 @@ struct Statements {
     run: PreparedStatement,
     steps: PreparedStatement,
     audit_of_day: PreparedStatement,
+    dead_letters_of_day: PreparedStatement,
+    dead_letter_state: PreparedStatement,
+    dead_letter: PreparedStatement,
 }
 
 /// The history tables of one keyspace, statements prepared once.
@@ -95,6 +100,10 @@ impl HistoryStore {
             run: prepare("reading a run", runs::run_cql(ks)).await?,
             steps: prepare("reading a run's steps", runs::steps_cql(ks)).await?,
             audit_of_day: prepare("listing audit events", audit::list_cql(ks)).await?,
+            dead_letters_of_day: prepare("listing dead letters", dead_letters::list_cql(ks))
+                .await?,
+            dead_letter_state: prepare("listing dead letters", dead_letters::state_cql(ks)).await?,
+            dead_letter: prepare("reading a dead letter", dead_letters::letter_cql(ks)).await?,
         };
         Ok(Self {
             session,

@@ -5,6 +5,7 @@ mod api_keys;
 mod audit;
 mod body;
 mod caller;
+mod dead_letters;
 mod doc;
 mod health;
 mod history;
@@ -62,6 +63,8 @@ pub struct App {
     pub hooks: Arc<crate::registry::hooks::WebhookSecrets>,
     /// Reads of the run history and audit tables the sink writes.
     pub history: HistoryStore,
+    /// Replaying and resolving dead letters.
+    pub dead_letters: crate::dead_letters::DeadLetters,
     /// SQL over the Parquet history; None when this deployment serves no SQL (the SQL
     /// routes then answer 503).
     pub analytics: Option<Arc<aiq_analytics::Analytics>>,
@@ -89,6 +92,7 @@ pub struct App {
         (name = "secrets", description = "Connector credentials, sealed at rest; never readable"),
         (name = "sql", description = "SQL and ready reports over the tenant's run history"),
         (name = "audit", description = "Who changed the tenant's configuration"),
+        (name = "dead-letters", description = "Records the pipeline set aside: read, replay once, resolve"),
         (name = "health", description = "Liveness and readiness (Prometheus metrics are on the operations listener, not here)"),
     )
 )]
@@ -126,6 +130,9 @@ fn api() -> OpenApiRouter<App> {
         .routes(routes!(history::list))
         .routes(routes!(history::get))
         .routes(routes!(audit::list))
+        .routes(routes!(dead_letters::list))
+        .routes(routes!(dead_letters::get, dead_letters::resolve))
+        .routes(routes!(dead_letters::replay))
         .routes(routes!(sql::query))
         .routes(routes!(sql::reports))
         .routes(routes!(sql::report))
@@ -202,7 +209,11 @@ mod tests {
     use std::collections::BTreeSet;
 
     /// Every route and method the API serves; the document must list exactly these.
-    const ROUTES: [(&str, &str); 21] = [
+    const ROUTES: [(&str, &str); 25] = [
+        ("/v1/dead-letters", "get"),
+        ("/v1/dead-letters/{id}", "get"),
+        ("/v1/dead-letters/{id}", "delete"),
+        ("/v1/dead-letters/{id}/replay", "post"),
         ("/v1/sql", "post"),
         ("/v1/reports", "get"),
         ("/v1/reports/{name}", "get"),

@@ -23,6 +23,7 @@ const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SinkContext {
     pub events: Arc<str>,
     pub audit: Arc<str>,
+    pub dead_letters: Arc<str>,
     pub progress: Arc<Mutex<Progress>>,
     pub parquet: Arc<Mutex<ParquetWriter>>,
 }
@@ -37,6 +38,8 @@ impl SinkContext {
             Some(Source::Events)
         } else if topic == &*self.audit {
             Some(Source::Audit)
+        } else if topic == &*self.dead_letters {
+            Some(Source::DeadLetters)
         } else {
             None
         }
@@ -46,6 +49,7 @@ impl SinkContext {
         match source {
             Source::Events => &self.events,
             Source::Audit => &self.audit,
+            Source::DeadLetters => &self.dead_letters,
         }
     }
 

@@ -124,6 +124,8 @@ fn spawn_compaction(
 enum Payload {
     Event(Event),
     Audit(AuditEvent),
+    /// A record of the dead-letter topic, to index.
+    DeadLetter(Box<store::Letter>),
     /// Undecodable: counted, logged and passed over.
     Skip,
 }
@@ -182,9 +184,11 @@ pub async fn spawn(
     let progress: Arc<Mutex<Progress>> = Arc::default();
     let events: Arc<str> = topics.name(TopicKind::Events).into();
     let audit: Arc<str> = topics.name(TopicKind::Audit).into();
+    let dead_letter_topic: Arc<str> = topics.name(TopicKind::DeadLetters).into();
     let context = SinkContext {
         events: Arc::clone(&events),
         audit: Arc::clone(&audit),
+        dead_letters: Arc::clone(&dead_letter_topic),
         progress: Arc::clone(&progress),
         parquet: Arc::clone(&parquet),
     };
@@ -206,8 +210,8 @@ pub async fn spawn(
         .create_with_context(context)
         .map_err(kafka("create the sink consumer"))?;
     consumer
-        .subscribe(&[&events, &audit])
-        .map_err(kafka("subscribe to events and audit"))?;
+        .subscribe(&[&events, &audit, &dead_letter_topic])
+        .map_err(kafka("subscribe to events, audit and dead letters"))?;
     let producer: FutureProducer = kafka_settings
         .producer_config()
         .create()
@@ -263,6 +267,8 @@ fn decode(ctx: &SinkContext, msg: &BorrowedMessage<'_>, metrics: &Metrics) -> Op
     let decoded = match (source, msg.payload()) {
         (Source::Events, Some(p)) => Event::decode(p).map(Payload::Event),
         (Source::Audit, Some(p)) => AuditEvent::decode(p).map(Payload::Audit),
+        // A dead letter is indexed whatever it holds, a missing value included.
+        (Source::DeadLetters, _) => Ok(Payload::DeadLetter(Box::new(letter(ctx, msg)))),
         (_, None) => Ok(Payload::Skip),
     };
     let payload = decoded.unwrap_or_else(|e| {
@@ -294,6 +300,33 @@ fn decode(ctx: &SinkContext, msg: &BorrowedMessage<'_>, metrics: &Metrics) -> Op
     })
 }
 
+/// A record of the dead-letter topic as the index keeps it.
+fn letter(ctx: &SinkContext, msg: &BorrowedMessage<'_>) -> store::Letter {
+    let origin = msg
+        .headers()
+        .map(aiq_kafka::read_origin)
+        .unwrap_or_default();
+    let at_ms = msg
+        .timestamp()
+        .to_millis()
+        .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+    let unknown = || "unknown".to_owned();
+    store::Letter {
+        id: store::letter_id(&ctx.dead_letters, msg.partition(), msg.offset(), at_ms),
+        tenant: aiq_topics::dead_letter::tenant_of(msg.key(), msg.payload()),
+        at: chrono::DateTime::from_timestamp_millis(at_ms).unwrap_or_default(),
+        kind: origin.kind.unwrap_or_else(unknown),
+        stage: origin.stage.unwrap_or_else(unknown),
+        reason: origin.reason.unwrap_or_default(),
+        topic: origin.topic.unwrap_or_else(unknown),
+        partition: origin.partition,
+        offset: origin.offset,
+        key: msg.key().map(<[u8]>::to_vec),
+        value: msg.payload().map(<[u8]>::to_vec),
+        headers: origin.original,
+    }
+}
+
 /// The batch's writes, each with the index of the record it comes from.
 fn writes_of(batch: &[Record], retention: &RetentionSettings) -> (Vec<usize>, Vec<Write>) {
     let mut origins = Vec::with_capacity(batch.len() * 2);
@@ -302,6 +335,7 @@ fn writes_of(batch: &[Record], retention: &RetentionSettings) -> (Vec<usize>, Ve
         match &r.payload {
             Payload::Event(e) => writes.extend(store::event_writes(e, retention)),
             Payload::Audit(a) => writes.push(store::audit(a, retention)),
+            Payload::DeadLetter(l) => writes.extend(store::letter_writes(l)),
             Payload::Skip => {}
         }
         origins.resize(writes.len(), i);
@@ -435,14 +469,28 @@ impl Loop {
     async fn dead_letter(&self, record: &Record, error: &StoreError) -> bool {
         let (source, partition) = record.tp;
         let ctx = self.consumer.context();
-        let topic = match source {
-            Source::Events => &ctx.events,
-            Source::Audit => &ctx.audit,
-        };
         let reason = error.to_string();
         let kind = match error.refusal() {
             Some(Refusal::TooLarge) => DeadLetterKind::TooLarge,
             _ => DeadLetterKind::Invalid,
+        };
+        let topic = match source {
+            Source::Events => &ctx.events,
+            Source::Audit => &ctx.audit,
+            // Never back to the topic it came from: it stays there, unindexed.
+            Source::DeadLetters => {
+                tracing::warn!(
+                    partition,
+                    offset = record.offset,
+                    %reason,
+                    "dead letter refused by the store; left unindexed on its topic"
+                );
+                self.metrics
+                    .dead_letters
+                    .with_label_values(&[source.label(), kind.as_str()])
+                    .inc();
+                return true;
+            }
         };
         let origin = DeadLetterOrigin {
             kind,

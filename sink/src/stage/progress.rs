@@ -5,11 +5,12 @@
 
 use std::collections::HashMap;
 
-/// The two topics the sink reads.
+/// The topics the sink reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Source {
     Events,
     Audit,
+    DeadLetters,
 }
 
 impl Source {
@@ -17,6 +18,7 @@ impl Source {
         match self {
             Source::Events => "events",
             Source::Audit => "audit",
+            Source::DeadLetters => "dead_letters",
         }
     }
 }

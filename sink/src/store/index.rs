@@ -42,7 +42,12 @@ pub(super) fn cql(table: Table, ks: &str) -> Option<String> {
              tenant = ? AND workflow = ? AND status = ? AND day = ? AND started_at = ? \
              AND run_id = ?"
         ),
-        Table::Runs | Table::RunsByDay | Table::Steps | Table::Audit => return None,
+        Table::Runs
+        | Table::RunsByDay
+        | Table::Steps
+        | Table::Audit
+        | Table::DeadLetters
+        | Table::DeadLettersByDay => return None,
     })
 }
 

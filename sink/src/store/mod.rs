@@ -2,6 +2,7 @@
 //! prepared once, sent with bounded concurrency, each with a TTL from the tenant's
 //! retention class and a timestamp derived from the event (see `stamp`).
 
+mod dead_letters;
 mod index;
 mod rows;
 mod stamp;
@@ -15,6 +16,7 @@ use scylla::errors::{BadQuery, DbError, ExecutionError, RequestAttemptError};
 use scylla::statement::prepared::PreparedStatement;
 use tokio::task::JoinSet;
 
+pub use dead_letters::{Letter, PLATFORM, letter_id, letter_writes};
 pub use rows::{Table, Write, audit, event_writes, run_finished, run_started, step, utc_day};
 pub use stamp::{run_rank, step_rank, write_timestamp};
 

@@ -28,10 +28,14 @@ pub enum Table {
     RunsByWorkflowStatusUnlist,
     Steps,
     Audit,
+    /// A dead letter's row (`dead_letters`).
+    DeadLetters,
+    /// Its listing (`dead_letters_by_day`).
+    DeadLettersByDay,
 }
 
 impl Table {
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 11] = [
         Table::Runs,
         Table::RunsByDay,
         Table::RunsByWorkflow,
@@ -41,6 +45,8 @@ impl Table {
         Table::RunsByWorkflowStatusUnlist,
         Table::Steps,
         Table::Audit,
+        Table::DeadLetters,
+        Table::DeadLettersByDay,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,12 +60,14 @@ impl Table {
             }
             Table::Steps => "steps",
             Table::Audit => "audit",
+            Table::DeadLetters => "dead_letters",
+            Table::DeadLettersByDay => "dead_letters_by_day",
         }
     }
 
     /// The statement; its bind markers are in the order the functions below push values.
     pub(super) fn cql(self, ks: &str) -> String {
-        if let Some(cql) = index::cql(self, ks) {
+        if let Some(cql) = index::cql(self, ks).or_else(|| super::dead_letters::cql(self, ks)) {
             return cql;
         }
         match self {
@@ -88,8 +96,10 @@ impl Table {
             | Table::RunsByStatus
             | Table::RunsByStatusUnlist
             | Table::RunsByWorkflowStatus
-            | Table::RunsByWorkflowStatusUnlist => {
-                unreachable!("index::cql has the statements of the index tables")
+            | Table::RunsByWorkflowStatusUnlist
+            | Table::DeadLetters
+            | Table::DeadLettersByDay => {
+                unreachable!("index::cql and dead_letters::cql have these statements")
             }
         }
     }
