@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod problem;
 pub mod publisher;
 pub mod queues;
+pub mod recovery;
 pub mod registry;
 pub mod runs;
 pub mod settings;

@@ -22,6 +22,8 @@ pub enum AuditAction {
     SecretDeleted,
     DeadLetterReplayed,
     DeadLetterResolved,
+    RunRedriven,
+    RunRerun,
 }
 
 impl AuditAction {
@@ -35,6 +37,8 @@ impl AuditAction {
             AuditAction::SecretDeleted => "secret_deleted",
             AuditAction::DeadLetterReplayed => "dead_letter_replayed",
             AuditAction::DeadLetterResolved => "dead_letter_resolved",
+            AuditAction::RunRedriven => "run_redriven",
+            AuditAction::RunRerun => "run_rerun",
         }
     }
 }

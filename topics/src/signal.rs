@@ -1,5 +1,5 @@
 //! Records of the signals topic (key = tenant): a named event for a run waiting on one,
-//! or a request to cancel a run. Ingest writes them; the orchestrator owning the
+//! or a request to cancel or redrive a run. Ingest writes them; the orchestrator owning the
 //! tenant applies them.
 
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,10 @@ pub enum SignalAction {
     },
     Cancel {
         reason: String,
+    },
+    /// Resume the run that failed (or timed out) at `failed_at` from its failed step.
+    Redrive {
+        failed_at: chrono::DateTime<chrono::Utc>,
     },
 }
 

@@ -4,9 +4,11 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -75,4 +77,156 @@ pub fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) 
         std::thread::sleep(Duration::from_millis(500));
     }
     println!("{what}: {:.1}s", start.elapsed().as_secs_f64());
+}
+
+/// A whole `aiq serve` of the test's own: fresh topics (prefix) and keyspace, every
+/// stage, the API on a free port; stopped when dropped.
+pub struct Deployment {
+    pub name: String,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub api: String,
+    pub agent: ureq::Agent,
+    pub brokers: String,
+    pub prefix: String,
+    dev_secret: &'static str,
+    _procs: Processes,
+}
+
+impl Deployment {
+    /// Starts one; `extra` is appended to its configuration file.
+    pub fn start(
+        label: &str,
+        brokers: &str,
+        contact_points: &str,
+        dev_secret: &'static str,
+        extra: &str,
+    ) -> Self {
+        let name = aiq_testkit::unique(label);
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let prefix = format!("{name}.");
+        let api_port = free_port();
+        let config = dir.join("aiq.toml");
+        let history = dir.join("history").display().to_string();
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[kafka]
+brokers = "{brokers}"
+topic_prefix = "{prefix}"
+tenant_partitions = 4
+work_partitions = 4
+
+[cql]
+contact_points = "{contact_points}"
+keyspace = "{name}"
+
+[serve]
+roles = "ingest,orchestrator,worker,sink"
+http_listen = "127.0.0.1:{api_port}"
+ops_listen = "127.0.0.1:{ops}"
+
+[sink.parquet]
+root = "{history}"
+
+[analytics]
+root = "{history}"
+{extra}
+"#,
+                ops = free_port()
+            ),
+        )
+        .unwrap();
+        aiq(&config, dev_secret, &["topics", "apply"]);
+        aiq(&config, dev_secret, &["schema", "apply"]);
+        let serve = aiq_command(&config, dev_secret, &["serve"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let procs = Processes(vec![("aiq serve", serve)]);
+        let api = format!("http://127.0.0.1:{api_port}");
+        let agent = http();
+        wait_until("aiq serve ready", Duration::from_secs(120), || {
+            agent
+                .get(&format!("{api}/readyz"))
+                .call()
+                .is_ok_and(|r| r.status().as_u16() == 200)
+        });
+        Self {
+            name,
+            dir,
+            config,
+            api,
+            agent,
+            brokers: brokers.to_owned(),
+            prefix,
+            dev_secret,
+            _procs: procs,
+        }
+    }
+
+    /// Runs `aiq args` against this deployment; it must succeed.
+    pub fn aiq(&self, args: &[&str]) -> Output {
+        aiq(&self.config, self.dev_secret, args)
+    }
+
+    /// A development token for `tenant` in `role`.
+    pub fn token(&self, tenant: &str, role: &str) -> String {
+        let o = self.aiq(&["token", "--tenant", tenant, "--role", role]);
+        String::from_utf8(o.stdout).unwrap().trim().to_owned()
+    }
+
+    /// `method path` on the API with `token`; the status and the JSON answer (null when
+    /// there is none).
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<(&str, &str)>,
+    ) -> (u16, Value) {
+        let url = format!("{}{path}", self.api);
+        let auth = format!("Bearer {token}");
+        let a = &self.agent;
+        let mut r = match (method, body) {
+            ("GET", _) => a.get(&url).header("authorization", &auth).call(),
+            ("DELETE", _) => a.delete(&url).header("authorization", &auth).call(),
+            (_, Some((ct, b))) => a
+                .post(&url)
+                .header("authorization", &auth)
+                .header("content-type", ct)
+                .send(b),
+            (_, None) => a.post(&url).header("authorization", &auth).send_empty(),
+        }
+        .unwrap();
+        let text = r.body_mut().read_to_string().unwrap_or_default();
+        (
+            r.status().as_u16(),
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Every item under `field` of a paged list, following `next_page_token`.
+    pub fn all_pages(&self, path: &str, token: &str, field: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut next: Option<String> = None;
+        let sep = if path.contains('?') { '&' } else { '?' };
+        loop {
+            let page = match &next {
+                Some(t) => format!("{path}{sep}limit=500&page_token={t}"),
+                None => format!("{path}{sep}limit=500"),
+            };
+            let (status, body) = self.call("GET", &page, token, None);
+            assert_eq!(status, 200, "{page}: {body}");
+            out.extend(body[field].as_array().cloned().unwrap_or_default());
+            match body["next_page_token"].as_str() {
+                Some(t) => next = Some(t.to_owned()),
+                None => return out,
+            }
+        }
+    }
 }

@@ -40,6 +40,12 @@ pub enum Input {
     Cancel {
         reason: String,
     },
+    /// Resumes a failed or timed-out run from the step it failed at (see
+    /// [`crate::run::state::Resume`]). Applies only to the failure that ended at
+    /// `failed_at`, so that a repeated request resumes it once.
+    Redrive {
+        failed_at: DateTime<Utc>,
+    },
 }
 
 /// A signal record is the run's input as it stands, whenever it is applied (at once, or
@@ -57,6 +63,7 @@ impl From<SignalAction> for Input {
                 payload,
             },
             SignalAction::Cancel { reason } => Input::Cancel { reason },
+            SignalAction::Redrive { failed_at } => Input::Redrive { failed_at },
         }
     }
 }

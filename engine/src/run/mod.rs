@@ -11,5 +11,5 @@ pub use advance::{
 pub use io::{Command, Input, Transition};
 pub use retry::backoff;
 pub use state::{
-    DecodeError, Frame, FrameId, Pending, RunState, STATE_FORMAT, Timer, TimerPurpose,
+    DecodeError, Frame, FrameId, Pending, Resume, RunState, STATE_FORMAT, Timer, TimerPurpose,
 };

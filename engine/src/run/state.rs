@@ -54,6 +54,25 @@ pub struct RunState {
     pub output: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Failure>,
+    /// Where a failed or timed-out run stood when it ended: what a redrive resumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<Resume>,
+    /// How often the run was redriven.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redrives: u32,
+}
+
+/// The top-level step a failed or timed-out run was at, and what the run's top level
+/// had done before it: a redrive starts that step again (fresh attempts) with these
+/// outputs and the run's variables as they were. A parallel or foreach step that failed
+/// runs again whole, every branch or iteration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resume {
+    pub at: StepId,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<StepId, Value>,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub last: Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,6 +11,7 @@ mod health;
 mod history;
 mod hooks;
 pub mod ops;
+mod recovery;
 mod rejection;
 mod runs;
 mod secrets;
@@ -138,6 +139,8 @@ fn api() -> OpenApiRouter<App> {
         .routes(routes!(sql::report))
         .routes(routes!(signals::signal))
         .routes(routes!(signals::cancel))
+        .routes(routes!(recovery::redrive))
+        .routes(routes!(recovery::rerun))
         .routes(routes!(hooks::deliver))
         .routes(routes!(hooks::rotate_secret))
         .routes(routes!(secrets::put, secrets::delete))
@@ -209,7 +212,9 @@ mod tests {
     use std::collections::BTreeSet;
 
     /// Every route and method the API serves; the document must list exactly these.
-    const ROUTES: [(&str, &str); 25] = [
+    const ROUTES: [(&str, &str); 27] = [
+        ("/v1/runs/{run_id}/redrive", "post"),
+        ("/v1/runs/{run_id}/rerun", "post"),
         ("/v1/dead-letters", "get"),
         ("/v1/dead-letters/{id}", "get"),
         ("/v1/dead-letters/{id}", "delete"),

@@ -62,6 +62,13 @@ pub struct OrchestratorSettings {
     /// Most cron ticks (fired or skipped by policy) handled in one transaction.
     #[serde(default = "default_max_cron_ticks_per_batch")]
     pub max_cron_ticks_per_batch: usize,
+    /// How long a failed or timed-out run is kept whole, so that it can be redriven.
+    /// At most `finished_run_retention_secs`; 0 keeps none.
+    #[serde(default = "default_redrive_retention_secs")]
+    pub redrive_retention_secs: u64,
+    /// Most failed runs kept for redrive per partition; past it the oldest goes.
+    #[serde(default = "default_redrive_max_runs")]
+    pub redrive_max_runs: usize,
     /// Most finished runs forgotten (tombstoned) in one transaction.
     #[serde(default = "default_max_expiries_per_batch")]
     pub max_expiries_per_batch: usize,
@@ -69,6 +76,14 @@ pub struct OrchestratorSettings {
     /// read to its end; at most one such wait per transaction.
     #[serde(default = "default_definitions_catch_up_ms")]
     pub definitions_catch_up_ms: u64,
+}
+
+fn default_redrive_retention_secs() -> u64 {
+    86_400
+}
+
+fn default_redrive_max_runs() -> usize {
+    10_000
 }
 
 fn default_max_timers_per_batch() -> usize {
@@ -205,6 +220,8 @@ impl Default for OrchestratorSettings {
             max_timers_per_batch: default_max_timers_per_batch(),
             max_cron_ticks_per_batch: default_max_cron_ticks_per_batch(),
             max_expiries_per_batch: default_max_expiries_per_batch(),
+            redrive_retention_secs: default_redrive_retention_secs(),
+            redrive_max_runs: default_redrive_max_runs(),
             definitions_catch_up_ms: default_definitions_catch_up_ms(),
         }
     }

@@ -46,6 +46,8 @@ pub(super) fn cql(table: Table, ks: &str) -> Option<String> {
         | Table::RunsByDay
         | Table::Steps
         | Table::Audit
+        | Table::RunsReopen
+        | Table::RunsByDayReopen
         | Table::DeadLetters
         | Table::DeadLettersByDay => return None,
     })

@@ -28,6 +28,10 @@ pub enum Table {
     RunsByWorkflowStatusUnlist,
     Steps,
     Audit,
+    /// A redriven run's end cleared from its row: it runs again.
+    RunsReopen,
+    /// The same in its entry of the day's list.
+    RunsByDayReopen,
     /// A dead letter's row (`dead_letters`).
     DeadLetters,
     /// Its listing (`dead_letters_by_day`).
@@ -35,7 +39,7 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 13] = [
         Table::Runs,
         Table::RunsByDay,
         Table::RunsByWorkflow,
@@ -45,14 +49,16 @@ impl Table {
         Table::RunsByWorkflowStatusUnlist,
         Table::Steps,
         Table::Audit,
+        Table::RunsReopen,
+        Table::RunsByDayReopen,
         Table::DeadLetters,
         Table::DeadLettersByDay,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
-            Table::Runs => "runs",
-            Table::RunsByDay => "runs_by_day",
+            Table::Runs | Table::RunsReopen => "runs",
+            Table::RunsByDay | Table::RunsByDayReopen => "runs_by_day",
             Table::RunsByWorkflow => "runs_by_workflow_day",
             Table::RunsByStatus | Table::RunsByStatusUnlist => "runs_by_status_day",
             Table::RunsByWorkflowStatus | Table::RunsByWorkflowStatusUnlist => {
@@ -87,6 +93,14 @@ impl Table {
                  connector = ?, started_at = ?, finished_at = ?, duration_ms = ?, \
                  output_bytes = ?, error_class = ?, error = ? WHERE tenant = ? AND run_id = ? \
                  AND step = ? AND iteration = ? AND attempt = ?"
+            ),
+            Table::RunsReopen => format!(
+                "DELETE finished_at, duration_ms, output, error_class, error_step, error \
+                 FROM {ks}.runs USING TIMESTAMP ? WHERE tenant = ? AND run_id = ?"
+            ),
+            Table::RunsByDayReopen => format!(
+                "DELETE finished_at, duration_ms FROM {ks}.runs_by_day USING TIMESTAMP ? \
+                 WHERE tenant = ? AND day = ? AND started_at = ? AND run_id = ?"
             ),
             Table::Audit => format!(
                 "INSERT INTO {ks}.audit (tenant, day, at, event_id, actor, action, subject, \
@@ -160,8 +174,12 @@ pub fn event_writes(event: &Event, retention: &RetentionSettings) -> Vec<Write> 
     }
 }
 
-/// `running`: the run's row and its entry in the day's list.
+/// `running`: the run's row and its entry in the day's list. A redriven run's event
+/// carries the run's first start (`started_at`), which keeps its keys; its last end is
+/// cleared, with the redrive's newer timestamp.
 pub fn run_started(e: &RunEvent, retention: &RetentionSettings) -> Vec<Write> {
+    let redriven = e.started_at.is_some();
+    let started = e.started_at.unwrap_or(e.at);
     let ttl = set(CqlValue::Int(retention.ttl_secs(e.tenant.as_str())));
     let stamp = set(CqlValue::BigInt(write_timestamp(e.at, run_rank(e.status))));
     let source = e.source.map(|s| text(trigger_source(s)));
@@ -173,7 +191,7 @@ pub fn run_started(e: &RunEvent, retention: &RetentionSettings) -> Vec<Write> {
         set(text(e.status.as_str())),
         opt(source.clone()),
         opt(e.scheduled_at.map(ts)),
-        set(ts(e.at)),
+        set(ts(started)),
         MaybeUnset::Unset,
         MaybeUnset::Unset,
         opt(e.input.as_ref().map(json)),
@@ -194,14 +212,14 @@ pub fn run_started(e: &RunEvent, retention: &RetentionSettings) -> Vec<Write> {
         MaybeUnset::Unset,
         MaybeUnset::Unset,
         set(text(e.tenant.as_str())),
-        set(day(e.at)),
-        set(ts(e.at)),
+        set(day(started)),
+        set(ts(started)),
         set(CqlValue::Uuid(e.run.as_uuid())),
     ];
     let listed = Listed {
         ttl: by_day[0].clone(),
         stamp: by_day[1].clone(),
-        started_at: e.at,
+        started_at: started,
         source: by_day[5].clone(),
         finished_at: MaybeUnset::Unset,
         duration: MaybeUnset::Unset,
@@ -216,8 +234,33 @@ pub fn run_started(e: &RunEvent, retention: &RetentionSettings) -> Vec<Write> {
             values: by_day,
         },
     ];
+    if redriven {
+        let stamp = by_day_stamp(e);
+        writes.push(Write {
+            table: Table::RunsReopen,
+            values: vec![
+                stamp.clone(),
+                set(text(e.tenant.as_str())),
+                set(CqlValue::Uuid(e.run.as_uuid())),
+            ],
+        });
+        writes.push(Write {
+            table: Table::RunsByDayReopen,
+            values: vec![
+                stamp,
+                set(text(e.tenant.as_str())),
+                set(day(started)),
+                set(ts(started)),
+                set(CqlValue::Uuid(e.run.as_uuid())),
+            ],
+        });
+    }
     writes.extend(index::run_index(e, listed));
     writes
+}
+
+fn by_day_stamp(e: &RunEvent) -> MaybeUnset<CqlValue> {
+    set(CqlValue::BigInt(write_timestamp(e.at, run_rank(e.status))))
 }
 
 /// A terminal status. Without `started_at` (a run cancelled while queued) there is no

@@ -28,7 +28,10 @@ impl Machine<'_> {
             input,
             output,
             error,
-            started_at: status.is_terminal().then_some(self.st.started_at),
+            // A redriven run's `running` names its first start, which keeps its keys in
+            // the history.
+            started_at: (status.is_terminal() || self.st.redrives > 0)
+                .then_some(self.st.started_at),
             source: None,
             scheduled_at: None,
         }));

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::{Joined, Machine, failure, foreach, parallel};
 use crate::expr::{RunScope, Scope};
 use crate::run::io::Command;
-use crate::run::state::{Frame, FrameId, Parent, Pending};
+use crate::run::state::{Frame, FrameId, Parent, Pending, Resume};
 use crate::workflow::BlockId;
 
 impl Machine<'_> {
@@ -171,7 +171,14 @@ impl Machine<'_> {
         let Some(parent) = frame.parent else {
             match result {
                 Ok(output) => self.finish_run(RunStatus::Succeeded, Some(output), None),
-                Err(e) => self.finish_run(RunStatus::Failed, None, Some(e)),
+                Err(e) => {
+                    self.st.resume = Some(Resume {
+                        at: frame.at,
+                        outputs: frame.outputs,
+                        last: frame.last,
+                    });
+                    self.finish_run(RunStatus::Failed, None, Some(e));
+                }
             }
             return;
         };
@@ -273,6 +280,19 @@ impl Machine<'_> {
         output: Option<Value>,
         error: Option<Failure>,
     ) {
+        // A run that times out is resumed where its top level waits.
+        if matches!(status, RunStatus::Failed | RunStatus::TimedOut) && self.st.resume.is_none() {
+            self.st.resume = self
+                .st
+                .frames
+                .values()
+                .find(|f| f.parent.is_none())
+                .map(|f| Resume {
+                    at: f.at.clone(),
+                    outputs: f.outputs.clone(),
+                    last: f.last.clone(),
+                });
+        }
         let roots: Vec<FrameId> = self
             .st
             .frames

@@ -13,7 +13,7 @@ use crate::run::state::{BufferedSignal, FrameId, Pending, TimerPurpose};
 impl Machine<'_> {
     pub(super) fn apply(&mut self, input: Input) {
         match input {
-            Input::Trigger { .. } => {}
+            Input::Trigger { .. } | Input::Redrive { .. } => {}
             Input::StepResult(r) => {
                 let Some(fid) = self.frame_awaiting_task(&r.step, r.attempt) else {
                     return;

@@ -66,6 +66,7 @@ pub fn advance(
             state: None,
             commands: Vec::new(),
         },
+        (Some(st), Input::Redrive { failed_at }) => redrive(wf, st, failed_at, now),
         (Some(st), input) => {
             if st.is_terminal() || matches!(input, Input::Trigger { .. }) {
                 return Transition {
@@ -116,6 +117,8 @@ fn start(
         signals: Vec::new(),
         output: None,
         error: None,
+        resume: None,
+        redrives: 0,
     };
     let mut m = Machine::new(wf, st, now);
     m.emit_run(RunStatus::Running, Some(input), None, None);
@@ -127,6 +130,58 @@ fn start(
         );
     }
     let root = m.new_frame(None, BlockId::Top, first, None, None);
+    m.run_frame(root);
+    Transition {
+        state: Some(m.st),
+        commands: m.out,
+    }
+}
+
+/// Resumes the failure that ended at `failed_at` from its [`crate::run::state::Resume`]:
+/// the run is running again at that step, with fresh attempts, a fresh run timeout and
+/// everything else as it was. Anything else (another failure, a run that did not fail,
+/// one without a place to resume) changes nothing.
+fn redrive(
+    wf: &Workflow,
+    st: RunState,
+    failed_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Transition {
+    let redrivable = matches!(st.status, RunStatus::Failed | RunStatus::TimedOut)
+        // Milliseconds: the history the request was read from stores no finer.
+        && st.finished_at.map(|t| t.timestamp_millis()) == Some(failed_at.timestamp_millis())
+        && st.resume.as_ref().is_some_and(|r| wf.step(&r.at).is_some());
+    if !redrivable {
+        return Transition {
+            state: Some(st),
+            commands: Vec::new(),
+        };
+    }
+    let mut m = Machine::new(wf, st, now);
+    let Some(resume) = m.st.resume.take() else {
+        return Transition {
+            state: Some(m.st),
+            commands: Vec::new(),
+        };
+    };
+    m.st.status = RunStatus::Running;
+    m.st.finished_at = None;
+    m.st.output = None;
+    m.st.error = None;
+    m.st.redrives += 1;
+    m.emit_run(RunStatus::Running, None, None, None);
+    if let Some(t) = wf.definition().timeout {
+        m.start_timer(
+            "run-timeout".into(),
+            now + t.as_chrono(),
+            TimerPurpose::RunTimeout,
+        );
+    }
+    let root = m.new_frame(None, BlockId::Top, resume.at, None, None);
+    if let Some(f) = m.st.frames.get_mut(&root) {
+        f.outputs = resume.outputs;
+        f.last = resume.last;
+    }
     m.run_frame(root);
     Transition {
         state: Some(m.st),

@@ -25,6 +25,9 @@ impl Core {
         definitions_fresh: bool,
     ) -> Result<(), NeedDefinitions> {
         let p = rec.partition;
+        if matches!(s.action, SignalAction::Redrive { .. }) {
+            return self.redrive(rec, s, now, definitions_fresh);
+        }
         let Some(st) = self.parts.get(&p) else {
             return Ok(());
         };
@@ -267,6 +270,16 @@ impl Core {
             let ended = state.finished_at.unwrap_or(now);
             st.finished.record(run, &tenant, state.status, ended);
             st.running.remove(&tenant, &workflow);
+            let max = self.settings.redrive_max_runs;
+            if self.settings.redrive_retention_secs > 0
+                && max > 0
+                && super::redrive::keeps(state.status, parent.is_some(), state.resume.is_some())
+            {
+                let stored = StoredRun::new(LiveRun { parent, state });
+                for (t, pushed) in st.redrivable.insert(run, ended, stored, max) {
+                    self.dirty.insert((p, EntryKey::Run(t, pushed)));
+                }
+            }
             self.start_queued(p, &tenant, now);
         } else {
             for (id, timer) in &state.timers {

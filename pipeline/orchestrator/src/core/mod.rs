@@ -18,7 +18,8 @@
 //! - `persist`: the changelog writes of a batch; `restoring`: taking a partition over;
 //! - `limits`: the size bounds on a run's state, tasks and events;
 //! - `early`: signals and cancels kept for runs not seen yet;
-//! - `finished`: the compact markers of runs that ended.
+//! - `finished`: the compact markers of runs that ended;
+//! - `redrive`: failed runs kept whole, and resuming them.
 
 mod admission;
 mod cron;
@@ -27,6 +28,7 @@ mod early;
 mod finished;
 mod limits;
 mod persist;
+mod redrive;
 mod restoring;
 mod state;
 mod tasks;
@@ -36,6 +38,8 @@ mod timers;
 mod tests;
 #[cfg(test)]
 mod tests_bounds;
+#[cfg(test)]
+mod tests_redrive;
 #[cfg(test)]
 mod tests_scale;
 

@@ -70,7 +70,11 @@ impl Core {
                 let st = self.parts.get(&p)?;
                 let bytes = |b: &[u8]| Some(b.to_vec());
                 let value = match &key {
-                    EntryKey::Run(_, run) => st.runs.get(run).and_then(|s| bytes(&s.entry)),
+                    EntryKey::Run(_, run) => st
+                        .runs
+                        .get(run)
+                        .or_else(|| st.redrivable.get(run))
+                        .and_then(|s| bytes(&s.entry)),
                     EntryKey::Queued(_, run) => st.queued.get(run).and_then(|q| bytes(&q.entry)),
                     EntryKey::Held(t, run, step, attempt) => st
                         .held_index

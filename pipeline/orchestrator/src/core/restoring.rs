@@ -23,6 +23,8 @@ struct RestoredRun {
     workflow: WorkflowId,
     timers: Vec<(DateTime<Utc>, String)>,
     inflight: BTreeSet<(StepId, u32)>,
+    /// When a failed run kept for redrive ended; None for a run in flight.
+    ended: Option<DateTime<Utc>>,
     entry: Box<[u8]>,
 }
 
@@ -91,6 +93,9 @@ impl PartitionRestore {
                             .map(|(id, t)| (t.due, id.clone()))
                             .collect(),
                         inflight: inflight_of(state),
+                        ended: state
+                            .is_terminal()
+                            .then(|| state.finished_at.unwrap_or(DateTime::<Utc>::MIN_UTC)),
                         entry: bytes.into(),
                     },
                 );
@@ -185,7 +190,18 @@ impl Core {
             st.held_index.insert((run, step, attempt), h.seq);
             st.held.entry(tenant).or_default().insert(h.seq, h);
         }
+        let max_kept = self.settings.redrive_max_runs;
         for (run, r) in l.runs {
+            if let Some(ended) = r.ended {
+                let kept = StoredRun {
+                    tenant: r.tenant,
+                    entry: r.entry,
+                };
+                for (t, pushed) in st.redrivable.insert(run, ended, kept, max_kept) {
+                    self.dirty.insert((p, EntryKey::Run(t, pushed)));
+                }
+                continue;
+            }
             for (due, id) in r.timers {
                 st.timers.insert((due, run, id));
             }

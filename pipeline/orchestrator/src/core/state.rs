@@ -136,6 +136,8 @@ pub(super) struct PartitionState {
     pub(super) held_index: HashMap<(RunId, StepId, u32), u64>,
     pub(super) next_seq: u64,
     pub(super) early: EarlySignals,
+    /// Failed and timed-out runs kept whole for redrive.
+    pub(super) redrivable: super::redrive::Redrivable,
 }
 
 impl PartitionState {
@@ -156,6 +158,7 @@ impl PartitionState {
             held_index: HashMap::new(),
             next_seq: 0,
             early: EarlySignals::default(),
+            redrivable: super::redrive::Redrivable::default(),
         }
     }
 
@@ -233,6 +236,9 @@ pub(super) fn owner_of(st: &PartitionState, run: &RunId) -> Option<TenantId> {
     }
     if let Some(q) = st.queued.get(run) {
         return Some(q.tenant.clone());
+    }
+    if let Some(kept) = st.redrivable.get(run) {
+        return Some(kept.tenant.clone());
     }
     st.finished.get(run).map(|f| f.tenant)
 }

@@ -54,8 +54,9 @@ impl Core {
 
     /// Forgets finished runs older than the retention, a bucket at a time, writing
     /// at most `max` chunk tombstones. Returns how many; `max` means more may be left.
+    /// Failed runs kept for redrive past their retention go too, within the same `max`.
     pub fn expire_finished_up_to(&mut self, now: DateTime<Utc>, max: usize) -> usize {
-        let mut n = 0;
+        let mut n = self.expire_redrivable(now, max);
         for (p, st) in &mut self.parts {
             if n >= max {
                 break;
