@@ -9,7 +9,10 @@
 //! - a run that failed at its third step because its HTTP target answered 500 is
 //!   redriven once the target is fixed, and completes without calling steps 1 and 2
 //!   again (the target counts every call); a rerun starts a new run with the same
-//!   input, once per idempotency key.
+//!   input, once per idempotency key;
+//! - a bulk replay chosen by SQL over 1,000 failed runs, dry run then real at 100 runs a
+//!   second, redrives exactly those runs, once, reports its progress, and reaches no
+//!   other tenant's runs.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -211,8 +214,8 @@ fn unknown_workflow_letters_replay_once_into_exactly_one_run_each() {
     assert_eq!(status, 409, "a resolved letter is not replayed");
 }
 
-/// An HTTP target that counts the calls to each path and answers 500 on `/s3` until
-/// fixed.
+/// An HTTP target that counts the calls to each path and answers 500 on `/s3` (with
+/// any query) until fixed.
 struct Target {
     port: u16,
     calls: Arc<Mutex<BTreeMap<String, u32>>>,
@@ -233,7 +236,7 @@ fn target() -> Target {
             let head = String::from_utf8_lossy(&buf[..n]);
             let path = head.split_whitespace().nth(1).unwrap_or("?").to_owned();
             *c.lock().unwrap().entry(path.clone()).or_default() += 1;
-            let answer: &[u8] = if path == "/s3" && !f.load(Ordering::SeqCst) {
+            let answer: &[u8] = if path.starts_with("/s3") && !f.load(Ordering::SeqCst) {
                 b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\nconnection: close\r\n\r\noops"
             } else {
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\nconnection: close\r\n\r\n{\"ok\":true}"
@@ -378,4 +381,215 @@ fn a_run_failed_at_step_three_is_redriven_there_and_rerun_as_a_new_run() {
         actions.contains("run_redriven") && actions.contains("run_rerun"),
         "{actions:?}"
     );
+}
+
+/// Starts `n` runs of `workflow` for the holder of `token`, from 8 threads.
+fn start_runs(d: &Deployment, token: &str, workflow: &str, n: usize) {
+    let path = format!("/v1/workflows/{workflow}/runs");
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|k| {
+                let path = &path;
+                s.spawn(move || {
+                    (k..n)
+                        .step_by(8)
+                        .map(|i| {
+                            let body = format!("{{\"input\": {{\"n\": {i}}}}}");
+                            d.call("POST", path, token, Some(("application/json", &body)))
+                                .0
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert!(statuses.iter().all(|s| *s == 202), "{statuses:?}");
+}
+
+fn one_call(tenant: &str, port: u16) -> String {
+    format!(
+        "id: flaky\nsteps:\n  - id: call\n    task:\n      connector: http\n      args: {{ method: GET, url: \"http://127.0.0.1:{port}/s3?{tenant}\" }}\n      retry: {{ max_attempts: 1 }}\n"
+    )
+}
+
+#[test]
+fn a_bulk_replay_chosen_by_sql_redrives_exactly_the_matching_runs_once() {
+    const RUNS: usize = 1_000;
+    const OTHERS: usize = 50;
+    let brokers = require_service!(KAFKA);
+    let contact_points = require_service!(CQL);
+    let d = Deployment::start(
+        "replays",
+        &brokers,
+        &contact_points,
+        DEV_SECRET,
+        r#"
+[connectors.outbound]
+allow = ["127.0.0.0/8"]
+
+# Every call reaches the target: it counts them.
+[connectors.breaker]
+min_calls = 1000000
+
+[ingest.tenants.acme.trigger_quota]
+per_second = 10000
+burst = 10000
+"#,
+    );
+    let acme = d.token(TENANT, "tenant_admin");
+    let globex = d.token("globex", "tenant_admin");
+    let t = target();
+    // Both tenants' runs fail: the target answers 500 on every path but /s3's fix.
+    for (token, tenant) in [(&acme, TENANT), (&globex, "globex")] {
+        let doc = one_call(tenant, t.port);
+        let (status, body) = d.call(
+            "POST",
+            "/v1/workflows",
+            token,
+            Some(("application/yaml", &doc)),
+        );
+        assert!(status == 201 || status == 200, "{status} {body}");
+    }
+    start_runs(&d, &acme, "flaky", RUNS);
+    start_runs(&d, &globex, "flaky", OTHERS);
+    let failed = "/v1/runs?workflow=flaky&status=failed";
+    wait_until("every run failed", Duration::from_secs(180), || {
+        d.all_pages(failed, &acme, "runs").len() == RUNS
+            && d.all_pages(failed, &globex, "runs").len() == OTHERS
+    });
+    let calls = |tenant: &str| {
+        t.calls
+            .lock()
+            .unwrap()
+            .get(&format!("/s3?{tenant}"))
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        (calls(TENANT), calls("globex")),
+        (RUNS as u32, OTHERS as u32)
+    );
+
+    // Dry runs: what the predicate matches once the Parquet history has every run; a
+    // tenant's predicate naming another tenant matches nothing.
+    let predicate = "status = 'failed' AND workflow = 'flaky'";
+    let dry = json!({"where": predicate, "dry_run": true}).to_string();
+    let mut answer = Value::Null;
+    wait_until(
+        "the history has every failed run",
+        Duration::from_secs(120),
+        || {
+            answer = d
+                .call(
+                    "POST",
+                    "/v1/replays",
+                    &acme,
+                    Some(("application/json", &dry)),
+                )
+                .1;
+            answer["matched"] == RUNS
+        },
+    );
+    assert_eq!(answer["sample"].as_array().unwrap().len(), 20);
+    assert!(
+        answer["sample"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["tenant"] == TENANT)
+    );
+    let reach =
+        json!({"where": "tenant = 'globex' OR tenant <> 'globex'", "dry_run": true}).to_string();
+    let (status, other) = d.call(
+        "POST",
+        "/v1/replays",
+        &acme,
+        Some(("application/json", &reach)),
+    );
+    assert_eq!(status, 200, "{other}");
+    assert_eq!(
+        other["matched"], RUNS,
+        "acme's predicate reads acme's runs only"
+    );
+    let bad = json!({"where": predicate, "mode": "again"}).to_string();
+    assert_eq!(
+        d.call(
+            "POST",
+            "/v1/replays",
+            &acme,
+            Some(("application/json", &bad))
+        )
+        .0,
+        400
+    );
+
+    // The target is fixed; the real replay at 100 runs a second.
+    t.fixed.store(true, Ordering::SeqCst);
+    let real = json!({"where": predicate, "mode": "redrive", "max_per_second": 100}).to_string();
+    let (status, job) = d.call(
+        "POST",
+        "/v1/replays",
+        &acme,
+        Some(("application/json", &real)),
+    );
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(job["total"], RUNS);
+    let job_path = format!("/v1/replays/{}", job["id"].as_str().unwrap());
+    let mut seen_partial = false;
+    let mut progress = Value::Null;
+    wait_until("the replay job is done", Duration::from_secs(180), || {
+        progress = d.call("GET", &job_path, &acme, None).1;
+        let done = progress["done"].as_u64().unwrap_or(0);
+        seen_partial |= done > 0 && done < RUNS as u64;
+        progress["state"] == "done"
+    });
+    assert!(seen_partial, "the job reported progress along the way");
+    assert_eq!(
+        (&progress["done"], &progress["skipped"], &progress["failed"]),
+        (&json!(RUNS), &json!(0), &json!(0)),
+        "{progress}"
+    );
+    // Another tenant cannot see the job.
+    assert_eq!(d.call("GET", &job_path, &globex, None).0, 404);
+
+    let succeeded = "/v1/runs?workflow=flaky&status=succeeded";
+    wait_until(
+        "every redriven run succeeded",
+        Duration::from_secs(180),
+        || d.all_pages(succeeded, &acme, "runs").len() == RUNS,
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        calls(TENANT),
+        2 * RUNS as u32,
+        "each run redriven exactly once"
+    );
+    assert_eq!(
+        calls("globex"),
+        OTHERS as u32,
+        "no other tenant's run was touched"
+    );
+    assert_eq!(d.all_pages(failed, &globex, "runs").len(), OTHERS);
+
+    // The same replay again: the history still says they failed once, but none is
+    // failed now, so nothing is redriven.
+    let (status, again) = d.call(
+        "POST",
+        "/v1/replays",
+        &acme,
+        Some(("application/json", &real)),
+    );
+    assert_eq!(status, 202, "{again}");
+    let again_path = format!("/v1/replays/{}", again["id"].as_str().unwrap());
+    wait_until("the second job is done", Duration::from_secs(180), || {
+        progress = d.call("GET", &again_path, &acme, None).1;
+        progress["state"] == "done"
+    });
+    assert_eq!(progress["done"], 0, "{progress}");
+    assert_eq!(progress["skipped"], RUNS);
+    assert_eq!(calls(TENANT), 2 * RUNS as u32);
 }

@@ -28,6 +28,8 @@ pub enum BootError {
     Publisher(#[from] PublishError),
     #[error(transparent)]
     History(#[from] HistoryError),
+    #[error(transparent)]
+    Replays(#[from] crate::replays::StoreError),
     #[error("following the queue-state topic: {0}")]
     Queues(#[from] aiq_kafka::KafkaError),
 }
@@ -55,6 +57,7 @@ pub async fn build(
     let store = RegistryStore::new(Arc::clone(&session), &cql.keyspace).await?;
     let history = HistoryStore::new(Arc::clone(&session), &cql.keyspace).await?;
     let publisher = Publisher::new(kafka, settings.ack_timeout())?;
+    let replays = crate::replays::ReplayStore::new(Arc::clone(&session), &cql.keyspace).await?;
     let dead_letters = crate::dead_letters::DeadLetters::new(
         session,
         &cql.keyspace,
@@ -102,6 +105,7 @@ pub async fn build(
         keyring,
         history,
         dead_letters,
+        replays,
         analytics,
         health: aiq_stage::Health::new(),
     };

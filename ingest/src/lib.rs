@@ -24,6 +24,7 @@ pub mod publisher;
 pub mod queues;
 pub mod recovery;
 pub mod registry;
+pub mod replays;
 pub mod runs;
 pub mod settings;
 pub mod signature;

@@ -30,6 +30,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_api_keys_by_tenant"),
     migration!(6, "0006_run_indexes"),
     migration!(7, "0007_dead_letters"),
+    migration!(8, "0008_replays"),
 ];
 
 impl Migration {

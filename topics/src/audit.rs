@@ -24,6 +24,8 @@ pub enum AuditAction {
     DeadLetterResolved,
     RunRedriven,
     RunRerun,
+    ReplayStarted,
+    ReplayCancelled,
 }
 
 impl AuditAction {
@@ -39,6 +41,8 @@ impl AuditAction {
             AuditAction::DeadLetterResolved => "dead_letter_resolved",
             AuditAction::RunRedriven => "run_redriven",
             AuditAction::RunRerun => "run_rerun",
+            AuditAction::ReplayStarted => "replay_started",
+            AuditAction::ReplayCancelled => "replay_cancelled",
         }
     }
 }

@@ -13,6 +13,7 @@ mod hooks;
 pub mod ops;
 mod recovery;
 mod rejection;
+mod replays;
 mod runs;
 mod secrets;
 mod signals;
@@ -66,6 +67,8 @@ pub struct App {
     pub history: HistoryStore,
     /// Replaying and resolving dead letters.
     pub dead_letters: crate::dead_letters::DeadLetters,
+    /// Bulk replay jobs.
+    pub replays: crate::replays::ReplayStore,
     /// SQL over the Parquet history; None when this deployment serves no SQL (the SQL
     /// routes then answer 503).
     pub analytics: Option<Arc<aiq_analytics::Analytics>>,
@@ -93,6 +96,7 @@ pub struct App {
         (name = "secrets", description = "Connector credentials, sealed at rest; never readable"),
         (name = "sql", description = "SQL and ready reports over the tenant's run history"),
         (name = "audit", description = "Who changed the tenant's configuration"),
+        (name = "replays", description = "Redrive or rerun many runs at once, chosen by SQL"),
         (name = "dead-letters", description = "Records the pipeline set aside: read, replay once, resolve"),
         (name = "health", description = "Liveness and readiness (Prometheus metrics are on the operations listener, not here)"),
     )
@@ -141,6 +145,9 @@ fn api() -> OpenApiRouter<App> {
         .routes(routes!(signals::cancel))
         .routes(routes!(recovery::redrive))
         .routes(routes!(recovery::rerun))
+        .routes(routes!(replays::create))
+        .routes(routes!(replays::get))
+        .routes(routes!(replays::cancel))
         .routes(routes!(hooks::deliver))
         .routes(routes!(hooks::rotate_secret))
         .routes(routes!(secrets::put, secrets::delete))
@@ -198,9 +205,23 @@ pub const STAGE: &str = "ingest";
 
 /// Serves `app` on `listener` as the stage "ingest" until it is stopped (then the
 /// requests in flight finish, as with [`serve`]). It fails only if the listener does.
+/// The stage also runs the bulk replay jobs (`crate::replays`), which it stops with it.
 pub fn spawn(app: App, listener: tokio::net::TcpListener) -> aiq_stage::StageHandle {
-    aiq_stage::spawn_task(STAGE, move |stop| {
-        serve(app, listener, async move { stop.stopped().await })
+    aiq_stage::spawn_task(STAGE, move |stop| async move {
+        let replayer = crate::replays::Replayer {
+            history: app.history.clone(),
+            publisher: app.publisher.clone(),
+            store: app.store.clone(),
+            runs: app.runs.clone(),
+        };
+        let runner = crate::replays::spawn_runner(
+            app.replays.clone(),
+            replayer,
+            crate::replays::RunnerSettings::default(),
+        );
+        let served = serve(app, listener, async move { stop.stopped().await }).await;
+        runner.abort();
+        served
     })
 }
 
@@ -212,7 +233,10 @@ mod tests {
     use std::collections::BTreeSet;
 
     /// Every route and method the API serves; the document must list exactly these.
-    const ROUTES: [(&str, &str); 27] = [
+    const ROUTES: [(&str, &str); 30] = [
+        ("/v1/replays", "post"),
+        ("/v1/replays/{id}", "get"),
+        ("/v1/replays/{id}/cancel", "post"),
         ("/v1/runs/{run_id}/redrive", "post"),
         ("/v1/runs/{run_id}/rerun", "post"),
         ("/v1/dead-letters", "get"),

@@ -75,7 +75,7 @@ pub struct ReportQuery {
     format: Option<Format>,
 }
 
-fn analytics(app: &App) -> Result<&aiq_analytics::Analytics, Problem> {
+pub(crate) fn analytics(app: &App) -> Result<&aiq_analytics::Analytics, Problem> {
     app.analytics.as_deref().ok_or_else(|| {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -88,7 +88,7 @@ fn analytics(app: &App) -> Result<&aiq_analytics::Analytics, Problem> {
 
 /// A platform admin acting for no particular tenant (no `X-AIQ-Tenant`) queries every
 /// tenant; anyone else only the tenant of the credential.
-fn scope(caller: &Caller, headers: &HeaderMap) -> Scope {
+pub(crate) fn scope(caller: &Caller, headers: &HeaderMap) -> Scope {
     if caller.role == Role::PlatformAdmin
         && aiq_auth::permits(caller.role, Action::QuerySqlAllTenants)
         && !headers.contains_key(ACTING_TENANT)
