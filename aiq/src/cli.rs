@@ -146,6 +146,30 @@ pub enum Command {
     /// record, replay them to the topic they came from (each once) or resolve them.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(DeadLettersCommand),
+    /// Redrive or rerun the runs a SQL predicate over the `runs` table matches: a dry
+    /// run prints the count and a sample; otherwise a job is stored for a running
+    /// ingest to work through, each run once, and its progress is followed.
+    Replay {
+        /// The predicate, as after WHERE, e.g. "status = 'failed' AND workflow = 'x'".
+        #[arg(long = "where", value_name = "PREDICATE")]
+        predicate: String,
+        /// The tenant whose runs are chosen (a dry run without it: every tenant's).
+        #[arg(long)]
+        tenant: Option<aiq_topics::TenantId>,
+        /// redrive: resume each failed run at its failed step; rerun: start a new run
+        /// with the same input.
+        #[arg(long, default_value = "redrive", value_parser = ["redrive", "rerun"])]
+        mode: String,
+        /// Only print what would be replayed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Runs replayed per second at most.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        max_per_second: u32,
+        /// Store the job and return without following it.
+        #[arg(long)]
+        no_wait: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

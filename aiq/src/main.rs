@@ -60,6 +60,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => commands::sql::report(&config, name.as_deref(), tenant, format).await,
         Command::History(cli::HistoryCommand::Compact) => commands::sql::compact(&config).await,
         Command::DeadLetters(cmd) => commands::dead_letters::run(&config, cmd).await,
+        Command::Replay {
+            predicate,
+            tenant,
+            mode,
+            dry_run,
+            max_per_second,
+            no_wait,
+        } => {
+            let args = commands::replay::ReplayArgs {
+                predicate,
+                tenant,
+                mode: aiq_ingest::replays::ReplayMode::parse(&mode)
+                    .unwrap_or(aiq_ingest::replays::ReplayMode::Redrive),
+                dry_run,
+                max_per_second,
+                wait: !no_wait,
+            };
+            commands::replay::run(&config, args).await
+        }
         Command::Workflows(_) => unreachable!("handled before loading configuration"),
     }
 }

@@ -515,6 +515,20 @@ burst = 10000
         other["matched"], RUNS,
         "acme's predicate reads acme's runs only"
     );
+    // The operator's command agrees.
+    let cli = d.aiq(&[
+        "replay",
+        "--where",
+        predicate,
+        "--tenant",
+        TENANT,
+        "--dry-run",
+    ]);
+    let printed = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        printed.starts_with(&format!("{RUNS} runs match\n")),
+        "{printed}"
+    );
     let bad = json!({"where": predicate, "mode": "again"}).to_string();
     assert_eq!(
         d.call(

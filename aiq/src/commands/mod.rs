@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod dead_letters;
+pub mod replay;
 pub mod schema;
 pub mod serve;
 pub mod show_config;
