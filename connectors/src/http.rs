@@ -454,6 +454,9 @@ struct HttpArgs {
     response: ResponseKind,
     #[serde(default = "yes")]
     follow_redirects: bool,
+    /// Sign the `json` or `body` as AutomateIQ's own webhooks are signed.
+    #[serde(default)]
+    sign: Option<crate::sign::Sign>,
 }
 
 fn yes() -> bool {
@@ -559,7 +562,26 @@ impl HttpConnector {
                 pairs.append_pair(k, &v);
             }
         }
-        let headers = request_headers("http", &args.headers, args.auth.as_ref(), ctx).await?;
+        let mut headers = request_headers("http", &args.headers, args.auth.as_ref(), ctx).await?;
+        let signed = match &args.sign {
+            None => None,
+            Some(_) if args.form.is_some() => {
+                return Err(fatal(
+                    "http connector: `args.sign` signs a `json` or `body`, not a `form`",
+                ));
+            }
+            Some(sign) => Some(
+                crate::sign::signed_body(
+                    "http",
+                    sign,
+                    args.json.as_ref(),
+                    args.body.as_deref(),
+                    &mut headers,
+                    ctx,
+                )
+                .await?,
+            ),
+        };
         let credentials: Vec<HeaderName> = args
             .auth
             .as_ref()
@@ -590,7 +612,9 @@ impl HttpConnector {
                             if !hop.with_body {
                                 return rb;
                             }
-                            if let Some(j) = &args.json {
+                            if let Some(b) = &signed {
+                                rb = rb.body(b.clone());
+                            } else if let Some(j) = &args.json {
                                 rb = rb.json(j);
                             } else if let Some(f) = &args.form {
                                 rb = rb.form(f);

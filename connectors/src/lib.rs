@@ -15,6 +15,7 @@ mod outbound;
 mod outcome;
 mod secrets;
 mod settings;
+mod sign;
 mod soap;
 mod sql;
 mod table;
@@ -30,6 +31,7 @@ pub use outbound::{Outbound, OutboundError, OutboundSettings};
 pub use outcome::{fatal, parse_args, retryable};
 pub use secrets::{SecretFuture, SecretLookupError, SecretSource, SecretStore};
 pub use settings::ConnectorSettings;
+pub use sign::{SIGNATURE_HEADER, TIMESTAMP_HEADER, signature};
 pub use table::{Connectors, KafkaTarget};
 pub use tls::TlsError;
 

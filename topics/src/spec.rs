@@ -22,10 +22,11 @@ pub enum TopicKind {
     DeadLetters,
     Probes,
     QueueState,
+    Notifications,
 }
 
 impl TopicKind {
-    pub const ALL: [TopicKind; 12] = [
+    pub const ALL: [TopicKind; 13] = [
         TopicKind::Triggers,
         TopicKind::Signals,
         TopicKind::Results,
@@ -38,6 +39,7 @@ impl TopicKind {
         TopicKind::DeadLetters,
         TopicKind::Probes,
         TopicKind::QueueState,
+        TopicKind::Notifications,
     ];
 
     pub fn suffix(self) -> &'static str {
@@ -54,6 +56,7 @@ impl TopicKind {
             TopicKind::DeadLetters => "dead-letters",
             TopicKind::Probes => "probes",
             TopicKind::QueueState => "queue-state",
+            TopicKind::Notifications => "notifications",
         }
     }
 
@@ -270,6 +273,14 @@ impl TopicSet {
                 Some(30 * DAY),
                 KeyKind::OriginalKey,
                 "inputs that could not be processed, with the reason and original bytes",
+            ),
+            spec(
+                TopicKind::Notifications,
+                work_partitions,
+                Delete,
+                Some(7 * DAY),
+                KeyKind::Tenant,
+                "runs that ended in a status a workflow asked to be told of, for the notifier",
             ),
             spec(
                 TopicKind::QueueState,

@@ -195,6 +195,11 @@ root = "{history}"
         let mut r = match (method, body) {
             ("GET", _) => a.get(&url).header("authorization", &auth).call(),
             ("DELETE", _) => a.delete(&url).header("authorization", &auth).call(),
+            ("PUT", Some((ct, b))) => a
+                .put(&url)
+                .header("authorization", &auth)
+                .header("content-type", ct)
+                .send(b),
             (_, Some((ct, b))) => a
                 .post(&url)
                 .header("authorization", &auth)

@@ -47,7 +47,68 @@ pub struct Definition {
     pub retention: RetentionClass,
     #[serde(default, skip_serializing_if = "Triggers::is_empty")]
     pub triggers: Triggers,
+    /// Who to tell when a run ends in some statuses (else the tenant's default, if any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Notify>,
     pub steps: Vec<Step>,
+}
+
+/// Tell someone when a run ends: a signed webhook and/or an email.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// The statuses that are told: any of `succeeded`, `failed`, `timed_out`, `cancelled`.
+    pub on: Vec<NotifyOn>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<NotifyWebhook>,
+    /// The `email` connector's arguments (`smtp`, `from`, `to`, ...); the subject and
+    /// text are filled in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyOn {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyWebhook {
+    /// Receives a POST of the run's end as JSON.
+    pub url: String,
+    /// The tenant secret the body is signed with, as AutomateIQ's own webhooks are
+    /// (`X-AIQ-Timestamp`, `X-AIQ-Signature: v1=<hex>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl Notify {
+    /// As the notifications topic carries it.
+    pub fn to_spec(&self) -> aiq_topics::NotifySpec {
+        use aiq_topics::RunStatus;
+        aiq_topics::NotifySpec {
+            on: self
+                .on
+                .iter()
+                .map(|o| match o {
+                    NotifyOn::Succeeded => RunStatus::Succeeded,
+                    NotifyOn::Failed => RunStatus::Failed,
+                    NotifyOn::TimedOut => RunStatus::TimedOut,
+                    NotifyOn::Cancelled => RunStatus::Cancelled,
+                })
+                .collect(),
+            webhook: self.webhook.as_ref().map(|w| aiq_topics::WebhookTarget {
+                url: w.url.clone(),
+                secret: w.secret.clone(),
+            }),
+            email: self.email.clone(),
+        }
+    }
 }
 
 /// How long a run's history is kept in the hot store.

@@ -5,6 +5,7 @@
 //! builds the workflow from what they collected, so nothing unvalidated can run.
 
 pub(crate) mod graph;
+pub mod notify;
 pub(crate) mod rules;
 
 pub use rules::{MAX_DEPTH, MAX_FOREACH_CONCURRENCY, MAX_STEPS};

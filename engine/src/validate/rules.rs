@@ -22,6 +22,8 @@ const MAX_TASK_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// its run (and its quota slot) for longer than any outage we plan to ride out.
 const MAX_SCHEDULE_TO_START: Duration = Duration::from_secs(7 * 24 * 3600);
 const MAX_RUN_TIMEOUT: Duration = Duration::from_secs(366 * 24 * 3600);
+/// Step ids AutomateIQ writes into a run's history itself (`aiq.notify.webhook`).
+pub const RESERVED_STEP_PREFIX: &str = "aiq.";
 
 pub(crate) struct Walk<'a> {
     file: &'a str,
@@ -104,6 +106,11 @@ impl<'a> Walk<'a> {
         if def.max_inflight_tasks == Some(0) {
             self.error("/max_inflight_tasks", "must be at least 1");
         }
+        if let Some(n) = &def.notify {
+            for (pointer, message) in super::notify::check(n) {
+                self.error(format!("/notify{pointer}"), message);
+            }
+        }
         for (i, c) in def.triggers.cron.iter().enumerate() {
             let p = format!("/triggers/cron/{i}");
             if !matches!(c.schedule.split_whitespace().count(), 5 | 6) {
@@ -185,6 +192,16 @@ impl<'a> Walk<'a> {
         let mut ids = Vec::new();
         for (i, step) in steps.iter().enumerate() {
             let p = format!("{pointer}/{i}");
+            if step.id.as_str().starts_with(RESERVED_STEP_PREFIX) {
+                self.error(
+                    format!("{p}/id"),
+                    format!(
+                        "step id {:?} begins with {RESERVED_STEP_PREFIX:?}, which is reserved for \
+                         the steps AutomateIQ adds to a run's history (notifications)",
+                        step.id.as_str()
+                    ),
+                );
+            }
             if let Some(first) = self.steps.get(&step.id) {
                 let first = first.pointer.clone();
                 self.error(

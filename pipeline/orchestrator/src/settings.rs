@@ -155,10 +155,13 @@ fn default_max_queued_runs() -> u32 {
     100_000
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantOverrides {
     pub quota: TenantQuota,
+    /// Who to tell when a run of a workflow without a `notify` of its own ends.
+    #[serde(default)]
+    pub notify: Option<aiq_engine::definition::Notify>,
 }
 
 impl OrchestratorSettings {

@@ -14,11 +14,14 @@
 //! The rooms: `task.rs` runs one task and writes its result (or sets an undecodable
 //! record aside), `shared.rs` is what every running task shares (the producer and its
 //! retrying send), `commits.rs` keeps the committed offsets to the partitions this
-//! worker owns, on the bookkeeping of `offsets.rs`.
+//! worker owns, on the bookkeeping of `offsets.rs`. `notifier.rs` delivers the
+//! notifications of runs that ended (signed webhooks, emails) beside the task loop, in
+//! the same stage, with the same connectors.
 
 mod commits;
 mod error;
 mod metrics;
+pub mod notifier;
 mod offsets;
 mod settings;
 mod shared;

@@ -15,6 +15,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::commits::{TaskConsumer, WorkerContext};
 use crate::error::{WorkerError, kafka};
 use crate::metrics::{STAGE, WorkerMetrics};
+use crate::notifier::Notifier;
 use crate::offsets::Pending;
 use crate::settings::WorkerSettings;
 use crate::shared::Shared;
@@ -69,6 +70,7 @@ pub fn spawn(
         .set("linger.ms", "2")
         .create()
         .map_err(kafka("create the result producer"))?;
+    let notifier = notifier(kafka_settings, &settings, &connectors, &producer, &metrics)?;
     // What every task needs, shared once rather than copied per task.
     let shared = Arc::new(Shared {
         producer,
@@ -89,5 +91,63 @@ pub fn spawn(
         // one and a half intervals to be committed.
         store_every: Duration::from_millis(settings.commit_interval_ms.max(10) / 2),
     };
-    Ok(aiq_stage::spawn_task(STAGE, move |stop| worker.run(stop)))
+    Ok(aiq_stage::spawn_task(STAGE, move |stop| async move {
+        let notifying = tokio::spawn(notifier.run(stop.clone()));
+        let worked = worker.run(stop).await;
+        if let Err(e) = notifying.await {
+            tracing::warn!(error = %e, "the notifier did not end cleanly");
+        }
+        worked
+    }))
+}
+
+/// The notifier (`crate::notifier`): its own consumer group on the notifications
+/// topic, the worker's connectors, and its producer for the outcome events.
+fn notifier(
+    kafka_settings: &KafkaSettings,
+    settings: &WorkerSettings,
+    connectors: &Connectors,
+    producer: &FutureProducer,
+    metrics: &Arc<WorkerMetrics>,
+) -> Result<Notifier, WorkerError> {
+    let topics = kafka_settings.topics();
+    let topic: Arc<str> = topics.name(TopicKind::Notifications).into();
+    let pending: Arc<Mutex<Pending>> = Arc::default();
+    let context = WorkerContext {
+        topic: Arc::clone(&topic),
+        pending: Arc::clone(&pending),
+        metrics: Arc::clone(metrics),
+    };
+    let consumer: TaskConsumer = kafka_settings
+        .client_config()
+        .set(
+            "group.id",
+            format!(
+                "{}{}-notifier",
+                kafka_settings.topic_prefix, settings.group_id
+            ),
+        )
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "auto.commit.interval.ms",
+            settings.commit_interval_ms.max(10).to_string(),
+        )
+        // Written in the orchestrator's transactions.
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("queued.max.messages.kbytes", "4096")
+        .create_with_context(context)
+        .map_err(kafka("create the notification consumer"))?;
+    consumer
+        .subscribe(&[&topic])
+        .map_err(kafka("subscribe to notifications"))?;
+    Ok(Notifier {
+        consumer: Arc::new(consumer),
+        pending,
+        connectors: connectors.clone(),
+        producer: producer.clone(),
+        events: topics.name(TopicKind::Events).to_owned(),
+        store_every: Duration::from_millis(settings.commit_interval_ms.max(10) / 2),
+    })
 }

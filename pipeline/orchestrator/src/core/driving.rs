@@ -226,6 +226,27 @@ impl Core {
                     output,
                     error,
                 } => {
+                    let notify = version.workflow.definition().notify.as_ref().or_else(|| {
+                        self.settings
+                            .tenants
+                            .get(&tenant)
+                            .and_then(|t| t.notify.as_ref())
+                    });
+                    if let Some(n) = notify.map(aiq_engine::definition::Notify::to_spec)
+                        && n.on.contains(&status)
+                    {
+                        self.out
+                            .push(Output::Notification(aiq_topics::Notification {
+                                tenant: tenant.clone(),
+                                run,
+                                workflow: state.workflow.clone(),
+                                version: state.version,
+                                status,
+                                at: now,
+                                error: error.clone(),
+                                spec: n,
+                            }));
+                    }
                     if let Some(parent) = parent {
                         let outcome = match (status, error) {
                             (RunStatus::Succeeded, _) => TaskOutcome::Ok {

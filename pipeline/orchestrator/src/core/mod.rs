@@ -39,6 +39,8 @@ mod tests;
 #[cfg(test)]
 mod tests_bounds;
 #[cfg(test)]
+mod tests_notify;
+#[cfg(test)]
 mod tests_redrive;
 #[cfg(test)]
 mod tests_scale;
@@ -103,6 +105,8 @@ pub enum Output {
     DeadLetter(DeadLetter),
     /// To the queue-state topic: a tenant's queue became full, or free again.
     QueueState(QueueState),
+    /// To the notifications topic: a run ended in a status someone asked to be told of.
+    Notification(aiq_topics::Notification),
 }
 
 /// The input record an output follows from, named in the headers should the producer

@@ -55,6 +55,7 @@ pub(super) fn core_with(
                 max_inflight_tasks: tasks_max,
                 max_queued_runs: 100_000,
             },
+            notify: None,
         },
     );
     let mut c = Core::new(Arc::new(s), catalog(defs), PARTS);

@@ -166,6 +166,7 @@ fn an_event_over_its_limit_fails_the_run_and_frees_the_slot_for_the_next() {
                 max_inflight_tasks: 10,
                 max_queued_runs: 100_000,
             },
+            notify: None,
         },
     );
     let (mut c, p) = core(s);
@@ -198,6 +199,7 @@ fn a_queued_run_too_large_to_keep_fails_instead_of_waiting() {
                 max_inflight_tasks: 10,
                 max_queued_runs: 100_000,
             },
+            notify: None,
         },
     );
     let (mut c, p) = core(s);
@@ -255,6 +257,7 @@ fn an_early_cancel_ends_a_queued_run_and_a_signal_waits_for_it_to_start() {
                 max_inflight_tasks: 10,
                 max_queued_runs: 100_000,
             },
+            notify: None,
         },
     );
     let (mut c, p) = core(s);

@@ -19,6 +19,7 @@ fn queue_limited(max_queued: u32) -> (Core, i32) {
                 max_inflight_tasks: 10_000,
                 max_queued_runs: max_queued,
             },
+            notify: None,
         },
     );
     let mut c = Core::new(Arc::new(s), catalog(&[one_task("w", None)]), PARTS);

@@ -85,6 +85,7 @@ struct Names {
     events: String,
     dead_letters: String,
     queue_state: String,
+    notifications: String,
 }
 
 struct Runner {
@@ -168,6 +169,7 @@ impl Runner {
             events: name(TopicKind::Events),
             dead_letters: name(TopicKind::DeadLetters),
             queue_state: name(TopicKind::QueueState),
+            notifications: name(TopicKind::Notifications),
         };
         let producer = Arc::new(create_producer(&kafka, &settings)?);
         let in_txn = Arc::new(AtomicBool::new(false));

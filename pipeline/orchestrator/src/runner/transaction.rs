@@ -118,6 +118,11 @@ impl Runner {
                     let topic = &self.names.triggers;
                     (topic, Some(partition), key, Some(payload), h, None)
                 }
+                Output::Notification(n) => {
+                    let key = n.tenant.as_str().as_bytes().to_vec();
+                    let topic = &self.names.notifications;
+                    (topic, None, key, Some(n.encode()), None, None)
+                }
                 Output::QueueState(q) => {
                     let key = q.tenant.as_str().as_bytes().to_vec();
                     let payload = serde_json::to_vec(&q).unwrap_or_default();
