@@ -53,6 +53,14 @@ impl Metrics {
     pub fn new(registry: &Registry) -> Self {
         use aiq_metrics::{counter, counter_vec, gauge_vec, histogram, histogram_vec};
         let r = registry;
+        // Born at 0 for every series, so that increase() in the dead-letter alert sees
+        // the first refusal too.
+        let dead_letters = constant(counter_vec(r, &sink::DEAD_LETTERS, &["topic", "kind"]));
+        for topic in ["events", "audit", "dead_letters"] {
+            for kind in ["too_large", "invalid"] {
+                dead_letters.with_label_values(&[topic, kind]);
+            }
+        }
         Self {
             records: constant(counter_vec(r, &sink::RECORDS, &["topic"])),
             writes: constant(counter_vec(r, &sink::WRITES, &["table", "outcome"])),
@@ -61,7 +69,7 @@ impl Metrics {
             lag: constant(gauge_vec(r, &sink::CONSUMER_LAG, &["topic", "partition"])),
             retries: constant(counter(r, &sink::RETRIES)),
             undecodable: constant(counter_vec(r, &sink::UNDECODABLE, &["topic"])),
-            dead_letters: constant(counter_vec(r, &sink::DEAD_LETTERS, &["topic", "kind"])),
+            dead_letters,
             flush_seconds: constant(histogram(r, &sink::PARQUET_FLUSH_SECONDS, SECONDS)),
             commits: constant(counter_vec(r, &sink::COMMITS, &["outcome"])),
         }
