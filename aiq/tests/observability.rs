@@ -227,29 +227,14 @@ fn every_dashboard_panel_and_rule_returns_data() {
     let history = dir.join("history").display().to_string();
     std::fs::write(
         &config,
-        format!(
-            r#"
-[kafka]
-brokers = "{brokers}"
-topic_prefix = "{prefix}"
-tenant_partitions = 4
-work_partitions = 4
-
-[cql]
-contact_points = "{contact_points}"
-keyspace = "{name}"
-
-[serve]
-roles = "ingest,orchestrator,worker,sink"
-http_listen = "127.0.0.1:{api_port}"
-ops_listen = "127.0.0.1:{ops_port}"
-
-[sink.parquet]
-root = "{history}"
-
-[analytics]
-root = "{history}"
-
+        support::config_text(
+            &name,
+            &brokers,
+            &contact_points,
+            (api_port, ops_port),
+            &history,
+            &format!(
+                r#"
 # A small allowance, so that a burst of run starts is partly refused.
 [ingest.tenants.{TENANT}.trigger_quota]
 per_second = 20
@@ -265,6 +250,7 @@ min_calls = 4
 failure_rate = 0.5
 open_ms = 600000
 "#
+            ),
         ),
     )
     .unwrap();

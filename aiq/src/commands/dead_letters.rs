@@ -86,6 +86,51 @@ async fn audit(publisher: &Publisher, tenant: Option<&str>, action: AuditAction,
     }
 }
 
+/// What replaying or resolving a selection did, letter by letter.
+#[derive(Default)]
+struct Tally {
+    done: usize,
+    refused: usize,
+    failed: usize,
+}
+
+impl Tally {
+    /// Prints one letter's outcome; true when it was done.
+    fn record(&mut self, id: Uuid, outcome: Result<String, LetterError>) -> bool {
+        match outcome {
+            Ok(what) => {
+                self.done += 1;
+                println!("{id}  {what}");
+                true
+            }
+            // Already done, or never possible: a refusal, not a failure.
+            Err(e @ (LetterError::Done { .. } | LetterError::NotReplayable { .. })) => {
+                self.refused += 1;
+                println!("{id}  refused: {e}");
+                false
+            }
+            Err(e) => {
+                self.failed += 1;
+                println!("{id}  failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// Prints the counts; exit status 1 if any letter failed.
+    fn finish(&self, verb: &str) -> ExitCode {
+        eprintln!(
+            "{} {verb}, {} refused, {} failed",
+            self.done, self.refused, self.failed
+        );
+        if self.failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn short(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_owned()
@@ -197,74 +242,47 @@ pub async fn run(config: &Config, cmd: DeadLettersCommand) -> anyhow::Result<Exi
         }
         DeadLettersCommand::Replay(s) => {
             let by = operator();
-            let (mut replayed, mut refused, mut failed) = (0, 0, 0);
+            let mut tally = Tally::default();
             for id in select(&letters, &s).await? {
-                match letters.replay(id, &by, all).await {
-                    Ok(r) => {
-                        replayed += 1;
-                        println!(
-                            "{id}  replayed to {} partition {} offset {}",
-                            r.topic, r.partition, r.offset
-                        );
-                        let tenant = letters.get(id, all).await.ok().and_then(|l| l.tenant);
-                        audit(
-                            &publisher,
-                            tenant.as_deref(),
-                            AuditAction::DeadLetterReplayed,
-                            id,
-                        )
-                        .await;
-                    }
-                    Err(e @ (LetterError::Done { .. } | LetterError::NotReplayable { .. })) => {
-                        refused += 1;
-                        println!("{id}  refused: {e}");
-                    }
-                    Err(e) => {
-                        failed += 1;
-                        println!("{id}  failed: {e}");
-                    }
+                let done = letters.replay(id, &by, all).await.map(|r| {
+                    format!(
+                        "replayed to {} partition {} offset {}",
+                        r.topic, r.partition, r.offset
+                    )
+                });
+                if tally.record(id, done) {
+                    let tenant = letters.get(id, all).await.ok().and_then(|l| l.tenant);
+                    audit(
+                        &publisher,
+                        tenant.as_deref(),
+                        AuditAction::DeadLetterReplayed,
+                        id,
+                    )
+                    .await;
                 }
             }
-            eprintln!("{replayed} replayed, {refused} refused, {failed} failed");
-            Ok(if failed == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(tally.finish("replayed"))
         }
         DeadLettersCommand::Resolve(s) => {
             let by = operator();
-            let (mut resolved, mut refused, mut failed) = (0, 0, 0);
+            let mut tally = Tally::default();
             for id in select(&letters, &s).await? {
-                match letters.resolve(id, &by, all).await {
-                    Ok(()) => {
-                        resolved += 1;
-                        println!("{id}  resolved");
-                        let tenant = letters.get(id, all).await.ok().and_then(|l| l.tenant);
-                        audit(
-                            &publisher,
-                            tenant.as_deref(),
-                            AuditAction::DeadLetterResolved,
-                            id,
-                        )
-                        .await;
-                    }
-                    Err(e @ LetterError::Done { .. }) => {
-                        refused += 1;
-                        println!("{id}  refused: {e}");
-                    }
-                    Err(e) => {
-                        failed += 1;
-                        println!("{id}  failed: {e}");
-                    }
+                let done = letters
+                    .resolve(id, &by, all)
+                    .await
+                    .map(|()| "resolved".to_owned());
+                if tally.record(id, done) {
+                    let tenant = letters.get(id, all).await.ok().and_then(|l| l.tenant);
+                    audit(
+                        &publisher,
+                        tenant.as_deref(),
+                        AuditAction::DeadLetterResolved,
+                        id,
+                    )
+                    .await;
                 }
             }
-            eprintln!("{resolved} resolved, {refused} refused, {failed} failed");
-            Ok(if failed == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(tally.finish("resolved"))
         }
     }
 }

@@ -79,6 +79,44 @@ pub fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) 
     println!("{what}: {:.1}s", start.elapsed().as_secs_f64());
 }
 
+/// The configuration of a deployment named `name` (its topic prefix and keyspace)
+/// with every stage, the API and operations listeners on `ports`, the Parquet history
+/// under `history`, and `extra` appended.
+pub fn config_text(
+    name: &str,
+    brokers: &str,
+    contact_points: &str,
+    (api_port, ops_port): (u16, u16),
+    history: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+[kafka]
+brokers = "{brokers}"
+topic_prefix = "{name}."
+tenant_partitions = 4
+work_partitions = 4
+
+[cql]
+contact_points = "{contact_points}"
+keyspace = "{name}"
+
+[serve]
+roles = "ingest,orchestrator,worker,sink"
+http_listen = "127.0.0.1:{api_port}"
+ops_listen = "127.0.0.1:{ops_port}"
+
+[sink.parquet]
+root = "{history}"
+
+[analytics]
+root = "{history}"
+{extra}
+"#
+    )
+}
+
 /// A whole `aiq serve` of the test's own: fresh topics (prefix) and keyspace, every
 /// stage, the API on a free port; stopped when dropped.
 pub struct Deployment {
@@ -109,34 +147,10 @@ impl Deployment {
         let api_port = free_port();
         let config = dir.join("aiq.toml");
         let history = dir.join("history").display().to_string();
+        let ports = (api_port, free_port());
         std::fs::write(
             &config,
-            format!(
-                r#"
-[kafka]
-brokers = "{brokers}"
-topic_prefix = "{prefix}"
-tenant_partitions = 4
-work_partitions = 4
-
-[cql]
-contact_points = "{contact_points}"
-keyspace = "{name}"
-
-[serve]
-roles = "ingest,orchestrator,worker,sink"
-http_listen = "127.0.0.1:{api_port}"
-ops_listen = "127.0.0.1:{ops}"
-
-[sink.parquet]
-root = "{history}"
-
-[analytics]
-root = "{history}"
-{extra}
-"#,
-                ops = free_port()
-            ),
+            config_text(&name, brokers, contact_points, ports, &history, extra),
         )
         .unwrap();
         aiq(&config, dev_secret, &["topics", "apply"]);

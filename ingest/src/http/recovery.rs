@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::http::runs::{IDEMPOTENCY_KEY, accepted, start_error};
+use crate::http::runs::{accepted, idempotency_key, start_error};
 use crate::http::{App, Caller, body};
 use crate::problem::Problem;
 use crate::recovery::{Recovery, RecoveryError, RerunVersion};
@@ -31,20 +31,6 @@ fn recovery(app: &App) -> Recovery<'_> {
 fn run_id(raw: &str) -> Result<RunId, Problem> {
     raw.parse()
         .map_err(|_| Problem::not_found(format!("run {raw:?} was not found")))
-}
-
-fn key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
-    headers
-        .get(IDEMPOTENCY_KEY)
-        .map(|v| {
-            v.to_str().map(str::to_owned).map_err(|_| {
-                Problem::bad_request(
-                    "bad-idempotency-key",
-                    "Idempotency-Key must be visible ASCII",
-                )
-            })
-        })
-        .transpose()
 }
 
 pub(crate) fn recovery_problem(e: RecoveryError) -> Problem {
@@ -106,7 +92,7 @@ pub async fn redrive(
 ) -> Result<Response, Problem> {
     caller.require(Action::StartRun)?;
     let run = run_id(&raw)?;
-    let key = key(&headers)?;
+    let key = idempotency_key(&headers)?;
     let done = recovery(&app)
         .redrive(&caller.tenant, run, key.as_deref(), Utc::now())
         .await
@@ -172,7 +158,7 @@ pub async fn rerun(
 ) -> Result<Response, Problem> {
     caller.require(Action::StartRun)?;
     let run = run_id(&raw)?;
-    let key = key(&headers)?;
+    let key = idempotency_key(&headers)?;
     let req: RerunRequest =
         body::object_or_default(&body::bytes(body_raw, app.settings.max_body_bytes)?)?;
     let version = match &req.version {

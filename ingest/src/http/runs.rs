@@ -109,6 +109,21 @@ pub(crate) fn start_error(e: StartError) -> Problem {
     }
 }
 
+/// The request's `Idempotency-Key`, if it has one.
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    headers
+        .get(IDEMPOTENCY_KEY)
+        .map(|v| {
+            v.to_str().map(str::to_owned).map_err(|_| {
+                Problem::bad_request(
+                    "bad-idempotency-key",
+                    "Idempotency-Key must be visible ASCII",
+                )
+            })
+        })
+        .transpose()
+}
+
 pub(crate) fn accepted(a: &Accepted, workflow: &WorkflowId) -> Response {
     let mut resp = (
         StatusCode::ACCEPTED,
@@ -168,17 +183,7 @@ pub async fn start(
     })?;
     let raw = body::bytes(raw, app.settings.max_body_bytes)?;
     let req: StartRequest = body::object_or_default(&raw)?;
-    let key = headers
-        .get(IDEMPOTENCY_KEY)
-        .map(|v| {
-            v.to_str().map(str::to_owned).map_err(|_| {
-                Problem::bad_request(
-                    "bad-idempotency-key",
-                    "Idempotency-Key must be visible ASCII",
-                )
-            })
-        })
-        .transpose()?;
+    let key = idempotency_key(&headers)?;
     let accepted_run = app
         .runs
         .start(
