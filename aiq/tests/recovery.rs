@@ -606,4 +606,40 @@ burst = 10000
     assert_eq!(progress["done"], 0, "{progress}");
     assert_eq!(progress["skipped"], RUNS);
     assert_eq!(calls(TENANT), 2 * RUNS as u32);
+
+    // A slow job is cancelled part of the way: it stops there, and only a running job
+    // can be cancelled.
+    let slow = json!({"where": predicate, "mode": "redrive", "max_per_second": 5}).to_string();
+    let (status, job) = d.call(
+        "POST",
+        "/v1/replays",
+        &acme,
+        Some(("application/json", &slow)),
+    );
+    assert_eq!(status, 202, "{job}");
+    let slow_path = format!("/v1/replays/{}", job["id"].as_str().unwrap());
+    wait_until("the slow job under way", Duration::from_secs(60), || {
+        progress = d.call("GET", &slow_path, &acme, None).1;
+        progress["skipped"].as_u64().unwrap_or(0) > 0
+    });
+    let (status, cancelled) = d.call("POST", &format!("{slow_path}/cancel"), &acme, None);
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["state"], "cancelled");
+    std::thread::sleep(Duration::from_secs(3));
+    progress = d.call("GET", &slow_path, &acme, None).1;
+    assert_eq!(progress["state"], "cancelled");
+    let stopped_at = progress["skipped"].as_u64().unwrap();
+    assert!(stopped_at < RUNS as u64 / 10, "{progress}");
+    std::thread::sleep(Duration::from_secs(2));
+    let later = d.call("GET", &slow_path, &acme, None).1;
+    assert_eq!(
+        later["skipped"].as_u64().unwrap(),
+        stopped_at,
+        "nothing after the cancel"
+    );
+    assert_eq!(
+        d.call("POST", &format!("{slow_path}/cancel"), &acme, None)
+            .0,
+        409
+    );
 }

@@ -148,6 +148,26 @@ fn outcome(result: &Result<QueryResult, AnalyticsError>) -> &'static str {
     }
 }
 
+/// Attempts at a query whose files changed while it read them.
+const TORN_READ_ATTEMPTS: u32 = 3;
+
+/// Whether `e` is what reading a Parquet file replaced mid-read looks like. DataFusion
+/// hands these over as text only (an Arrow or Parquet error inside an external one).
+fn is_torn_read(e: &AnalyticsError) -> bool {
+    let message = match e {
+        AnalyticsError::Invalid { message } | AnalyticsError::Internal(message) => message,
+        _ => return false,
+    };
+    [
+        "Corrupt footer",
+        "failed to fill whole buffer",
+        "Invalid Parquet file",
+        "EOF while reading",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+}
+
 /// One query, as it travels to the SQL runtime.
 struct Job {
     settings: Arc<AnalyticsSettings>,
@@ -161,7 +181,7 @@ impl Job {
     async fn run(self) -> Result<QueryResult, AnalyticsError> {
         let started = Instant::now();
         let ms = self.settings.timeout_ms;
-        let mut result = tokio::time::timeout(Duration::from_millis(ms), self.execute())
+        let mut result = tokio::time::timeout(Duration::from_millis(ms), self.execute_whole())
             .await
             .map_err(|_| AnalyticsError::Timeout { ms })??;
         result.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -172,6 +192,24 @@ impl Job {
             "analytics query"
         );
         Ok(result)
+    }
+
+    /// Runs the query again (at most [`TORN_READ_ATTEMPTS`] times in all) when it read
+    /// a file the sink replaced under it: the open window's file is rewritten whole at
+    /// each flush, and a query that listed it (with its size) before the rewrite reads
+    /// the new file's bytes at the old file's offsets — a "corrupt footer" or a short
+    /// read. Listed afresh, the same query sees the new file whole.
+    async fn execute_whole(&self) -> Result<QueryResult, AnalyticsError> {
+        let mut attempt = 1;
+        loop {
+            match self.execute().await {
+                Err(e) if attempt < TORN_READ_ATTEMPTS && is_torn_read(&e) => {
+                    tracing::debug!(error = %e, attempt, "a history file changed under the query; running it again");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn execute(&self) -> Result<QueryResult, AnalyticsError> {
@@ -232,5 +270,28 @@ impl Job {
             ctx.register_table(table.name(), provider)?;
         }
         Ok(ctx)
+    }
+}
+
+#[cfg(test)]
+mod torn_read_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_file_replaced_mid_read_is_tried_again() {
+        let torn = AnalyticsError::Internal(
+            "Parquet error: Parquet error: Invalid Parquet file. Corrupt footer".into(),
+        );
+        assert!(is_torn_read(&torn));
+        let short = AnalyticsError::Invalid {
+            message: "Arrow error: Parquet argument error: External: failed to fill whole buffer"
+                .into(),
+        };
+        assert!(is_torn_read(&short));
+        let typo = AnalyticsError::Invalid {
+            message: "SQL error: ParserError(\"Expected: an SQL statement\")".into(),
+        };
+        assert!(!is_torn_read(&typo));
+        assert!(!is_torn_read(&AnalyticsError::Timeout { ms: 5 }));
     }
 }

@@ -6,7 +6,8 @@
 //! either answer what the first got and write nothing.
 
 use aiq_topics::{
-    RunId, RunStatus, SignalAction, SignalEvent, TenantId, TopicKind, TriggerSource, WorkflowId,
+    RunId, RunStatus, SignalAction, SignalEvent, TenantId, TopicKind, TriggerEvent, TriggerSource,
+    WorkflowId,
 };
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -104,6 +105,13 @@ impl Recovery<'_> {
             replayed: false,
         };
         if let Some(key) = key {
+            let len = key.chars().count();
+            if len == 0 || len > TriggerEvent::MAX_IDEMPOTENCY_KEY {
+                return Err(StartError::BadKey {
+                    max: TriggerEvent::MAX_IDEMPOTENCY_KEY,
+                }
+                .into());
+            }
             let hash = digest(&format!("redrive:{run}"));
             let claimed = self
                 .store

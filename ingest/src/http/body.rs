@@ -105,3 +105,42 @@ mod tests {
         assert!(super::json::<serde_json::Value>(b"[1]").is_ok());
     }
 }
+
+/// A JSON number that is a whole number, as JSON Schema's `integer` means it: `7` and
+/// `7.0` alike (a client's JSON library may write either).
+pub(crate) fn whole_u32(v: &serde_json::Value) -> Option<u32> {
+    let n = v.as_number()?;
+    if let Some(u) = n.as_u64() {
+        return u32::try_from(u).ok();
+    }
+    let f = n.as_f64()?;
+    (f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f)).then_some(f as u32)
+}
+
+/// serde's `deserialize_with` for an optional [`whole_u32`].
+pub(crate) fn optional_whole_u32<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<u32>, D::Error> {
+    use serde::Deserialize;
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => whole_u32(&v).map(Some).ok_or_else(|| {
+            serde::de::Error::custom(format!("{v} is not a whole number from 0 to {}", u32::MAX))
+        }),
+    }
+}
+
+#[cfg(test)]
+mod whole_number_tests {
+    use serde_json::json;
+
+    #[test]
+    fn whole_numbers_pass_in_either_form_and_others_do_not() {
+        assert_eq!(super::whole_u32(&json!(7)), Some(7));
+        assert_eq!(super::whole_u32(&json!(1120.0)), Some(1120));
+        assert_eq!(super::whole_u32(&json!(1.5)), None);
+        assert_eq!(super::whole_u32(&json!(-1)), None);
+        assert_eq!(super::whole_u32(&json!(5_000_000_000u64)), None);
+        assert_eq!(super::whole_u32(&json!("7")), None);
+    }
+}

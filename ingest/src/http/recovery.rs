@@ -74,7 +74,7 @@ pub struct RedriveAccepted {
 #[utoipa::path(post, path = "/v1/runs/{run_id}/redrive", tag = "runs",
     params(
         ("run_id" = String, Path, format = Uuid),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request do nothing more"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 256, description = "Makes a retried request do nothing more"),
     ),
     responses(
         (status = 202, body = RedriveAccepted),
@@ -138,7 +138,7 @@ pub struct RerunRequest {
 #[utoipa::path(post, path = "/v1/runs/{run_id}/rerun", tag = "runs",
     params(
         ("run_id" = String, Path, format = Uuid),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request return the same run"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 256, description = "Makes a retried request return the same run"),
     ),
     request_body = Option<RerunRequest>,
     responses(
@@ -164,9 +164,7 @@ pub async fn rerun(
     let version = match &req.version {
         None => RerunVersion::Same,
         Some(Value::String(s)) if s == "latest" => RerunVersion::Latest,
-        Some(v) => v
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
+        Some(v) => body::whole_u32(v)
             .filter(|n| *n > 0)
             .map(RerunVersion::Exactly)
             .ok_or_else(|| {

@@ -31,6 +31,7 @@ const MAX_RATE: u32 = 1_000;
 pub struct ReplayRequest {
     /// A predicate over the `runs` table, as after `WHERE` in `POST /v1/sql`.
     #[serde(rename = "where")]
+    #[schema(min_length = 1)]
     predicate: String,
     /// `redrive` (default): resume each failed run at its failed step; `rerun`: start a
     /// new run of each with the same input.
@@ -40,7 +41,8 @@ pub struct ReplayRequest {
     #[serde(default)]
     dry_run: bool,
     /// Runs replayed per second at most, 1 to 1000; default 10.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "body::optional_whole_u32")]
+    #[schema(minimum = 1, maximum = 1000)]
     max_per_second: Option<u32>,
 }
 

@@ -28,7 +28,8 @@ pub struct StartRequest {
     #[schema(value_type = Value)]
     input: serde_json::Value,
     /// A registered version; the newest when absent.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "body::optional_whole_u32")]
+    #[schema(minimum = 1)]
     version: Option<u32>,
     /// `api` (default) or `manual`.
     #[serde(default)]
@@ -146,7 +147,7 @@ pub(crate) fn accepted(a: &Accepted, workflow: &WorkflowId) -> Response {
 #[utoipa::path(post, path = "/v1/workflows/{id}/runs", tag = "runs",
     params(
         ("id" = String, Path, description = "Workflow id", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request return the same run"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 256, description = "Makes a retried request return the same run"),
     ),
     request_body = Option<StartRequest>,
     responses(
