@@ -127,9 +127,29 @@ pub async fn redrive(
 #[schema(example = json!({"version": "latest"}))]
 pub struct RerunRequest {
     /// A version number, or `"latest"`; default: the version the run ran.
-    #[schema(value_type = Option<Value>)]
+    #[schema(schema_with = version_choice)]
     #[serde(default)]
     version: Option<Value>,
+}
+
+/// A version number from 1, or the word `latest`.
+fn version_choice() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(1))
+                .maximum(Some(u32::MAX)),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["latest"])),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .build()
+        .into()
 }
 
 /// Starts a new run of the same workflow with the same input as one of the caller's
