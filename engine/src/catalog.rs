@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use crate::workflow::Workflow;
-use aiq_topics::{DefinitionRecord, TenantId, WorkflowId};
+use aiq_topics::{DefinitionRecord, DefinitionsEntry, TenantId, WorkflowId, WorkflowState};
 
 /// One accepted version, compiled.
 #[derive(Debug, Clone)]
@@ -23,6 +23,33 @@ pub struct Catalog {
 #[derive(Default)]
 struct Inner {
     versions: HashMap<(TenantId, WorkflowId), BTreeMap<u32, Arc<Version>>>,
+    /// Lifecycle states; a workflow without one is enabled and starts its newest.
+    states: HashMap<(TenantId, WorkflowId), WorkflowState>,
+}
+
+impl Inner {
+    fn state(&self, key: &(TenantId, WorkflowId)) -> Option<&WorkflowState> {
+        self.states.get(key)
+    }
+
+    fn deleted(&self, key: &(TenantId, WorkflowId)) -> bool {
+        self.state(key).is_some_and(|s| s.deleted)
+    }
+
+    /// Starts from no trigger: disabled or deleted.
+    fn stopped(&self, key: &(TenantId, WorkflowId)) -> bool {
+        self.state(key).is_some_and(|s| s.disabled || s.deleted)
+    }
+
+    /// The version a trigger without one starts: the pinned one, else the newest.
+    fn current(&self, key: &(TenantId, WorkflowId)) -> Option<&Arc<Version>> {
+        let versions = self.versions.get(key)?;
+        let pinned = self
+            .state(key)
+            .and_then(|s| s.default_version)
+            .and_then(|v| versions.get(&v));
+        pinned.or_else(|| versions.values().next_back())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,19 +97,57 @@ impl Catalog {
         Ok(())
     }
 
+    /// A record of the definitions topic: a version, or a workflow's state.
     pub fn apply_bytes(&self, payload: &[u8]) -> Result<(), CatalogError> {
-        self.apply(DefinitionRecord::decode(payload)?)
+        match DefinitionsEntry::decode(payload)? {
+            DefinitionsEntry::Version(r) => self.apply(*r),
+            DefinitionsEntry::State(s) => {
+                self.apply_state(s);
+                Ok(())
+            }
+        }
     }
 
-    // Versions are shared, not copied: the request path asks for one on every run start.
+    /// A workflow's lifecycle state (the latest wins: states are written in order by
+    /// the one ingest request that changes them, and the topic is compacted).
+    pub fn apply_state(&self, state: WorkflowState) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        inner
+            .states
+            .insert((state.tenant.clone(), state.workflow.clone()), state);
+    }
+
+    /// The workflow's state, if it was ever changed.
+    pub fn state(&self, tenant: &TenantId, workflow: &WorkflowId) -> Option<WorkflowState> {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner.state(&(tenant.clone(), workflow.clone())).cloned()
+    }
+
+    /// Why no trigger may start a run of the workflow now (disabled, deleted), if so.
+    pub fn refusal(&self, tenant: &TenantId, workflow: &WorkflowId) -> Option<String> {
+        let s = self.state(tenant, workflow)?;
+        if s.deleted {
+            Some(format!("workflow {:?} was deleted", workflow.as_str()))
+        } else if s.disabled {
+            Some(format!(
+                "workflow {:?} is disabled; enable it to start runs",
+                workflow.as_str()
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// The version a trigger without one starts: the default version when one is
+    /// pinned, else the newest; none for a deleted workflow. Versions are shared, not
+    /// copied: the request path asks for one on every run start.
     pub fn latest(&self, tenant: &TenantId, workflow: &WorkflowId) -> Option<Arc<Version>> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        inner
-            .versions
-            .get(&(tenant.clone(), workflow.clone()))?
-            .values()
-            .next_back()
-            .cloned()
+        let key = (tenant.clone(), workflow.clone());
+        if inner.deleted(&key) {
+            return None;
+        }
+        inner.current(&key).cloned()
     }
 
     pub fn version(
@@ -99,42 +164,44 @@ impl Catalog {
             .cloned()
     }
 
-    /// The tenant's workflows with their newest version, sorted by id.
+    /// The tenant's workflows (but deleted ones) with their newest version, sorted by
+    /// id.
     pub fn list(&self, tenant: &TenantId) -> Vec<Arc<Version>> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<Arc<Version>> = inner
             .versions
             .iter()
-            .filter(|((t, _), _)| t == tenant)
+            .filter(|(k, _)| &k.0 == tenant && !inner.deleted(k))
             .filter_map(|(_, versions)| versions.values().next_back().cloned())
             .collect();
         out.sort_by(|a, b| a.record.workflow.cmp(&b.record.workflow));
         out
     }
 
-    /// The newest version of every workflow that has cron triggers, for tenants that
-    /// `owned` accepts (the orchestrator passes the tenants of its partitions).
+    /// The current version (see [`Catalog::latest`]) of every workflow that has cron
+    /// triggers and is neither disabled nor deleted, for tenants that `owned` accepts
+    /// (the orchestrator passes the tenants of its partitions).
     pub fn scheduled(&self, owned: impl Fn(&TenantId) -> bool) -> Vec<Arc<Version>> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
         inner
             .versions
-            .iter()
-            .filter(|((t, _), _)| owned(t))
-            .filter_map(|(_, versions)| versions.values().next_back())
+            .keys()
+            .filter(|k| owned(&k.0) && !inner.stopped(k))
+            .filter_map(|k| inner.current(k))
             .filter(|v| !v.workflow.definition().triggers.cron.is_empty())
             .cloned()
             .collect()
     }
 
-    /// The workflow whose newest version declares the webhook `hook` (the first by id
-    /// if several do).
+    /// The workflow whose current version declares the webhook `hook` (the first by id
+    /// if several do); a disabled or deleted workflow declares none.
     pub fn by_webhook(&self, tenant: &TenantId, hook: &str) -> Option<Arc<Version>> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
         inner
             .versions
-            .iter()
-            .filter(|((t, _), _)| t == tenant)
-            .filter_map(|(_, versions)| versions.values().next_back())
+            .keys()
+            .filter(|k| &k.0 == tenant && !inner.stopped(k))
+            .filter_map(|k| inner.current(k))
             .filter(|v| {
                 v.workflow
                     .definition()
@@ -206,5 +273,35 @@ mod tests {
         repeat.version = 3;
         assert!(matches!(c.apply(repeat), Err(CatalogError::Invalid { .. })));
         assert!(c.scheduled(|_| true).is_empty());
+    }
+
+    #[test]
+    fn a_state_pins_a_version_stops_triggers_or_hides_the_workflow() {
+        let c = Catalog::default();
+        c.apply(record("sync", 1, Some("shop"))).unwrap();
+        c.apply(record("sync", 2, Some("shop"))).unwrap();
+        let t = TenantId::new("acme").unwrap();
+        let sync = WorkflowId::new("sync").unwrap();
+        let at = DateTime::from_timestamp(0, 0).unwrap();
+        let mut state = WorkflowState::new(t.clone(), sync.clone(), at);
+        state.default_version = Some(1);
+        c.apply_bytes(&state.encode()).unwrap();
+        assert_eq!(c.latest(&t, &sync).unwrap().record.version, 1);
+        assert_eq!(c.by_webhook(&t, "shop").unwrap().record.version, 1);
+        assert!(c.refusal(&t, &sync).is_none());
+        state.default_version = None;
+        state.disabled = true;
+        c.apply_state(state.clone());
+        assert_eq!(c.latest(&t, &sync).unwrap().record.version, 2);
+        assert!(c.refusal(&t, &sync).unwrap().contains("disabled"));
+        assert!(c.by_webhook(&t, "shop").is_none());
+        assert_eq!(c.list(&t).len(), 1);
+        state.deleted = true;
+        c.apply_state(state);
+        assert!(c.latest(&t, &sync).is_none());
+        assert!(c.list(&t).is_empty());
+        assert!(c.refusal(&t, &sync).unwrap().contains("deleted"));
+        // Runs in flight still find their version.
+        assert!(c.version(&t, &sync, 1).is_some());
     }
 }

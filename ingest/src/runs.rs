@@ -38,6 +38,8 @@ pub struct Accepted {
 pub enum StartError {
     #[error("workflow {0:?} is not registered")]
     UnknownWorkflow(String),
+    #[error("{0}")]
+    Stopped(String),
     #[error("workflow {workflow:?} has no version {version}")]
     UnknownVersion { workflow: String, version: u32 },
     #[error("the input does not match the workflow's input schema")]
@@ -129,6 +131,9 @@ impl Runs {
                 .latest(&req.tenant, &req.workflow)
                 .ok_or_else(|| StartError::UnknownWorkflow(req.workflow.to_string()))?,
         };
+        if let Some(reason) = self.catalog.refusal(&req.tenant, &req.workflow) {
+            return Err(StartError::Stopped(reason));
+        }
         found
             .workflow
             .validate_input(&req.input)

@@ -26,6 +26,10 @@ pub enum AuditAction {
     RunRerun,
     ReplayStarted,
     ReplayCancelled,
+    WorkflowDisabled,
+    WorkflowEnabled,
+    WorkflowDeleted,
+    DefaultVersionSet,
 }
 
 impl AuditAction {
@@ -43,6 +47,10 @@ impl AuditAction {
             AuditAction::RunRerun => "run_rerun",
             AuditAction::ReplayStarted => "replay_started",
             AuditAction::ReplayCancelled => "replay_cancelled",
+            AuditAction::WorkflowDisabled => "workflow_disabled",
+            AuditAction::WorkflowEnabled => "workflow_enabled",
+            AuditAction::WorkflowDeleted => "workflow_deleted",
+            AuditAction::DefaultVersionSet => "default_version_set",
         }
     }
 }

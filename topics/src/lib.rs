@@ -22,7 +22,7 @@ pub mod trigger;
 
 pub use audit::{AuditAction, AuditEvent};
 pub use dead_letter::DeadLetterKind;
-pub use definition::DefinitionRecord;
+pub use definition::{DefinitionRecord, DefinitionsEntry, WorkflowState};
 pub use events::{Event, Failure, RunEvent, RunStatus, StepEvent, StepStatus};
 pub use ids::{IdError, RunId, StepId, TenantId, WorkflowId};
 pub use labels::TenantLabels;

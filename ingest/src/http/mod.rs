@@ -10,6 +10,7 @@ mod doc;
 mod health;
 mod history;
 mod hooks;
+mod lifecycle;
 pub mod ops;
 mod recovery;
 mod rejection;
@@ -131,6 +132,10 @@ fn api() -> OpenApiRouter<App> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(workflows::register, workflows::list))
         .routes(routes!(workflows::get_version))
+        .routes(routes!(lifecycle::disable))
+        .routes(routes!(lifecycle::enable))
+        .routes(routes!(lifecycle::delete))
+        .routes(routes!(lifecycle::default_version))
         .routes(routes!(runs::start))
         .routes(routes!(history::list))
         .routes(routes!(history::get))
@@ -233,7 +238,11 @@ mod tests {
     use std::collections::BTreeSet;
 
     /// Every route and method the API serves; the document must list exactly these.
-    const ROUTES: [(&str, &str); 30] = [
+    const ROUTES: [(&str, &str); 34] = [
+        ("/v1/workflows/{id}/disable", "post"),
+        ("/v1/workflows/{id}/enable", "post"),
+        ("/v1/workflows/{id}", "delete"),
+        ("/v1/workflows/{id}/default-version", "put"),
         ("/v1/replays", "post"),
         ("/v1/replays/{id}", "get"),
         ("/v1/replays/{id}/cancel", "post"),

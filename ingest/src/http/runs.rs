@@ -48,6 +48,7 @@ pub struct StartedRun {
 pub(crate) fn outcome(e: &StartError) -> &'static str {
     match e {
         StartError::UnknownWorkflow(_) | StartError::UnknownVersion { .. } => "unknown_workflow",
+        StartError::Stopped(_) => "workflow_stopped",
         StartError::InvalidInput(_) => "invalid_input",
         StartError::InputTooLarge { .. } => "too_large",
         StartError::BadKey { .. } | StartError::KeyReused(_) => "bad_request",
@@ -61,6 +62,9 @@ pub(crate) fn start_error(e: StartError) -> Problem {
     match e {
         StartError::UnknownWorkflow(_) | StartError::UnknownVersion { .. } => {
             Problem::not_found(e.to_string())
+        }
+        StartError::Stopped(_) => {
+            Problem::new(StatusCode::CONFLICT, "workflow-stopped", e.to_string())
         }
         StartError::InvalidInput(errors) => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -27,6 +27,11 @@ pub struct VersionSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<String>,
     created_at: DateTime<Utc>,
+    /// No trigger starts runs of it (`POST /v1/workflows/{id}/disable`).
+    disabled: bool,
+    /// The version triggers without one start, when one is pinned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    default_version: Option<u32>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -45,6 +50,8 @@ fn summary(v: &Version) -> VersionSummary {
         content_hash: v.record.content_hash.clone(),
         name: v.workflow.definition().name.clone(),
         created_at: v.record.created_at,
+        disabled: false,
+        default_version: None,
     }
 }
 
@@ -120,6 +127,14 @@ pub async fn register(
             });
             register_error(e)
         })?;
+    let (Registered::Created(v) | Registered::Unchanged(v)) = &outcome;
+    if app
+        .catalog
+        .state(&caller.tenant, &v.record.workflow)
+        .is_some_and(|s| s.deleted)
+    {
+        undelete(&app, &caller, &v.record.workflow).await?;
+    }
     let (status, v) = match outcome {
         Registered::Created(v) => {
             count("created");
@@ -149,6 +164,21 @@ pub async fn register(
     Ok(resp)
 }
 
+/// A deleted workflow registered again is back: enabled, unpinned.
+async fn undelete(app: &App, caller: &Caller, workflow: &WorkflowId) -> Result<(), Problem> {
+    let state = aiq_topics::WorkflowState::new(caller.tenant.clone(), workflow.clone(), Utc::now());
+    app.publisher
+        .send(
+            aiq_topics::TopicKind::Definitions,
+            &state.key(),
+            &state.encode(),
+        )
+        .await
+        .map_err(|e| Problem::unavailable(e.to_string()))?;
+    app.catalog.apply_state(state);
+    Ok(())
+}
+
 /// The caller's workflows, each with its newest version.
 #[utoipa::path(get, path = "/v1/workflows", tag = "workflows",
     responses((status = 200, body = [VersionSummary]), (status = 401, body = Problem)),
@@ -163,7 +193,14 @@ pub async fn list(
         app.catalog
             .list(&caller.tenant)
             .iter()
-            .map(|v| summary(v))
+            .map(|v| {
+                let mut s = summary(v);
+                if let Some(state) = app.catalog.state(&caller.tenant, &v.record.workflow) {
+                    s.disabled = state.disabled;
+                    s.default_version = state.default_version;
+                }
+                s
+            })
             .collect(),
     ))
 }

@@ -57,6 +57,17 @@ impl Core {
             );
             return Ok(());
         };
+        // A sub-workflow's start belongs to a run in flight, which goes on.
+        if trigger.source != aiq_topics::TriggerSource::SubWorkflow
+            && let Some(reason) = self.catalog.refusal(&trigger.tenant, &trigger.workflow)
+        {
+            self.dead_letter(
+                rec,
+                DeadLetterKind::UnknownWorkflow,
+                format!("trigger field `workflow`: {reason}"),
+            );
+            return Ok(());
+        }
         if let Err(errors) = version.workflow.validate_input(&trigger.input) {
             self.dead_letter(
                 rec,

@@ -39,6 +39,8 @@ mod tests;
 #[cfg(test)]
 mod tests_bounds;
 #[cfg(test)]
+mod tests_lifecycle;
+#[cfg(test)]
 mod tests_notify;
 #[cfg(test)]
 mod tests_redrive;
