@@ -57,6 +57,10 @@ fn verifier_from(
         hs256_secret: dev_secret,
         jwks,
         allow_hs256_with_jwks: settings.allow_dev_tokens_with_jwks,
+        claims: settings
+            .jwt_claims
+            .mapping()
+            .map_err(|e| anyhow::anyhow!(e))?,
     })?;
     if had_dev_secret && !verifier.accepts_hs256() {
         tracing::warn!(

@@ -18,6 +18,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::claims::ClaimMapping;
 use crate::error::AuthError;
 use crate::principal::{CredentialKind, Principal};
 use crate::role::Role;
@@ -37,12 +38,13 @@ pub struct Claims {
     pub iss: Option<String>,
 }
 
-/// What a verified token says about its caller.
+/// What a verified token says about its caller: its subject, and every claim, read
+/// through the provider's [`ClaimMapping`].
 #[derive(Debug, Deserialize)]
 struct Verified {
     sub: String,
-    tenant: String,
-    role: String,
+    #[serde(flatten)]
+    claims: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -58,6 +60,9 @@ pub struct JwtConfig {
     /// Accept HS256 development tokens beside a JWKS (a test deployment of an OIDC
     /// setup); off, a configured JWKS makes HS256 tokens refused.
     pub allow_hs256_with_jwks: bool,
+    /// How the provider's tokens (RS256/ES256) name tenant and role; development tokens
+    /// always carry `tenant` and `role`.
+    pub claims: ClaimMapping,
 }
 
 /// Keys by kid, with the one algorithm each may verify.
@@ -72,6 +77,7 @@ pub struct JwtVerifier {
     leeway_secs: u64,
     hs256: Option<DecodingKey>,
     keys: Arc<RwLock<KeySet>>,
+    claims: ClaimMapping,
 }
 
 fn key_set(set: JwkSet) -> Result<KeySet, AuthError> {
@@ -145,6 +151,7 @@ impl JwtVerifier {
             leeway_secs: cfg.leeway_secs,
             hs256,
             keys: Arc::new(RwLock::new(keys)),
+            claims: cfg.claims,
         })
     }
 
@@ -207,12 +214,16 @@ impl JwtVerifier {
                 other => AuthError::Malformed(format!("{other:?}")),
             })?;
         let c = data.claims;
+        let own = ClaimMapping::default();
+        let mapping = if header.alg == Algorithm::HS256 {
+            &own
+        } else {
+            &self.claims
+        };
+        let (tenant, role) = mapping.read(&c.claims)?;
         Ok(Principal {
-            tenant: TenantId::new(c.tenant).map_err(|e| AuthError::BadTenant(e.to_string()))?,
-            role: c
-                .role
-                .parse::<Role>()
-                .map_err(|_| AuthError::UnknownRole(c.role.clone()))?,
+            tenant,
+            role,
             subject: c.sub,
             via: CredentialKind::Jwt,
         })

@@ -4,6 +4,7 @@
 
 pub mod api_key;
 pub mod authenticator;
+pub mod claims;
 pub mod error;
 pub mod jwt;
 pub mod principal;
@@ -11,6 +12,7 @@ pub mod role;
 
 pub use api_key::{ApiKey, ApiKeyRecord, MalformedApiKey, RandomUnavailable};
 pub use authenticator::{ApiKeyLookup, Authenticator, LookupFuture};
+pub use claims::ClaimMapping;
 pub use error::AuthError;
 pub use jwt::{Claims, JwtConfig, JwtVerifier, mint_dev_token};
 pub use principal::{AccessError, CredentialKind, Principal};

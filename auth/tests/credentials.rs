@@ -38,6 +38,7 @@ fn verifier(hs: bool, jwks_on: bool, issuer: Option<&str>) -> JwtVerifier {
         hs256_secret: hs.then(|| SECRET.to_owned()),
         jwks: jwks_on.then(jwks),
         allow_hs256_with_jwks: hs && jwks_on,
+        ..JwtConfig::default()
     })
     .unwrap()
 }
@@ -293,13 +294,13 @@ fn standard_tokens_with_an_audience_array_or_without_iat_are_accepted() {
         v.verify(&provider_token(base())),
         Err(AuthError::Malformed(_))
     ));
-    // A token missing the tenant says it is malformed, not that it verified.
+    // A token missing the tenant is refused, naming the claim.
     let mut c = base();
     c["aud"] = AUD.into();
     c.as_object_mut().unwrap().remove("tenant");
     assert!(matches!(
         v.verify(&provider_token(c)),
-        Err(AuthError::Malformed(_))
+        Err(AuthError::MissingClaim { .. })
     ));
 }
 
@@ -431,4 +432,35 @@ fn a_refreshed_jwks_replaces_the_keys_of_every_clone() {
             .is_err()
     );
     assert!(clone.verify(&es).is_ok());
+}
+
+#[test]
+fn a_providers_own_claims_are_mapped_to_tenant_and_role() {
+    let v = JwtVerifier::new(JwtConfig {
+        audience: AUD.into(),
+        leeway_secs: 5,
+        jwks: Some(jwks()),
+        claims: aiq_auth::ClaimMapping {
+            tenant_claim: "tid".into(),
+            tenants: [("0d7e-directory".to_owned(), TenantId::new("acme").unwrap())].into(),
+            role_claim: "roles".into(),
+            roles: [("Aiq.Admin".to_owned(), Role::TenantAdmin)].into(),
+            ..aiq_auth::ClaimMapping::default()
+        },
+        ..JwtConfig::default()
+    })
+    .unwrap();
+    let token = |claims: serde_json::Value| provider_token(claims);
+    let base = serde_json::json!({"sub": "svc", "aud": AUD, "exp": now() + 600});
+    let mut c = base.clone();
+    c["tid"] = "0d7e-directory".into();
+    c["roles"] = serde_json::json!(["Aiq.Admin"]);
+    let p = v.verify(&token(c)).unwrap();
+    assert_eq!((p.tenant.as_str(), p.role), ("acme", Role::TenantAdmin));
+    // Without the tenant claim: 401, saying which claim.
+    let mut c = base;
+    c["roles"] = serde_json::json!(["Aiq.Admin"]);
+    let e = v.verify(&token(c)).unwrap_err();
+    assert_eq!(e.status(), 401);
+    assert!(e.to_string().contains("`tid`"), "{e}");
 }

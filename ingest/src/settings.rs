@@ -37,6 +37,9 @@ pub struct IngestSettings {
     /// unless this is true.
     #[serde(default)]
     pub allow_dev_tokens_with_jwks: bool,
+    /// How the provider's tokens name tenant and role (`aiq_auth::ClaimMapping`).
+    #[serde(default)]
+    pub jwt_claims: JwtClaims,
     /// Every tenant's trigger allowance unless `tenants.<id>` says otherwise.
     pub trigger_quota: TriggerQuota,
     #[serde(default)]
@@ -63,5 +66,84 @@ impl IngestSettings {
             .iter()
             .map(|(t, o)| (t.clone(), o.trigger_quota))
             .collect()
+    }
+}
+
+/// `ingest.jwt_claims`: which claims of an OIDC provider's tokens name the tenant and
+/// the role, and how their values translate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtClaims {
+    /// The claim holding the tenant (`tid` for Entra ID, or a custom one).
+    #[serde(default = "tenant_claim")]
+    pub tenant: String,
+    /// Every token of the provider acts for this tenant (a tenant's own provider).
+    #[serde(default)]
+    pub fixed_tenant: Option<TenantId>,
+    /// Claim value → tenant id; empty: the value is the tenant id.
+    #[serde(default)]
+    pub tenants: std::collections::BTreeMap<String, TenantId>,
+    /// The claim holding the role, a string or an array (`roles`, `groups`).
+    #[serde(default = "role_claim")]
+    pub role: String,
+    /// Claim value → role name (`platform_admin`, `tenant_admin`, `user`); empty: the
+    /// value is the role name.
+    #[serde(default)]
+    pub roles: std::collections::BTreeMap<String, String>,
+}
+
+fn tenant_claim() -> String {
+    "tenant".into()
+}
+
+fn role_claim() -> String {
+    "role".into()
+}
+
+impl Default for JwtClaims {
+    fn default() -> Self {
+        Self {
+            tenant: tenant_claim(),
+            fixed_tenant: None,
+            tenants: std::collections::BTreeMap::new(),
+            role: role_claim(),
+            roles: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl JwtClaims {
+    /// The mapping, or the role name that is not one (naming its key).
+    pub fn mapping(&self) -> Result<aiq_auth::ClaimMapping, String> {
+        let mut roles = std::collections::BTreeMap::new();
+        for (value, name) in &self.roles {
+            let role = name
+                .parse::<aiq_auth::Role>()
+                .map_err(|e| format!("ingest.jwt_claims.roles.{value:?}: {e}"))?;
+            roles.insert(value.clone(), role);
+        }
+        Ok(aiq_auth::ClaimMapping {
+            tenant_claim: self.tenant.clone(),
+            fixed_tenant: self.fixed_tenant.clone(),
+            tenants: self.tenants.clone(),
+            role_claim: self.role.clone(),
+            roles,
+        })
+    }
+}
+
+#[cfg(test)]
+mod claim_tests {
+    use super::*;
+
+    #[test]
+    fn a_role_name_that_is_none_is_refused_naming_its_key() {
+        let mut c = JwtClaims::default();
+        c.roles.insert("aiq-admins".into(), "tenant_admin".into());
+        let m = c.mapping().unwrap();
+        assert_eq!(m.roles["aiq-admins"], aiq_auth::Role::TenantAdmin);
+        c.roles.insert("ops".into(), "root".into());
+        let e = c.mapping().unwrap_err();
+        assert!(e.contains("ingest.jwt_claims.roles.\"ops\""), "{e}");
     }
 }

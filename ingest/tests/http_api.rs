@@ -79,6 +79,7 @@ async fn api(brokers: String, cql: String) -> Api {
         jwks: None,
         jwks_refresh_secs: 600,
         allow_dev_tokens_with_jwks: false,
+        jwt_claims: Default::default(),
         trigger_quota: TriggerQuota {
             per_second: NonZeroU32::new(1000).unwrap(),
             burst: NonZeroU32::new(1000).unwrap(),

@@ -49,6 +49,7 @@ pub fn settings() -> IngestSettings {
         jwks: None,
         jwks_refresh_secs: 600,
         allow_dev_tokens_with_jwks: false,
+        jwt_claims: Default::default(),
         trigger_quota: TriggerQuota {
             per_second: NonZeroU32::new(1000).unwrap(),
             burst: NonZeroU32::new(1000).unwrap(),
