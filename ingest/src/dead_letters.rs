@@ -18,7 +18,6 @@ use aiq_topics::{TopicKind, TriggerEvent};
 use chrono::{DateTime, Utc};
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::{CqlValue, Row};
 use uuid::Uuid;
 
 use crate::history::{HistoryError, HistoryStore, Letter, LetterState};
@@ -245,27 +244,15 @@ impl DeadLetters {
         values: impl scylla::serialize::row::SerializeRow,
     ) -> Result<bool, HistoryError> {
         let op = "changing a dead letter's state";
-        let rows = self
+        let result = self
             .session
             .execute_unpaged(statement, values)
             .await
             .map_err(|source| HistoryError::Execute {
                 op,
                 source: Box::new(source),
-            })?
-            .into_rows_result()
-            .map_err(|e| HistoryError::Result {
-                op,
-                reason: e.to_string(),
             })?;
-        let applied = rows
-            .maybe_first_row::<Row>()
-            .map_err(|e| HistoryError::Result {
-                op,
-                reason: e.to_string(),
-            })?
-            .and_then(|r| r.columns.into_iter().next().flatten());
-        Ok(matches!(applied, Some(CqlValue::Boolean(true))))
+        crate::lwt::applied(result).map_err(|reason| HistoryError::Result { op, reason })
     }
 }
 

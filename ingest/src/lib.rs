@@ -18,6 +18,7 @@ pub mod dead_letters;
 pub mod history;
 pub mod http;
 pub mod limits;
+mod lwt;
 pub mod metrics;
 pub mod problem;
 pub mod publisher;

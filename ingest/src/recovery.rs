@@ -88,7 +88,7 @@ impl Recovery<'_> {
     ) -> Result<Redriven, RecoveryError> {
         let detail = self
             .history
-            .run(tenant.as_str(), run.as_uuid())
+            .run_row(tenant.as_str(), run.as_uuid())
             .await?
             .ok_or(RecoveryError::NotFound(run))?;
         let status = detail.status.clone().unwrap_or_default();
@@ -180,7 +180,7 @@ impl Recovery<'_> {
     ) -> Result<(Accepted, WorkflowId), RecoveryError> {
         let detail = self
             .history
-            .run(tenant.as_str(), run.as_uuid())
+            .run_row(tenant.as_str(), run.as_uuid())
             .await?
             .ok_or(RecoveryError::NotFound(run))?;
         let workflow = detail

@@ -9,11 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aiq_analytics::{Analytics, Scope};
-use aiq_ingest::replays::{Job, JobState, ReplayMode, ReplayStore, matching};
+use aiq_ingest::replays::{Job, JobRequest, JobState, ReplayMode, ReplayStore, matching};
 use aiq_topics::TenantId;
 use anyhow::Context;
 use chrono::Utc;
-use uuid::Uuid;
 
 use crate::config::Config;
 
@@ -47,29 +46,21 @@ pub async fn run(config: &Config, a: ReplayArgs) -> anyhow::Result<ExitCode> {
     let store = ReplayStore::new(session, &config.cql.keyspace)
         .await
         .context("the replay tables (did `aiq schema apply` run?)")?;
-    let now = Utc::now();
-    let job = Job {
-        id: Uuid::new_v4(),
-        tenant: tenant.clone(),
-        created_at: now,
-        created_by: format!(
-            "operator:{}",
-            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-        ),
-        predicate: a.predicate,
-        mode: a.mode,
-        platform: false,
-        max_per_second: a.max_per_second,
-        state: JobState::Running,
-        total: targets.len(),
-        done: 0,
-        skipped: 0,
-        failed: 0,
-        last_error: None,
-        updated_at: Some(now),
-        next_index: 0,
+    let job = Job::new(
+        JobRequest {
+            tenant: tenant.clone(),
+            created_by: format!(
+                "operator:{}",
+                std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+            ),
+            predicate: a.predicate,
+            mode: a.mode,
+            platform: false,
+            max_per_second: a.max_per_second,
+        },
         targets,
-    };
+        Utc::now(),
+    );
     store.create(&job).await?;
     println!("replay {} of {} runs created", job.id, job.total);
     if !a.wait {

@@ -422,8 +422,22 @@ impl HistoryStore {
         Ok(Resolved { items, reads })
     }
 
-    /// One of the tenant's runs; None when the tenant has no such run.
+    /// One of the tenant's runs with its steps; None when the tenant has no such run.
     pub async fn run(&self, tenant: &str, run_id: Uuid) -> Result<Option<RunDetail>, HistoryError> {
+        let Some(mut detail) = self.run_row(tenant, run_id).await? else {
+            return Ok(None);
+        };
+        (detail.steps, detail.steps_truncated) = self.steps(tenant, run_id).await?;
+        Ok(Some(detail))
+    }
+
+    /// The run's own row, without reading its steps (`steps` empty): what redrive and
+    /// rerun need, run after run in a bulk replay.
+    pub async fn run_row(
+        &self,
+        tenant: &str,
+        run_id: Uuid,
+    ) -> Result<Option<RunDetail>, HistoryError> {
         let op = "reading a run";
         let bad = |reason: String| HistoryError::Result { op, reason };
         let row = self
@@ -456,7 +470,6 @@ impl HistoryStore {
             error_step,
             error,
         ) = row;
-        let (steps, steps_truncated) = self.steps(tenant, run_id).await?;
         Ok(Some(RunDetail {
             run_id,
             workflow,
@@ -470,8 +483,8 @@ impl HistoryStore {
             input: json(input),
             output: json(output),
             error: failure(error_class, error_step, error),
-            steps,
-            steps_truncated,
+            steps: Vec::new(),
+            steps_truncated: false,
         }))
     }
 

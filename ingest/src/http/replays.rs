@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::http::sql::{analytics, analytics_error, scope};
 use crate::http::{App, Caller, body};
 use crate::problem::{FieldError, Problem};
-use crate::replays::{Job, JobState, ReplayMode, SelectError, Target, matching};
+use crate::replays::{Job, JobRequest, ReplayMode, SelectError, matching};
 
 /// Sample runs a dry run shows.
 const SAMPLE: usize = 20;
@@ -144,26 +144,18 @@ pub async fn create(
         })
         .into_response());
     }
-    let now = Utc::now();
-    let job = Job {
-        id: Uuid::new_v4(),
-        tenant: caller.tenant.clone(),
-        created_at: now,
-        created_by: caller.subject.clone(),
-        predicate: req.predicate,
-        mode,
-        platform: scope == Scope::Platform,
-        max_per_second,
-        state: JobState::Running,
-        total: targets.len(),
-        done: 0,
-        skipped: 0,
-        failed: 0,
-        last_error: None,
-        updated_at: Some(now),
-        next_index: 0,
-        targets: targets.into_iter().collect::<Vec<Target>>(),
-    };
+    let job = Job::new(
+        JobRequest {
+            tenant: caller.tenant.clone(),
+            created_by: caller.subject.clone(),
+            predicate: req.predicate,
+            mode,
+            platform: scope == Scope::Platform,
+            max_per_second,
+        },
+        targets,
+        Utc::now(),
+    );
     app.replays.create(&job).await.map_err(store_problem)?;
     crate::audit::record(
         &app.publisher,

@@ -128,3 +128,38 @@ pub struct Job {
     #[serde(skip)]
     pub targets: Vec<Target>,
 }
+
+/// What a new job is asked to do.
+pub struct JobRequest {
+    pub tenant: TenantId,
+    pub created_by: String,
+    pub predicate: String,
+    pub mode: ReplayMode,
+    pub platform: bool,
+    pub max_per_second: u32,
+}
+
+impl Job {
+    /// A job not started yet over `targets`.
+    pub fn new(req: JobRequest, targets: Vec<Target>, now: DateTime<Utc>) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            tenant: req.tenant,
+            created_at: now,
+            created_by: req.created_by,
+            predicate: req.predicate,
+            mode: req.mode,
+            platform: req.platform,
+            max_per_second: req.max_per_second,
+            state: JobState::Running,
+            total: targets.len(),
+            done: 0,
+            skipped: 0,
+            failed: 0,
+            last_error: None,
+            updated_at: Some(now),
+            next_index: 0,
+            targets,
+        }
+    }
+}

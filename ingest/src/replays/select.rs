@@ -3,7 +3,7 @@
 //! (a tenant's session holds only its own files), so whatever the predicate says it
 //! reads one tenant's rows, unless a platform admin asked for every tenant's.
 
-use aiq_analytics::{Analytics, AnalyticsError, Scope};
+use aiq_analytics::{Analytics, AnalyticsError, QueryResult, Scope};
 use aiq_topics::{RunId, TenantId};
 use serde_json::Value;
 
@@ -45,7 +45,11 @@ pub async fn matching(
     if predicate.trim().is_empty() {
         return Err(SelectError::Empty);
     }
-    let result = analytics.query(scope, &query(predicate)).await?;
+    targets(&analytics.query(scope, &query(predicate)).await?)
+}
+
+/// The runs of the query's answer; more than [`MAX_RUNS`] are refused.
+fn targets(result: &QueryResult) -> Result<Vec<Target>, SelectError> {
     if result.rows.len() > MAX_RUNS || result.truncated {
         return Err(SelectError::TooMany);
     }
@@ -76,5 +80,26 @@ mod tests {
             "SELECT DISTINCT tenant, run_id FROM runs WHERE (status = 'failed' OR true)"
         ));
         assert!(q.ends_with(&format!("LIMIT {}", MAX_RUNS + 1)));
+    }
+
+    fn answer(n: usize) -> QueryResult {
+        let run = RunId::random().to_string();
+        QueryResult {
+            columns: Vec::new(),
+            rows: (0..n)
+                .map(|_| vec![Value::String("acme".into()), Value::String(run.clone())])
+                .collect(),
+            truncated: false,
+            elapsed_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_predicate_matching_more_than_a_job_takes_is_refused() {
+        assert_eq!(targets(&answer(MAX_RUNS)).unwrap().len(), MAX_RUNS);
+        assert!(matches!(targets(&answer(MAX_RUNS + 1)), Err(SelectError::TooMany)));
+        let mut bad = answer(1);
+        bad.rows[0][1] = Value::String("not a run id".into());
+        assert!(matches!(targets(&bad), Err(SelectError::BadRow(_))));
     }
 }

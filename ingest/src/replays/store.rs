@@ -9,7 +9,6 @@ use aiq_topics::TenantId;
 use chrono::{DateTime, Utc};
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::{CqlValue, Row};
 use uuid::Uuid;
 
 use super::{Job, JobState, ReplayMode, Target};
@@ -239,17 +238,8 @@ impl ReplayStore {
         st: &PreparedStatement,
         values: impl scylla::serialize::row::SerializeRow,
     ) -> Result<bool, StoreError> {
-        let bad = |reason: String| StoreError::Result { op, reason };
-        let rows = self
-            .exec(op, st, values)
-            .await?
-            .into_rows_result()
-            .map_err(|e| bad(e.to_string()))?;
-        let first = rows
-            .maybe_first_row::<Row>()
-            .map_err(|e| bad(e.to_string()))?
-            .and_then(|r| r.columns.into_iter().next().flatten());
-        Ok(matches!(first, Some(CqlValue::Boolean(true))))
+        let result = self.exec(op, st, values).await?;
+        crate::lwt::applied(result).map_err(|reason| StoreError::Result { op, reason })
     }
 
     /// Stores a new job (running, nobody's yet) and lists it for the runners.
