@@ -97,7 +97,10 @@ mod tests {
     #[test]
     fn a_predicate_matching_more_than_a_job_takes_is_refused() {
         assert_eq!(targets(&answer(MAX_RUNS)).unwrap().len(), MAX_RUNS);
-        assert!(matches!(targets(&answer(MAX_RUNS + 1)), Err(SelectError::TooMany)));
+        assert!(matches!(
+            targets(&answer(MAX_RUNS + 1)),
+            Err(SelectError::TooMany)
+        ));
         let mut bad = answer(1);
         bad.rows[0][1] = Value::String("not a run id".into());
         assert!(matches!(targets(&bad), Err(SelectError::BadRow(_))));
