@@ -146,6 +146,11 @@ pub enum Command {
     /// record, replay them to the topic they came from (each once) or resolve them.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(DeadLettersCommand),
+    /// The tenant registry: create a tenant (with its first tenant_admin key), list,
+    /// show, change its plan, suspend and resume it. Changes reach every running
+    /// process within seconds.
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
     /// Redrive or rerun the runs a SQL predicate over the `runs` table matches: a dry
     /// run prints the count and a sample; otherwise a job is stored for a running
     /// ingest to work through, each run once, and its progress is followed.
@@ -170,6 +175,80 @@ pub enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// Register a tenant; prints its first tenant_admin API key (shown once).
+    Create {
+        id: aiq_topics::TenantId,
+        /// The display name (default: the id).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        plan: PlanArgs,
+    },
+    /// Every tenant, one line each.
+    List,
+    /// One tenant's record as JSON.
+    Show { id: aiq_topics::TenantId },
+    /// Change a tenant's name or plan fields (the others stay).
+    Set {
+        id: aiq_topics::TenantId,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        plan: PlanArgs,
+    },
+    /// Refuse the tenant's triggers and pause its cron; runs in flight go on unless
+    /// --cancel-running.
+    Suspend {
+        id: aiq_topics::TenantId,
+        #[arg(long)]
+        cancel_running: bool,
+    },
+    /// Accept the tenant's triggers and run its cron again.
+    Resume { id: aiq_topics::TenantId },
+}
+
+/// A plan's fields; each left out keeps its value (or the deployment's default).
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[arg(long)]
+    pub trigger_per_second: Option<u32>,
+    #[arg(long)]
+    pub trigger_burst: Option<u32>,
+    #[arg(long)]
+    pub max_concurrent_runs: Option<u32>,
+    #[arg(long)]
+    pub max_inflight_tasks: Option<u32>,
+    #[arg(long)]
+    pub max_queued_runs: Option<u32>,
+    #[arg(long)]
+    pub retention_class: Option<String>,
+    /// Comma-separated connector names (http,email,...).
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_connectors: Option<Vec<String>>,
+    #[arg(long)]
+    pub sql_max_rows: Option<u32>,
+    #[arg(long)]
+    pub sql_timeout_ms: Option<u32>,
+}
+
+impl PlanArgs {
+    pub fn plan(self) -> aiq_topics::Plan {
+        aiq_topics::Plan {
+            trigger_per_second: self.trigger_per_second,
+            trigger_burst: self.trigger_burst,
+            max_concurrent_runs: self.max_concurrent_runs,
+            max_inflight_tasks: self.max_inflight_tasks,
+            max_queued_runs: self.max_queued_runs,
+            retention_class: self.retention_class,
+            allowed_connectors: self.allowed_connectors,
+            sql_max_rows: self.sql_max_rows,
+            sql_timeout_ms: self.sql_timeout_ms,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

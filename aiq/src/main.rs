@@ -60,6 +60,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => commands::sql::report(&config, name.as_deref(), tenant, format).await,
         Command::History(cli::HistoryCommand::Compact) => commands::sql::compact(&config).await,
         Command::DeadLetters(cmd) => commands::dead_letters::run(&config, cmd).await,
+        Command::Tenants(cmd) => commands::tenants::run(&config, cmd).await,
         Command::Replay {
             predicate,
             tenant,

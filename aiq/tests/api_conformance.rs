@@ -175,6 +175,9 @@ roles = "ingest,orchestrator,worker,sink"
 http_listen = "127.0.0.1:{api_port}"
 {ops}
 
+[ingest]
+open_tenants = true
+
 [secrets]
 key_file = "{keys}"
 

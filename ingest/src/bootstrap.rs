@@ -43,7 +43,8 @@ pub struct Ingest {
 /// The App over `cql`'s keyspace and `kafka`'s topics, reading workflows from
 /// `definitions` (whose follower must keep running while the App serves: `/readyz`
 /// reports its progress). `analytics` serves `/v1/sql` and the reports; without it those
-/// routes answer 503.
+/// routes answer 503. `tenants` is the process's registry follower; without one no
+/// tenant is registered (only `ingest.open_tenants` then lets tenants in).
 pub async fn build(
     kafka: &KafkaSettings,
     cql: &CqlSettings,
@@ -51,6 +52,7 @@ pub async fn build(
     jwt: aiq_auth::JwtVerifier,
     keyring: Option<Arc<aiq_secrets::Keyring>>,
     definitions: &Definitions,
+    tenants: Option<&aiq_tenants::Tenants>,
     analytics: Option<Arc<aiq_analytics::Analytics>>,
 ) -> Result<Ingest, BootError> {
     let session = Arc::new(aiq_sql::connect(cql).await?);
@@ -70,9 +72,18 @@ pub async fn build(
         jwt,
         Arc::new(crate::api_keys::CqlApiKeys(store.clone())),
     ));
+    let directory = tenants.map_or_else(Arc::default, |t| Arc::clone(&t.directory));
+    let tenants = crate::tenants::Tenants::new(
+        Arc::clone(&directory),
+        tenants.map(|t| t.tail.sync()),
+        publisher.clone(),
+        store.clone(),
+        settings.open_tenants,
+    );
     let limiter = Arc::new(TriggerLimiter::new(
         settings.trigger_quota,
         settings.quota_overrides(),
+        Arc::clone(&directory),
     ));
     let settings = Arc::new(settings);
     let hooks = Arc::new(crate::registry::hooks::WebhookSecrets::new(
@@ -92,7 +103,9 @@ pub async fn build(
             stale_after: std::time::Duration::from_millis(settings.idempotency_stale_after_ms),
             max_input_bytes: settings.max_trigger_input_bytes,
             queues: crate::queues::follow(kafka).await?,
+            tenants: Arc::clone(&directory),
         },
+        tenants,
         store,
         catalog,
         publisher,

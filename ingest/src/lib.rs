@@ -29,5 +29,6 @@ pub mod replays;
 pub mod runs;
 pub mod settings;
 pub mod signature;
+pub mod tenants;
 
 pub use http::spawn;

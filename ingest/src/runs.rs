@@ -40,6 +40,8 @@ pub enum StartError {
     UnknownWorkflow(String),
     #[error("{0}")]
     Stopped(String),
+    #[error("tenant {0:?} is suspended: its triggers are refused until it is resumed")]
+    Suspended(String),
     #[error("workflow {workflow:?} has no version {version}")]
     UnknownVersion { workflow: String, version: u32 },
     #[error("the input does not match the workflow's input schema")]
@@ -78,6 +80,8 @@ pub struct Runs {
     pub max_input_bytes: usize,
     /// Tenants whose queue of waiting runs is full: their triggers are refused.
     pub queues: crate::queues::QueueGate,
+    /// The tenant registry: a suspended tenant's triggers are refused.
+    pub tenants: Arc<aiq_tenants::Directory>,
 }
 
 /// The size of `input` as JSON. The body it came in is bounded (`max_body_bytes`), so
@@ -100,6 +104,9 @@ fn request_hash(req: &StartRun, version: u32) -> String {
 
 impl Runs {
     pub async fn start(&self, req: StartRun, now: DateTime<Utc>) -> Result<Accepted, StartError> {
+        if self.tenants.is_suspended(&req.tenant) {
+            return Err(StartError::Suspended(req.tenant.to_string()));
+        }
         if let Some(q) = self.queues.full(&req.tenant) {
             return Err(StartError::QueueFull {
                 tenant: req.tenant.to_string(),

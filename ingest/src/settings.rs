@@ -40,7 +40,12 @@ pub struct IngestSettings {
     /// How the provider's tokens name tenant and role (`aiq_auth::ClaimMapping`).
     #[serde(default)]
     pub jwt_claims: JwtClaims,
-    /// Every tenant's trigger allowance unless `tenants.<id>` says otherwise.
+    /// Serve any tenant a valid credential names, registered or not. For development
+    /// only: without it a credential for a tenant missing from the registry
+    /// (`POST /v1/tenants`) is refused with 403.
+    #[serde(default)]
+    pub open_tenants: bool,
+    /// Every tenant's trigger allowance unless its plan or `tenants.<id>` says otherwise.
     pub trigger_quota: TriggerQuota,
     #[serde(default)]
     pub tenants: HashMap<TenantId, TenantOverrides>,

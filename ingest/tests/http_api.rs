@@ -80,6 +80,7 @@ async fn api(brokers: String, cql: String) -> Api {
         jwks_refresh_secs: 600,
         allow_dev_tokens_with_jwks: false,
         jwt_claims: Default::default(),
+        open_tenants: true,
         trigger_quota: TriggerQuota {
             per_second: NonZeroU32::new(1000).unwrap(),
             burst: NonZeroU32::new(1000).unwrap(),
@@ -109,6 +110,7 @@ async fn api(brokers: String, cql: String) -> Api {
         jwt,
         Some(keyring.clone()),
         &definitions,
+        None,
         None,
     )
     .await

@@ -61,6 +61,7 @@ async fn env(brokers: String, cql: String) -> Env {
             queues: aiq_ingest::queues::follow(&kafka)
                 .await
                 .expect("queue-state follower"),
+            tenants: Arc::default(),
         },
         kafka,
     }

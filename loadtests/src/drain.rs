@@ -106,6 +106,7 @@ pub async fn measure(
         },
         catalog,
         tail.sync(),
+        Arc::default(),
         Arc::new(OrchestratorMetrics::new(&registry)),
     )?;
     let worker = aiq_worker::spawn(

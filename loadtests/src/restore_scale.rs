@@ -296,6 +296,7 @@ pub async fn hold(a: HoldArgs) -> anyhow::Result<()> {
         },
         catalog,
         tail.sync(),
+        Arc::default(),
         Arc::new(OrchestratorMetrics::new(&registry)),
     )?;
     loop {

@@ -30,6 +30,10 @@ pub enum AuditAction {
     WorkflowEnabled,
     WorkflowDeleted,
     DefaultVersionSet,
+    TenantCreated,
+    TenantUpdated,
+    TenantSuspended,
+    TenantResumed,
 }
 
 impl AuditAction {
@@ -51,6 +55,10 @@ impl AuditAction {
             AuditAction::WorkflowEnabled => "workflow_enabled",
             AuditAction::WorkflowDeleted => "workflow_deleted",
             AuditAction::DefaultVersionSet => "default_version_set",
+            AuditAction::TenantCreated => "tenant_created",
+            AuditAction::TenantUpdated => "tenant_updated",
+            AuditAction::TenantSuspended => "tenant_suspended",
+            AuditAction::TenantResumed => "tenant_resumed",
         }
     }
 }

@@ -24,10 +24,13 @@ pub enum DeadLetterKind {
     TooLarge,
     /// A trigger for a tenant whose queue of waiting runs is full (`max_queued_runs`).
     QueueFull,
+    /// A trigger for a suspended tenant, from a source other than ingest (which
+    /// refuses it with 403).
+    TenantSuspended,
 }
 
 impl DeadLetterKind {
-    pub const ALL: [DeadLetterKind; 8] = [
+    pub const ALL: [DeadLetterKind; 9] = [
         DeadLetterKind::Undecodable,
         DeadLetterKind::Invalid,
         DeadLetterKind::UnknownWorkflow,
@@ -36,6 +39,7 @@ impl DeadLetterKind {
         DeadLetterKind::Internal,
         DeadLetterKind::TooLarge,
         DeadLetterKind::QueueFull,
+        DeadLetterKind::TenantSuspended,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +52,7 @@ impl DeadLetterKind {
             DeadLetterKind::Internal => "internal",
             DeadLetterKind::TooLarge => "too_large",
             DeadLetterKind::QueueFull => "queue_full",
+            DeadLetterKind::TenantSuspended => "tenant_suspended",
         }
     }
 }

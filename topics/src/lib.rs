@@ -17,6 +17,7 @@ pub mod signal;
 pub mod size;
 pub mod spec;
 pub mod task;
+pub mod tenant;
 pub mod trace;
 pub mod trigger;
 
@@ -33,6 +34,7 @@ pub use signal::{SignalAction, SignalEvent};
 pub use size::json_size;
 pub use spec::{CleanupPolicy, KeyKind, TopicKind, TopicSet, TopicSpec};
 pub use task::{ErrorClass, TaskMessage, TaskOutcome, TaskResult};
+pub use tenant::{Plan, TenantRecord, TenantState};
 pub use trace::{
     PARENT_TRACEPARENT, SpanId, TRACEPARENT, TraceError, TraceId, TraceParent, Traced,
 };

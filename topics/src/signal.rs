@@ -34,6 +34,11 @@ pub enum SignalAction {
     Redrive {
         failed_at: chrono::DateTime<chrono::Utc>,
     },
+    /// Cancel every run of the tenant in flight or waiting in its queue (a suspension
+    /// that cancels). `run` then names the request, not a run.
+    CancelTenant {
+        reason: String,
+    },
 }
 
 impl SignalEvent {

@@ -23,10 +23,11 @@ pub enum TopicKind {
     Probes,
     QueueState,
     Notifications,
+    Tenants,
 }
 
 impl TopicKind {
-    pub const ALL: [TopicKind; 13] = [
+    pub const ALL: [TopicKind; 14] = [
         TopicKind::Triggers,
         TopicKind::Signals,
         TopicKind::Results,
@@ -40,6 +41,7 @@ impl TopicKind {
         TopicKind::Probes,
         TopicKind::QueueState,
         TopicKind::Notifications,
+        TopicKind::Tenants,
     ];
 
     pub fn suffix(self) -> &'static str {
@@ -57,6 +59,7 @@ impl TopicKind {
             TopicKind::Probes => "probes",
             TopicKind::QueueState => "queue-state",
             TopicKind::Notifications => "notifications",
+            TopicKind::Tenants => "tenants",
         }
     }
 
@@ -281,6 +284,14 @@ impl TopicSet {
                 Some(7 * DAY),
                 KeyKind::Tenant,
                 "runs that ended in a status a workflow asked to be told of, for the notifier",
+            ),
+            spec(
+                TopicKind::Tenants,
+                1,
+                Compact,
+                None,
+                KeyKind::Tenant,
+                "the tenant registry: each tenant's plan and state, followed by every stage",
             ),
             spec(
                 TopicKind::QueueState,

@@ -7,6 +7,7 @@ pub mod schema;
 pub mod serve;
 pub mod show_config;
 pub mod sql;
+pub mod tenants;
 pub mod token;
 pub mod topics;
 pub mod workflows;

@@ -75,6 +75,13 @@ async fn start(
 ) -> anyhow::Result<()> {
     // What the stages report as keeping the process from being ready (/readyz).
     let health = aiq_stage::Health::new();
+    // One tenant directory per process, read by every stage: plans and suspensions
+    // change live. Read to its end first, so no stage starts blind to a suspension.
+    let tenants = aiq_tenants::spawn(&config.kafka)
+        .await
+        .context("following the tenants topic")?;
+    stages.push(tenants.handle());
+    let _ = tenants.tail.watch().wait_for(|caught_up| *caught_up).await;
     // One catalog per process, shared by ingest and the orchestrator.
     let definitions = if has(Role::Ingest) || has(Role::Orchestrator) {
         let d = aiq_catalog::spawn(&config.kafka)
@@ -86,7 +93,7 @@ async fn start(
         None
     };
     if let Some(d) = definitions.as_ref().filter(|_| has(Role::Orchestrator)) {
-        stages.push(start_orchestrator(config, d).await?);
+        stages.push(start_orchestrator(config, d, &tenants).await?);
     }
 
     // Only ingest (to seal) and workers (to open) touch secrets.
@@ -166,6 +173,7 @@ async fn start(
             definitions
                 .as_ref()
                 .context("the ingest role follows the definitions topic")?,
+            Some(&tenants),
             Some(Arc::new(
                 aiq_analytics::Analytics::with_registry(
                     config.analytics.clone(),
@@ -199,6 +207,7 @@ async fn start(
 async fn start_orchestrator(
     config: &Config,
     definitions: &Definitions,
+    tenants: &aiq_tenants::Tenants,
 ) -> anyhow::Result<StageHandle> {
     // Triggers for workflows not read yet would go to the dead-letter topic.
     let _ = definitions
@@ -212,6 +221,7 @@ async fn start_orchestrator(
         config.orchestrator.clone(),
         Arc::clone(&definitions.catalog),
         definitions.tail.sync(),
+        Arc::clone(&tenants.directory),
         metrics,
     )
     .context("starting the orchestrator")

@@ -107,6 +107,10 @@ roles = "ingest,orchestrator,worker,sink"
 http_listen = "127.0.0.1:{api_port}"
 ops_listen = "127.0.0.1:{ops_port}"
 
+[ingest]
+# Tests name tenants freely; the registry's own test sets AIQ_INGEST_OPEN_TENANTS=false.
+open_tenants = true
+
 [sink.parquet]
 root = "{history}"
 
@@ -140,6 +144,19 @@ impl Deployment {
         dev_secret: &'static str,
         extra: &str,
     ) -> Self {
+        Self::start_with_env(label, brokers, contact_points, dev_secret, extra, &[])
+    }
+
+    /// As [`Deployment::start`], with `env` set for `aiq serve` (configuration
+    /// variables such as `AIQ_INGEST_OPEN_TENANTS`).
+    pub fn start_with_env(
+        label: &str,
+        brokers: &str,
+        contact_points: &str,
+        dev_secret: &'static str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let name = aiq_testkit::unique(label);
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -156,6 +173,7 @@ impl Deployment {
         aiq(&config, dev_secret, &["topics", "apply"]);
         aiq(&config, dev_secret, &["schema", "apply"]);
         let serve = aiq_command(&config, dev_secret, &["serve"])
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
@@ -204,22 +222,32 @@ impl Deployment {
         body: Option<(&str, &str)>,
     ) -> (u16, Value) {
         let url = format!("{}{path}", self.api);
-        let auth = format!("Bearer {token}");
+        // An API key (`aiq_...`) goes in its own header; anything else is a bearer token.
+        let (header, auth) = if token.starts_with("aiq_") {
+            ("x-api-key", token.to_owned())
+        } else {
+            ("authorization", format!("Bearer {token}"))
+        };
         let a = &self.agent;
         let mut r = match (method, body) {
-            ("GET", _) => a.get(&url).header("authorization", &auth).call(),
-            ("DELETE", _) => a.delete(&url).header("authorization", &auth).call(),
+            ("GET", _) => a.get(&url).header(header, &auth).call(),
+            ("DELETE", _) => a.delete(&url).header(header, &auth).call(),
             ("PUT", Some((ct, b))) => a
                 .put(&url)
-                .header("authorization", &auth)
+                .header(header, &auth)
+                .header("content-type", ct)
+                .send(b),
+            ("PATCH", Some((ct, b))) => a
+                .patch(&url)
+                .header(header, &auth)
                 .header("content-type", ct)
                 .send(b),
             (_, Some((ct, b))) => a
                 .post(&url)
-                .header("authorization", &auth)
+                .header(header, &auth)
                 .header("content-type", ct)
                 .send(b),
-            (_, None) => a.post(&url).header("authorization", &auth).send_empty(),
+            (_, None) => a.post(&url).header(header, &auth).send_empty(),
         }
         .unwrap();
         let text = r.body_mut().read_to_string().unwrap_or_default();

@@ -62,7 +62,11 @@ impl From<SignalAction> for Input {
                 correlation,
                 payload,
             },
-            SignalAction::Cancel { reason } => Input::Cancel { reason },
+            // A tenant-wide cancel is the orchestrator's to spread over the runs; for one
+            // run it means what a cancel means.
+            SignalAction::Cancel { reason } | SignalAction::CancelTenant { reason } => {
+                Input::Cancel { reason }
+            }
             SignalAction::Redrive { failed_at } => Input::Redrive { failed_at },
         }
     }

@@ -75,6 +75,17 @@ impl FromRequestParts<App> for Caller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
-        app.auth.authenticate(&parts.headers).await
+        let caller = app.auth.authenticate(&parts.headers).await?;
+        if !app.tenants.admits(&caller).await {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "unknown-tenant",
+                format!(
+                    "tenant {:?} is not registered; a platform admin creates it with POST /v1/tenants",
+                    caller.tenant.as_str()
+                ),
+            ));
+        }
+        Ok(caller)
     }
 }

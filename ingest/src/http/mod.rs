@@ -19,6 +19,7 @@ mod runs;
 mod secrets;
 mod signals;
 mod sql;
+mod tenants;
 mod workflows;
 
 use std::sync::Arc;
@@ -70,6 +71,8 @@ pub struct App {
     pub dead_letters: crate::dead_letters::DeadLetters,
     /// Bulk replay jobs.
     pub replays: crate::replays::ReplayStore,
+    /// The tenant registry: who exists, plans, suspensions.
+    pub tenants: crate::tenants::Tenants,
     /// SQL over the Parquet history; None when this deployment serves no SQL (the SQL
     /// routes then answer 503).
     pub analytics: Option<Arc<aiq_analytics::Analytics>>,
@@ -99,6 +102,7 @@ pub struct App {
         (name = "audit", description = "Who changed the tenant's configuration"),
         (name = "replays", description = "Redrive or rerun many runs at once, chosen by SQL"),
         (name = "dead-letters", description = "Records the pipeline set aside: read, replay once, resolve"),
+        (name = "tenants", description = "The tenant registry: onboarding, plans, suspension (platform admins)"),
         (name = "health", description = "Liveness and readiness (Prometheus metrics are on the operations listener, not here)"),
     )
 )]
@@ -158,6 +162,10 @@ fn api() -> OpenApiRouter<App> {
         .routes(routes!(secrets::put, secrets::delete))
         .routes(routes!(api_keys::create, api_keys::list))
         .routes(routes!(api_keys::revoke))
+        .routes(routes!(tenants::create, tenants::list))
+        .routes(routes!(tenants::get, tenants::update))
+        .routes(routes!(tenants::suspend))
+        .routes(routes!(tenants::resume))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }
@@ -238,7 +246,13 @@ mod tests {
     use std::collections::BTreeSet;
 
     /// Every route and method the API serves; the document must list exactly these.
-    const ROUTES: [(&str, &str); 34] = [
+    const ROUTES: [(&str, &str); 40] = [
+        ("/v1/tenants", "post"),
+        ("/v1/tenants", "get"),
+        ("/v1/tenants/{id}", "get"),
+        ("/v1/tenants/{id}", "patch"),
+        ("/v1/tenants/{id}/suspend", "post"),
+        ("/v1/tenants/{id}/resume", "post"),
         ("/v1/workflows/{id}/disable", "post"),
         ("/v1/workflows/{id}/enable", "post"),
         ("/v1/workflows/{id}", "delete"),

@@ -49,6 +49,7 @@ pub(crate) fn outcome(e: &StartError) -> &'static str {
     match e {
         StartError::UnknownWorkflow(_) | StartError::UnknownVersion { .. } => "unknown_workflow",
         StartError::Stopped(_) => "workflow_stopped",
+        StartError::Suspended(_) => "tenant_suspended",
         StartError::InvalidInput(_) => "invalid_input",
         StartError::InputTooLarge { .. } => "too_large",
         StartError::BadKey { .. } | StartError::KeyReused(_) => "bad_request",
@@ -65,6 +66,9 @@ pub(crate) fn start_error(e: StartError) -> Problem {
         }
         StartError::Stopped(_) => {
             Problem::new(StatusCode::CONFLICT, "workflow-stopped", e.to_string())
+        }
+        StartError::Suspended(_) => {
+            Problem::new(StatusCode::FORBIDDEN, "tenant-suspended", e.to_string())
         }
         StartError::InvalidInput(errors) => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -50,6 +50,7 @@ pub fn settings() -> IngestSettings {
         jwks_refresh_secs: 600,
         allow_dev_tokens_with_jwks: false,
         jwt_claims: Default::default(),
+        open_tenants: true,
         trigger_quota: TriggerQuota {
             per_second: NonZeroU32::new(1000).unwrap(),
             burst: NonZeroU32::new(1000).unwrap(),
@@ -99,6 +100,7 @@ pub async fn api_with(
         jwt,
         Some(keyring),
         &definitions,
+        None,
         analytics,
     )
     .await

@@ -49,6 +49,7 @@ fn spawn(env: &Env, registry: &prometheus::Registry) -> StageHandle {
         settings(),
         Arc::clone(&env.catalog),
         env.tail.sync(),
+        Arc::default(),
         Arc::new(OrchestratorMetrics::new(registry)),
     )
     .unwrap()

@@ -59,6 +59,24 @@ impl Core {
         };
         // A sub-workflow's start belongs to a run in flight, which goes on.
         if trigger.source != aiq_topics::TriggerSource::SubWorkflow
+            && self
+                .tenants
+                .with(&trigger.tenant, |t| {
+                    t.refuses_trigger_at(trigger.occurred_at)
+                })
+                .unwrap_or(false)
+        {
+            self.dead_letter(
+                rec,
+                DeadLetterKind::TenantSuspended,
+                format!(
+                    "trigger field `tenant`: tenant {:?} is suspended",
+                    trigger.tenant.as_str()
+                ),
+            );
+            return Ok(());
+        }
+        if trigger.source != aiq_topics::TriggerSource::SubWorkflow
             && let Some(reason) = self.catalog.refusal(&trigger.tenant, &trigger.workflow)
         {
             self.dead_letter(
@@ -129,7 +147,7 @@ impl Core {
     fn queue_full(&self, p: i32, q: &QueuedRun) -> Option<String> {
         let st = self.parts.get(&p)?;
         let tenant = &q.trigger.tenant;
-        let max = self.settings.quota_for(tenant).max_queued_runs;
+        let max = self.quota_for(tenant).max_queued_runs;
         let limit = match q.trigger.source {
             TriggerSource::Api
             | TriggerSource::Manual
@@ -150,7 +168,7 @@ impl Core {
     /// Announces the tenant's queue as full once it reaches `max_queued_runs`, and as
     /// free once it is back under 95% of it.
     pub(super) fn queue_changed(&mut self, p: i32, tenant: &TenantId, now: DateTime<Utc>) {
-        let max = self.settings.quota_for(tenant).max_queued_runs;
+        let max = self.quota_for(tenant).max_queued_runs;
         let Some(st) = self.parts.get(&p) else {
             return;
         };
@@ -175,7 +193,7 @@ impl Core {
         full: bool,
         now: DateTime<Utc>,
     ) {
-        let max = self.settings.quota_for(tenant).max_queued_runs;
+        let max = self.quota_for(tenant).max_queued_runs;
         let Some(st) = self.parts.get_mut(&p) else {
             return;
         };
@@ -200,7 +218,7 @@ impl Core {
         st.running.admits(
             tenant,
             workflow,
-            self.settings.quota_for(tenant).max_concurrent_runs,
+            self.quota_for(tenant).max_concurrent_runs,
             v.workflow.definition().max_concurrent_runs,
         )
     }
@@ -274,8 +292,7 @@ impl Core {
                     picked = Some((w, version));
                     break;
                 }
-                if st.running.tenant(tenant) >= self.settings.quota_for(tenant).max_concurrent_runs
-                {
+                if st.running.tenant(tenant) >= self.quota_for(tenant).max_concurrent_runs {
                     return;
                 }
             }

@@ -29,9 +29,12 @@ impl Core {
     ) -> (Option<DateTime<Utc>>, usize) {
         let n = self.tenant_partitions as u32;
         let owned: HashSet<i32> = self.parts.keys().copied().collect();
-        let scheduled = self
-            .catalog
-            .scheduled(|t| owned.contains(&(partition_for_key(t.as_str().as_bytes(), n) as i32)));
+        // A suspended tenant's schedules are paused: their ticks pass as missed, and
+        // on resume each schedule's misfire policy decides what the gap fires.
+        let scheduled = self.catalog.scheduled(|t| {
+            owned.contains(&(partition_for_key(t.as_str().as_bytes(), n) as i32))
+                && !self.tenants.is_suspended(t)
+        });
         let grace = Duration::milliseconds(self.settings.misfire_grace_ms as i64);
         let mut next_due: Option<DateTime<Utc>> = None;
         let mut handled = 0usize;

@@ -28,6 +28,9 @@ impl Core {
         if matches!(s.action, SignalAction::Redrive { .. }) {
             return self.redrive(rec, s, now, definitions_fresh);
         }
+        if let SignalAction::CancelTenant { reason } = &s.action {
+            return self.cancel_tenant(rec, &s.tenant, reason, now, definitions_fresh);
+        }
         let Some(st) = self.parts.get(&p) else {
             return Ok(());
         };

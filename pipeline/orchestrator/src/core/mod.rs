@@ -31,6 +31,7 @@ mod persist;
 mod redrive;
 mod restoring;
 mod state;
+mod suspend;
 mod tasks;
 mod timers;
 
@@ -46,6 +47,8 @@ mod tests_notify;
 mod tests_redrive;
 #[cfg(test)]
 mod tests_scale;
+#[cfg(test)]
+mod tests_tenants;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -156,6 +159,8 @@ pub struct Stats {
 pub struct Core {
     settings: Arc<OrchestratorSettings>,
     catalog: Arc<Catalog>,
+    /// The tenant registry: plans over the static quotas, suspensions.
+    tenants: Arc<aiq_tenants::Directory>,
     tenant_partitions: i32,
     parts: BTreeMap<i32, PartitionState>,
     dirty: BTreeSet<(i32, EntryKey)>,
@@ -175,6 +180,7 @@ impl Core {
         Self {
             settings,
             catalog,
+            tenants: Arc::default(),
             tenant_partitions,
             parts: BTreeMap::new(),
             dirty: BTreeSet::new(),
@@ -182,6 +188,25 @@ impl Core {
             causes: Vec::new(),
             stats: Stats::default(),
         }
+    }
+
+    /// Reads plans and suspensions from `tenants` (without it, every tenant has the
+    /// static quotas and none is suspended).
+    pub fn with_tenants(mut self, tenants: Arc<aiq_tenants::Directory>) -> Self {
+        self.tenants = tenants;
+        self
+    }
+
+    /// The tenant's quota: its plan's limits over the configured ones.
+    pub(crate) fn quota_for(&self, tenant: &TenantId) -> crate::settings::TenantQuota {
+        let mut q = self.settings.quota_for(tenant);
+        self.tenants.with(tenant, |r| {
+            let plan = &r.plan;
+            q.max_concurrent_runs = plan.max_concurrent_runs.unwrap_or(q.max_concurrent_runs);
+            q.max_inflight_tasks = plan.max_inflight_tasks.unwrap_or(q.max_inflight_tasks);
+            q.max_queued_runs = plan.max_queued_runs.unwrap_or(q.max_queued_runs);
+        });
+        q
     }
 
     pub fn owned(&self) -> impl Iterator<Item = i32> + '_ {

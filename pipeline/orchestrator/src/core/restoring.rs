@@ -245,7 +245,7 @@ impl Core {
         let tenants: Vec<TenantId> = st.queued_by_tenant.keys().cloned().collect();
         self.parts.insert(p, st);
         for tenant in tenants {
-            let max = self.settings.quota_for(&tenant).max_queued_runs;
+            let max = self.quota_for(&tenant).max_queued_runs;
             let queued = self
                 .parts
                 .get(&p)

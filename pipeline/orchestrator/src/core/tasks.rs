@@ -101,7 +101,7 @@ impl Core {
         st.tasks.admits(
             tenant,
             workflow,
-            self.settings.quota_for(tenant).max_inflight_tasks,
+            self.quota_for(tenant).max_inflight_tasks,
             workflow_max,
         )
     }
@@ -115,7 +115,7 @@ impl Core {
 
     /// Dispatches the tenant's waiting tasks, oldest first, while slots allow.
     fn release_held(&mut self, p: i32, tenant: &TenantId) {
-        let tenant_max = self.settings.quota_for(tenant).max_inflight_tasks;
+        let tenant_max = self.quota_for(tenant).max_inflight_tasks;
         // Workflow versions refused a slot in this call: sending only takes slots, so
         // they stay refused, and their tasks further down the line are passed over.
         let mut refused: Vec<(WorkflowId, u32)> = Vec::new();

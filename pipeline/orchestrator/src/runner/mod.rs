@@ -56,12 +56,15 @@ type TxProducer = ThreadedProducer<DefaultProducerContext>;
 
 /// Starts an orchestrator instance on a thread of its own; the handle's stage is named
 /// "orchestrator". `definitions` must follow the definitions topic into `catalog` (see
-/// `aiq_kafka::tail_topic`). Stopping commits the open batch and leaves the group.
+/// `aiq_kafka::tail_topic`), and the tenants follower into `tenants` (an empty directory:
+/// the static quotas for every tenant, none suspended). Stopping commits the open batch
+/// and leaves the group.
 pub fn spawn(
     kafka: KafkaSettings,
     settings: OrchestratorSettings,
     catalog: Arc<Catalog>,
     definitions: TailSync,
+    tenants: Arc<aiq_tenants::Directory>,
     metrics: Arc<OrchestratorMetrics>,
 ) -> Result<StageHandle, OrchestratorError> {
     // Refused before any Kafka client exists: without an id every such instance would
@@ -71,7 +74,9 @@ pub fn spawn(
     })?;
     let thread_name = format!("orchestrator-{}", settings.instance_id);
     aiq_stage::spawn_thread(STAGE, thread_name, move |stop| {
-        Runner::new(kafka, settings, catalog, definitions, metrics, stop)?.run()
+        Runner::new(kafka, settings, catalog, definitions, metrics, stop)?
+            .with_tenants(tenants)
+            .run()
     })
     .map_err(OrchestratorError::Thread)
 }
@@ -150,6 +155,11 @@ fn create_producer(
 }
 
 impl Runner {
+    fn with_tenants(mut self, tenants: Arc<aiq_tenants::Directory>) -> Self {
+        self.core = self.core.with_tenants(tenants);
+        self
+    }
+
     fn new(
         kafka: KafkaSettings,
         settings: OrchestratorSettings,

@@ -187,6 +187,7 @@ impl Env {
             s,
             Arc::clone(&self.catalog),
             self.tail.sync(),
+            Arc::default(),
             metrics,
         )
         .unwrap()

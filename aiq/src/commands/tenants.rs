@@ -1,0 +1,132 @@
+//! `aiq tenants`: the operator's side of the tenant registry, straight to Kafka and the
+//! store (no API token needed), through the same service as `/v1/tenants`, so a change
+//! made here is checked, audited and followed exactly as one made through the API.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use aiq_auth::Role;
+use aiq_ingest::http::Caller;
+use aiq_ingest::publisher::Publisher;
+use aiq_ingest::registry::store::RegistryStore;
+use aiq_ingest::tenants::{NewTenant, TenantPatch, Tenants};
+use aiq_topics::{AuditAction, TenantId, TenantRecord};
+use anyhow::Context;
+use chrono::Utc;
+
+use crate::cli::TenantsCommand;
+use crate::config::Config;
+
+/// The service over a follower of the tenants topic, read to its end.
+async fn open(config: &Config) -> anyhow::Result<(Tenants, aiq_tenants::Tenants)> {
+    let session = Arc::new(aiq_sql::connect(&config.cql).await?);
+    let store = RegistryStore::new(session, &config.cql.keyspace)
+        .await
+        .context("opening the registry (did `aiq schema apply` run?)")?;
+    let publisher = Publisher::new(&config.kafka, config.ingest.ack_timeout())?;
+    let follower = aiq_tenants::spawn(&config.kafka)
+        .await
+        .context("following the tenants topic (did `aiq topics apply` run?)")?;
+    let _ = follower.tail.watch().wait_for(|c| *c).await;
+    let tenants = Tenants::new(
+        Arc::clone(&follower.directory),
+        Some(follower.tail.sync()),
+        publisher,
+        store,
+        false,
+    );
+    Ok((tenants, follower))
+}
+
+/// The operator, as the audit trail names them.
+fn operator(tenant: &TenantId) -> Caller {
+    Caller {
+        tenant: tenant.clone(),
+        role: Role::PlatformAdmin,
+        subject: format!(
+            "operator:{}",
+            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+        ),
+    }
+}
+
+fn line(r: &TenantRecord) -> String {
+    format!(
+        "{:<24} {:<10} {:<32} updated {} by {}",
+        r.id.as_str(),
+        r.state.as_str(),
+        r.display_name,
+        r.updated_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        r.updated_by
+    )
+}
+
+fn print(r: &TenantRecord) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(r)?);
+    Ok(())
+}
+
+pub async fn run(config: &Config, cmd: TenantsCommand) -> anyhow::Result<ExitCode> {
+    let (tenants, _follower) = open(config).await?;
+    let now = Utc::now();
+    match cmd {
+        TenantsCommand::Create { id, name, plan } => {
+            let caller = operator(&id);
+            let made = tenants
+                .create(
+                    NewTenant {
+                        display_name: name.unwrap_or_else(|| id.to_string()),
+                        id,
+                        plan: plan.plan(),
+                    },
+                    &caller,
+                    now,
+                )
+                .await?;
+            tenants
+                .audit(&caller, &made.record, AuditAction::TenantCreated)
+                .await;
+            println!("created tenant {}", made.record.id);
+            println!("tenant_admin API key {} (shown once):", made.key_id);
+            println!("{}", made.key);
+        }
+        TenantsCommand::List => {
+            for r in tenants.directory.list() {
+                println!("{}", line(&r));
+            }
+        }
+        TenantsCommand::Show { id } => {
+            let r = tenants
+                .get(&id)
+                .await
+                .with_context(|| format!("no tenant {:?}", id.as_str()))?;
+            print(&r)?;
+        }
+        TenantsCommand::Set { id, name, plan } => {
+            let caller = operator(&id);
+            let patch = TenantPatch {
+                display_name: name,
+                plan: plan.plan(),
+            };
+            let r = tenants.update(&id, patch, &caller, now).await?;
+            tenants.audit(&caller, &r, AuditAction::TenantUpdated).await;
+            print(&r)?;
+        }
+        TenantsCommand::Suspend { id, cancel_running } => {
+            let caller = operator(&id);
+            let r = tenants.suspend(&id, cancel_running, &caller, now).await?;
+            tenants
+                .audit(&caller, &r, AuditAction::TenantSuspended)
+                .await;
+            println!("{}", line(&r));
+        }
+        TenantsCommand::Resume { id } => {
+            let caller = operator(&id);
+            let r = tenants.resume(&id, &caller, now).await?;
+            tenants.audit(&caller, &r, AuditAction::TenantResumed).await;
+            println!("{}", line(&r));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
