@@ -1,8 +1,11 @@
 //! The token verifier from configuration: the development secret from
 //! `AIQ_DEV_JWT_SECRET`, an OIDC provider's keys from `ingest.jwks` (a file, or a URL
-//! fetched at start and refreshed).
+//! fetched at start and refreshed), further providers from `[[ingest.issuers]]`, and
+//! the providers tenants register as their own (followed from the tenant registry).
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use aiq_auth::{JwtConfig, JwtVerifier};
 use aiq_ingest::settings::IngestSettings;
@@ -16,29 +19,69 @@ pub fn dev_secret() -> Option<String> {
     std::env::var(DEV_SECRET_VAR).ok().filter(|s| !s.is_empty())
 }
 
-/// The verifier, and the JWKS URL to keep refreshing (when `ingest.jwks` is one).
+/// A verifier whose keys are fetched again from `url` now and then.
+pub struct Refresh {
+    pub verifier: JwtVerifier,
+    pub url: String,
+}
+
+/// A JWKS from a file, or from a URL (then also returned, to be refreshed).
+async fn load_jwks(field: &str, src: &str) -> anyhow::Result<(JwkSet, Option<String>)> {
+    if src.starts_with("http://") || src.starts_with("https://") {
+        let url = src.to_owned();
+        let fetched = {
+            let url = url.clone();
+            tokio::task::spawn_blocking(move || fetch_jwks(&url)).await?
+        }
+        .with_context(|| field.to_owned())?;
+        return Ok((fetched, Some(url)));
+    }
+    let text = std::fs::read_to_string(src).with_context(|| format!("{field}: reading {src}"))?;
+    let set =
+        serde_json::from_str(&text).with_context(|| format!("{field}: {src} is not a JWKS"))?;
+    Ok((set, None))
+}
+
+/// The verifier, and the verifiers whose JWKS URLs to keep refreshing.
 pub async fn jwt_verifier(
     settings: &IngestSettings,
-) -> anyhow::Result<(JwtVerifier, Option<String>)> {
-    let (jwks, url) = match &settings.jwks {
-        None => (None, None),
-        Some(src) if src.starts_with("http://") || src.starts_with("https://") => {
-            let url = src.clone();
-            let fetched = {
-                let url = url.clone();
-                tokio::task::spawn_blocking(move || fetch_jwks(&url)).await??
-            };
-            (Some(fetched), Some(url))
-        }
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("ingest.jwks: reading {path}"))?;
-            let set = serde_json::from_str(&text)
-                .with_context(|| format!("ingest.jwks: {path} is not a JWKS"))?;
-            (Some(set), None)
+) -> anyhow::Result<(JwtVerifier, Vec<Refresh>)> {
+    let mut refresh = Vec::new();
+    let jwks = match &settings.jwks {
+        None => None,
+        Some(src) => {
+            let (set, url) = load_jwks("ingest.jwks", src).await?;
+            Some((set, url))
         }
     };
-    Ok((verifier_from(settings, dev_secret(), jwks)?, url))
+    let mut issuers = Vec::new();
+    for (i, is) in settings.issuers.iter().enumerate() {
+        let field = format!("ingest.issuers[{i}]");
+        let (set, url) = load_jwks(&format!("{field}.jwks"), &is.jwks).await?;
+        let claims = is
+            .claims
+            .mapping()
+            .map_err(|e| anyhow::anyhow!("{field}.claims: {e}"))?;
+        let audience = is.audience.as_deref().unwrap_or(&settings.jwt_audience);
+        let v = JwtVerifier::for_issuer(&is.issuer, audience, set, claims)
+            .with_context(|| field.clone())?;
+        if let Some(url) = url {
+            refresh.push(Refresh {
+                verifier: v.clone(),
+                url,
+            });
+        }
+        issuers.push(v);
+    }
+    let (set, url) = jwks.map_or((None, None), |(s, u)| (Some(s), u));
+    let v = verifier_from(settings, dev_secret(), set, issuers)?;
+    if let Some(url) = url {
+        refresh.push(Refresh {
+            verifier: v.clone(),
+            url,
+        });
+    }
+    Ok((v, refresh))
 }
 
 /// The verifier of `settings` with this development secret and provider keys. A JWKS
@@ -48,6 +91,7 @@ fn verifier_from(
     settings: &IngestSettings,
     dev_secret: Option<String>,
     jwks: Option<JwkSet>,
+    issuers: Vec<JwtVerifier>,
 ) -> anyhow::Result<JwtVerifier> {
     let had_dev_secret = dev_secret.is_some();
     let verifier = JwtVerifier::new(JwtConfig {
@@ -61,6 +105,7 @@ fn verifier_from(
             .jwt_claims
             .mapping()
             .map_err(|e| anyhow::anyhow!(e))?,
+        issuers,
     })?;
     if had_dev_secret && !verifier.accepts_hs256() {
         tracing::warn!(
@@ -128,6 +173,140 @@ pub fn spawn_refresh(verifier: JwtVerifier, url: String, every: Duration) -> Sta
     })
 }
 
+/// How often the tenant registry is looked at for providers registered, changed or
+/// removed.
+const TENANT_IDP_POLL: Duration = Duration::from_secs(1);
+/// A provider whose keys could not be fetched is tried again after this long.
+const TENANT_IDP_RETRY: Duration = Duration::from_secs(10);
+
+/// One tenant's provider as last trusted.
+struct Trusted {
+    tenant: aiq_topics::TenantId,
+    idp: aiq_topics::IdentityProvider,
+    fetched: Instant,
+}
+
+/// The verifier of a tenant's own provider: its tokens act for `tenant`, at most as
+/// tenant admin.
+fn tenant_verifier(
+    tenant: &aiq_topics::TenantId,
+    idp: &aiq_topics::IdentityProvider,
+    audience: &str,
+    jwks: JwkSet,
+) -> anyhow::Result<JwtVerifier> {
+    let mut roles = BTreeMap::new();
+    for (value, name) in &idp.roles {
+        roles.insert(value.clone(), name.parse::<aiq_auth::Role>()?);
+    }
+    let mapping = aiq_auth::ClaimMapping {
+        fixed_tenant: Some(tenant.clone()),
+        role_claim: idp.role_claim.clone(),
+        roles,
+        ceiling: Some(aiq_auth::Role::TenantAdmin),
+        ..aiq_auth::ClaimMapping::default()
+    };
+    let audience = idp.audience.as_deref().unwrap_or(audience);
+    Ok(JwtVerifier::for_issuer(
+        &idp.issuer,
+        audience,
+        jwks,
+        mapping,
+    )?)
+}
+
+/// Keeps `verifier` trusting exactly the providers tenants registered (`identity` on
+/// the tenant record), each for its own tenant, as a stage: a provider registered or
+/// changed is trusted within about a second of its record being read; one removed, or
+/// whose tenant is gone, no longer; keys are fetched again every `refresh`. The
+/// deployment's own issuers (`reserved`) are never taken over.
+pub fn spawn_tenant_issuers(
+    verifier: JwtVerifier,
+    directory: Arc<aiq_tenants::Directory>,
+    audience: String,
+    reserved: Vec<String>,
+    refresh: Duration,
+) -> StageHandle {
+    aiq_stage::spawn_task("tenant-issuers", move |stop| async move {
+        let mut trusted: BTreeMap<String, Trusted> = BTreeMap::new();
+        let mut failed: BTreeMap<String, Instant> = BTreeMap::new();
+        let mut tick = tokio::time::interval(TENANT_IDP_POLL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.stopped() => return Ok::<(), std::convert::Infallible>(()),
+            }
+            // By issuer; of two tenants naming one (the API refuses it), the first id.
+            let mut wanted: BTreeMap<String, (aiq_topics::TenantId, aiq_topics::IdentityProvider)> =
+                BTreeMap::new();
+            for t in directory.list() {
+                if let Some(idp) = t.identity
+                    && !reserved.contains(&idp.issuer)
+                {
+                    wanted.entry(idp.issuer.clone()).or_insert((t.id, idp));
+                }
+            }
+            let gone: Vec<String> = trusted
+                .iter()
+                .filter(|(iss, t)| {
+                    wanted
+                        .get(*iss)
+                        .is_none_or(|(tenant, idp)| *tenant != t.tenant || *idp != t.idp)
+                })
+                .map(|(iss, _)| iss.clone())
+                .collect();
+            for iss in gone {
+                verifier.remove_issuer(&iss);
+                trusted.remove(&iss);
+                tracing::info!(issuer = %iss, "no longer trusting a tenant's provider");
+            }
+            for (iss, (tenant, idp)) in wanted {
+                let stale = trusted
+                    .get(&iss)
+                    .is_none_or(|t| t.fetched.elapsed() >= refresh);
+                let waiting = failed
+                    .get(&iss)
+                    .is_some_and(|at| at.elapsed() < TENANT_IDP_RETRY);
+                if !stale || waiting {
+                    continue;
+                }
+                let url = idp.jwks_uri.clone();
+                let fetched = tokio::task::spawn_blocking(move || fetch_jwks(&url)).await;
+                let built = fetched
+                    .map_err(anyhow::Error::from)
+                    .and_then(|r| r)
+                    .and_then(|set| tenant_verifier(&tenant, &idp, &audience, set));
+                match built {
+                    // A refresh replaces the provider's verifier whole, new keys and all.
+                    Ok(v) => match verifier.add_issuer(v.clone()) {
+                        Ok(()) => {
+                            if !trusted.contains_key(&iss) {
+                                tracing::info!(issuer = %iss, tenant = %tenant, "trusting a tenant's provider");
+                            }
+                            failed.remove(&iss);
+                            trusted.insert(
+                                iss,
+                                Trusted {
+                                    tenant,
+                                    idp,
+                                    fetched: Instant::now(),
+                                },
+                            );
+                        }
+                        Err(e) => {
+                            tracing::error!(issuer = %iss, tenant = %tenant, error = %e, "a tenant's provider refused");
+                            failed.insert(iss, Instant::now());
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!(issuer = %iss, tenant = %tenant, error = %format!("{e:#}"), "a tenant's provider's keys could not be fetched; trying again");
+                        failed.insert(iss, Instant::now());
+                    }
+                }
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,16 +351,22 @@ mod tests {
             !settings.allow_dev_tokens_with_jwks,
             "the default refuses them"
         );
-        let v = verifier_from(&settings, Some(secret.into()), Some(jwks.clone())).unwrap();
+        let v = verifier_from(
+            &settings,
+            Some(secret.into()),
+            Some(jwks.clone()),
+            Vec::new(),
+        )
+        .unwrap();
         assert_eq!(
             v.verify(&token).unwrap_err(),
             aiq_auth::AuthError::AlgorithmNotAllowed("HS256".into())
         );
         settings.allow_dev_tokens_with_jwks = true;
-        let v = verifier_from(&settings, Some(secret.into()), Some(jwks)).unwrap();
+        let v = verifier_from(&settings, Some(secret.into()), Some(jwks), Vec::new()).unwrap();
         assert!(v.verify(&token).is_ok());
         settings.allow_dev_tokens_with_jwks = false;
-        let v = verifier_from(&settings, Some(secret.into()), None).unwrap();
+        let v = verifier_from(&settings, Some(secret.into()), None, Vec::new()).unwrap();
         assert!(
             v.verify(&token).is_ok(),
             "without a JWKS the secret is the way in"

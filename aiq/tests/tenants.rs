@@ -240,6 +240,10 @@ fn onboard_in_one_call_change_the_plan_live_suspend_and_resume() {
         "Beta",
         "--max-concurrent-runs",
         "3",
+        "--allowed-connectors",
+        "http,email",
+        "--sql-max-rows",
+        "1",
     ]);
     let printed = String::from_utf8(out.stdout).unwrap();
     let beta_key = printed.lines().last().unwrap().trim().to_owned();
@@ -249,6 +253,49 @@ fn onboard_in_one_call_change_the_plan_live_suspend_and_resume() {
     assert_eq!(beta["plan"]["max_concurrent_runs"], 3);
     // A tenant admin reads its own tenant only.
     assert_eq!(d.call("GET", "/v1/tenants/acme", &beta_key, None).0, 403);
+    // The plan's connectors: a noop step fails, saying why.
+    let (status, body) = d.call(
+        "POST",
+        "/v1/workflows",
+        &beta_key,
+        Some(("application/yaml", HELLO)),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, run) = d.call(
+        "POST",
+        "/v1/workflows/hello/runs",
+        &beta_key,
+        Some((JSON, "{}")),
+    );
+    assert_eq!(status, 202, "{run}");
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let mut failed = Value::Null;
+    wait_until(
+        "the disallowed step failing",
+        Duration::from_secs(60),
+        || {
+            failed = d
+                .call("GET", &format!("/v1/runs/{run_id}"), &beta_key, None)
+                .1;
+            failed["status"] == "failed"
+        },
+    );
+    assert!(
+        failed.to_string().contains("allowed_connectors"),
+        "{failed}"
+    );
+    // The plan's SQL row limit.
+    let q = json!({"query": "SELECT 1 AS x UNION ALL SELECT 2 AS x"}).to_string();
+    let (status, rows) = d.call("POST", "/v1/sql", &beta_key, Some((JSON, &q)));
+    assert_eq!(status, 200, "{rows}");
+    assert_eq!(rows["truncated"], true, "{rows}");
+    assert_eq!(rows["rows"].as_array().unwrap().len(), 1, "{rows}");
+    let (_, acme_rows) = d.call("POST", "/v1/sql", &key, Some((JSON, &q)));
+    assert_eq!(
+        acme_rows["rows"].as_array().unwrap().len(),
+        2,
+        "{acme_rows}"
+    );
     d.aiq(&["tenants", "suspend", "beta"]);
     let listed = String::from_utf8(d.aiq(&["tenants", "list"]).stdout).unwrap();
     assert!(

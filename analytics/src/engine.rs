@@ -30,6 +30,14 @@ pub enum Scope {
     Platform,
 }
 
+/// Per-query limits replacing the configured ones (a tenant's plan); `None` keeps the
+/// configured value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub max_rows: Option<usize>,
+    pub timeout_ms: Option<u64>,
+}
+
 /// The query service of a process; clone it freely (clones share the SQL runtime, the
 /// memory pool and the limits). Create one per process.
 #[derive(Debug, Clone)]
@@ -111,10 +119,29 @@ impl Analytics {
     /// the process runs as many queries as allowed. Dropping the returned future stops
     /// the query.
     pub async fn query(&self, scope: &Scope, sql: &str) -> Result<QueryResult, AnalyticsError> {
+        self.query_with(scope, sql, Limits::default()).await
+    }
+
+    /// As [`Analytics::query`], with a tenant plan's row and time limits in place of
+    /// the configured ones.
+    pub async fn query_with(
+        &self,
+        scope: &Scope,
+        sql: &str,
+        limits: Limits,
+    ) -> Result<QueryResult, AnalyticsError> {
         guard::check(sql)?;
         let mut permit = self.inner.gate.enter(scope)?;
+        let settings = if limits == Limits::default() {
+            Arc::clone(&self.inner.settings)
+        } else {
+            let mut s = (*self.inner.settings).clone();
+            s.max_result_rows = limits.max_rows.unwrap_or(s.max_result_rows);
+            s.timeout_ms = limits.timeout_ms.unwrap_or(s.timeout_ms);
+            Arc::new(s)
+        };
         let job = Job {
-            settings: Arc::clone(&self.inner.settings),
+            settings,
             location: self.inner.location.clone(),
             env: Arc::clone(&self.inner.env),
             scope: scope.clone(),
@@ -130,9 +157,19 @@ impl Analytics {
 
     /// Runs the ready report called `name` (see [`crate::REPORTS`]).
     pub async fn report(&self, scope: &Scope, name: &str) -> Result<QueryResult, AnalyticsError> {
+        self.report_with(scope, name, Limits::default()).await
+    }
+
+    /// As [`Analytics::report`], with a plan's limits (see [`Analytics::query_with`]).
+    pub async fn report_with(
+        &self,
+        scope: &Scope,
+        name: &str,
+        limits: Limits,
+    ) -> Result<QueryResult, AnalyticsError> {
         let report =
             reports::find(name).ok_or_else(|| AnalyticsError::UnknownReport(name.to_owned()))?;
-        self.query(scope, report.sql).await
+        self.query_with(scope, report.sql, limits).await
     }
 }
 

@@ -25,7 +25,7 @@ mod runtime;
 mod settings;
 mod tables;
 
-pub use engine::{Analytics, Scope};
+pub use engine::{Analytics, Limits, Scope};
 pub use error::{AnalyticsError, QueryLimit};
 pub use gate::PLATFORM_LABEL;
 pub use reports::{REPORTS, Report};

@@ -27,6 +27,9 @@ pub struct ClaimMapping {
     pub role_claim: String,
     /// Claim value → role; empty: the value is the role's name.
     pub roles: BTreeMap<String, Role>,
+    /// The most a token of this provider may be: a tenant's own provider makes tenant
+    /// admins at most, whatever its tokens claim.
+    pub ceiling: Option<Role>,
 }
 
 impl Default for ClaimMapping {
@@ -38,6 +41,7 @@ impl Default for ClaimMapping {
             tenants: BTreeMap::new(),
             role_claim: "role".into(),
             roles: BTreeMap::new(),
+            ceiling: None,
         }
     }
 }
@@ -54,7 +58,13 @@ fn rank(r: Role) -> u8 {
 impl ClaimMapping {
     /// The tenant and role the verified `claims` name.
     pub fn read(&self, claims: &Map<String, Value>) -> Result<(TenantId, Role), AuthError> {
-        Ok((self.tenant(claims)?, self.role(claims)?))
+        let tenant = self.tenant(claims)?;
+        let role = self.role(claims)?;
+        let role = match self.ceiling {
+            Some(max) if rank(role) > rank(max) => max,
+            _ => role,
+        };
+        Ok((tenant, role))
     }
 
     fn tenant(&self, claims: &Map<String, Value>) -> Result<TenantId, AuthError> {
@@ -170,5 +180,13 @@ mod tests {
             own.read(&c).unwrap(),
             (TenantId::new("globex").unwrap(), Role::User)
         );
+        // A tenant's own provider never makes a platform admin.
+        let capped = ClaimMapping {
+            roles: [("root".to_owned(), Role::PlatformAdmin)].into(),
+            ceiling: Some(Role::TenantAdmin),
+            ..own
+        };
+        let c = claims(json!({"groups": ["root"]}));
+        assert_eq!(capped.read(&c).unwrap().1, Role::TenantAdmin);
     }
 }

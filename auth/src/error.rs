@@ -25,6 +25,8 @@ pub enum AuthError {
     AlgorithmNotAllowed(String),
     #[error("no key {0:?} is known to verify this token")]
     UnknownKey(String),
+    #[error("the token's issuer {0:?} is not trusted here")]
+    UnknownIssuer(String),
     #[error("the token has no `{claim}` claim, which names {what} here")]
     MissingClaim { claim: String, what: &'static str },
     #[error("the token names an unknown role {0:?}")]

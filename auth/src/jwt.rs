@@ -63,6 +63,8 @@ pub struct JwtConfig {
     /// How the provider's tokens (RS256/ES256) name tenant and role; development tokens
     /// always carry `tenant` and `role`.
     pub claims: ClaimMapping,
+    /// Further providers, each bound to its issuer ([`JwtVerifier::for_issuer`]).
+    pub issuers: Vec<JwtVerifier>,
 }
 
 /// Keys by kid, with the one algorithm each may verify.
@@ -78,6 +80,21 @@ pub struct JwtVerifier {
     hs256: Option<DecodingKey>,
     keys: Arc<RwLock<KeySet>>,
     claims: ClaimMapping,
+    /// Other providers by issuer: a token whose `iss` names one is verified by it alone.
+    /// Shared by clones, so providers registered later (a tenant's own) reach every
+    /// request handler.
+    others: Arc<RwLock<BTreeMap<String, JwtVerifier>>>,
+}
+
+/// Names the provider, never its keys.
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("others", &self.issuers())
+            .finish_non_exhaustive()
+    }
 }
 
 fn key_set(set: JwkSet) -> Result<KeySet, AuthError> {
@@ -119,6 +136,17 @@ fn claimed_alg(token: &str) -> Option<String> {
     v.get("alg")?.as_str().map(str::to_owned)
 }
 
+/// The `iss` a token claims, read without trusting it: it only picks the verifier,
+/// which checks the signature and the issuer itself.
+fn claimed_issuer(token: &str) -> Option<String> {
+    let body = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(body)
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("iss")?.as_str().map(str::to_owned)
+}
+
 impl JwtVerifier {
     pub fn new(cfg: JwtConfig) -> Result<Self, AuthError> {
         if cfg.audience.is_empty() {
@@ -139,20 +167,104 @@ impl JwtVerifier {
             Some(set) => key_set(set)?,
             None => BTreeMap::new(),
         };
-        if hs256.is_none() && keys.is_empty() {
+        if hs256.is_none() && keys.is_empty() && cfg.issuers.is_empty() {
             return Err(AuthError::Config(
-                "no way to verify tokens: set AIQ_DEV_JWT_SECRET (development) or ingest.jwks"
+                "no way to verify tokens: set AIQ_DEV_JWT_SECRET (development), ingest.jwks or \
+                 ingest.issuers"
                     .into(),
             ));
         }
-        Ok(Self {
+        let v = Self {
             audience: cfg.audience,
             issuer: cfg.issuer,
             leeway_secs: cfg.leeway_secs,
             hs256,
             keys: Arc::new(RwLock::new(keys)),
             claims: cfg.claims,
+            others: Arc::default(),
+        };
+        for other in cfg.issuers {
+            v.add_issuer(other)?;
+        }
+        Ok(v)
+    }
+
+    /// A verifier of one provider's RS256/ES256 tokens, which must name `issuer`.
+    pub fn for_issuer(
+        issuer: &str,
+        audience: &str,
+        jwks: JwkSet,
+        claims: ClaimMapping,
+    ) -> Result<Self, AuthError> {
+        if issuer.is_empty() {
+            return Err(AuthError::Config("an issuer must not be empty".into()));
+        }
+        let keys = key_set(jwks)?;
+        if keys.is_empty() {
+            return Err(AuthError::Config(format!(
+                "the JWKS of issuer {issuer:?} holds no keys"
+            )));
+        }
+        if audience.is_empty() {
+            return Err(AuthError::Config("the audience must not be empty".into()));
+        }
+        Ok(Self {
+            audience: audience.to_owned(),
+            issuer: Some(issuer.to_owned()),
+            leeway_secs: 30,
+            hs256: None,
+            keys: Arc::new(RwLock::new(keys)),
+            claims,
+            others: Arc::default(),
         })
+    }
+
+    /// Trusts `other`'s issuer from now on (replacing a verifier of the same issuer).
+    /// Refused for an issuer-less verifier and for this verifier's own issuer.
+    pub fn add_issuer(&self, other: JwtVerifier) -> Result<(), AuthError> {
+        let Some(iss) = other.issuer.clone() else {
+            return Err(AuthError::Config(
+                "a further provider must name its issuer".into(),
+            ));
+        };
+        if self.issuer.as_deref() == Some(iss.as_str()) {
+            return Err(AuthError::Config(format!(
+                "issuer {iss:?} is already this deployment's own provider"
+            )));
+        }
+        self.others
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(iss, other);
+        Ok(())
+    }
+
+    /// Stops trusting `issuer`; true if it was trusted.
+    pub fn remove_issuer(&self, issuer: &str) -> bool {
+        self.others
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(issuer)
+            .is_some()
+    }
+
+    /// The further providers' issuers.
+    pub fn issuers(&self) -> Vec<String> {
+        self.others
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The further provider that verifies `issuer`'s tokens, if one does.
+    pub fn issuer(&self, issuer: &str) -> Option<JwtVerifier> {
+        self.others
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(issuer)
+            .cloned()
     }
 
     /// Whether HS256 development tokens are accepted.
@@ -173,6 +285,27 @@ impl JwtVerifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let claimed = claimed_issuer(token);
+        if let Some(iss) = &claimed
+            && let Some(other) = self.issuer(iss)
+        {
+            return other.verify_own(token);
+        }
+        match self.verify_own(token) {
+            // A key this provider does not know, in a token of an issuer that is not
+            // this one: say it is the issuer that is not trusted.
+            Err(AuthError::UnknownKey(_))
+                if claimed
+                    .as_deref()
+                    .is_some_and(|iss| self.issuer.as_deref() != Some(iss)) =>
+            {
+                Err(AuthError::UnknownIssuer(claimed.unwrap_or_default()))
+            }
+            other => other,
+        }
+    }
+
+    fn verify_own(&self, token: &str) -> Result<Principal, AuthError> {
         let alg = claimed_alg(token).ok_or_else(|| AuthError::Malformed("not a JWT".into()))?;
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| AuthError::AlgorithmNotAllowed(alg.clone()))?;

@@ -464,3 +464,71 @@ fn a_providers_own_claims_are_mapped_to_tenant_and_role() {
     assert_eq!(e.status(), 401);
     assert!(e.to_string().contains("`tid`"), "{e}");
 }
+
+#[test]
+fn further_issuers_verify_their_own_tokens_only_and_can_be_removed() {
+    let primary = verifier(true, false, None);
+    let tenant_idp = "https://idp.globex.example/";
+    primary
+        .add_issuer(
+            JwtVerifier::for_issuer(
+                tenant_idp,
+                AUD,
+                jwks(),
+                aiq_auth::ClaimMapping {
+                    fixed_tenant: Some(TenantId::new("globex").unwrap()),
+                    role_claim: "groups".into(),
+                    roles: [
+                        ("admins".to_owned(), Role::PlatformAdmin),
+                        ("staff".to_owned(), Role::User),
+                    ]
+                    .into(),
+                    ceiling: Some(Role::TenantAdmin),
+                    ..aiq_auth::ClaimMapping::default()
+                },
+            )
+            .unwrap(),
+        )
+        .unwrap();
+    assert_eq!(primary.issuers(), [tenant_idp]);
+    let token = |iss: &str, groups: &[&str]| {
+        provider_token(serde_json::json!({
+            "sub": "svc", "aud": AUD, "exp": now() + 600, "iss": iss, "groups": groups,
+        }))
+    };
+    // The tenant's provider: its tenant, its role at most tenant_admin.
+    let p = primary.verify(&token(tenant_idp, &["admins"])).unwrap();
+    assert_eq!((p.tenant.as_str(), p.role), ("globex", Role::TenantAdmin));
+    let p = primary.verify(&token(tenant_idp, &["staff"])).unwrap();
+    assert_eq!(p.role, Role::User);
+    // The same keys under an issuer nobody registered: refused, naming the issuer.
+    let e = primary
+        .verify(&token("https://evil.example/", &["staff"]))
+        .unwrap_err();
+    assert_eq!(e.status(), 401);
+    assert!(e.to_string().contains("evil.example"), "{e}");
+    // A development token claiming the tenant's issuer is verified by that provider,
+    // which takes no HS256.
+    let mut c = claims(600);
+    c.iss = Some(tenant_idp.into());
+    let forged = sign(Algorithm::HS256, None, &c, &hs_key(SECRET.as_bytes()));
+    assert!(matches!(
+        primary.verify(&forged),
+        Err(AuthError::AlgorithmNotAllowed(_))
+    ));
+    // Development tokens without that issuer still work.
+    assert!(
+        primary
+            .verify(&sign(
+                Algorithm::HS256,
+                None,
+                &claims(600),
+                &hs_key(SECRET.as_bytes())
+            ))
+            .is_ok()
+    );
+    // Removed: refused.
+    assert!(primary.remove_issuer(tenant_idp));
+    let e = primary.verify(&token(tenant_idp, &["staff"])).unwrap_err();
+    assert!(matches!(e, AuthError::UnknownIssuer(_)), "{e}");
+}

@@ -36,7 +36,13 @@ pub struct Connectors {
     secrets: Arc<dyn SecretSource>,
     outbound: Outbound,
     breakers: Arc<Breakers>,
+    /// Whether a tenant may use a connector (its plan's `allowed_connectors`); unset:
+    /// every tenant every connector.
+    allowed: Option<Allowed>,
 }
+
+/// Answers whether `tenant` may use the connector `name`.
+pub type Allowed = Arc<dyn Fn(&aiq_topics::TenantId, &str) -> bool + Send + Sync>;
 
 impl Connectors {
     /// Every connector this build has. `kafka` is None where no cluster is at hand; the
@@ -55,6 +61,7 @@ impl Connectors {
             secrets,
             outbound,
             breakers: Arc::new(Breakers::new(settings.breaker.clone(), registry)),
+            allowed: None,
         };
         c.insert("noop", Arc::new(NoopConnector));
         c.insert("file", Arc::new(FileConnector::new(&settings.file_root)));
@@ -75,11 +82,30 @@ impl Connectors {
         self.by_name.insert(name.to_owned(), connector);
     }
 
+    /// Refuses a task whose tenant may not use its connector (a fatal error naming
+    /// both), asked at every call, so a plan change applies to the next task.
+    pub fn restrict(mut self, allowed: Allowed) -> Self {
+        self.allowed = Some(allowed);
+        self
+    }
+
     pub fn breakers(&self) -> &Breakers {
         &self.breakers
     }
 
     pub async fn call(&self, task: &TaskMessage) -> TaskOutcome {
+        if let Some(allowed) = &self.allowed
+            && !allowed(&task.tenant, &task.connector)
+        {
+            return TaskOutcome::Error {
+                class: ErrorClass::Fatal,
+                message: format!(
+                    "connector `{}` is not in tenant {:?}'s plan (allowed_connectors)",
+                    task.connector,
+                    task.tenant.as_str()
+                ),
+            };
+        }
         let Some(c) = self.by_name.get(&task.connector) else {
             return TaskOutcome::Error {
                 class: ErrorClass::Fatal,
@@ -167,5 +193,32 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_tenant_restricted_from_a_connector_gets_a_fatal_error_naming_it() {
+        let c = Connectors::builtin(
+            &ConnectorSettings::default(),
+            Arc::new(SecretStore::fixed(None, vec![])),
+            None,
+            &Registry::new(),
+        )
+        .unwrap()
+        .restrict(Arc::new(|tenant, connector| {
+            tenant.as_str() != "acme" || connector == "http"
+        }));
+        match c.call(&task("noop", json!({"output": 7}), 1000)).await {
+            TaskOutcome::Error { class, message } => {
+                assert_eq!(class, ErrorClass::Fatal);
+                assert!(
+                    message.contains("not in tenant \"acme\"'s plan"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut other = task("noop", json!({"output": 7}), 1000);
+        other.tenant = TenantId::new("zeta").unwrap();
+        assert_eq!(c.call(&other).await, TaskOutcome::Ok { output: json!(7) });
     }
 }

@@ -40,6 +40,14 @@ pub struct Ingest {
     pub app: App,
 }
 
+/// The process's followers of compacted topics that ingest reads.
+#[derive(Clone, Copy)]
+pub struct Followers<'a> {
+    pub definitions: &'a Definitions,
+    /// `None`: no tenant is registered (only `ingest.open_tenants` lets tenants in).
+    pub tenants: Option<&'a aiq_tenants::Tenants>,
+}
+
 /// The App over `cql`'s keyspace and `kafka`'s topics, reading workflows from
 /// `definitions` (whose follower must keep running while the App serves: `/readyz`
 /// reports its progress). `analytics` serves `/v1/sql` and the reports; without it those
@@ -51,10 +59,13 @@ pub async fn build(
     settings: IngestSettings,
     jwt: aiq_auth::JwtVerifier,
     keyring: Option<Arc<aiq_secrets::Keyring>>,
-    definitions: &Definitions,
-    tenants: Option<&aiq_tenants::Tenants>,
+    followers: Followers<'_>,
     analytics: Option<Arc<aiq_analytics::Analytics>>,
 ) -> Result<Ingest, BootError> {
+    let Followers {
+        definitions,
+        tenants,
+    } = followers;
     let session = Arc::new(aiq_sql::connect(cql).await?);
     let store = RegistryStore::new(Arc::clone(&session), &cql.keyspace).await?;
     let history = HistoryStore::new(Arc::clone(&session), &cql.keyspace).await?;
@@ -73,13 +84,14 @@ pub async fn build(
         Arc::new(crate::api_keys::CqlApiKeys(store.clone())),
     ));
     let directory = tenants.map_or_else(Arc::default, |t| Arc::clone(&t.directory));
-    let tenants = crate::tenants::Tenants::new(
+    let mut tenants = crate::tenants::Tenants::new(
         Arc::clone(&directory),
         tenants.map(|t| t.tail.sync()),
         publisher.clone(),
         store.clone(),
         settings.open_tenants,
     );
+    tenants.reserved_issuers = settings.configured_issuers();
     let limiter = Arc::new(TriggerLimiter::new(
         settings.trigger_quota,
         settings.quota_overrides(),

@@ -172,6 +172,7 @@ mod tests {
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
             updated_by: "root".into(),
+            identity: None,
         };
         for _ in 0..10 {
             assert!(limiter.check(&acme).is_ok());

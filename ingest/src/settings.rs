@@ -40,6 +40,11 @@ pub struct IngestSettings {
     /// How the provider's tokens name tenant and role (`aiq_auth::ClaimMapping`).
     #[serde(default)]
     pub jwt_claims: JwtClaims,
+    /// Further OpenID providers trusted at once (`[[ingest.issuers]]`), each for the
+    /// tokens naming its issuer. A tenant's own provider is registered on the tenant
+    /// instead (`PATCH /v1/tenants/{id}`, `identity`).
+    #[serde(default)]
+    pub issuers: Vec<IssuerSettings>,
     /// Serve any tenant a valid credential names, registered or not. For development
     /// only: without it a credential for a tenant missing from the registry
     /// (`POST /v1/tenants`) is refused with 403.
@@ -70,6 +75,33 @@ impl IngestSettings {
         self.tenants
             .iter()
             .map(|(t, o)| (t.clone(), o.trigger_quota))
+            .collect()
+    }
+}
+
+/// One more trusted provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerSettings {
+    /// The `iss` its tokens carry, exactly.
+    pub issuer: String,
+    /// A JWKS file or URL (https; http only for a loopback host), refreshed like `jwks`.
+    pub jwks: String,
+    /// The `aud` its tokens must carry; unset: `jwt_audience`.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// How its tokens name tenant and role.
+    #[serde(default)]
+    pub claims: JwtClaims,
+}
+
+impl IngestSettings {
+    /// The issuers of the configured providers: a tenant may not register one of them.
+    pub fn configured_issuers(&self) -> Vec<String> {
+        self.jwt_issuer
+            .iter()
+            .cloned()
+            .chain(self.issuers.iter().map(|i| i.issuer.clone()))
             .collect()
     }
 }
@@ -133,6 +165,7 @@ impl JwtClaims {
             tenants: self.tenants.clone(),
             role_claim: self.role.clone(),
             roles,
+            ceiling: None,
         })
     }
 }

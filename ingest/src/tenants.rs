@@ -18,8 +18,8 @@ use aiq_auth::{ApiKey, Role};
 use aiq_kafka::TailSync;
 use aiq_tenants::Directory;
 use aiq_topics::{
-    AuditAction, Plan, RunId, SignalAction, SignalEvent, TenantId, TenantRecord, TenantState,
-    TopicKind,
+    AuditAction, IdentityProvider, Plan, RunId, SignalAction, SignalEvent, TenantId, TenantRecord,
+    TenantState, TopicKind,
 };
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -74,6 +74,8 @@ pub struct Onboarded {
 pub struct TenantPatch {
     pub display_name: Option<String>,
     pub plan: Plan,
+    /// `Some(None)` removes the tenant's own provider.
+    pub identity: Option<Option<IdentityProvider>>,
 }
 
 #[derive(Clone)]
@@ -86,6 +88,8 @@ pub struct Tenants {
     pub store: RegistryStore,
     /// `ingest.open_tenants`: any tenant a valid credential names is served (development).
     pub open: bool,
+    /// The configured providers' issuers, which no tenant may register as its own.
+    pub reserved_issuers: Vec<String>,
     writes: Arc<tokio::sync::Mutex<()>>,
     catch_up: Arc<tokio::sync::Mutex<()>>,
 }
@@ -123,6 +127,7 @@ impl Tenants {
             publisher,
             store,
             open,
+            reserved_issuers: Vec::new(),
             writes: Arc::default(),
             catch_up: Arc::default(),
         }
@@ -243,6 +248,7 @@ impl Tenants {
             created_at: now,
             updated_at: now,
             updated_by: caller.subject.clone(),
+            identity: None,
         };
         if let Err(e) = self.publish(&record).await {
             self.release(&id).await;
@@ -297,16 +303,47 @@ impl Tenants {
             check_name(name)?;
         }
         check_plan(&patch.plan)?;
+        if let Some(Some(idp)) = &patch.identity {
+            self.check_identity(id, idp)?;
+        }
         let (_, after) = self
             .edit(id, caller, now, |r| {
                 if let Some(name) = patch.display_name {
                     r.display_name = name;
                 }
                 r.plan.merge(&patch.plan);
+                if let Some(identity) = patch.identity {
+                    r.identity = identity;
+                }
                 Ok(())
             })
             .await?;
         Ok(after)
+    }
+
+    /// A tenant's own provider: well formed, and an issuer nobody else trusts already
+    /// (the deployment's providers, another tenant's).
+    fn check_identity(&self, id: &TenantId, idp: &IdentityProvider) -> Result<(), TenantError> {
+        idp.check()
+            .map_err(|(field, reason)| TenantError::Invalid { field, reason })?;
+        let taken = || TenantError::Invalid {
+            field: "identity.issuer".into(),
+            reason: format!(
+                "issuer {:?} is already trusted for another tenant or the platform",
+                idp.issuer
+            ),
+        };
+        if self.reserved_issuers.contains(&idp.issuer) {
+            return Err(taken());
+        }
+        let elsewhere =
+            self.directory.list().into_iter().any(|t| {
+                &t.id != id && t.identity.as_ref().is_some_and(|o| o.issuer == idp.issuer)
+            });
+        if elsewhere {
+            return Err(taken());
+        }
+        Ok(())
     }
 
     /// Suspends the tenant (again, if it is: the call is idempotent). With

@@ -80,6 +80,7 @@ async fn api(brokers: String, cql: String) -> Api {
         jwks_refresh_secs: 600,
         allow_dev_tokens_with_jwks: false,
         jwt_claims: Default::default(),
+        issuers: Vec::new(),
         open_tenants: true,
         trigger_quota: TriggerQuota {
             per_second: NonZeroU32::new(1000).unwrap(),
@@ -109,8 +110,10 @@ async fn api(brokers: String, cql: String) -> Api {
         settings,
         jwt,
         Some(keyring.clone()),
-        &definitions,
-        None,
+        aiq_ingest::bootstrap::Followers {
+            definitions: &definitions,
+            tenants: None,
+        },
         None,
     )
     .await

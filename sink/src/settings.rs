@@ -137,7 +137,37 @@ pub struct RetentionSettings {
     pub classes: BTreeMap<String, u32>,
     /// Tenant → class name (a key of `classes`).
     pub tenants: BTreeMap<String, String>,
+    /// A tenant's class from its plan in the tenant registry, asked before `tenants`.
+    #[serde(skip)]
+    pub plans: PlanClasses,
 }
+
+/// Looks a tenant's retention class up in its plan (set by the process that runs the
+/// sink; not configuration).
+#[derive(Clone, Default)]
+pub struct PlanClasses(pub Option<ClassOf>);
+
+/// A tenant id → its plan's retention class.
+pub type ClassOf = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+impl std::fmt::Debug for PlanClasses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "PlanClasses(set)"
+        } else {
+            "PlanClasses(unset)"
+        })
+    }
+}
+
+/// Equal whatever they look up: configuration compares by its file's values.
+impl PartialEq for PlanClasses {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for PlanClasses {}
 
 impl Default for RetentionSettings {
     fn default() -> Self {
@@ -145,6 +175,7 @@ impl Default for RetentionSettings {
             default_days: 90,
             classes: BTreeMap::new(),
             tenants: BTreeMap::new(),
+            plans: PlanClasses::default(),
         }
     }
 }
@@ -183,12 +214,18 @@ impl RetentionSettings {
         Ok(())
     }
 
-    /// The TTL in seconds of a tenant's rows.
+    /// The TTL in seconds of a tenant's rows: its plan's class, else its configured
+    /// class, else the default (a class the configuration lacks counts as none).
     pub fn ttl_secs(&self, tenant: &str) -> i32 {
-        let days = self
-            .tenants
-            .get(tenant)
+        let planned = self.plans.0.as_ref().and_then(|f| f(tenant));
+        let days = planned
+            .as_ref()
             .and_then(|class| self.classes.get(class))
+            .or_else(|| {
+                self.tenants
+                    .get(tenant)
+                    .and_then(|class| self.classes.get(class))
+            })
             .copied()
             .unwrap_or(self.default_days)
             .min(MAX_RETENTION_DAYS);
@@ -200,6 +237,22 @@ impl RetentionSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plans_class_comes_before_the_configured_one() {
+        let mut r = RetentionSettings::default();
+        r.classes.insert("short".into(), 7);
+        r.classes.insert("long".into(), 365);
+        r.tenants.insert("acme".into(), "short".into());
+        assert_eq!(r.ttl_secs("acme"), 7 * 86_400);
+        r.plans = PlanClasses(Some(std::sync::Arc::new(|t: &str| {
+            (t == "acme").then(|| "long".to_owned())
+        })));
+        assert_eq!(r.ttl_secs("acme"), 365 * 86_400);
+        assert_eq!(r.ttl_secs("zeta"), 90 * 86_400);
+        r.plans = PlanClasses(Some(std::sync::Arc::new(|_: &str| Some("gold".to_owned()))));
+        assert_eq!(r.ttl_secs("acme"), 7 * 86_400, "an unknown class is none");
+    }
 
     #[test]
     fn defaults_are_valid_and_give_ninety_days() {

@@ -26,6 +26,10 @@ pub const SMTP: &str = "AIQ_SMTP_PORT";
 /// Azurite's blob endpoint (`scripts/services up azurite`); `AZURE_STORAGE_*` and
 /// `AIQ_AZURITE_CONTAINER` go with it.
 pub const AZURITE: &str = "AZURITE_BLOB_STORAGE_URL";
+/// The two OpenID providers (`scripts/services up oidc`): issuer a and issuer b, with
+/// the clients `scripts/oidc-provider.mjs` lists.
+pub const OIDC_A: &str = "AIQ_OIDC_A_URL";
+pub const OIDC_B: &str = "AIQ_OIDC_B_URL";
 
 /// A history root of its own in Azurite's container (`az://<container>/<unique>`), or
 /// `None` when the test should skip (see [`service`]).

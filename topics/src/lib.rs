@@ -34,7 +34,7 @@ pub use signal::{SignalAction, SignalEvent};
 pub use size::json_size;
 pub use spec::{CleanupPolicy, KeyKind, TopicKind, TopicSet, TopicSpec};
 pub use task::{ErrorClass, TaskMessage, TaskOutcome, TaskResult};
-pub use tenant::{Plan, TenantRecord, TenantState};
+pub use tenant::{IdentityProvider, Plan, TenantRecord, TenantState};
 pub use trace::{
     PARENT_TRACEPARENT, SpanId, TRACEPARENT, TraceError, TraceId, TraceParent, Traced,
 };

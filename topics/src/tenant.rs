@@ -30,6 +30,77 @@ pub struct TenantRecord {
     /// Who made the last change (a token's subject or an API key id).
     #[serde(default)]
     pub updated_by: String,
+    /// The tenant's own OpenID provider: its tokens act for this tenant only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityProvider>,
+}
+
+/// A tenant's own OpenID provider. Its tokens (RS256/ES256, keys from `jwks_uri`) must
+/// name `issuer` and the deployment's audience (or `audience`); they act for the tenant
+/// that registered it, with the role `role_claim` maps to through `roles`, at most
+/// `tenant_admin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityProvider {
+    pub issuer: String,
+    pub jwks_uri: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// The claim holding the role: a string or an array (`roles`, `groups`).
+    #[serde(default = "default_role_claim")]
+    pub role_claim: String,
+    /// Claim value → `user` or `tenant_admin`; empty: the value is the role name.
+    #[serde(default)]
+    pub roles: std::collections::BTreeMap<String, String>,
+}
+
+fn default_role_claim() -> String {
+    "roles".into()
+}
+
+impl IdentityProvider {
+    /// The first field that breaks a rule, named by its path under `identity`.
+    pub fn check(&self) -> Result<(), (String, String)> {
+        let bad = |f: &str, r: &str| Err((format!("identity.{f}"), r.to_owned()));
+        if self.issuer.trim().is_empty() || self.issuer.len() > 512 {
+            return bad("issuer", "must be 1 to 512 characters");
+        }
+        if !(self.jwks_uri.starts_with("https://") || is_loopback_http(&self.jwks_uri)) {
+            return bad(
+                "jwks_uri",
+                "must be an https URL (plain http only for a loopback host)",
+            );
+        }
+        if self.audience.as_ref().is_some_and(|a| a.is_empty()) {
+            return bad("audience", "must not be empty");
+        }
+        if self.role_claim.is_empty() {
+            return bad("role_claim", "must not be empty");
+        }
+        if let Some((value, role)) = self
+            .roles
+            .iter()
+            .find(|(_, r)| !matches!(r.as_str(), "user" | "tenant_admin"))
+        {
+            return Err((
+                format!("identity.roles.{value}"),
+                format!(
+                    "{role:?} is not a role a tenant's provider may grant (user, tenant_admin)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `http://` to 127.0.0.1, localhost or [::1]: a provider on this machine.
+pub fn is_loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -210,6 +281,7 @@ mod tests {
             created_at: Utc::now(),
             updated_at: Utc::now(),
             updated_by: "admin".into(),
+            identity: None,
         }
     }
 
@@ -251,5 +323,32 @@ mod tests {
         };
         assert_eq!(p.check().unwrap_err().0, "plan.allowed_connectors[1]");
         assert!(record().plan.check().is_ok());
+    }
+
+    #[test]
+    fn a_tenants_provider_is_checked_by_field() {
+        let idp = IdentityProvider {
+            issuer: "https://login.acme.example/".into(),
+            jwks_uri: "https://login.acme.example/jwks".into(),
+            audience: None,
+            role_claim: "groups".into(),
+            roles: [("admins".to_owned(), "tenant_admin".to_owned())].into(),
+        };
+        assert!(idp.check().is_ok());
+        let e = IdentityProvider {
+            roles: [("root".to_owned(), "platform_admin".to_owned())].into(),
+            ..idp.clone()
+        }
+        .check()
+        .unwrap_err();
+        assert_eq!(e.0, "identity.roles.root");
+        let e = IdentityProvider {
+            jwks_uri: "http://login.acme.example/jwks".into(),
+            ..idp.clone()
+        }
+        .check()
+        .unwrap_err();
+        assert_eq!(e.0, "identity.jwks_uri");
+        assert!(is_loopback_http("http://127.0.0.1:9480/jwks"));
     }
 }

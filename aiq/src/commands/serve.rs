@@ -125,7 +125,15 @@ async fn start(
             }),
             prometheus::default_registry(),
         )
-        .context("setting up the connectors")?;
+        .context("setting up the connectors")?
+        .restrict({
+            let directory = Arc::clone(&tenants.directory);
+            Arc::new(move |tenant, connector| {
+                directory
+                    .with(tenant, |r| r.plan.allows_connector(connector))
+                    .unwrap_or(true)
+            })
+        });
         let worker = aiq_worker::spawn(
             &config.kafka,
             config.worker.clone(),
@@ -137,6 +145,15 @@ async fn start(
     }
 
     if has(Role::Sink) {
+        let mut sink_settings = config.sink.clone();
+        let directory = Arc::clone(&tenants.directory);
+        sink_settings.retention.plans =
+            aiq_sink::settings::PlanClasses(Some(Arc::new(move |tenant: &str| {
+                let id = aiq_topics::TenantId::new(tenant).ok()?;
+                directory
+                    .with(&id, |r| r.plan.retention_class.clone())
+                    .flatten()
+            })));
         let session = aiq_sql::connect(&config.cql)
             .await
             .context("connecting the sink to the store")?;
@@ -145,7 +162,7 @@ async fn start(
             &config.kafka.topics(),
             Arc::new(session),
             &config.cql.keyspace,
-            config.sink.clone(),
+            sink_settings,
             prometheus::default_registry(),
             health.clone(),
         )
@@ -156,24 +173,30 @@ async fn start(
 
     let mut ingest_app = None;
     if has(Role::Ingest) {
-        let (jwt, jwks_url) = crate::auth::jwt_verifier(&config.ingest).await?;
-        if let Some(url) = jwks_url {
-            stages.push(crate::auth::spawn_refresh(
-                jwt.clone(),
-                url,
-                Duration::from_secs(config.ingest.jwks_refresh_secs),
-            ));
+        let (jwt, refresh) = crate::auth::jwt_verifier(&config.ingest).await?;
+        let every = Duration::from_secs(config.ingest.jwks_refresh_secs);
+        for r in refresh {
+            stages.push(crate::auth::spawn_refresh(r.verifier, r.url, every));
         }
+        stages.push(crate::auth::spawn_tenant_issuers(
+            jwt.clone(),
+            Arc::clone(&tenants.directory),
+            config.ingest.jwt_audience.clone(),
+            config.ingest.configured_issuers(),
+            every,
+        ));
         let ingest = aiq_ingest::bootstrap::build(
             &config.kafka,
             &config.cql,
             config.ingest.clone(),
             jwt,
             keyring,
-            definitions
-                .as_ref()
-                .context("the ingest role follows the definitions topic")?,
-            Some(&tenants),
+            aiq_ingest::bootstrap::Followers {
+                definitions: definitions
+                    .as_ref()
+                    .context("the ingest role follows the definitions topic")?,
+                tenants: Some(&tenants),
+            },
             Some(Arc::new(
                 aiq_analytics::Analytics::with_registry(
                     config.analytics.clone(),

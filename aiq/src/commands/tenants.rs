@@ -108,6 +108,7 @@ pub async fn run(config: &Config, cmd: TenantsCommand) -> anyhow::Result<ExitCod
             let patch = TenantPatch {
                 display_name: name,
                 plan: plan.plan(),
+                identity: None,
             };
             let r = tenants.update(&id, patch, &caller, now).await?;
             tenants.audit(&caller, &r, AuditAction::TenantUpdated).await;

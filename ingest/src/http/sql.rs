@@ -99,6 +99,22 @@ pub(crate) fn scope(caller: &Caller, headers: &HeaderMap) -> Scope {
     }
 }
 
+/// A tenant-scoped query's limits from the tenant's plan (the platform scope keeps the
+/// configured ones).
+fn limits(app: &App, caller: &Caller, headers: &HeaderMap) -> aiq_analytics::Limits {
+    match scope(caller, headers) {
+        Scope::Platform => aiq_analytics::Limits::default(),
+        Scope::Tenant(t) => app
+            .tenants
+            .directory
+            .with(&t, |r| aiq_analytics::Limits {
+                max_rows: r.plan.sql_max_rows.map(|n| n as usize),
+                timeout_ms: r.plan.sql_timeout_ms.map(u64::from),
+            })
+            .unwrap_or_default(),
+    }
+}
+
 pub(crate) fn analytics_error(e: AnalyticsError) -> Problem {
     let detail = e.to_string();
     match e {
@@ -205,7 +221,11 @@ pub async fn query(
         );
     }
     let result = engine
-        .query(&scope(&caller, &headers), &req.query)
+        .query_with(
+            &scope(&caller, &headers),
+            &req.query,
+            limits(&app, &caller, &headers),
+        )
         .await
         .map_err(analytics_error)?;
     Ok(answer(result, req.format))
@@ -262,7 +282,11 @@ pub async fn report(
     let engine = analytics(&app)?;
     let Query(q) = query.map_err(|e| query_rejection(&e))?;
     let result = engine
-        .report(&scope(&caller, &headers), &name)
+        .report_with(
+            &scope(&caller, &headers),
+            &name,
+            limits(&app, &caller, &headers),
+        )
         .await
         .map_err(analytics_error)?;
     Ok(answer(result, q.format.unwrap_or_default()))

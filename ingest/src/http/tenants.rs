@@ -4,7 +4,7 @@
 //! it changed.
 
 use aiq_auth::{Action, Role};
-use aiq_topics::{AuditAction, Plan, TenantId, TenantRecord};
+use aiq_topics::{AuditAction, IdentityProvider, Plan, TenantId, TenantRecord};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -66,6 +66,37 @@ pub struct TenantPatchBody {
     #[serde(default)]
     #[schema(value_type = Option<PlanDoc>)]
     plan: Plan,
+    /// The tenant's own OpenID provider; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<IdentityDoc>)]
+    identity: Option<Option<IdentityProvider>>,
+}
+
+/// A field that is present, even as `null` (`Some(None)`), apart from one left out
+/// (`None`, by `#[serde(default)]`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A tenant's own OpenID provider: its tokens act for the tenant only, at most as
+/// `tenant_admin`.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // the document's shape of `aiq_topics::IdentityProvider`
+pub struct IdentityDoc {
+    /// The `iss` its tokens carry, exactly.
+    issuer: String,
+    /// Its JWKS (https; http only for a loopback host).
+    jwks_uri: String,
+    /// The `aud` its tokens carry; unset: the deployment's.
+    audience: Option<String>,
+    /// The claim holding the role (default `roles`).
+    role_claim: Option<String>,
+    /// Claim value → `user` or `tenant_admin`.
+    roles: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Default, Deserialize, ToSchema)]
@@ -88,6 +119,8 @@ pub struct TenantView {
     created_at: chrono::DateTime<Utc>,
     updated_at: chrono::DateTime<Utc>,
     updated_by: String,
+    #[schema(value_type = Option<IdentityDoc>)]
+    identity: Option<IdentityProvider>,
 }
 
 impl From<TenantRecord> for TenantView {
@@ -101,6 +134,7 @@ impl From<TenantRecord> for TenantView {
             created_at: r.created_at,
             updated_at: r.updated_at,
             updated_by: r.updated_by,
+            identity: r.identity,
         }
     }
 }
@@ -282,6 +316,7 @@ pub async fn update(
             TenantPatch {
                 display_name: req.display_name,
                 plan: req.plan,
+                identity: req.identity,
             },
             &caller,
             Utc::now(),

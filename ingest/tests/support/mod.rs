@@ -50,6 +50,7 @@ pub fn settings() -> IngestSettings {
         jwks_refresh_secs: 600,
         allow_dev_tokens_with_jwks: false,
         jwt_claims: Default::default(),
+        issuers: Vec::new(),
         open_tenants: true,
         trigger_quota: TriggerQuota {
             per_second: NonZeroU32::new(1000).unwrap(),
@@ -99,8 +100,10 @@ pub async fn api_with(
         settings(),
         jwt,
         Some(keyring),
-        &definitions,
-        None,
+        aiq_ingest::bootstrap::Followers {
+            definitions: &definitions,
+            tenants: None,
+        },
         analytics,
     )
     .await

@@ -23,6 +23,7 @@ fn record(plan: Plan, suspended_at: Option<DateTime<Utc>>) -> TenantRecord {
         created_at: t0(),
         updated_at: t0(),
         updated_by: "root".into(),
+        identity: None,
     }
 }
 
