@@ -33,6 +33,8 @@ pub struct CallContext<'a> {
     /// Every value resolved for this call, so the answer can be scrubbed of them.
     /// Kept as secrets, so their memory is zeroed when the call ends.
     resolved: Mutex<Vec<SecretString>>,
+    /// The names of the secrets opened, for the audit trail.
+    opened: Mutex<Vec<String>>,
 }
 
 impl<'a> CallContext<'a> {
@@ -50,7 +52,16 @@ impl<'a> CallContext<'a> {
             outbound,
             breakers,
             resolved: Mutex::new(Vec::new()),
+            opened: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The names of the secrets this call opened, in order.
+    pub(crate) fn opened(&self) -> Vec<String> {
+        self.opened
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// What is left of the step's time (at least 1 ms, so it can bound a call).
@@ -72,6 +83,10 @@ impl<'a> CallContext<'a> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(value.clone());
+        self.opened
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(parsed.as_str().to_owned());
         Ok(value)
     }
 

@@ -94,10 +94,16 @@ impl Connectors {
     }
 
     pub async fn call(&self, task: &TaskMessage) -> TaskOutcome {
+        self.call_opening(task).await.0
+    }
+
+    /// As [`Connectors::call`], with the names of the tenant's secrets the call opened
+    /// (never their values), for the audit trail.
+    pub async fn call_opening(&self, task: &TaskMessage) -> (TaskOutcome, Vec<String>) {
         if let Some(allowed) = &self.allowed
             && !allowed(&task.tenant, &task.connector)
         {
-            return TaskOutcome::Error {
+            let refused = TaskOutcome::Error {
                 class: ErrorClass::Fatal,
                 message: format!(
                     "connector `{}` is not in tenant {:?}'s plan (allowed_connectors)",
@@ -105,9 +111,10 @@ impl Connectors {
                     task.tenant.as_str()
                 ),
             };
+            return (refused, Vec::new());
         }
         let Some(c) = self.by_name.get(&task.connector) else {
-            return TaskOutcome::Error {
+            let missing = TaskOutcome::Error {
                 class: ErrorClass::Fatal,
                 message: format!(
                     "connector `{}` is not available in this worker (this build has: {})",
@@ -115,6 +122,7 @@ impl Connectors {
                     self.names().join(", ")
                 ),
             };
+            return (missing, Vec::new());
         };
         let limit = Duration::from_millis(task.timeout_ms.max(1));
         let deadline = Instant::now() + limit;
@@ -134,7 +142,7 @@ impl Connectors {
                 Ok(outcome) => outcome,
                 Err(_) => timeout_outcome(task.timeout_ms),
             };
-        ctx.scrub(outcome)
+        (ctx.scrub(outcome), ctx.opened())
     }
 
     fn names(&self) -> Vec<String> {

@@ -20,6 +20,9 @@ pub fn event(caller: &Caller, action: AuditAction, subject: &str, detail: Value)
         action,
         subject: subject.to_owned(),
         detail,
+        actor_tenant: caller.own_tenant.clone(),
+        request_id: None,
+        outcome: None,
     }
 }
 

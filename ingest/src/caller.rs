@@ -16,6 +16,9 @@ pub struct Caller {
     pub role: Role,
     /// Who, for the audit trail: a token's `sub` or an API key's id.
     pub subject: String,
+    /// The caller's own tenant when it acts for another (a platform admin naming one in
+    /// `X-AIQ-Tenant`).
+    pub own_tenant: Option<TenantId>,
 }
 
 impl Caller {

@@ -402,6 +402,7 @@ impl Tenants {
     pub async fn audit(&self, caller: &Caller, tenant: &TenantRecord, action: AuditAction) {
         let as_tenant = Caller {
             tenant: tenant.id.clone(),
+            own_tenant: Some(caller.tenant.clone()).filter(|t| *t != tenant.id),
             ..caller.clone()
         };
         crate::audit::record(

@@ -103,6 +103,9 @@ fn history() -> (Vec<Event>, Vec<AuditEvent>) {
             } else {
                 serde_json::Value::Null
             },
+            actor_tenant: None,
+            request_id: None,
+            outcome: None,
         })
         .collect();
     (events, audits)

@@ -275,6 +275,9 @@ async fn every_event_kind_lands_in_its_columns_with_its_retention() {
         action: AuditAction::WorkflowRegistered,
         subject: "order-sync/2".into(),
         detail: json!({"hash": "abc"}),
+        actor_tenant: None,
+        request_id: None,
+        outcome: None,
     };
     env.audit(&audit).await;
 

@@ -26,15 +26,19 @@ pub enum Table {
     Runs,
     /// One row per step event: `started`, `waiting`, then the attempt's outcome.
     Steps,
+    /// One row per audit event (from the audit topic): kept in the archive for
+    /// `sink.parquet.audit_archive_days` (seven years), whatever the runs' retention.
+    Audit,
 }
 
 impl Table {
-    pub const ALL: [Table; 2] = [Table::Runs, Table::Steps];
+    pub const ALL: [Table; 3] = [Table::Runs, Table::Steps, Table::Audit];
 
     pub fn name(self) -> &'static str {
         match self {
             Table::Runs => "runs",
             Table::Steps => "steps",
+            Table::Audit => "audit",
         }
     }
 
@@ -74,6 +78,19 @@ impl Table {
                 Field::new("output_bytes", DataType::Int64, true),
                 Field::new("error_class", text.clone(), true),
                 Field::new("error_message", text.clone(), true),
+                Field::new("kafka_partition", DataType::Int32, false),
+                Field::new("kafka_offset", DataType::Int64, false),
+            ],
+            Table::Audit => vec![
+                Field::new("event_id", text.clone(), false),
+                Field::new("at", ts(), false),
+                Field::new("actor", text.clone(), false),
+                Field::new("action", text.clone(), false),
+                Field::new("subject", text.clone(), false),
+                Field::new("detail", text.clone(), true),
+                Field::new("actor_tenant", text.clone(), true),
+                Field::new("request_id", text.clone(), true),
+                Field::new("outcome", text.clone(), true),
                 Field::new("kafka_partition", DataType::Int32, false),
                 Field::new("kafka_offset", DataType::Int64, false),
             ],

@@ -31,6 +31,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(6, "0006_run_indexes"),
     migration!(7, "0007_dead_letters"),
     migration!(8, "0008_replays"),
+    migration!(9, "0009_audit_fields"),
 ];
 
 impl Migration {

@@ -34,6 +34,16 @@ pub enum AuditAction {
     TenantUpdated,
     TenantSuspended,
     TenantResumed,
+    /// Any mutating API call, and a platform admin's call for another tenant.
+    ApiCall,
+    /// A run started, from any source.
+    RunStarted,
+    RunCancelled,
+    SignalSent,
+    /// A SQL query or report (its text's SHA-256, never the text).
+    SqlQuery,
+    /// A worker opened a secret for a step (its name, never its value).
+    SecretOpened,
 }
 
 impl AuditAction {
@@ -59,6 +69,12 @@ impl AuditAction {
             AuditAction::TenantUpdated => "tenant_updated",
             AuditAction::TenantSuspended => "tenant_suspended",
             AuditAction::TenantResumed => "tenant_resumed",
+            AuditAction::ApiCall => "api_call",
+            AuditAction::RunStarted => "run_started",
+            AuditAction::RunCancelled => "run_cancelled",
+            AuditAction::SignalSent => "signal_sent",
+            AuditAction::SqlQuery => "sql_query",
+            AuditAction::SecretOpened => "secret_opened",
         }
     }
 }
@@ -78,6 +94,15 @@ pub struct AuditEvent {
     /// Never a secret value.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub detail: Value,
+    /// The actor's own tenant when it acted for another (a platform admin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_tenant: Option<TenantId>,
+    /// The request's id (`X-Request-Id`, or one given to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// How it ended: an HTTP status, or `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
 }
 
 impl AuditEvent {
@@ -104,6 +129,9 @@ mod tests {
             action: AuditAction::SecretPut,
             subject: "db".into(),
             detail: Value::Null,
+            actor_tenant: None,
+            request_id: None,
+            outcome: None,
         };
         let v: Value = serde_json::from_slice(&e.encode()).unwrap();
         assert_eq!(v["action"], "secret_put");

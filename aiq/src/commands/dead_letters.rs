@@ -80,6 +80,9 @@ async fn audit(publisher: &Publisher, tenant: Option<&str>, action: AuditAction,
         action,
         subject: id.to_string(),
         detail: serde_json::Value::Null,
+        actor_tenant: None,
+        request_id: None,
+        outcome: None,
     };
     if let Err(e) = aiq_ingest::audit::publish(publisher, &event).await {
         eprintln!("aiq: audit event for {id} not published: {e}");

@@ -43,6 +43,7 @@ fn operator(tenant: &TenantId) -> Caller {
     Caller {
         tenant: tenant.clone(),
         role: Role::PlatformAdmin,
+        own_tenant: None,
         subject: format!(
             "operator:{}",
             std::env::var("USER").unwrap_or_else(|_| "unknown".into())

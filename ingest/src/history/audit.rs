@@ -11,7 +11,8 @@ use super::{HistoryError, HistoryStore, Position, Window};
 
 pub(super) fn list_cql(ks: &str) -> String {
     format!(
-        "SELECT at, event_id, actor, action, subject, detail FROM {ks}.audit \
+        "SELECT at, event_id, actor, action, subject, detail, actor_tenant, request_id, \
+         outcome FROM {ks}.audit \
          WHERE tenant = ? AND day = ? AND at >= ? AND at <= ?"
     )
 }
@@ -28,6 +29,11 @@ pub struct AuditEntry {
     /// nothing to add).
     #[schema(value_type = Value)]
     pub detail: Value,
+    /// The actor's own tenant, when it acted for this one (a platform admin).
+    pub actor_tenant: Option<String>,
+    pub request_id: Option<String>,
+    /// An HTTP status, or `ok`.
+    pub outcome: Option<String>,
 }
 
 type AuditRow = (
@@ -37,10 +43,13 @@ type AuditRow = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
 );
 
 fn entry(row: AuditRow) -> AuditEntry {
-    let (at, id, actor, action, subject, detail) = row;
+    let (at, id, actor, action, subject, detail, actor_tenant, request_id, outcome) = row;
     AuditEntry {
         id,
         at,
@@ -50,6 +59,9 @@ fn entry(row: AuditRow) -> AuditEntry {
         detail: detail
             .map(|t| serde_json::from_str(&t).unwrap_or(Value::String(t)))
             .unwrap_or(Value::Null),
+        actor_tenant,
+        request_id,
+        outcome,
     }
 }
 

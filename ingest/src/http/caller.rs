@@ -62,10 +62,12 @@ impl Authenticate for aiq_auth::Authenticator {
             let tenant = principal
                 .acting_tenant(requested.as_ref())
                 .map_err(|e| auth_problem(&AuthError::Access(e)))?;
+            let own_tenant = (tenant != principal.tenant).then_some(principal.tenant);
             Ok(Caller {
                 tenant,
                 role: principal.role,
                 subject: principal.subject,
+                own_tenant,
             })
         })
     }
@@ -76,6 +78,9 @@ impl FromRequestParts<App> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
         let caller = app.auth.authenticate(&parts.headers).await?;
+        if let Some(slot) = parts.extensions.get::<super::trail::CallerSlot>() {
+            slot.set(&caller);
+        }
         if !app.tenants.admits(&caller).await {
             return Err(Problem::new(
                 StatusCode::FORBIDDEN,

@@ -20,6 +20,7 @@ mod secrets;
 mod signals;
 mod sql;
 mod tenants;
+pub mod trail;
 mod workflows;
 
 use std::sync::Arc;
@@ -181,7 +182,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// axum's own rejections included ([`rejection`]).
 pub fn router(app: App) -> (axum::Router, utoipa::openapi::OpenApi) {
     let max_body = app.settings.max_body_bytes;
+    let trail_state = app.clone();
     let (router, mut api) = api().with_state(app).split_for_parts();
+    // Per route, so that the route's template (MatchedPath) names the call.
+    let router = router.route_layer(axum::middleware::from_fn_with_state(
+        trail_state,
+        trail::record,
+    ));
     doc::finish(&mut api);
     // Serialized once and shared: axum clones a handler, and what it captured, for
     // every request, and a cloned document cost ~4 KiB of allocations each.

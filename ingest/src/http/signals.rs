@@ -3,7 +3,7 @@
 //! run of that tenant only (another tenant's run id reaches nothing).
 
 use aiq_auth::Action;
-use aiq_topics::{RunId, SignalAction, SignalEvent, TopicKind};
+use aiq_topics::{AuditAction, RunId, SignalAction, SignalEvent, TopicKind};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -51,11 +51,30 @@ fn run_id(raw: &str) -> Result<RunId, Problem> {
         .map_err(|_| Problem::not_found(format!("run {raw:?} is not a run id")))
 }
 
-async fn publish(app: &App, event: SignalEvent, action: &'static str) -> Result<Response, Problem> {
+async fn publish(
+    app: &App,
+    caller: &Caller,
+    event: SignalEvent,
+    action: &'static str,
+) -> Result<Response, Problem> {
     app.publisher
         .send(TopicKind::Signals, event.tenant.as_str(), &event.encode())
         .await
         .map_err(|e| Problem::unavailable(e.to_string()))?;
+    let (audited, detail) = match &event.action {
+        SignalAction::Signal { name, .. } => {
+            (AuditAction::SignalSent, serde_json::json!({"name": name}))
+        }
+        _ => (AuditAction::RunCancelled, serde_json::Value::Null),
+    };
+    crate::audit::record(
+        &app.publisher,
+        caller,
+        audited,
+        &event.run.to_string(),
+        detail,
+    )
+    .await;
     Ok((
         StatusCode::ACCEPTED,
         Json(Queued {
@@ -107,7 +126,7 @@ pub async fn signal(
             payload: req.payload,
         },
     };
-    publish(&app, event, "signal").await
+    publish(&app, &caller, event, "signal").await
 }
 
 /// Cancels one of the caller's runs (a queued run ends without starting).
@@ -140,5 +159,5 @@ pub async fn cancel(
                 .unwrap_or_else(|| format!("cancelled by {}", caller.subject)),
         },
     };
-    publish(&app, event, "cancel").await
+    publish(&app, &caller, event, "cancel").await
 }

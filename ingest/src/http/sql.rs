@@ -3,6 +3,7 @@
 
 use aiq_analytics::{AnalyticsError, QueryResult, REPORTS, Scope};
 use aiq_auth::{Action, Role};
+use aiq_topics::AuditAction;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -96,6 +97,38 @@ pub(crate) fn scope(caller: &Caller, headers: &HeaderMap) -> Scope {
         Scope::Platform
     } else {
         Scope::Tenant(caller.tenant.clone())
+    }
+}
+
+/// Records a query (or report) in the audit trail: the SHA-256 of its text, never the
+/// text, with how many rows it returned and how it ended.
+async fn audit_query(
+    app: &App,
+    caller: &Caller,
+    headers: &HeaderMap,
+    text: &str,
+    report: Option<&str>,
+    result: &Result<aiq_analytics::QueryResult, AnalyticsError>,
+) {
+    use sha2::Digest;
+    let hash: String = sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let platform = matches!(scope(caller, headers), Scope::Platform);
+    let detail = match result {
+        Ok(r) => serde_json::json!({
+            "sha256": hash, "rows": r.rows.len(), "truncated": r.truncated,
+            "elapsed_ms": r.elapsed_ms, "report": report, "all_tenants": platform,
+        }),
+        Err(e) => serde_json::json!({
+            "sha256": hash, "error": e.to_string(), "report": report, "all_tenants": platform,
+        }),
+    };
+    let mut event = crate::audit::event(caller, AuditAction::SqlQuery, &hash, detail);
+    event.outcome = Some(if result.is_ok() { "ok" } else { "error" }.into());
+    if let Err(e) = crate::audit::publish(&app.publisher, &event).await {
+        tracing::error!(tenant = %event.tenant, error = %e, "sql_query audit event not published");
     }
 }
 
@@ -226,8 +259,9 @@ pub async fn query(
             &req.query,
             limits(&app, &caller, &headers),
         )
-        .await
-        .map_err(analytics_error)?;
+        .await;
+    audit_query(&app, &caller, &headers, &req.query, None, &result).await;
+    let result = result.map_err(analytics_error)?;
     Ok(answer(result, req.format))
 }
 
@@ -287,7 +321,12 @@ pub async fn report(
             &name,
             limits(&app, &caller, &headers),
         )
-        .await
-        .map_err(analytics_error)?;
+        .await;
+    let text = aiq_analytics::REPORTS
+        .iter()
+        .find(|r| r.name == name)
+        .map_or(name.as_str(), |r| r.sql);
+    audit_query(&app, &caller, &headers, text, Some(&name), &result).await;
+    let result = result.map_err(analytics_error)?;
     Ok(answer(result, q.format.unwrap_or_default()))
 }

@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<WorkerMetrics>,
     pub(crate) results: String,
     pub(crate) dead_letters: String,
+    /// The audit topic: every secret a task opened is recorded there.
+    pub(crate) audit: String,
     /// A result encoding to more than this becomes a `too_large` error.
     pub(crate) max_result_bytes: usize,
     /// Set when a stop gives up waiting for running tasks: their sends stop retrying.

@@ -79,6 +79,7 @@ pub fn spawn(
         metrics,
         results: topics.get(TopicKind::Results).name.clone(),
         dead_letters: topics.get(TopicKind::DeadLetters).name.clone(),
+        audit: topics.get(TopicKind::Audit).name.clone(),
         max_result_bytes: settings.max_result_bytes,
         abandon: watch::Sender::new(false),
     });

@@ -53,14 +53,22 @@ pub(crate) fn start(
 async fn run(shared: Arc<Shared>, task: TaskMessage, ticket: Ticket, permit: OwnedSemaphorePermit) {
     let started_at = Utc::now();
     let clock = Instant::now();
-    let outcome = match expiry(&task, started_at) {
-        Expiry::Expired(message) => TaskOutcome::Error {
-            class: ErrorClass::Timeout,
-            message,
-        },
-        Expiry::Live => shared.connectors.call(&task).await,
-        Expiry::Shortened(cut) => shared.connectors.call(&cut).await,
+    let (outcome, opened) = match expiry(&task, started_at) {
+        Expiry::Expired(message) => (
+            TaskOutcome::Error {
+                class: ErrorClass::Timeout,
+                message,
+            },
+            Vec::new(),
+        ),
+        Expiry::Live => shared.connectors.call_opening(&task).await,
+        Expiry::Shortened(cut) => shared.connectors.call_opening(&cut).await,
     };
+    // Before the result: once the result is acknowledged the task is never done again,
+    // so an open it made must already be on record.
+    for name in opened {
+        audit_secret(&shared, &task, &name, started_at).await;
+    }
     let seconds = clock.elapsed().as_secs_f64();
     let result = TaskResult {
         tenant: task.tenant.clone(),
@@ -172,6 +180,37 @@ fn expiry(task: &TaskMessage, now: DateTime<Utc>) -> Expiry {
         _ => Expiry::Expired(format!(
             "expired before a worker picked it up (expired at {expires_at}, picked up at {now})"
         )),
+    }
+}
+
+/// Records that the task opened the tenant's secret `name` (its name, never its value).
+async fn audit_secret(shared: &Shared, task: &TaskMessage, name: &str, at: chrono::DateTime<Utc>) {
+    let event = aiq_topics::AuditEvent {
+        id: uuid::Uuid::new_v4(),
+        tenant: task.tenant.clone(),
+        at,
+        actor: format!("worker:{}", task.connector),
+        action: aiq_topics::AuditAction::SecretOpened,
+        subject: name.to_owned(),
+        detail: serde_json::json!({
+            "run": task.run.to_string(), "step": task.step.as_str(), "attempt": task.attempt,
+        }),
+        actor_tenant: None,
+        request_id: None,
+        outcome: Some("ok".into()),
+    };
+    let payload = event.encode();
+    let sent = shared
+        .send_until_acked(
+            &shared.audit,
+            Some(task.tenant.as_str().as_bytes()),
+            Some(&payload),
+            None,
+            &task.run,
+        )
+        .await;
+    if let Sent::Refused(e) = sent {
+        tracing::error!(secret = name, error = %e, "secret_opened audit event refused by Kafka");
     }
 }
 

@@ -40,13 +40,13 @@ pub fn compact(
 ) -> Result<CompactReport, ParquetError> {
     settings.validate()?;
     let files = settings.files()?;
-    let limits = Limits {
-        compact_until: days_before(today, settings.compact_after_days),
-        warm_from: days_before(today, settings.warm_days),
-        keep_from: days_before(today, settings.archive_days),
-    };
     let mut report = CompactReport::default();
     for table in Table::ALL {
+        let limits = Limits {
+            compact_until: days_before(today, settings.compact_after_days),
+            warm_from: days_before(today, settings.warm_days),
+            keep_from: days_before(today, settings.keep_days(table)),
+        };
         for (tenant, date, dir) in days(&files, Tier::Warm, table)? {
             if date > limits.compact_until {
                 continue;

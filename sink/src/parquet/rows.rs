@@ -5,7 +5,7 @@ use std::io;
 use std::sync::Arc;
 
 use aiq_sql::layout::Table;
-use aiq_topics::{Event, RunEvent, StepEvent};
+use aiq_topics::{AuditEvent, Event, RunEvent, StepEvent};
 use arrow_array::builder::{
     Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
@@ -49,17 +49,33 @@ pub(super) struct StepRow {
     pub error_message: Option<String>,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct AuditRow {
+    pub offset: i64,
+    pub event_id: String,
+    pub at: i64,
+    pub actor: String,
+    pub action: &'static str,
+    pub subject: String,
+    pub detail: Option<String>,
+    pub actor_tenant: Option<String>,
+    pub request_id: Option<String>,
+    pub outcome: Option<String>,
+}
+
 /// The rows of one file, kept in offset order with one row per offset.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Rows {
     Runs(Vec<RunRow>),
     Steps(Vec<StepRow>),
+    Audit(Vec<AuditRow>),
 }
 
-/// One event as the row it becomes.
+/// One record as the row it becomes.
 pub(super) enum Row {
     Run(RunRow),
     Step(StepRow),
+    Audit(AuditRow),
 }
 
 impl Row {
@@ -70,10 +86,26 @@ impl Row {
         }
     }
 
+    pub fn from_audit(offset: i64, e: &AuditEvent) -> Row {
+        Row::Audit(AuditRow {
+            offset,
+            event_id: e.id.to_string(),
+            at: micros(e.at),
+            actor: e.actor.clone(),
+            action: e.action.as_str(),
+            subject: e.subject.clone(),
+            detail: (!e.detail.is_null()).then(|| e.detail.to_string()),
+            actor_tenant: e.actor_tenant.as_ref().map(|t| t.as_str().to_owned()),
+            request_id: e.request_id.clone(),
+            outcome: e.outcome.clone(),
+        })
+    }
+
     pub fn table(&self) -> Table {
         match self {
             Row::Run(_) => Table::Runs,
             Row::Step(_) => Table::Steps,
+            Row::Audit(_) => Table::Audit,
         }
     }
 }
@@ -83,6 +115,7 @@ impl Rows {
         match table {
             Table::Runs => Rows::Runs(Vec::new()),
             Table::Steps => Rows::Steps(Vec::new()),
+            Table::Audit => Rows::Audit(Vec::new()),
         }
     }
 
@@ -90,6 +123,7 @@ impl Rows {
         match self {
             Rows::Runs(v) => v.is_empty(),
             Rows::Steps(v) => v.is_empty(),
+            Rows::Audit(v) => v.is_empty(),
         }
     }
 
@@ -108,6 +142,12 @@ impl Rows {
                     .cloned()
                     .collect(),
             ),
+            Rows::Audit(v) => Rows::Audit(
+                v.iter()
+                    .filter(|r| !offsets.contains(&r.offset))
+                    .cloned()
+                    .collect(),
+            ),
         }
     }
 
@@ -117,6 +157,7 @@ impl Rows {
         match (self, row) {
             (Rows::Runs(v), Row::Run(r)) => insert_ordered(v, r, |r| r.offset),
             (Rows::Steps(v), Row::Step(r)) => insert_ordered(v, r, |r| r.offset),
+            (Rows::Audit(v), Row::Audit(r)) => insert_ordered(v, r, |r| r.offset),
             // The group key holds the table, so a row always meets rows of its own kind.
             _ => debug_assert!(false, "a row was grouped under another table"),
         }
@@ -126,6 +167,7 @@ impl Rows {
         match self {
             Rows::Runs(v) => runs_batch(v, partition),
             Rows::Steps(v) => steps_batch(v, partition),
+            Rows::Audit(v) => audit_batch(v, partition),
         }
     }
 }
@@ -292,6 +334,25 @@ fn steps_batch(rows: &[StepRow], partition: i32) -> Result<RecordBatch, ArrowErr
         int64(n, it().map(|r| Some(r.offset))),
     ];
     RecordBatch::try_new(Table::Steps.file_schema(), columns)
+}
+
+fn audit_batch(rows: &[AuditRow], partition: i32) -> Result<RecordBatch, ArrowError> {
+    let n = rows.len();
+    let it = || rows.iter();
+    let columns = vec![
+        text(n, it().map(|r| Some(r.event_id.as_str()))),
+        ts(n, it().map(|r| Some(r.at))),
+        text(n, it().map(|r| Some(r.actor.as_str()))),
+        text(n, it().map(|r| Some(r.action))),
+        text(n, it().map(|r| Some(r.subject.as_str()))),
+        text(n, it().map(|r| r.detail.as_deref())),
+        text(n, it().map(|r| r.actor_tenant.as_deref())),
+        text(n, it().map(|r| r.request_id.as_deref())),
+        text(n, it().map(|r| r.outcome.as_deref())),
+        int32(n, it().map(|_| Some(partition))),
+        int64(n, it().map(|r| Some(r.offset))),
+    ];
+    RecordBatch::try_new(Table::Audit.file_schema(), columns)
 }
 
 #[cfg(test)]

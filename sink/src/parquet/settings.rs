@@ -27,6 +27,9 @@ pub struct ParquetSettings {
     pub warm_days: u32,
     /// Age in days after which a day's files are deleted.
     pub archive_days: u32,
+    /// The same for the `audit` table, never less than `archive_days`: the audit trail
+    /// is kept seven years by default whatever the run history's retention.
+    pub audit_archive_days: u32,
     /// Age in days after which a day's folder is compacted to one file per partition.
     pub compact_after_days: u32,
     /// Zstandard level of archived files (warm files use snappy, which reads faster).
@@ -42,13 +45,26 @@ impl Default for ParquetSettings {
             window_offsets: 50_000,
             warm_days: 365,
             archive_days: 2555,
+            audit_archive_days: default_audit_archive_days(),
             compact_after_days: 1,
             archive_zstd_level: 9,
         }
     }
 }
 
+fn default_audit_archive_days() -> u32 {
+    2555
+}
+
 impl ParquetSettings {
+    /// How many days a table's files are kept.
+    pub fn keep_days(&self, table: aiq_sql::layout::Table) -> u32 {
+        match table {
+            aiq_sql::layout::Table::Audit => self.audit_archive_days.max(self.archive_days),
+            _ => self.archive_days,
+        }
+    }
+
     /// Checks the settings, naming the first bad field and why.
     pub fn validate(&self) -> Result<(), ParquetError> {
         let bad = |field, reason: String| Err(ParquetError::Setting { field, reason });

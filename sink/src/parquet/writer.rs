@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use aiq_history_store::{HistoryFiles, ObjectPath};
 use aiq_sql::layout::{FileName, Table, Tier, day_key};
-use aiq_topics::Event;
+use aiq_topics::{AuditEvent, Event};
 use chrono::{NaiveDate, Utc};
 
 use super::covered::add_missing;
@@ -90,6 +90,29 @@ impl ParquetWriter {
     /// replay must restart at a window start ([`resume_offset`](Self::resume_offset)):
     /// the rows of a window are exactly the ones added since it opened.
     pub fn add(&mut self, partition: i32, offset: i64, event: &Event) {
+        let at = match event {
+            Event::Run(e) => e.at,
+            Event::Step(e) => e.at,
+        };
+        let row = Row::from_event(offset, event);
+        self.add_row(partition, offset, row, event.tenant().as_str(), at);
+    }
+
+    /// Adds the audit event at `offset` of `partition` (of the audit topic: a writer
+    /// takes the records of one topic).
+    pub fn add_audit(&mut self, partition: i32, offset: i64, event: &AuditEvent) {
+        let row = Row::from_audit(offset, event);
+        self.add_row(partition, offset, row, event.tenant.as_str(), event.at);
+    }
+
+    fn add_row(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        row: Row,
+        tenant: &str,
+        at: chrono::DateTime<Utc>,
+    ) {
         if offset < 0 {
             tracing::warn!(
                 partition,
@@ -107,15 +130,10 @@ impl ParquetWriter {
             let closed = std::mem::replace(window, Window::new(index));
             self.close(partition, closed);
         }
-        let row = Row::from_event(offset, event);
-        let at = match event {
-            Event::Run(e) => e.at,
-            Event::Step(e) => e.at,
-        };
         let table = row.table();
         let key = GroupKey {
             table,
-            tenant: event.tenant().as_str().to_owned(),
+            tenant: tenant.to_owned(),
             date: at.date_naive(),
         };
         let Some(window) = self.open.get_mut(&partition) else {

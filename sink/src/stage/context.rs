@@ -2,7 +2,7 @@
 //! never while the loop writes a batch or commits.
 //!
 //! On assignment an events partition starts at the beginning of its open Parquet window
-//! (`ParquetWriter::resume_offset` of the committed offset), so the window's rows are
+//! (`Writers::resume_offset` of the committed offset), so the window's rows are
 //! rebuilt; the store writes they repeat are idempotent. On revocation the Parquet files
 //! are flushed and what was written is committed while the partitions are still owned,
 //! then the writer forgets their windows.
@@ -15,7 +15,7 @@ use rdkafka::error::KafkaResult;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::progress::{Progress, Source, ToCommit, Tp};
-use crate::parquet::ParquetWriter;
+use super::writers::Writers;
 
 /// How long an assignment waits for the group's committed offsets.
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,7 +25,7 @@ pub struct SinkContext {
     pub audit: Arc<str>,
     pub dead_letters: Arc<str>,
     pub progress: Arc<Mutex<Progress>>,
-    pub parquet: Arc<Mutex<ParquetWriter>>,
+    pub parquet: Arc<Mutex<Writers>>,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -93,7 +93,7 @@ impl SinkContext {
                 continue;
             };
             let c = committed_of(e.topic(), e.partition());
-            if let (Source::Events, Some(c)) = (source, c) {
+            if let (true, Some(c)) = (Writers::writes(source), c) {
                 let from = parquet.resume_offset(c);
                 // The assignment starts where its elements say.
                 if let Err(err) = e.set_offset(Offset::Offset(from)) {
@@ -127,9 +127,7 @@ impl SinkContext {
             }
         }
         for (source, partition) in revoked {
-            if source == Source::Events {
-                parquet.revoke(partition);
-            }
+            parquet.revoke(source, partition);
         }
         tracing::info!(partitions = ?self.tps(tpl), "sink partitions revoked");
     }

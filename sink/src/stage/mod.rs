@@ -16,6 +16,7 @@
 
 mod context;
 mod progress;
+mod writers;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -34,11 +35,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
-use crate::parquet::{ParquetError, ParquetWriter};
+use crate::parquet::ParquetError;
 use crate::settings::{RetentionSettings, SettingsError, SinkSettings};
 use crate::store::{self, Refusal, Store, StoreError, Write};
 use context::{SinkContext, lock};
 use progress::{Progress, Source, Tp};
+use writers::Writers;
 
 /// How long a dead letter may wait for room in the producer's queue.
 const DEAD_LETTER_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -88,7 +90,7 @@ pub const STAGE: &str = "sink";
 /// Runs [`crate::parquet::compact`] every `every`, holding the writer's lock so that a
 /// flush never rewrites a window of a folder being merged.
 fn spawn_compaction(
-    parquet: Arc<Mutex<ParquetWriter>>,
+    parquet: Arc<Mutex<Writers>>,
     settings: crate::parquet::ParquetSettings,
     every: std::time::Duration,
 ) -> JoinHandle<()> {
@@ -155,7 +157,7 @@ struct Loop {
     metrics: Arc<Metrics>,
     settings: SinkSettings,
     progress: Arc<Mutex<Progress>>,
-    parquet: Arc<Mutex<ParquetWriter>>,
+    parquet: Arc<Mutex<Writers>>,
     stop: StopSignal,
     last_lag: Instant,
     health: Health,
@@ -180,7 +182,7 @@ pub async fn spawn(
 ) -> Result<StageHandle, SinkError> {
     settings.validate()?;
     let store = Store::new(session, keyspace).await?;
-    let parquet = Arc::new(Mutex::new(ParquetWriter::new(&settings.parquet)?));
+    let parquet = Arc::new(Mutex::new(Writers::new(&settings.parquet)?));
     let progress: Arc<Mutex<Progress>> = Arc::default();
     let events: Arc<str> = topics.name(TopicKind::Events).into();
     let audit: Arc<str> = topics.name(TopicKind::Audit).into();
@@ -561,10 +563,12 @@ impl Loop {
             if !progress.is_current(r.tp, epoch) {
                 continue;
             }
-            if let Payload::Event(e) = &r.payload
-                && !refused.contains(&i)
-            {
-                parquet.add(r.tp.1, r.offset, e);
+            if !refused.contains(&i) {
+                match &r.payload {
+                    Payload::Event(e) => parquet.add_event(r.tp.1, r.offset, e),
+                    Payload::Audit(a) => parquet.add_audit(r.tp.1, r.offset, a),
+                    Payload::DeadLetter(_) | Payload::Skip => {}
+                }
             }
             progress.done(r.tp, epoch, r.offset + 1);
         }

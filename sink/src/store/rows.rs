@@ -104,7 +104,8 @@ impl Table {
             ),
             Table::Audit => format!(
                 "INSERT INTO {ks}.audit (tenant, day, at, event_id, actor, action, subject, \
-                 detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?"
+                 detail, actor_tenant, request_id, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, \
+                 ?, ?, ?) USING TTL ? AND TIMESTAMP ?"
             ),
             Table::RunsByWorkflow
             | Table::RunsByStatus
@@ -391,6 +392,9 @@ pub fn audit(e: &AuditEvent, retention: &RetentionSettings) -> Write {
             set(text(e.action.as_str())),
             set(text(e.subject.as_str())),
             opt(detail),
+            opt(e.actor_tenant.as_ref().map(|t| text(t.as_str()))),
+            opt(e.request_id.as_deref().map(text)),
+            opt(e.outcome.as_deref().map(text)),
             set(CqlValue::Int(retention.ttl_secs(e.tenant.as_str()))),
             set(CqlValue::BigInt(write_timestamp(e.at, 0))),
         ],

@@ -225,6 +225,7 @@ impl Core {
 
     fn start(&mut self, p: i32, q: QueuedRun, version: &Version, now: DateTime<Utc>) {
         let tenant = q.trigger.tenant.clone();
+        let audit = run_started(&q, version, now);
         let t = advance(
             &version.workflow,
             None,
@@ -255,6 +256,7 @@ impl Core {
             st.running.add(&tenant, &q.trigger.workflow);
         }
         let parent = q.trigger.parent_run;
+        self.out.push(Output::Audit(audit));
         self.apply(p, q.run, parent, version, BTreeSet::new(), t, now);
         self.deliver_early(p, q.run, now);
     }
@@ -403,4 +405,29 @@ fn remove_queued(st: &mut PartitionState, run: RunId) -> Option<QueuedRun> {
         }
     }
     slot.queued()
+}
+
+/// The audit event of a run's start: by its source (the trigger's, as its `actor`).
+fn run_started(q: &QueuedRun, version: &Version, now: DateTime<Utc>) -> aiq_topics::AuditEvent {
+    let source = serde_json::to_value(q.trigger.source)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    aiq_topics::AuditEvent {
+        id: uuid::Uuid::new_v5(&q.run.as_uuid(), b"run_started"),
+        tenant: q.trigger.tenant.clone(),
+        at: now,
+        actor: format!("trigger:{source}"),
+        action: aiq_topics::AuditAction::RunStarted,
+        subject: q.run.to_string(),
+        detail: serde_json::json!({
+            "workflow": q.trigger.workflow.as_str(),
+            "version": version.record.version,
+            "source": source,
+            "parent_run": q.trigger.parent_run.map(|r| r.to_string()),
+        }),
+        actor_tenant: None,
+        request_id: None,
+        outcome: Some("ok".into()),
+    }
 }

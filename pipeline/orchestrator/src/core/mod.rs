@@ -112,6 +112,9 @@ pub enum Output {
     QueueState(QueueState),
     /// To the notifications topic: a run ended in a status someone asked to be told of.
     Notification(aiq_topics::Notification),
+    /// To the audit topic: a run started (its id derived from the run's, so a batch
+    /// redone after a crash writes the same event).
+    Audit(aiq_topics::AuditEvent),
 }
 
 /// The input record an output follows from, named in the headers should the producer

@@ -223,3 +223,25 @@ fn a_tenant_wide_cancel_ends_its_running_and_queued_runs_only() {
     assert!(ends.iter().all(|s| *s == RunStatus::Cancelled), "{ends:?}");
     assert_eq!(c.load()[&p], (1, 0), "only the other tenant's run is left");
 }
+
+#[test]
+fn a_runs_start_is_audited_with_its_source_under_an_id_of_the_run() {
+    let (mut c, _dir, p) = core(&[one_task("w", None)]);
+    feed(&mut c, InputTopic::Triggers, p, 0, &trigger(t0(), "a"));
+    let audits: Vec<aiq_topics::AuditEvent> = c
+        .take_outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Audit(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(audits.len(), 1, "{audits:?}");
+    let a = &audits[0];
+    assert_eq!(a.action, aiq_topics::AuditAction::RunStarted);
+    assert_eq!(a.actor, "trigger:api");
+    assert_eq!(a.detail["source"], "api");
+    assert_eq!(a.detail["workflow"], "w");
+    let run: RunId = a.subject.parse().unwrap();
+    assert_eq!(a.id, uuid::Uuid::new_v5(&run.as_uuid(), b"run_started"));
+}

@@ -91,6 +91,7 @@ struct Names {
     dead_letters: String,
     queue_state: String,
     notifications: String,
+    audit: String,
 }
 
 struct Runner {
@@ -180,6 +181,7 @@ impl Runner {
             dead_letters: name(TopicKind::DeadLetters),
             queue_state: name(TopicKind::QueueState),
             notifications: name(TopicKind::Notifications),
+            audit: name(TopicKind::Audit),
         };
         let producer = Arc::new(create_producer(&kafka, &settings)?);
         let in_txn = Arc::new(AtomicBool::new(false));

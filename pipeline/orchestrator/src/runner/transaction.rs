@@ -123,6 +123,10 @@ impl Runner {
                     let topic = &self.names.notifications;
                     (topic, None, key, Some(n.encode()), None, None)
                 }
+                Output::Audit(a) => {
+                    let key = a.tenant.as_str().as_bytes().to_vec();
+                    (&self.names.audit, None, key, Some(a.encode()), None, None)
+                }
                 Output::QueueState(q) => {
                     let key = q.tenant.as_str().as_bytes().to_vec();
                     let payload = serde_json::to_vec(&q).unwrap_or_default();
