@@ -249,12 +249,12 @@ fn topics_and_schema_apply_twice_change_nothing_the_second_time_and_check_passes
     assert!(second.status.success(), "{}", stderr(&second));
     assert_eq!(
         stdout(&second),
-        format!("keyspace {keyspace}: 0 migration(s) applied now, 8 in all\n")
+        format!("keyspace {keyspace}: 0 migration(s) applied now, 9 in all\n")
     );
     let status = aiq(&["schema", "status"], &env);
     assert_eq!(
         stdout(&status).matches(" applied ").count(),
-        8,
+        9,
         "{}",
         stdout(&status)
     );
