@@ -158,18 +158,37 @@ async fn configuration_changes_are_audited_without_secret_values() {
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
 
-    let records = wait_for(&seen, 6).await;
-    // Nothing arrives beyond the six changes (the unchanged registration included).
+    // Six changes, and an `api_call` for each of the seven mutating calls (the
+    // unchanged registration included); nothing more.
+    wait_for(&seen, 13).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(seen.lock().unwrap().len(), 6);
+    let records = seen.lock().unwrap().clone();
+    assert_eq!(records.len(), 13);
     let mut events = Vec::new();
+    let mut calls = Vec::new();
     for (key, payload) in &records {
         assert_eq!(key, "acme", "keyed by tenant");
         let text = String::from_utf8_lossy(payload);
         for secret in [value, api_key.as_str(), hook_secret.as_str()] {
             assert!(!text.contains(secret), "a secret in {text}");
         }
-        events.push(AuditEvent::decode(payload).unwrap());
+        let e = AuditEvent::decode(payload).unwrap();
+        if e.action == AuditAction::ApiCall {
+            calls.push(e);
+        } else {
+            events.push(e);
+        }
+    }
+    assert_eq!(calls.len(), 7, "{calls:?}");
+    for c in &calls {
+        assert_eq!(c.actor, "dev:acme:tenant_admin");
+        assert!(c.request_id.is_some() && c.outcome.is_some(), "{c:?}");
+        assert!(
+            c.subject.starts_with("POST ")
+                || c.subject.starts_with("PUT ")
+                || c.subject.starts_with("DELETE "),
+            "{c:?}"
+        );
     }
     events.sort_by_key(|e| e.at);
     let summary: Vec<(AuditAction, &str)> = events
