@@ -229,12 +229,20 @@ pub fn spawn_tenant_issuers(
     aiq_stage::spawn_task("tenant-issuers", move |stop| async move {
         let mut trusted: BTreeMap<String, Trusted> = BTreeMap::new();
         let mut failed: BTreeMap<String, Instant> = BTreeMap::new();
+        let mut seen = None;
         let mut tick = tokio::time::interval(TENANT_IDP_POLL);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 () = stop.stopped() => return Ok::<(), std::convert::Infallible>(()),
             }
+            // Nothing changed, nothing failed, no keys due: no need to walk every tenant.
+            let changes = directory.changes();
+            let due = trusted.values().any(|t| t.fetched.elapsed() >= refresh);
+            if seen == Some(changes) && failed.is_empty() && !due {
+                continue;
+            }
+            seen = Some(changes);
             // By issuer; of two tenants naming one (the API refuses it), the first id.
             let mut wanted: BTreeMap<String, (aiq_topics::TenantId, aiq_topics::IdentityProvider)> =
                 BTreeMap::new();
@@ -245,6 +253,7 @@ pub fn spawn_tenant_issuers(
                     wanted.entry(idp.issuer.clone()).or_insert((t.id, idp));
                 }
             }
+            failed.retain(|iss, _| wanted.contains_key(iss));
             let gone: Vec<String> = trusted
                 .iter()
                 .filter(|(iss, t)| {

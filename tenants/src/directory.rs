@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use aiq_topics::{Plan, TenantId, TenantRecord};
+use aiq_topics::{TenantId, TenantRecord};
 
 /// Every registered tenant, shared by the stages of one process. Reads take a read
 /// lock on a small map (one entry per tenant) and clone what they return.
@@ -57,11 +57,6 @@ impl Directory {
         self.read(|m| m.get(tenant).is_some_and(TenantRecord::is_suspended))
     }
 
-    /// The tenant's plan; the empty plan (every default) for an unregistered one.
-    pub fn plan(&self, tenant: &TenantId) -> Plan {
-        self.read(|m| m.get(tenant).map(|r| r.plan.clone()).unwrap_or_default())
-    }
-
     /// What `f` reads from the tenant's record, without cloning the rest (the hot
     /// paths read one quota per dispatched task).
     pub fn with<T>(&self, tenant: &TenantId, f: impl FnOnce(&TenantRecord) -> T) -> Option<T> {
@@ -73,14 +68,6 @@ impl Directory {
         let mut all: Vec<TenantRecord> = self.read(|m| m.values().cloned().collect());
         all.sort_by(|a, b| a.id.cmp(&b.id));
         all
-    }
-
-    pub fn len(&self) -> usize {
-        self.read(HashMap::len)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// How many records have been applied: a changed number means a changed directory.
@@ -95,7 +82,7 @@ impl Directory {
 
 #[cfg(test)]
 mod tests {
-    use aiq_topics::TenantState;
+    use aiq_topics::{Plan, TenantState};
     use chrono::Utc;
 
     use super::*;
@@ -127,7 +114,7 @@ mod tests {
         )
         .unwrap();
         assert!(d.contains(&acme) && !d.is_suspended(&acme));
-        assert_eq!(d.plan(&acme).max_concurrent_runs, Some(2));
+        assert_eq!(d.with(&acme, |r| r.plan.max_concurrent_runs), Some(Some(2)));
         d.apply(
             Some(b"acme"),
             Some(&record("acme", TenantState::Suspended).encode()),
@@ -143,7 +130,7 @@ mod tests {
         assert_eq!(ids, ["acme", "zeta"]);
         d.apply(Some(b"acme"), None).unwrap();
         assert!(!d.contains(&acme));
-        assert_eq!(d.plan(&acme), Plan::default());
+        assert_eq!(d.with(&acme, |r| r.plan.clone()), None);
         assert_eq!(d.changes(), 4);
     }
 
@@ -160,6 +147,6 @@ mod tests {
         let e = d.apply(Some(b"acme"), Some(b"{}")).unwrap_err();
         assert!(e.contains("tenant record is not valid"), "{e}");
         assert!(d.apply(None, None).is_err());
-        assert!(d.is_empty());
+        assert!(d.list().is_empty());
     }
 }

@@ -12,6 +12,10 @@ use crate::TenantId;
 pub const MAX_DISPLAY_NAME_CHARS: usize = 200;
 /// Most connectors a plan may list.
 pub const MAX_ALLOWED_CONNECTORS: usize = 64;
+/// Most claim values a tenant's provider may map to roles.
+pub const MAX_IDENTITY_ROLES: usize = 64;
+/// Longest URL, issuer or claim name or value in a tenant's provider.
+const MAX_IDENTITY_TEXT: usize = 512;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,8 +66,11 @@ impl IdentityProvider {
     /// The first field that breaks a rule, named by its path under `identity`.
     pub fn check(&self) -> Result<(), (String, String)> {
         let bad = |f: &str, r: &str| Err((format!("identity.{f}"), r.to_owned()));
-        if self.issuer.trim().is_empty() || self.issuer.len() > 512 {
+        if self.issuer.trim().is_empty() || self.issuer.len() > MAX_IDENTITY_TEXT {
             return bad("issuer", "must be 1 to 512 characters");
+        }
+        if self.jwks_uri.len() > MAX_IDENTITY_TEXT {
+            return bad("jwks_uri", "must be at most 512 characters");
         }
         if !(self.jwks_uri.starts_with("https://") || is_loopback_http(&self.jwks_uri)) {
             return bad(
@@ -74,8 +81,27 @@ impl IdentityProvider {
         if self.audience.as_ref().is_some_and(|a| a.is_empty()) {
             return bad("audience", "must not be empty");
         }
-        if self.role_claim.is_empty() {
-            return bad("role_claim", "must not be empty");
+        if self.role_claim.is_empty() || self.role_claim.len() > MAX_IDENTITY_TEXT {
+            return bad("role_claim", "must be 1 to 512 characters");
+        }
+        if self
+            .audience
+            .as_ref()
+            .is_some_and(|a| a.len() > MAX_IDENTITY_TEXT)
+        {
+            return bad("audience", "must be at most 512 characters");
+        }
+        if self.roles.len() > MAX_IDENTITY_ROLES {
+            return bad("roles", "at most 64 claim values");
+        }
+        if let Some(value) = self.roles.keys().find(|v| v.len() > MAX_IDENTITY_TEXT) {
+            return Err((
+                format!(
+                    "identity.roles.{}",
+                    value.chars().take(32).collect::<String>()
+                ),
+                "a claim value must be at most 512 characters".into(),
+            ));
         }
         if let Some((value, role)) = self
             .roles
@@ -322,6 +348,11 @@ mod tests {
             ..Plan::default()
         };
         assert_eq!(p.check().unwrap_err().0, "plan.allowed_connectors[1]");
+        let p = Plan {
+            allowed_connectors: Some(vec!["http".into(); MAX_ALLOWED_CONNECTORS + 1]),
+            ..Plan::default()
+        };
+        assert_eq!(p.check().unwrap_err().0, "plan.allowed_connectors");
         assert!(record().plan.check().is_ok());
     }
 
@@ -350,5 +381,23 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.0, "identity.jwks_uri");
         assert!(is_loopback_http("http://127.0.0.1:9480/jwks"));
+        // Past the bounds that keep a tenant record small.
+        let many: std::collections::BTreeMap<String, String> = (0..=MAX_IDENTITY_ROLES)
+            .map(|i| (format!("g{i}"), "user".to_owned()))
+            .collect();
+        let e = IdentityProvider {
+            roles: many,
+            ..idp.clone()
+        }
+        .check()
+        .unwrap_err();
+        assert_eq!(e.0, "identity.roles");
+        let e = IdentityProvider {
+            jwks_uri: format!("https://x.example/{}", "a".repeat(600)),
+            ..idp
+        }
+        .check()
+        .unwrap_err();
+        assert_eq!(e.0, "identity.jwks_uri");
     }
 }
