@@ -209,6 +209,14 @@ pub enum TenantsCommand {
     },
     /// Accept the tenant's triggers and run its cron again.
     Resume { id: aiq_topics::TenantId },
+    /// Write an export of the tenant's data to FILE: a tar of its definitions, runs
+    /// (payloads opened), audit trail, API key and secret names and Parquet history,
+    /// with a manifest of checksums (the archive `POST /v1/tenants/{id}/exports` makes).
+    Export {
+        id: aiq_topics::TenantId,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 /// A plan's fields; each left out keeps its value (or the deployment's default).

@@ -178,6 +178,34 @@ impl Catalog {
         out
     }
 
+    /// Every version of every workflow of the tenant, deleted ones too (an export).
+    pub fn all_versions(&self, tenant: &TenantId) -> Vec<Arc<Version>> {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<Arc<Version>> = inner
+            .versions
+            .iter()
+            .filter(|(k, _)| &k.0 == tenant)
+            .flat_map(|(_, versions)| versions.values().cloned())
+            .collect();
+        out.sort_by(|a, b| {
+            (&a.record.workflow, a.record.version).cmp(&(&b.record.workflow, b.record.version))
+        });
+        out
+    }
+
+    /// The lifecycle state of each of the tenant's workflows that has one.
+    pub fn states_of(&self, tenant: &TenantId) -> Vec<WorkflowState> {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<WorkflowState> = inner
+            .states
+            .iter()
+            .filter(|(k, _)| &k.0 == tenant)
+            .map(|(_, s)| s.clone())
+            .collect();
+        out.sort_by(|a, b| a.workflow.cmp(&b.workflow));
+        out
+    }
+
     /// The current version (see [`Catalog::latest`]) of every workflow that has cron
     /// triggers and is neither disabled nor deleted, for tenants that `owned` accepts
     /// (the orchestrator passes the tenants of its partitions).

@@ -205,12 +205,14 @@ impl HistoryFiles {
         if let Some(dir) = self.local_dir(&rel.clone().join("x")) {
             // The store deletes files only; empty folders would still be listed.
             match std::fs::remove_dir_all(&dir) {
-                Ok(()) => {}
+                Ok(()) => {
+                    if let Some(parent) = dir.parent() {
+                        sync_dir(parent)?;
+                    }
+                }
+                // Nothing was there: nothing to make durable.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(StoreError::local("delete the folder", &dir, e)),
-            }
-            if let Some(parent) = dir.parent() {
-                sync_dir(parent)?;
             }
         }
         Ok(())

@@ -32,6 +32,8 @@ pub enum BootError {
     Replays(#[from] crate::replays::StoreError),
     #[error("following the queue-state topic: {0}")]
     Queues(#[from] aiq_kafka::KafkaError),
+    #[error("the Parquet history's root: {0}")]
+    Files(String),
 }
 
 /// The stage's parts, built and not yet serving: `crate::spawn(ingest.app, listener)`
@@ -46,6 +48,9 @@ pub struct Followers<'a> {
     pub definitions: &'a Definitions,
     /// `None`: no tenant is registered (only `ingest.open_tenants` lets tenants in).
     pub tenants: Option<&'a aiq_tenants::Tenants>,
+    /// The data-keys follower: trigger inputs and signal payloads are sealed with it,
+    /// run payloads read back opened. `None`: nothing is sealed.
+    pub vault: Option<&'a Arc<aiq_vault::Vault>>,
 }
 
 /// The App over `cql`'s keyspace and `kafka`'s topics, reading workflows from
@@ -65,11 +70,42 @@ pub async fn build(
     let Followers {
         definitions,
         tenants,
+        vault,
     } = followers;
+    let vault = vault.map_or_else(aiq_vault::Vault::off, Arc::clone);
     let session = Arc::new(aiq_sql::connect(cql).await?);
     let store = RegistryStore::new(Arc::clone(&session), &cql.keyspace).await?;
-    let history = HistoryStore::new(Arc::clone(&session), &cql.keyspace).await?;
-    let publisher = Publisher::new(kafka, settings.ack_timeout())?;
+    let history = HistoryStore::new(Arc::clone(&session), &cql.keyspace)
+        .await?
+        .with_vault(Arc::clone(&vault));
+    let publisher = Publisher::new(kafka, settings.ack_timeout())?.with_vault(Arc::clone(&vault));
+    let files = match &analytics {
+        Some(a) => {
+            let s = a.settings();
+            Some(aiq_history_store::HistoryFiles::new(
+                s.root
+                    .parse(&s.store_options)
+                    .map_err(|e| BootError::Files(e.to_string()))?,
+            ))
+        }
+        None => None,
+    };
+    let exports = match &files {
+        Some(files) => Some(crate::export::Exporter {
+            kafka: kafka.clone(),
+            history: history.clone(),
+            registry: store.clone(),
+            catalog: Arc::clone(&definitions.catalog),
+            files: files.clone(),
+            jobs: crate::export::ExportStore::new(Arc::clone(&session), &cql.keyspace).await?,
+        }),
+        None => None,
+    };
+    let erasure = crate::erasure::Erasure {
+        kafka: kafka.clone(),
+        vault,
+        files,
+    };
     let replays = crate::replays::ReplayStore::new(Arc::clone(&session), &cql.keyspace).await?;
     let dead_letters = crate::dead_letters::DeadLetters::new(
         session,
@@ -133,6 +169,8 @@ pub async fn build(
         replays,
         analytics,
         health: aiq_stage::Health::new(),
+        erasure,
+        exports,
     };
     Ok(Ingest { app })
 }

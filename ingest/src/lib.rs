@@ -15,6 +15,8 @@ pub mod bootstrap;
 pub mod caller;
 pub mod catalog;
 pub mod dead_letters;
+pub mod erasure;
+pub mod export;
 pub mod history;
 pub mod http;
 pub mod limits;

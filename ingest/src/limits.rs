@@ -169,6 +169,7 @@ mod tests {
             },
             state: aiq_topics::TenantState::Active,
             suspended_at: None,
+            erased_at: None,
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
             updated_by: "root".into(),

@@ -18,6 +18,8 @@ pub enum PublishError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    #[error("the payload could not be sealed under the tenant's data key: {0}")]
+    Sealing(#[from] aiq_vault::VaultError),
 }
 
 /// A record as it is to be written, byte for byte: a dead letter's replay.
@@ -43,6 +45,8 @@ pub struct Publisher {
     producer: FutureProducer,
     topics: TopicSet,
     timeout: Duration,
+    /// Seals trigger inputs and signal payloads (off: they go as they are).
+    vault: std::sync::Arc<aiq_vault::Vault>,
 }
 
 impl Publisher {
@@ -59,7 +63,27 @@ impl Publisher {
             producer,
             topics: settings.topics(),
             timeout: ack_timeout,
+            vault: aiq_vault::Vault::off(),
         })
+    }
+
+    /// The same publisher sealing payloads with `vault`.
+    pub fn with_vault(mut self, vault: std::sync::Arc<aiq_vault::Vault>) -> Self {
+        self.vault = vault;
+        self
+    }
+
+    /// A signal, its payload sealed under the tenant's data key.
+    pub async fn signal(&self, event: &aiq_topics::SignalEvent) -> Result<Delivery, PublishError> {
+        let mut event = event.clone();
+        if let aiq_topics::SignalAction::Signal { payload, .. } = &mut event.action {
+            *payload = self
+                .vault
+                .seal_field(&event.tenant, "payload", payload)
+                .await?;
+        }
+        self.send(TopicKind::Signals, event.tenant.as_str(), &event.encode())
+            .await
     }
 
     pub fn topics(&self) -> &TopicSet {
@@ -177,10 +201,17 @@ impl Publisher {
                 });
             }
         }
+        let payload = if self.vault.is_on() {
+            let mut sealed = t.clone();
+            sealed.input = self.vault.seal_field(&t.tenant, "input", &t.input).await?;
+            sealed.encode()
+        } else {
+            t.encode()
+        };
         self.send_with(
             TopicKind::Triggers,
             t.tenant.as_str(),
-            &t.encode(),
+            &payload,
             Some(headers),
         )
         .await

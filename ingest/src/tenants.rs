@@ -43,6 +43,8 @@ pub enum TenantError {
     InProgress(String),
     #[error("no tenant {0:?}")]
     NotFound(String),
+    #[error("tenant {0:?} was erased: its data is gone and it takes no more changes")]
+    Erased(String),
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
     #[error("Kafka did not take the tenant record: {0}")]
@@ -245,6 +247,7 @@ impl Tenants {
             plan: req.plan,
             state: TenantState::Active,
             suspended_at: None,
+            erased_at: None,
             created_at: now,
             updated_at: now,
             updated_by: caller.subject.clone(),
@@ -278,12 +281,27 @@ impl Tenants {
         now: DateTime<Utc>,
         change: impl FnOnce(&mut TenantRecord) -> Result<(), TenantError>,
     ) -> Result<(TenantRecord, TenantRecord), TenantError> {
+        self.edit_as(id, caller, now, false, change).await
+    }
+
+    async fn edit_as(
+        &self,
+        id: &TenantId,
+        caller: &Caller,
+        now: DateTime<Utc>,
+        erasing: bool,
+        change: impl FnOnce(&mut TenantRecord) -> Result<(), TenantError>,
+    ) -> Result<(TenantRecord, TenantRecord), TenantError> {
         let _one = self.writes.lock().await;
         self.read_to_end().await;
         let before = self
             .directory
             .get(id)
             .ok_or_else(|| TenantError::NotFound(id.to_string()))?;
+        // Only the erasure itself may touch an erased tenant, and only to finish.
+        if before.is_erased() && (before.erased_at.is_some() || !erasing) {
+            return Err(TenantError::Erased(id.to_string()));
+        }
         let mut after = before.clone();
         change(&mut after)?;
         after.updated_at = now;
@@ -378,6 +396,30 @@ impl Tenants {
                 .send(TopicKind::Signals, id.as_str(), &event.encode())
                 .await?;
         }
+        Ok(after)
+    }
+
+    /// Marks the tenant erased: refused like a suspended tenant, its cron stopped, no
+    /// change accepted but the erasure's own. `finished` records that the erasure is
+    /// complete; until then a confirmed erasure may run again to finish it.
+    pub async fn mark_erased(
+        &self,
+        id: &TenantId,
+        caller: &Caller,
+        now: DateTime<Utc>,
+        finished: bool,
+    ) -> Result<TenantRecord, TenantError> {
+        let (_, after) = self
+            .edit_as(id, caller, now, true, |r| {
+                r.state = TenantState::Erased;
+                r.suspended_at.get_or_insert(now);
+                r.identity = None;
+                if finished {
+                    r.erased_at = Some(now);
+                }
+                Ok(())
+            })
+            .await?;
         Ok(after)
     }
 

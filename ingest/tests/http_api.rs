@@ -113,6 +113,7 @@ async fn api(brokers: String, cql: String) -> Api {
         aiq_ingest::bootstrap::Followers {
             definitions: &definitions,
             tenants: None,
+            vault: None,
         },
         None,
     )

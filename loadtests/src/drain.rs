@@ -107,12 +107,14 @@ pub async fn measure(
         catalog,
         tail.sync(),
         Arc::default(),
+        Arc::default(),
         Arc::new(OrchestratorMetrics::new(&registry)),
     )?;
     let worker = aiq_worker::spawn(
         &kafka,
         WorkerSettings::default(),
         noop_connectors(&registry)?,
+        Arc::default(),
         &registry,
     )?;
     let ended = tokio::task::spawn_blocking(move || {

@@ -297,6 +297,7 @@ pub async fn hold(a: HoldArgs) -> anyhow::Result<()> {
         catalog,
         tail.sync(),
         Arc::default(),
+        Arc::default(),
         Arc::new(OrchestratorMetrics::new(&registry)),
     )?;
     loop {

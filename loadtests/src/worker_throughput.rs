@@ -77,6 +77,7 @@ pub async fn measure(
             ..WorkerSettings::default()
         },
         noop_connectors(&registry)?,
+        std::sync::Arc::default(),
         &registry,
     )?;
     let seen = tokio::task::spawn_blocking(move || {

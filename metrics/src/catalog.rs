@@ -336,6 +336,12 @@ pub mod sink {
             labels: &["topic"],
             help: "Records skipped because they did not decode",
         };
+        ERASED = Metric {
+            name: "aiq_sink_erased_records_total",
+            kind: Kind::Counter,
+            labels: &[],
+            help: "Events of tenants whose data was erased, dropped instead of written",
+        };
         DEAD_LETTERS = Metric {
             name: "aiq_sink_dead_letters_total",
             kind: Kind::Counter,

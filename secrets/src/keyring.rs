@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use aiq_topics::TenantId;
+use aiq_topics::{DataKeyId, TenantId, WrappedKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -248,6 +248,52 @@ impl Keyring {
     }
 }
 
+impl Keyring {
+    /// Wraps a tenant's data key under the sealing key, bound to the tenant and the
+    /// key's id.
+    pub fn wrap_data_key(
+        &self,
+        tenant: &TenantId,
+        key_id: DataKeyId,
+        key: &[u8; 32],
+    ) -> Result<WrappedKey, KeyringError> {
+        let hex_key = SecretString::from(hex::encode(key));
+        let sealed = self.seal_value(&data_key_context(tenant, key_id), &hex_key)?;
+        Ok(WrappedKey {
+            kek_id: sealed.key_id,
+            nonce: sealed.nonce,
+            ciphertext: sealed.ciphertext,
+        })
+    }
+
+    /// Opens what [`Keyring::wrap_data_key`] wrapped for the same tenant and id.
+    pub fn unwrap_data_key(
+        &self,
+        tenant: &TenantId,
+        key_id: DataKeyId,
+        wrapped: &WrappedKey,
+    ) -> Result<[u8; 32], SecretsError> {
+        let context = data_key_context(tenant, key_id);
+        let sealed = Sealed {
+            key_id: wrapped.kek_id.clone(),
+            nonce: wrapped.nonce.clone(),
+            ciphertext: wrapped.ciphertext.clone(),
+        };
+        let hex_key = self.open_value(&context, &sealed)?;
+        hex::decode(hex_key.expose_secret())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| SecretsError::Malformed {
+                name: context,
+                reason: "a data key is 32 bytes in hex".into(),
+            })
+    }
+}
+
+fn data_key_context(tenant: &TenantId, key_id: DataKeyId) -> String {
+    format!("data-key:{tenant}/{key_id}")
+}
+
 /// Associated data of a value sealed by [`Keyring::seal_value`]; never equal to a
 /// connector secret's, so neither opens as the other.
 fn value_aad(context: &str) -> Vec<u8> {
@@ -297,6 +343,26 @@ impl Sealed {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_data_key_unwraps_only_for_its_tenant_and_id() {
+        let ring = Keyring::generate("k1").unwrap();
+        let acme = TenantId::new("acme").unwrap();
+        let id = DataKeyId::random();
+        let key = [7u8; 32];
+        let w = ring.wrap_data_key(&acme, id, &key).unwrap();
+        assert!(!w.ciphertext.contains(&hex::encode(key)));
+        assert_eq!(ring.unwrap_data_key(&acme, id, &w).unwrap(), key);
+        let zeta = TenantId::new("zeta").unwrap();
+        assert!(matches!(
+            ring.unwrap_data_key(&zeta, id, &w),
+            Err(SecretsError::Tampered { .. })
+        ));
+        assert!(
+            ring.unwrap_data_key(&acme, DataKeyId::random(), &w)
+                .is_err()
+        );
+    }
 
     fn ring() -> Keyring {
         Keyring::generate("k1").unwrap()

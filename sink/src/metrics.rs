@@ -35,6 +35,8 @@ pub struct Metrics {
     /// Batches sent again after the store refused some of their writes.
     pub retries: IntCounter,
     pub undecodable: IntCounterVec,
+    /// Events of erased tenants dropped.
+    pub erased: IntCounter,
     /// By topic kind and dead-letter kind: records the store refused for good.
     pub dead_letters: IntCounterVec,
     pub flush_seconds: Histogram,
@@ -69,6 +71,7 @@ impl Metrics {
             lag: constant(gauge_vec(r, &sink::CONSUMER_LAG, &["topic", "partition"])),
             retries: constant(counter(r, &sink::RETRIES)),
             undecodable: constant(counter_vec(r, &sink::UNDECODABLE, &["topic"])),
+            erased: constant(counter(r, &sink::ERASED)),
             dead_letters,
             flush_seconds: constant(histogram(r, &sink::PARQUET_FLUSH_SECONDS, SECONDS)),
             commits: constant(counter_vec(r, &sink::COMMITS, &["outcome"])),

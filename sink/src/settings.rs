@@ -140,7 +140,43 @@ pub struct RetentionSettings {
     /// A tenant's class from its plan in the tenant registry, asked before `tenants`.
     #[serde(skip)]
     pub plans: PlanClasses,
+    /// Tenants whose data was erased: none of their events is written any more.
+    #[serde(skip)]
+    pub erased: ErasedTenants,
 }
+
+/// Whether a tenant's data was erased (set by the process that runs the sink; not
+/// configuration).
+#[derive(Clone, Default)]
+pub struct ErasedTenants(pub Option<IsErased>);
+
+/// A tenant id → whether its data was erased.
+pub type IsErased = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+impl ErasedTenants {
+    pub fn contains(&self, tenant: &str) -> bool {
+        self.0.as_ref().is_some_and(|f| f(tenant))
+    }
+}
+
+impl std::fmt::Debug for ErasedTenants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "ErasedTenants(set)"
+        } else {
+            "ErasedTenants(unset)"
+        })
+    }
+}
+
+/// Equal whatever they look up, like [`PlanClasses`].
+impl PartialEq for ErasedTenants {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ErasedTenants {}
 
 /// Looks a tenant's retention class up in its plan (set by the process that runs the
 /// sink; not configuration).
@@ -176,6 +212,7 @@ impl Default for RetentionSettings {
             classes: BTreeMap::new(),
             tenants: BTreeMap::new(),
             plans: PlanClasses::default(),
+            erased: ErasedTenants::default(),
         }
     }
 }

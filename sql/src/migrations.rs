@@ -32,6 +32,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(7, "0007_dead_letters"),
     migration!(8, "0008_replays"),
     migration!(9, "0009_audit_fields"),
+    migration!(10, "0010_exports"),
 ];
 
 impl Migration {

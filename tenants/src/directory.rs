@@ -97,6 +97,7 @@ mod tests {
             },
             state,
             suspended_at: None,
+            erased_at: None,
             created_at: Utc::now(),
             updated_at: Utc::now(),
             updated_by: "root".into(),

@@ -44,6 +44,8 @@ pub enum AuditAction {
     SqlQuery,
     /// A worker opened a secret for a step (its name, never its value).
     SecretOpened,
+    /// A tenant's data was erased: the certificate (what, where, when, by whom).
+    TenantErased,
 }
 
 impl AuditAction {
@@ -75,6 +77,7 @@ impl AuditAction {
             AuditAction::SignalSent => "signal_sent",
             AuditAction::SqlQuery => "sql_query",
             AuditAction::SecretOpened => "secret_opened",
+            AuditAction::TenantErased => "tenant_erased",
         }
     }
 }

@@ -27,10 +27,13 @@ pub enum DeadLetterKind {
     /// A trigger for a suspended tenant, from a source other than ingest (which
     /// refuses it with 403).
     TenantSuspended,
+    /// A sealed payload that does not open: altered, or sealed under a data key this
+    /// deployment does not hold.
+    Unreadable,
 }
 
 impl DeadLetterKind {
-    pub const ALL: [DeadLetterKind; 9] = [
+    pub const ALL: [DeadLetterKind; 10] = [
         DeadLetterKind::Undecodable,
         DeadLetterKind::Invalid,
         DeadLetterKind::UnknownWorkflow,
@@ -40,6 +43,7 @@ impl DeadLetterKind {
         DeadLetterKind::TooLarge,
         DeadLetterKind::QueueFull,
         DeadLetterKind::TenantSuspended,
+        DeadLetterKind::Unreadable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +57,7 @@ impl DeadLetterKind {
             DeadLetterKind::TooLarge => "too_large",
             DeadLetterKind::QueueFull => "queue_full",
             DeadLetterKind::TenantSuspended => "tenant_suspended",
+            DeadLetterKind::Unreadable => "unreadable",
         }
     }
 }

@@ -5,6 +5,7 @@
 //! a tenant's topics co-partitioned. Stages depend on this crate, never on each other.
 
 pub mod audit;
+pub mod data_key;
 pub mod dead_letter;
 pub mod definition;
 pub mod events;
@@ -22,6 +23,7 @@ pub mod trace;
 pub mod trigger;
 
 pub use audit::{AuditAction, AuditEvent};
+pub use data_key::{DataKeyId, DataKeyRecord, WrappedKey};
 pub use dead_letter::DeadLetterKind;
 pub use definition::{DefinitionRecord, DefinitionsEntry, WorkflowState};
 pub use events::{Event, Failure, RunEvent, RunStatus, StepEvent, StepStatus};

@@ -24,10 +24,11 @@ pub enum TopicKind {
     QueueState,
     Notifications,
     Tenants,
+    DataKeys,
 }
 
 impl TopicKind {
-    pub const ALL: [TopicKind; 14] = [
+    pub const ALL: [TopicKind; 15] = [
         TopicKind::Triggers,
         TopicKind::Signals,
         TopicKind::Results,
@@ -42,6 +43,7 @@ impl TopicKind {
         TopicKind::QueueState,
         TopicKind::Notifications,
         TopicKind::Tenants,
+        TopicKind::DataKeys,
     ];
 
     pub fn suffix(self) -> &'static str {
@@ -60,6 +62,7 @@ impl TopicKind {
             TopicKind::QueueState => "queue-state",
             TopicKind::Notifications => "notifications",
             TopicKind::Tenants => "tenants",
+            TopicKind::DataKeys => "data-keys",
         }
     }
 
@@ -92,6 +95,8 @@ pub enum KeyKind {
     OriginalKey,
     /// A probe id; meaningless beyond `aiq check`.
     Probe,
+    /// `tenant/key-id`: one compacted entry per data key; a tombstone destroys it.
+    DataKey,
 }
 
 impl KeyKind {
@@ -104,6 +109,7 @@ impl KeyKind {
             KeyKind::SecretName => "tenant/secret-name",
             KeyKind::OriginalKey => "key of the failed record",
             KeyKind::Probe => "probe id",
+            KeyKind::DataKey => "tenant/key-id",
         }
     }
 }
@@ -161,6 +167,23 @@ impl TopicSpec {
                 // before it was compacted still reads the delete.
                 ("delete.retention.ms", DAY.as_millis().to_string()),
             ]);
+        }
+        if self.kind == TopicKind::DataKeys {
+            // A destroyed key must leave the broker's disks soon, not within hours:
+            // segments roll every minute, and the cleaner takes any superseded key and
+            // drops a tombstone ten minutes after compacting it (long enough for a
+            // follower reading from the start to see the delete).
+            let fast = [
+                ("segment.ms", "60000"),
+                ("min.cleanable.dirty.ratio", "0.01"),
+                ("max.compaction.lag.ms", "60000"),
+                ("delete.retention.ms", "600000"),
+            ];
+            for (name, value) in fast {
+                if let Some(c) = configs.iter_mut().find(|(n, _)| *n == name) {
+                    c.1 = value.to_owned();
+                }
+            }
         }
         configs
     }
@@ -292,6 +315,14 @@ impl TopicSet {
                 None,
                 KeyKind::Tenant,
                 "the tenant registry: each tenant's plan and state, followed by every stage",
+            ),
+            spec(
+                TopicKind::DataKeys,
+                1,
+                Compact,
+                None,
+                KeyKind::DataKey,
+                "each tenant's data keys, wrapped by the deployment key; a tombstone destroys one (erasure)",
             ),
             spec(
                 TopicKind::QueueState,

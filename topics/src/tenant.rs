@@ -29,6 +29,10 @@ pub struct TenantRecord {
     /// When the tenant was last suspended: triggers accepted before it still run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspended_at: Option<DateTime<Utc>>,
+    /// When the erasure of the tenant's data finished (state `erased`); unset while it
+    /// has not, so a confirmed erasure that failed half-way can be finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erased_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Who made the last change (a token's subject or an API key id).
@@ -138,6 +142,9 @@ pub enum TenantState {
     /// triggers from other sources are dead-lettered; runs already in flight go on
     /// unless the suspension cancelled them.
     Suspended,
+    /// The tenant's data was erased: its data keys are destroyed, its history deleted,
+    /// its definitions and secrets removed. Refused like a suspended tenant, for good.
+    Erased,
 }
 
 impl TenantState {
@@ -145,6 +152,7 @@ impl TenantState {
         match self {
             TenantState::Active => "active",
             TenantState::Suspended => "suspended",
+            TenantState::Erased => "erased",
         }
     }
 }
@@ -274,18 +282,24 @@ impl TenantRecord {
         })
     }
 
+    /// Whether new work is refused: suspended, or erased for good.
     pub fn is_suspended(&self) -> bool {
-        self.state == TenantState::Suspended
+        matches!(self.state, TenantState::Suspended | TenantState::Erased)
+    }
+
+    pub fn is_erased(&self) -> bool {
+        self.state == TenantState::Erased
     }
 
     /// Whether a trigger that occurred at `at` (unknown: `None`) is refused because the
     /// tenant was suspended by then.
     pub fn refuses_trigger_at(&self, at: Option<DateTime<Utc>>) -> bool {
-        self.is_suspended()
-            && match (at, self.suspended_at) {
-                (Some(at), Some(since)) => at >= since,
-                _ => true,
-            }
+        self.is_erased()
+            || self.is_suspended()
+                && match (at, self.suspended_at) {
+                    (Some(at), Some(since)) => at >= since,
+                    _ => true,
+                }
     }
 }
 
@@ -304,6 +318,7 @@ mod tests {
             },
             state: TenantState::Suspended,
             suspended_at: Some(Utc::now()),
+            erased_at: None,
             created_at: Utc::now(),
             updated_at: Utc::now(),
             updated_by: "admin".into(),

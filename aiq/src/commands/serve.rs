@@ -82,6 +82,26 @@ async fn start(
         .context("following the tenants topic")?;
     stages.push(tenants.handle());
     let _ = tenants.tail.watch().wait_for(|caught_up| *caught_up).await;
+    // The tenants' data keys, read to the end before any stage seals or opens with
+    // them; off without a deployment key.
+    let keyring = config
+        .secrets
+        .keyring()
+        .context("loading the secrets key file")?
+        .map(Arc::new);
+    if keyring.is_none() {
+        tracing::warn!(
+            "secrets.key_file is empty: payloads are not sealed, and erasing a tenant cannot make its records in Kafka unreadable"
+        );
+    }
+    let followed = aiq_vault::spawn(&config.kafka, keyring.clone())
+        .await
+        .context("following the data-keys topic")?;
+    if let Some(mut tail) = followed.tail {
+        stages.push(tail.handle());
+        tail.caught_up().await;
+    }
+    let vault = followed.vault;
     // One catalog per process, shared by ingest and the orchestrator.
     let definitions = if has(Role::Ingest) || has(Role::Orchestrator) {
         let d = aiq_catalog::spawn(&config.kafka)
@@ -93,19 +113,9 @@ async fn start(
         None
     };
     if let Some(d) = definitions.as_ref().filter(|_| has(Role::Orchestrator)) {
-        stages.push(start_orchestrator(config, d, &tenants).await?);
+        stages.push(start_orchestrator(config, d, &tenants, &vault).await?);
     }
 
-    // Only ingest (to seal) and workers (to open) touch secrets.
-    let keyring = if has(Role::Ingest) || has(Role::Worker) {
-        config
-            .secrets
-            .keyring()
-            .context("loading the secrets key file")?
-            .map(Arc::new)
-    } else {
-        None
-    };
     if has(Role::Worker) {
         let (secrets, secrets_tail) = SecretStore::follow(&config.kafka, keyring.clone())
             .await
@@ -138,6 +148,7 @@ async fn start(
             &config.kafka,
             config.worker.clone(),
             connectors,
+            Arc::clone(&vault),
             prometheus::default_registry(),
         )
         .context("starting the worker")?;
@@ -153,6 +164,14 @@ async fn start(
                 directory
                     .with(&id, |r| r.plan.retention_class.clone())
                     .flatten()
+            })));
+        let directory = Arc::clone(&tenants.directory);
+        sink_settings.retention.erased =
+            aiq_sink::settings::ErasedTenants(Some(Arc::new(move |tenant: &str| {
+                aiq_topics::TenantId::new(tenant)
+                    .ok()
+                    .and_then(|id| directory.with(&id, aiq_topics::TenantRecord::is_erased))
+                    .unwrap_or(false)
             })));
         let session = aiq_sql::connect(&config.cql)
             .await
@@ -196,6 +215,7 @@ async fn start(
                     .as_ref()
                     .context("the ingest role follows the definitions topic")?,
                 tenants: Some(&tenants),
+                vault: Some(&vault),
             },
             Some(Arc::new(
                 aiq_analytics::Analytics::with_registry(
@@ -231,6 +251,7 @@ async fn start_orchestrator(
     config: &Config,
     definitions: &Definitions,
     tenants: &aiq_tenants::Tenants,
+    vault: &Arc<aiq_vault::Vault>,
 ) -> anyhow::Result<StageHandle> {
     // Triggers for workflows not read yet would go to the dead-letter topic.
     let _ = definitions
@@ -245,6 +266,7 @@ async fn start_orchestrator(
         Arc::clone(&definitions.catalog),
         definitions.tail.sync(),
         Arc::clone(&tenants.directory),
+        Arc::clone(vault),
         metrics,
     )
     .context("starting the orchestrator")

@@ -68,6 +68,55 @@ fn print(r: &TenantRecord) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Builds the tenant's export archive in this process and writes it to `out`.
+async fn export(
+    config: &Config,
+    tenants: &Tenants,
+    id: &TenantId,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    tenants.catch_up().await;
+    let record = tenants
+        .get(id)
+        .await
+        .with_context(|| format!("no tenant {id:?}"))?;
+    anyhow::ensure!(
+        !record.is_erased(),
+        "tenant {id:?} was erased: there is nothing to export"
+    );
+    let session = Arc::new(aiq_sql::connect(&config.cql).await?);
+    let keyring = config.secrets.keyring()?.map(Arc::new);
+    let vault = aiq_vault::spawn(&config.kafka, keyring).await?;
+    if let Some(mut tail) = vault.tail {
+        tail.caught_up().await;
+        std::mem::forget(tail);
+    }
+    let definitions = aiq_catalog::spawn(&config.kafka).await?;
+    let _ = definitions.tail.watch().wait_for(|c| *c).await;
+    let exporter = aiq_ingest::export::Exporter {
+        kafka: config.kafka.clone(),
+        history: aiq_ingest::history::HistoryStore::new(Arc::clone(&session), &config.cql.keyspace)
+            .await?
+            .with_vault(vault.vault),
+        registry: RegistryStore::new(Arc::clone(&session), &config.cql.keyspace).await?,
+        catalog: Arc::clone(&definitions.catalog),
+        files: config.sink.parquet.files()?,
+        jobs: aiq_ingest::export::ExportStore::new(session, &config.cql.keyspace).await?,
+    };
+    let export_id = uuid::Uuid::new_v4();
+    let (bytes, digest, manifest, runs) = exporter
+        .build(id, record.created_at, export_id, |_| Box::pin(async {}))
+        .await?;
+    std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "{}: {} bytes, {} files, {runs} runs; manifest SHA-256 {digest}",
+        out.display(),
+        bytes.len(),
+        manifest.files.len()
+    );
+    Ok(())
+}
+
 pub async fn run(config: &Config, cmd: TenantsCommand) -> anyhow::Result<ExitCode> {
     let (tenants, _follower) = open(config).await?;
     let now = Utc::now();
@@ -129,6 +178,7 @@ pub async fn run(config: &Config, cmd: TenantsCommand) -> anyhow::Result<ExitCod
             tenants.audit(&caller, &r, AuditAction::TenantResumed).await;
             println!("{}", line(&r));
         }
+        TenantsCommand::Export { id, out } => export(config, &tenants, &id, &out).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -165,9 +165,21 @@ impl Deployment {
         let config = dir.join("aiq.toml");
         let history = dir.join("history").display().to_string();
         let ports = (api_port, free_port());
+        // Every deployment seals its tenants' payloads under a deployment key of its
+        // own, unless the test configures its own key.
+        let mut extra = extra.to_owned();
+        if !extra.contains("[secrets]") {
+            let key_file = dir.join("deployment.key");
+            let line = aiq_secrets::Keyring::new_key_line("test-1").unwrap();
+            std::fs::write(&key_file, format!("{line}\n")).unwrap();
+            extra.push_str(&format!(
+                "\n[secrets]\nkey_file = \"{}\"\n",
+                key_file.display()
+            ));
+        }
         std::fs::write(
             &config,
-            config_text(&name, brokers, contact_points, ports, &history, extra),
+            config_text(&name, brokers, contact_points, ports, &history, &extra),
         )
         .unwrap();
         aiq(&config, dev_secret, &["topics", "apply"]);

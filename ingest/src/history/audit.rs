@@ -36,7 +36,7 @@ pub struct AuditEntry {
     pub outcome: Option<String>,
 }
 
-type AuditRow = (
+pub(super) type AuditRow = (
     DateTime<Utc>,
     Uuid,
     Option<String>,
@@ -48,7 +48,7 @@ type AuditRow = (
     Option<String>,
 );
 
-fn entry(row: AuditRow) -> AuditEntry {
+pub(super) fn entry(row: AuditRow) -> AuditEntry {
     let (at, id, actor, action, subject, detail, actor_tenant, request_id, outcome) = row;
     AuditEntry {
         id,

@@ -11,6 +11,8 @@
 mod audit;
 mod cursor;
 mod dead_letters;
+mod erase;
+mod export;
 mod runs;
 mod walk;
 mod window;
@@ -23,6 +25,8 @@ use scylla::statement::prepared::PreparedStatement;
 pub use audit::AuditEntry;
 pub use cursor::{BadToken, Position};
 pub use dead_letters::{Letter, LetterFilter, LetterState, LetterSummary, PLATFORM};
+pub use erase::ErasedRows;
+pub use export::DayReader;
 pub use runs::{Failure, MAX_STEPS, RunDetail, RunFilter, RunSummary, StepDetail};
 pub use walk::{Budget, Page, Scan};
 pub use window::{MAX_SPAN_DAYS, Window, WindowError};
@@ -67,6 +71,9 @@ pub struct HistoryStore {
     budget: Budget,
     /// Filters applied here over `runs_by_day` instead of read from the index tables.
     scanning: bool,
+    /// Opens the sealed payloads of the rows read.
+    vault: Arc<aiq_vault::Vault>,
+    keyspace: Arc<str>,
 }
 
 /// Rows per page fetched from Cassandra at most; a list request may read several.
@@ -110,7 +117,15 @@ impl HistoryStore {
             st: Arc::new(st),
             budget: Budget::default(),
             scanning: false,
+            vault: aiq_vault::Vault::off(),
+            keyspace: keyspace.into(),
         })
+    }
+
+    /// The same store opening sealed payloads with `vault`.
+    pub fn with_vault(mut self, vault: Arc<aiq_vault::Vault>) -> Self {
+        self.vault = vault;
+        self
     }
 
     /// The same store with another per-request budget.

@@ -428,7 +428,32 @@ impl HistoryStore {
             return Ok(None);
         };
         (detail.steps, detail.steps_truncated) = self.steps(tenant, run_id).await?;
+        for s in &mut detail.steps {
+            if let Some(f) = &mut s.error {
+                self.open_message(tenant, f).await?;
+            }
+        }
         Ok(Some(detail))
+    }
+
+    /// An error's message opened from its seal.
+    async fn open_message(&self, tenant: &str, f: &mut Failure) -> Result<(), HistoryError> {
+        let Some(message) = f.message.take().filter(|_| self.vault.is_on()) else {
+            return Ok(());
+        };
+        let op = "opening an error message";
+        let bad = |reason: String| HistoryError::Result { op, reason };
+        let tenant = aiq_topics::TenantId::new(tenant).map_err(|e| bad(e.to_string()))?;
+        f.message = match self
+            .vault
+            .open_field(&tenant, "message", Value::String(message))
+            .await
+            .map_err(|e| bad(e.to_string()))?
+        {
+            Value::String(m) => Some(m),
+            other => Some(other.to_string()),
+        };
+        Ok(())
     }
 
     /// The run's own row, without reading its steps (`steps` empty): what redrive and
@@ -470,6 +495,11 @@ impl HistoryStore {
             error_step,
             error,
         ) = row;
+        let (input, output) = self.opened(tenant, json(input), json(output)).await?;
+        let mut error = failure(error_class, error_step, error);
+        if let Some(f) = &mut error {
+            self.open_message(tenant, f).await?;
+        }
         Ok(Some(RunDetail {
             run_id,
             workflow,
@@ -480,12 +510,37 @@ impl HistoryStore {
             started_at,
             finished_at,
             duration_ms,
-            input: json(input),
-            output: json(output),
-            error: failure(error_class, error_step, error),
+            input,
+            output,
+            error,
             steps: Vec::new(),
             steps_truncated: false,
         }))
+    }
+
+    /// A run's input and output opened from their seals.
+    async fn opened(
+        &self,
+        tenant: &str,
+        input: Value,
+        output: Value,
+    ) -> Result<(Value, Value), HistoryError> {
+        if !self.vault.is_on() {
+            return Ok((input, output));
+        }
+        let op = "opening a run's sealed payload";
+        let bad = |reason: String| HistoryError::Result { op, reason };
+        let tenant = aiq_topics::TenantId::new(tenant).map_err(|e| bad(e.to_string()))?;
+        let open = |field: &'static str, v: Value| {
+            let vault = std::sync::Arc::clone(&self.vault);
+            let tenant = tenant.clone();
+            async move { vault.open_field(&tenant, field, v).await }
+        };
+        let input = open("input", input).await.map_err(|e| bad(e.to_string()))?;
+        let output = open("output", output)
+            .await
+            .map_err(|e| bad(e.to_string()))?;
+        Ok((input, output))
     }
 
     async fn steps(

@@ -7,6 +7,8 @@ mod body;
 mod caller;
 mod dead_letters;
 mod doc;
+mod erasure;
+mod exports;
 mod health;
 mod history;
 mod hooks;
@@ -80,6 +82,10 @@ pub struct App {
     /// What the process's other stages report as keeping it from being ready
     /// (`/readyz` lists it).
     pub health: aiq_stage::Health,
+    /// Erasing a tenant's data.
+    pub erasure: crate::erasure::Erasure,
+    /// Exporting a tenant's data; `None` without a history store to write archives to.
+    pub exports: Option<crate::export::Exporter>,
 }
 
 #[derive(OpenApi)]
@@ -167,6 +173,10 @@ fn api() -> OpenApiRouter<App> {
         .routes(routes!(tenants::get, tenants::update))
         .routes(routes!(tenants::suspend))
         .routes(routes!(tenants::resume))
+        .routes(routes!(erasure::erase))
+        .routes(routes!(exports::start))
+        .routes(routes!(exports::get))
+        .routes(routes!(exports::archive))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }
@@ -253,7 +263,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     /// Every route and method the API serves; the document must list exactly these.
-    const ROUTES: [(&str, &str); 40] = [
+    const ROUTES: [(&str, &str); 44] = [
         ("/v1/tenants", "post"),
         ("/v1/tenants", "get"),
         ("/v1/tenants/{id}", "get"),
@@ -294,6 +304,10 @@ mod tests {
         ("/v1/workflows", "post"),
         ("/v1/workflows/{id}/runs", "post"),
         ("/v1/workflows/{id}/versions/{version}", "get"),
+        ("/v1/tenants/{id}/data", "delete"),
+        ("/v1/tenants/{id}/exports", "post"),
+        ("/v1/exports/{id}", "get"),
+        ("/v1/exports/{id}/archive", "get"),
     ];
 
     #[test]

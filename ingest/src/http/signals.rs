@@ -3,7 +3,7 @@
 //! run of that tenant only (another tenant's run id reaches nothing).
 
 use aiq_auth::Action;
-use aiq_topics::{AuditAction, RunId, SignalAction, SignalEvent, TopicKind};
+use aiq_topics::{AuditAction, RunId, SignalAction, SignalEvent};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -58,7 +58,7 @@ async fn publish(
     action: &'static str,
 ) -> Result<Response, Problem> {
     app.publisher
-        .send(TopicKind::Signals, event.tenant.as_str(), &event.encode())
+        .signal(&event)
         .await
         .map_err(|e| Problem::unavailable(e.to_string()))?;
     let (audited, detail) = match &event.action {

@@ -113,7 +113,7 @@ pub struct TenantView {
     display_name: String,
     #[schema(value_type = PlanDoc)]
     plan: Plan,
-    /// `active` or `suspended`.
+    /// `active`, `suspended` or `erased`.
     state: &'static str,
     suspended_at: Option<chrono::DateTime<Utc>>,
     created_at: chrono::DateTime<Utc>,
@@ -160,7 +160,7 @@ pub struct CreatedTenant {
     api_key: FirstKey,
 }
 
-fn problem(e: TenantError) -> Problem {
+pub(crate) fn problem(e: TenantError) -> Problem {
     match e {
         TenantError::Exists(_) => {
             Problem::new(StatusCode::CONFLICT, "tenant-exists", e.to_string())
@@ -169,6 +169,9 @@ fn problem(e: TenantError) -> Problem {
             Problem::new(StatusCode::CONFLICT, "in-progress", e.to_string()).retry_after(1)
         }
         TenantError::NotFound(_) => Problem::not_found(e.to_string()),
+        TenantError::Erased(_) => {
+            Problem::new(StatusCode::CONFLICT, "tenant-erased", e.to_string())
+        }
         TenantError::Invalid { field, reason } => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-tenant",

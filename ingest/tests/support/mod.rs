@@ -103,6 +103,7 @@ pub async fn api_with(
         aiq_ingest::bootstrap::Followers {
             definitions: &definitions,
             tenants: None,
+            vault: None,
         },
         analytics,
     )

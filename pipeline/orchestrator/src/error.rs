@@ -7,6 +7,10 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OrchestratorError {
+    /// A tenant's data key could not be made or read (the data-keys topic away): the
+    /// batch is redone.
+    #[error("data keys: {0}")]
+    Vault(#[from] aiq_vault::VaultError),
     #[error("Kafka: {op}: {source}")]
     Kafka {
         op: &'static str,
@@ -119,7 +123,7 @@ impl OrchestratorError {
             }),
             // Producing a record and other client calls inside a batch: the batch is
             // redone from the committed state, as a new transaction.
-            Self::Kafka { .. } => TxnAction::Abort,
+            Self::Kafka { .. } | Self::Vault(_) => TxnAction::Abort,
             _ => TxnAction::Stop,
         }
     }

@@ -41,12 +41,17 @@ impl ClientContext for QuietEof {
 
 impl ConsumerContext for QuietEof {}
 
+/// An entry's value as the core reads it (opened from its seal); `None` reads as a
+/// delete.
+pub type OpenEntry<'a> = &'a dyn Fn(&[u8], &[u8]) -> Option<Vec<u8>>;
+
 /// Reads every record of the changelog partitions of `into` into them, to the end.
 pub fn restore(
     kafka: &KafkaSettings,
     topic: &str,
     into: &mut [PartitionRestore],
     stall: Duration,
+    open_entry: OpenEntry<'_>,
 ) -> Result<(), OrchestratorError> {
     let partitions: Vec<i32> = into.iter().map(PartitionRestore::partition).collect();
     if partitions.is_empty() {
@@ -112,7 +117,8 @@ pub fn restore(
                 progress = Instant::now();
                 let Some(key) = m.key() else { continue };
                 if let Some(r) = slot.get(&m.partition()).and_then(|i| into.get_mut(*i)) {
-                    r.apply(key, m.payload());
+                    let value = m.payload().and_then(|v| open_entry(key, v));
+                    r.apply(key, value.as_deref());
                 }
             }
             // The fetch reached the last stable offset. The application position does

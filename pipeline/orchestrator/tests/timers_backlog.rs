@@ -50,6 +50,7 @@ fn spawn(env: &Env, registry: &prometheus::Registry) -> StageHandle {
         Arc::clone(&env.catalog),
         env.tail.sync(),
         Arc::default(),
+        Arc::default(),
         Arc::new(OrchestratorMetrics::new(registry)),
     )
     .unwrap()

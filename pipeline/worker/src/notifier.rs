@@ -53,6 +53,9 @@ pub struct Notifier {
     pub(crate) producer: FutureProducer,
     pub(crate) events: String,
     pub(crate) store_every: Duration,
+    /// Opens the run's error message for the webhook and the email; seals the
+    /// deliveries' own error messages.
+    pub(crate) vault: Arc<aiq_vault::Vault>,
 }
 
 struct Limits {
@@ -112,7 +115,7 @@ impl Notifier {
             };
             let ticket = lock(&this.pending).started(msg.partition(), msg.offset());
             let decoded = msg.payload().map(Notification::decode);
-            let Some(Ok(n)) = decoded else {
+            let Some(Ok(mut n)) = decoded else {
                 tracing::warn!(
                     partition = msg.partition(),
                     offset = msg.offset(),
@@ -123,6 +126,13 @@ impl Notifier {
             };
             let (this, limits) = (Arc::clone(&this), Arc::clone(&limits));
             tokio::spawn(async move {
+                if let Some(f) = &mut n.error {
+                    let sealed = serde_json::Value::String(std::mem::take(&mut f.message));
+                    f.message = match this.vault.open_field(&n.tenant, "message", sealed).await {
+                        Ok(serde_json::Value::String(m)) => m,
+                        Ok(_) | Err(_) => "(the error message could not be opened)".into(),
+                    };
+                }
                 let tenant = limits.tenant(&n.tenant);
                 if let (Ok(_t), Ok(_g)) = (
                     tenant.acquire_owned().await,
@@ -229,6 +239,18 @@ impl Notifier {
         error: Option<Failure>,
         duration_ms: u64,
     ) {
+        let mut error = error;
+        if let Some(f) = &mut error
+            && self.vault.is_on()
+        {
+            f.message = match self.vault.ensure(&n.tenant).await {
+                Ok(()) => self
+                    .vault
+                    .seal_text(&n.tenant, "message", &f.message)
+                    .unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+        }
         let e = Event::Step(StepEvent {
             tenant: n.tenant.clone(),
             run: n.run,

@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     pub(crate) max_result_bytes: usize,
     /// Set when a stop gives up waiting for running tasks: their sends stop retrying.
     pub(crate) abandon: watch::Sender<bool>,
+    /// The tenants' data keys: arguments are opened before the call, outputs sealed.
+    pub(crate) vault: Arc<aiq_vault::Vault>,
 }
 
 impl Shared {

@@ -27,6 +27,7 @@ pub fn spawn(
     kafka_settings: &KafkaSettings,
     settings: WorkerSettings,
     connectors: Connectors,
+    vault: Arc<aiq_vault::Vault>,
     registry: &Registry,
 ) -> Result<StageHandle, WorkerError> {
     let topics = kafka_settings.topics();
@@ -70,7 +71,14 @@ pub fn spawn(
         .set("linger.ms", "2")
         .create()
         .map_err(kafka("create the result producer"))?;
-    let notifier = notifier(kafka_settings, &settings, &connectors, &producer, &metrics)?;
+    let notifier = notifier(
+        kafka_settings,
+        &settings,
+        &connectors,
+        &producer,
+        &metrics,
+        &vault,
+    )?;
     // What every task needs, shared once rather than copied per task.
     let shared = Arc::new(Shared {
         producer,
@@ -82,6 +90,7 @@ pub fn spawn(
         audit: topics.get(TopicKind::Audit).name.clone(),
         max_result_bytes: settings.max_result_bytes,
         abandon: watch::Sender::new(false),
+        vault,
     });
     let worker = WorkerLoop {
         consumer: Arc::new(consumer),
@@ -110,6 +119,7 @@ fn notifier(
     connectors: &Connectors,
     producer: &FutureProducer,
     metrics: &Arc<WorkerMetrics>,
+    vault: &Arc<aiq_vault::Vault>,
 ) -> Result<Notifier, WorkerError> {
     let topics = kafka_settings.topics();
     let topic: Arc<str> = topics.name(TopicKind::Notifications).into();
@@ -150,5 +160,6 @@ fn notifier(
         producer: producer.clone(),
         events: topics.name(TopicKind::Events).to_owned(),
         store_every: Duration::from_millis(settings.commit_interval_ms.max(10) / 2),
+        vault: Arc::clone(vault),
     })
 }

@@ -50,19 +50,40 @@ pub(crate) fn start(
     tokio::spawn(run(shared, task, ticket, permit).instrument(span));
 }
 
-async fn run(shared: Arc<Shared>, task: TaskMessage, ticket: Ticket, permit: OwnedSemaphorePermit) {
+async fn run(
+    shared: Arc<Shared>,
+    mut task: TaskMessage,
+    ticket: Ticket,
+    permit: OwnedSemaphorePermit,
+) {
     let started_at = Utc::now();
     let clock = Instant::now();
-    let (outcome, opened) = match expiry(&task, started_at) {
-        Expiry::Expired(message) => (
+    let args = std::mem::take(&mut task.args);
+    let unreadable = match shared.vault.open_field(&task.tenant, "args", args).await {
+        Ok(args) => {
+            task.args = args;
+            None
+        }
+        Err(e) => Some(e),
+    };
+    let (outcome, opened) = match (unreadable, expiry(&task, started_at)) {
+        // Not run: its arguments are gone with the tenant's keys (or were altered).
+        (Some(e), _) => (
+            TaskOutcome::Error {
+                class: ErrorClass::Fatal,
+                message: format!("the task's arguments do not open: {e}"),
+            },
+            Vec::new(),
+        ),
+        (None, Expiry::Expired(message)) => (
             TaskOutcome::Error {
                 class: ErrorClass::Timeout,
                 message,
             },
             Vec::new(),
         ),
-        Expiry::Live => shared.connectors.call_opening(&task).await,
-        Expiry::Shortened(cut) => shared.connectors.call_opening(&cut).await,
+        (None, Expiry::Live) => shared.connectors.call_opening(&task).await,
+        (None, Expiry::Shortened(cut)) => shared.connectors.call_opening(&cut).await,
     };
     // Before the result: once the result is acknowledged the task is never done again,
     // so an open it made must already be on record.
@@ -79,7 +100,23 @@ async fn run(shared: Arc<Shared>, task: TaskMessage, ticket: Ticket, permit: Own
         started_at,
         finished_at: Utc::now(),
     };
-    let (result, payload) = bounded(result, shared.max_result_bytes);
+    // Bounded on the clear output (what the limit promises); sealed after.
+    let (mut result, _) = bounded(result, shared.max_result_bytes);
+    if let TaskOutcome::Error { message, .. } = &mut result.outcome {
+        seal_message(&shared, &result.tenant, message).await;
+    }
+    if let TaskOutcome::Ok { output } = &mut result.outcome
+        && let Err(e) = seal_output(&shared, &result.tenant, output).await
+    {
+        // The call was made: redoing it would do its effect twice, so the step
+        // fails retryable only after the data-keys topic stayed away for minutes.
+        tracing::error!(error = %e, "the task's output could not be sealed");
+        result.outcome = TaskOutcome::Error {
+            class: ErrorClass::Retryable,
+            message: format!("the output could not be sealed: {e}"),
+        };
+    }
+    let payload = encode(&result);
     shared.metrics.task_done(
         &result.tenant,
         &task.connector,
@@ -118,6 +155,61 @@ async fn run(shared: Arc<Shared>, task: TaskMessage, ticket: Ticket, permit: Own
         }
     }
     drop(permit);
+}
+
+/// Seals a task's output under its tenant's key, waiting out a data-keys topic that is
+/// away (about five minutes at most). An erased tenant's output is emptied.
+async fn seal_output(
+    shared: &Shared,
+    tenant: &aiq_topics::TenantId,
+    output: &mut serde_json::Value,
+) -> Result<(), aiq_vault::VaultError> {
+    if !shared.vault.is_on() {
+        return Ok(());
+    }
+    let mut backoff = std::time::Duration::from_millis(100);
+    for _ in 0..60 {
+        match shared.vault.seal_field(tenant, "output", output).await {
+            Ok(sealed) => {
+                *output = sealed;
+                return Ok(());
+            }
+            Err(aiq_vault::VaultError::Erased { .. }) => {
+                *output = serde_json::Value::Null;
+                return Ok(());
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "sealing a task's output; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(aiq_vault::VaultError::Unavailable(
+        std::time::Duration::from_secs(300),
+    ))
+}
+
+/// Seals an error's message (it can quote a URL, a response, an argument). When the
+/// tenant's key cannot be had, the message is replaced by one that says so: the class
+/// still tells the orchestrator what to do, and nothing of the tenant leaks.
+async fn seal_message(shared: &Shared, tenant: &aiq_topics::TenantId, message: &mut String) {
+    if !shared.vault.is_on() {
+        return;
+    }
+    let sealed = match shared.vault.ensure(tenant).await {
+        Ok(()) => shared.vault.seal_text(tenant, "message", message),
+        Err(e) => Err(e),
+    };
+    *message = match sealed {
+        Ok(s) => s,
+        Err(aiq_vault::VaultError::Erased { .. }) => String::new(),
+        Err(e) => {
+            tracing::warn!(error = %e, "an error message could not be sealed; replaced");
+            format!("the error message could not be sealed ({e}); see the worker's log")
+        }
+    };
 }
 
 fn outcome_label(outcome: &TaskOutcome) -> &'static str {

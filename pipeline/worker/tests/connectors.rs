@@ -175,6 +175,7 @@ fn secrets_reach_the_target_and_nothing_else() {
             &env.kafka,
             WorkerSettings::default(),
             connectors,
+            Arc::default(),
             &prometheus::Registry::new(),
         )
         .unwrap();

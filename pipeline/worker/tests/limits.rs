@@ -49,6 +49,7 @@ fn start(env: &common::Env, settings: WorkerSettings, file_root: &Path) -> Stage
                 &prometheus::Registry::new(),
             )
             .unwrap(),
+            Arc::default(),
             &prometheus::Registry::new(),
         )
         .unwrap()

@@ -97,6 +97,7 @@ fn every_record_of_a_run_carries_the_runs_trace() {
                 &prometheus::Registry::new(),
             )
             .unwrap(),
+            Arc::default(),
             &prometheus::Registry::new(),
         )
         .unwrap()

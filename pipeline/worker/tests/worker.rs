@@ -79,6 +79,7 @@ fn the_worker_runs_tasks_reports_results_and_cuts_off_a_task_at_its_timeout() {
                 &prometheus::Registry::new(),
             )
             .unwrap(),
+            Arc::default(),
             &prometheus::Registry::new(),
         )
         .unwrap()
@@ -274,6 +275,7 @@ fn workers_sharing_tasks_never_move_a_committed_offset_backwards() {
                 &env.kafka,
                 settings.clone(),
                 connectors(),
+                Arc::default(),
                 &prometheus::Registry::new(),
             )
             .unwrap()
@@ -361,6 +363,7 @@ fn undecodable_task_records_are_dead_lettered_with_their_origin_and_headers() {
             &env.kafka,
             settings.clone(),
             connectors(),
+            Arc::default(),
             &prometheus::Registry::new(),
         )
         .unwrap()

@@ -26,6 +26,7 @@ pub struct SinkContext {
     pub dead_letters: Arc<str>,
     pub progress: Arc<Mutex<Progress>>,
     pub parquet: Arc<Mutex<Writers>>,
+    pub erased: crate::settings::ErasedTenants,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

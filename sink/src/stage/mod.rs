@@ -142,6 +142,7 @@ struct Record {
     raw: Raw,
 }
 
+#[derive(Default)]
 struct Raw {
     key: Option<Vec<u8>>,
     value: Option<Vec<u8>>,
@@ -193,6 +194,7 @@ pub async fn spawn(
         dead_letters: Arc::clone(&dead_letter_topic),
         progress: Arc::clone(&progress),
         parquet: Arc::clone(&parquet),
+        erased: settings.retention.erased.clone(),
     };
     let consumer: SinkConsumer = kafka_settings
         .client_config()
@@ -283,6 +285,20 @@ fn decode(ctx: &SinkContext, msg: &BorrowedMessage<'_>, metrics: &Metrics) -> Op
         );
         Payload::Skip
     });
+    // An erased tenant's events still in flight are not written back after the
+    // erasure deleted its rows.
+    if let Payload::Event(e) = &payload
+        && ctx.erased.contains(e.tenant().as_str())
+    {
+        metrics.erased.inc();
+        return Some(Record {
+            tp,
+            offset: msg.offset(),
+            epoch: lock(&ctx.progress).epoch(tp),
+            payload: Payload::Skip,
+            raw: Raw::default(),
+        });
+    }
     if matches!(payload, Payload::Skip) {
         metrics
             .undecodable

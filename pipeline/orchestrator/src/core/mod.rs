@@ -309,6 +309,26 @@ impl Core {
         handled
     }
 
+    /// Sets a record aside without handling it (the runner could not open its sealed
+    /// payload), in this batch like any dead letter.
+    pub fn set_aside(&mut self, rec: Record<'_>, kind: DeadLetterKind, reason: String) {
+        let cause = Cause {
+            topic: rec.topic,
+            partition: rec.partition,
+            offset: rec.offset,
+        };
+        self.causes.push((self.out.len(), Some(cause)));
+        self.dead_letter(&rec, kind, reason);
+        self.causes.push((self.out.len(), None));
+    }
+
+    /// Whether the tenant's data was erased.
+    pub fn is_erased(&self, tenant: &TenantId) -> bool {
+        self.tenants
+            .with(tenant, aiq_topics::TenantRecord::is_erased)
+            .unwrap_or(false)
+    }
+
     fn handle_record(
         &mut self,
         rec: Record<'_>,

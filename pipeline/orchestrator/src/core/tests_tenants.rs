@@ -20,6 +20,7 @@ fn record(plan: Plan, suspended_at: Option<DateTime<Utc>>) -> TenantRecord {
             TenantState::Active
         },
         suspended_at,
+        erased_at: None,
         created_at: t0(),
         updated_at: t0(),
         updated_by: "root".into(),

@@ -20,6 +20,7 @@
 //! names the span a record is handled in and the trace context of what it causes.
 
 mod rebalance;
+mod seal;
 mod trace;
 mod transaction;
 
@@ -57,14 +58,16 @@ type TxProducer = ThreadedProducer<DefaultProducerContext>;
 /// Starts an orchestrator instance on a thread of its own; the handle's stage is named
 /// "orchestrator". `definitions` must follow the definitions topic into `catalog` (see
 /// `aiq_kafka::tail_topic`), and the tenants follower into `tenants` (an empty directory:
-/// the static quotas for every tenant, none suspended). Stopping commits the open batch
-/// and leaves the group.
+/// the static quotas for every tenant, none suspended), and `vault` holds the tenants'
+/// data keys (payloads are opened on the way in and sealed on the way out; off, they
+/// pass as they are). Stopping commits the open batch and leaves the group.
 pub fn spawn(
     kafka: KafkaSettings,
     settings: OrchestratorSettings,
     catalog: Arc<Catalog>,
     definitions: TailSync,
     tenants: Arc<aiq_tenants::Directory>,
+    vault: Arc<aiq_vault::Vault>,
     metrics: Arc<OrchestratorMetrics>,
 ) -> Result<StageHandle, OrchestratorError> {
     // Refused before any Kafka client exists: without an id every such instance would
@@ -76,6 +79,7 @@ pub fn spawn(
     aiq_stage::spawn_thread(STAGE, thread_name, move |stop| {
         Runner::new(kafka, settings, catalog, definitions, metrics, stop)?
             .with_tenants(tenants)
+            .with_vault(vault)
             .run()
     })
     .map_err(OrchestratorError::Thread)
@@ -115,6 +119,7 @@ struct Runner {
     /// Revoked partitions' state, with their changelog end offset at the revocation,
     /// until the assignment that follows says whether they come back.
     parked: HashMap<i32, (i64, crate::core::Parked)>,
+    vault: Arc<aiq_vault::Vault>,
 }
 
 #[derive(Debug, Default)]
@@ -158,6 +163,11 @@ fn create_producer(
 impl Runner {
     fn with_tenants(mut self, tenants: Arc<aiq_tenants::Directory>) -> Self {
         self.core = self.core.with_tenants(tenants);
+        self
+    }
+
+    fn with_vault(mut self, vault: Arc<aiq_vault::Vault>) -> Self {
+        self.vault = vault;
         self
     }
 
@@ -246,6 +256,7 @@ impl Runner {
             work: BatchWork::default(),
             definitions_waited: false,
             parked: HashMap::new(),
+            vault: aiq_vault::Vault::off(),
         })
     }
 
@@ -284,12 +295,23 @@ impl Runner {
                         t if t == self.names.signals => InputTopic::Signals,
                         _ => InputTopic::Results,
                     };
+                    let opened = match msg.payload() {
+                        Some(p) => {
+                            let core = &self.core;
+                            seal::open_input(&self.vault, |t| core.is_erased(t), msg.key(), p)
+                        }
+                        None => seal::Opened::Ready(std::borrow::Cow::Borrowed(&[][..])),
+                    };
+                    let payload = match &opened {
+                        seal::Opened::Ready(p) => msg.payload().map(|_| &**p),
+                        _ => msg.payload(),
+                    };
                     let rec = Record {
                         topic,
                         partition: msg.partition(),
                         offset: msg.offset(),
                         key: msg.key(),
-                        payload: msg.payload(),
+                        payload,
                     };
                     if !self.core.owns(msg.partition()) {
                         return Err(OrchestratorError::NotOwned {
@@ -301,8 +323,19 @@ impl Runner {
                     let span = record_span(&msg, topic);
                     let _in_record = span.enter();
                     self.batch_started.get_or_insert_with(Instant::now);
-                    let handled = self.core.handle(rec, Utc::now(), false).is_ok()
-                        || self.handle_after_catch_up(rec)?;
+                    let handled = match &opened {
+                        seal::Opened::Ready(_) => {
+                            self.core.handle(rec, Utc::now(), false).is_ok()
+                                || self.handle_after_catch_up(rec)?
+                        }
+                        // The tenant's data is gone with its keys: nothing to do.
+                        seal::Opened::Erased => true,
+                        seal::Opened::Unreadable(reason) => {
+                            let kind = aiq_topics::DeadLetterKind::Unreadable;
+                            self.core.set_aside(rec, kind, reason.clone());
+                            true
+                        }
+                    };
                     if handled {
                         self.offsets
                             .insert((msg.topic().to_owned(), msg.partition()), msg.offset() + 1);

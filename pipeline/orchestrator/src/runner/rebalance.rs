@@ -184,7 +184,15 @@ impl Runner {
             .max(Duration::from_secs(30));
         let mut restores = self.retrying_while_the_broker_is_away("restore", || {
             let mut restores: Vec<_> = parts.iter().map(|p| self.core.begin_restore(*p)).collect();
-            restore(&self.kafka, &self.names.changelog, &mut restores, stall)?;
+            let vault = &self.vault;
+            let open = |key: &[u8], value: &[u8]| super::seal::open_entry(vault, key, value);
+            restore(
+                &self.kafka,
+                &self.names.changelog,
+                &mut restores,
+                stall,
+                &open,
+            )?;
             Ok(restores)
         })?;
         let (mut records, mut skipped) = (0, 0);

@@ -18,6 +18,7 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::seal;
 use super::trace::traced;
 use super::{BatchWork, Runner, TXN_CALL_TIMEOUT, TxProducer, create_producer};
 use crate::OrchestratorError;
@@ -96,7 +97,8 @@ impl Runner {
             InputTopic::Signals => &names.signals,
             InputTopic::Results => &names.results,
         };
-        for (o, cause) in outputs {
+        for (mut o, cause) in outputs {
+            seal::seal_output(&self.vault, &mut o)?;
             let (topic, partition, key, payload, headers, origin) = match o {
                 Output::Task(t) => {
                     let key = format!("{}/{}", t.tenant, t.run).into_bytes();
@@ -349,6 +351,10 @@ impl Runner {
             value,
         } in changes
         {
+            let value = match value {
+                Some(v) => seal::seal_entry(&self.vault, &key, v)?,
+                None => None,
+            };
             self.send(
                 &self.names.changelog,
                 Some(partition),

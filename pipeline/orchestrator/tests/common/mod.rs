@@ -188,6 +188,7 @@ impl Env {
             Arc::clone(&self.catalog),
             self.tail.sync(),
             Arc::default(),
+            Arc::default(),
             metrics,
         )
         .unwrap()
