@@ -325,6 +325,10 @@ pub enum SecretsCommand {
         #[arg(long, default_value = "k1")]
         id: String,
     },
+    /// After a new key was put first in `secrets.key_file`: wrap every tenant's data
+    /// key under it again (nothing they sealed is rewritten); then the older key can
+    /// leave the file once connector secrets are sealed again too.
+    RewrapDataKeys,
 }
 
 #[derive(Debug, Subcommand)]

@@ -48,6 +48,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", aiq_secrets::Keyring::new_key_line(&id)?);
             Ok(std::process::ExitCode::SUCCESS)
         }
+        Command::Secrets(cli::SecretsCommand::RewrapDataKeys) => {
+            commands::tenants::rewrap_data_keys(&config).await
+        }
         Command::Sql {
             query,
             tenant,

@@ -95,6 +95,9 @@ struct On {
     sync: OnceLock<TailSync>,
     /// One key creation or destruction at a time in this process.
     making: Mutex<()>,
+    /// Each live key as wrapped on the topic, for re-wrapping under a new deployment
+    /// key.
+    wrapped: Mutex<std::collections::BTreeMap<String, DataKeyRecord>>,
 }
 
 /// A process's view of the data keys. Cheap to share (`Arc`).
@@ -136,6 +139,7 @@ impl Vault {
                 topic: String::new(),
                 sync: OnceLock::new(),
                 making: Mutex::new(()),
+                wrapped: Mutex::default(),
             }),
         })
     }
@@ -162,8 +166,12 @@ impl Vault {
                 "a data key record without a valid key".into(),
             ));
         };
+        let record_key = aiq_topics::data_key::record_key(&tenant, id);
         match payload {
-            None => Self::write(on, |t| t.remove(&tenant, id)),
+            None => {
+                Self::write(on, |t| t.remove(&tenant, id));
+                Self::wrapped(on).remove(&record_key);
+            }
             Some(bytes) => {
                 let r = DataKeyRecord::decode(bytes)
                     .map_err(|e| VaultError::Publish(format!("a data key record: {e}")))?;
@@ -174,9 +182,44 @@ impl Vault {
                 }
                 let raw = on.keyring.unwrap_data_key(&tenant, id, &r.wrapped)?;
                 Self::write(on, |t| t.insert(&tenant, id, r.created_at, &raw));
+                Self::wrapped(on).insert(record_key, r);
             }
         }
         Ok(())
+    }
+
+    fn wrapped(
+        on: &On,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, DataKeyRecord>> {
+        on.wrapped.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Re-wraps every data key that is not wrapped under the deployment's sealing key
+    /// (the first of the key file): the same key, id and creation time, published again
+    /// wrapped under the new key. Nothing sealed is rewritten; once this has run, the
+    /// older deployment key can leave the key file. Returns how many were re-wrapped.
+    pub fn rewrap_blocking(&self) -> Result<usize, VaultError> {
+        let Some(on) = &self.on else { return Ok(0) };
+        let _one = on.making.lock().unwrap_or_else(|p| p.into_inner());
+        self.catch_up()?;
+        let current = on.keyring.sealing_key_id().to_owned();
+        let stale: Vec<DataKeyRecord> = Self::wrapped(on)
+            .values()
+            .filter(|r| r.wrapped.kek_id != current)
+            .cloned()
+            .collect();
+        for r in &stale {
+            let raw = on
+                .keyring
+                .unwrap_data_key(&r.tenant, r.key_id, &r.wrapped)?;
+            let again = DataKeyRecord {
+                wrapped: on.keyring.wrap_data_key(&r.tenant, r.key_id, &raw)?,
+                ..r.clone()
+            };
+            self.publish(on, &again.key(), Some(&again.encode()))?;
+            Self::wrapped(on).insert(again.key(), again);
+        }
+        Ok(stale.len())
     }
 
     /// Reads the data-keys topic to its present end.
@@ -216,6 +259,7 @@ impl Vault {
         };
         self.publish(on, &record.key(), Some(&record.encode()))?;
         Self::write(on, |t| t.insert(tenant, id, record.created_at, &raw));
+        Self::wrapped(on).insert(record.key(), record.clone());
         tracing::info!(%tenant, key_id = %id, "made a data key");
         Ok(())
     }
@@ -261,8 +305,10 @@ impl Vault {
         self.catch_up()?;
         let ids = self.read(|t| t.key_ids(tenant)).unwrap_or_default();
         for id in &ids {
-            self.publish(on, &aiq_topics::data_key::record_key(tenant, *id), None)?;
+            let key = aiq_topics::data_key::record_key(tenant, *id);
+            self.publish(on, &key, None)?;
             Self::write(on, |t| t.remove(tenant, *id));
+            Self::wrapped(on).remove(&key);
         }
         tracing::warn!(%tenant, keys = ids.len(), "destroyed the tenant's data keys");
         Ok(ids)
@@ -503,6 +549,7 @@ pub async fn spawn(
             topic: topic.clone(),
             sync: OnceLock::new(),
             making: Mutex::new(()),
+            wrapped: Mutex::default(),
         }),
     });
     let feed = Arc::clone(&vault);

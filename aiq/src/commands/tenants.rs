@@ -68,6 +68,25 @@ fn print(r: &TenantRecord) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `aiq secrets rewrap-data-keys`: every data key wrapped under the current deployment
+/// key (the first of `secrets.key_file`).
+pub async fn rewrap_data_keys(config: &Config) -> anyhow::Result<ExitCode> {
+    let keyring = config
+        .secrets
+        .keyring()?
+        .map(Arc::new)
+        .context("secrets.key_file is empty: there are no data keys to re-wrap")?;
+    let followed = aiq_vault::spawn(&config.kafka, Some(keyring)).await?;
+    if let Some(mut tail) = followed.tail {
+        tail.caught_up().await;
+        std::mem::forget(tail);
+    }
+    let vault = followed.vault;
+    let n = tokio::task::spawn_blocking(move || vault.rewrap_blocking()).await??;
+    println!("re-wrapped {n} data keys under the current deployment key");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Builds the tenant's export archive in this process and writes it to `out`.
 async fn export(
     config: &Config,
