@@ -242,3 +242,38 @@ impl ExportStore {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(state: &str, updated_ago_s: i64, expires_in_s: Option<i64>) -> ExportJob {
+        let now = Utc::now();
+        ExportJob {
+            id: Uuid::new_v4(),
+            tenant: "acme".into(),
+            requested_by: None,
+            created_at: now,
+            updated_at: now - chrono::Duration::seconds(updated_ago_s),
+            finished_at: None,
+            expires_at: expires_in_s.map(|s| now + chrono::Duration::seconds(s)),
+            state: state.into(),
+            runs: 0,
+            files: 0,
+            bytes: 0,
+            object: None,
+            manifest_sha256: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_job_nobody_refreshes_is_interrupted_and_an_old_archive_expired() {
+        let now = Utc::now();
+        assert_eq!(job("running", 5, None).state_at(now), "running");
+        assert_eq!(job("running", 61, None).state_at(now), "interrupted");
+        assert_eq!(job("succeeded", 90, Some(10)).state_at(now), "succeeded");
+        assert_eq!(job("succeeded", 90, Some(-1)).state_at(now), "expired");
+        assert_eq!(job("failed", 90, None).state_at(now), "failed");
+    }
+}

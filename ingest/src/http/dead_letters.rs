@@ -4,6 +4,7 @@
 
 use aiq_auth::{Action, Role};
 use aiq_topics::AuditAction;
+use aiq_topics::TenantId;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -74,10 +75,12 @@ pub struct RecordView {
     /// The key as text, when it is UTF-8.
     key: Option<String>,
     key_base64: Option<String>,
-    /// The value parsed, when it is JSON.
+    /// The value parsed, when it is JSON, with its sealed payloads opened for the
+    /// letter's tenant.
     #[schema(value_type = Option<Value>)]
     value_json: Option<Value>,
-    /// Null when the value was not kept (larger than the dead-letter topic takes).
+    /// The bytes as kept (payloads sealed: what a replay writes back). Null when the
+    /// value was not kept (larger than the dead-letter topic takes).
     value_base64: Option<String>,
     headers: Vec<HeaderView>,
 }
@@ -257,7 +260,21 @@ pub async fn get(
         .get(id, visible(&caller))
         .await
         .map_err(|e| letter_problem(&e))?;
-    Ok(Json(detail(letter)))
+    let mut d = detail(letter);
+    let tenant = d.tenant.as_deref().and_then(|t| TenantId::new(t).ok());
+    if let (Some(v), Some(t)) = (d.record.value_json.take(), tenant) {
+        let vault = std::sync::Arc::clone(&app.erasure.vault);
+        // Opening may read the data-keys topic to its end: off the runtime's threads.
+        d.record.value_json = tokio::task::spawn_blocking(move || {
+            let mut v = v;
+            // A payload that does not open (its tenant erased) is shown sealed.
+            let _ = vault.open_tree(&t, &mut v);
+            v
+        })
+        .await
+        .ok();
+    }
+    Ok(Json(d))
 }
 
 /// Where a replay wrote the record.
