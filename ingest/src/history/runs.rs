@@ -438,7 +438,10 @@ impl HistoryStore {
 
     /// An error's message opened from its seal.
     async fn open_message(&self, tenant: &str, f: &mut Failure) -> Result<(), HistoryError> {
-        let Some(message) = f.message.take().filter(|_| self.vault.is_on()) else {
+        if !self.vault.is_on() {
+            return Ok(());
+        }
+        let Some(message) = f.message.take() else {
             return Ok(());
         };
         let op = "opening an error message";
