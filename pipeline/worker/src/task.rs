@@ -101,7 +101,7 @@ async fn run(
         finished_at: Utc::now(),
     };
     // Bounded on the clear output (what the limit promises); sealed after.
-    let (mut result, _) = bounded(result, shared.max_result_bytes);
+    let (mut result, mut payload) = bounded(result, shared.max_result_bytes);
     if let TaskOutcome::Error { message, .. } = &mut result.outcome {
         seal_message(&shared, &result.tenant, message).await;
     }
@@ -116,7 +116,10 @@ async fn run(
             message: format!("the output could not be sealed: {e}"),
         };
     }
-    let payload = encode(&result);
+    // Sealing rewrote the result: its bytes are encoded again (once, and only then).
+    if shared.vault.is_on() {
+        payload = encode(&result);
+    }
     shared.metrics.task_done(
         &result.tenant,
         &task.connector,
