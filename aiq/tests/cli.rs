@@ -244,7 +244,7 @@ fn topics_and_schema_apply_twice_change_nothing_the_second_time_and_check_passes
 
     let first = aiq(&["schema", "apply"], &env);
     assert!(first.status.success(), "{}", stderr(&first));
-    assert!(stdout(&first).contains("applied 0001_keyspace\napplied 0002_run_history\napplied 0003_service_probes\napplied 0004_registry\napplied 0005_api_keys_by_tenant\napplied 0006_run_indexes\napplied 0007_dead_letters\napplied 0008_replays\napplied 0009_audit_fields\napplied 0010_exports\n"), "{}", stdout(&first));
+    assert!(stdout(&first).contains("applied 0001_keyspace\napplied 0002_run_history\napplied 0003_service_probes\napplied 0004_registry\napplied 0005_api_keys_by_tenant\napplied 0006_run_indexes\napplied 0007_dead_letters\napplied 0008_replays\napplied 0009_audit_fields\napplied 0010_exports\napplied 0011_run_erasure\n"), "{}", stdout(&first));
     let second = aiq(&["schema", "apply"], &env);
     assert!(second.status.success(), "{}", stderr(&second));
     assert_eq!(

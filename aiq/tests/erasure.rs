@@ -384,3 +384,230 @@ fn an_erased_tenants_canary_is_nowhere_in_clear_and_its_sealed_copies_never_open
     );
     assert_eq!(status, 202, "{r}");
 }
+
+/// The value Kafka retains last under `key` on `topic` (`Some(None)`: a tombstone),
+/// read from the start; `None` when the key never appears.
+fn last_under(kafka: &aiq_kafka::KafkaSettings, topic: &str, key: &str) -> Option<Option<Vec<u8>>> {
+    let seen = Arc::new(Mutex::new(None));
+    let feed = Arc::clone(&seen);
+    let key = key.to_owned();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut tail = aiq_kafka::tail::tail_topic(kafka, topic, move |r| {
+            if r.key == Some(key.as_bytes()) {
+                *feed.lock().unwrap() = Some(r.payload.map(<[u8]>::to_vec));
+            }
+        })
+        .await
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), tail.caught_up())
+            .await
+            .unwrap();
+        tail.handle().stop();
+    });
+    seen.lock().unwrap().clone()
+}
+
+const WAITER: &str =
+    "id: waiter\nsteps:\n  - id: wait\n    wait_for_event: { signal: go, timeout: 1h }\n";
+
+#[test]
+fn one_erased_runs_payloads_leave_the_history_and_parquet_and_it_cannot_come_back() {
+    let brokers = require_service!(KAFKA);
+    let contact_points = require_service!(CQL);
+    let d = Deployment::start("eraserun", &brokers, &contact_points, DEV_SECRET, "");
+    let kafka = aiq_kafka::KafkaSettings::plaintext(&brokers, &d.prefix, 4, 4);
+    let admin = d.token("acme", "tenant_admin");
+    let user = d.token("acme", "user");
+    let stranger = d.token("other", "tenant_admin");
+    for doc in [ECHO, REFUSE, WAITER] {
+        let (status, body) = d.call(
+            "POST",
+            "/v1/workflows",
+            &admin,
+            Some(("application/yaml", doc)),
+        );
+        assert_eq!(status, 201, "{body}");
+    }
+    let start = |workflow: &str, card: &str| {
+        let body = json!({"input": {"card": card}}).to_string();
+        let (status, r) = d.call(
+            "POST",
+            &format!("/v1/workflows/{workflow}/runs"),
+            &admin,
+            Some((JSON, &body)),
+        );
+        assert_eq!(status, 202, "{r}");
+        r["run_id"].as_str().unwrap().to_owned()
+    };
+    let ended = |id: &str, status: &str| {
+        let mut detail = Value::Null;
+        wait_until(
+            &format!("run {id} {status}"),
+            Duration::from_secs(60),
+            || {
+                detail = d.call("GET", &format!("/v1/runs/{id}"), &admin, None).1;
+                detail["status"] == status
+            },
+        );
+        detail
+    };
+    let canary = |label: &str| format!("{label}-{}", uuid::Uuid::new_v4().simple());
+    let (doomed_card, kept_card, echoed_card) = (canary("doomed"), canary("kept"), canary("echo"));
+    let doomed = start("refuse", &doomed_card);
+    let kept = start("refuse", &kept_card);
+    let echoed = start("echo", &echoed_card);
+    let waiting = start("waiter", "w");
+    let before = ended(&doomed, "failed");
+    assert_eq!(
+        before["error"]["message"],
+        format!("card {doomed_card} refused")
+    );
+    ended(&kept, "failed");
+    assert_eq!(
+        ended(&echoed, "succeeded")["output"]["card"],
+        echoed_card.as_str()
+    );
+
+    // Both failures' messages reach the Parquet history (sealed) before the erasure.
+    let sql = |q: String| {
+        let body = json!({ "query": q }).to_string();
+        let (status, rows) = d.call("POST", "/v1/sql", &admin, Some((JSON, &body)));
+        assert_eq!(status, 200, "{rows}");
+        rows["rows"].as_array().unwrap().clone()
+    };
+    let messages = |table: &str, run: &str| -> Vec<Value> {
+        sql(format!(
+            "SELECT error_message FROM {table} WHERE run_id = '{run}' AND error_message IS NOT NULL"
+        ))
+    };
+    wait_until("both messages in Parquet", Duration::from_secs(90), || {
+        [&doomed, &kept]
+            .iter()
+            .all(|r| !messages("runs", r).is_empty() && !messages("steps", r).is_empty())
+    });
+
+    // Bad requests change nothing: a user may not erase, another tenant finds no such
+    // run, a run still in flight is refused, and so is an id that is no run.
+    let (status, body) = d.call("DELETE", &format!("/v1/runs/{doomed}"), &user, None);
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = d.call("DELETE", &format!("/v1/runs/{doomed}"), &stranger, None);
+    assert_eq!(status, 404, "{body}");
+    ended(&waiting, "running");
+    let (status, body) = d.call("DELETE", &format!("/v1/runs/{waiting}"), &admin, None);
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["type"].as_str().unwrap().ends_with("run-not-ended"),
+        "{body}"
+    );
+    let (status, body) = d.call("DELETE", "/v1/runs/not-a-run", &admin, None);
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(
+        d.call("GET", &format!("/v1/runs/{doomed}"), &admin, None).1,
+        before,
+        "a refused erasure changed the run"
+    );
+
+    // The erasures.
+    let (status, cert) = d.call("DELETE", &format!("/v1/runs/{doomed}"), &admin, None);
+    assert_eq!(status, 200, "{cert}");
+    assert_eq!(cert["run_id"], doomed.as_str(), "{cert}");
+    assert_eq!(cert["status"], "failed", "{cert}");
+    assert_eq!(cert["history"]["run"], true, "{cert}");
+    assert!(cert["history"]["steps"].as_u64().unwrap() >= 1, "{cert}");
+    let (status, cert) = d.call("DELETE", &format!("/v1/runs/{echoed}"), &admin, None);
+    assert_eq!(status, 200, "{cert}");
+
+    // The history reads the payloads as gone, the rest as it was.
+    let after = d.call("GET", &format!("/v1/runs/{doomed}"), &admin, None).1;
+    assert!(after["payloads_erased_at"].is_string(), "{after}");
+    assert_eq!(after["input"], Value::Null, "{after}");
+    assert_eq!(after["error"]["message"], Value::Null, "{after}");
+    assert_eq!(after["error"]["class"], before["error"]["class"], "{after}");
+    assert_eq!(after["status"], "failed");
+    assert_eq!(
+        after["steps"].as_array().unwrap().len(),
+        before["steps"].as_array().unwrap().len()
+    );
+    for s in after["steps"].as_array().unwrap() {
+        assert!(s["error"]["message"].is_null(), "{after}");
+    }
+    let echo_after = d.call("GET", &format!("/v1/runs/{echoed}"), &admin, None).1;
+    assert_eq!(echo_after["input"], Value::Null, "{echo_after}");
+    assert_eq!(echo_after["output"], Value::Null, "{echo_after}");
+    assert!(!after.to_string().contains(&doomed_card));
+    let other = d.call("GET", &format!("/v1/runs/{kept}"), &admin, None).1;
+    assert_eq!(
+        other["error"]["message"],
+        format!("card {kept_card} refused")
+    );
+    assert_eq!(other["input"]["card"], kept_card.as_str());
+
+    // Twice: a clear problem. Redrive and rerun, which would need what is gone, refused.
+    let (status, body) = d.call("DELETE", &format!("/v1/runs/{doomed}"), &admin, None);
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("run-already-erased"),
+        "{body}"
+    );
+    for action in ["redrive", "rerun"] {
+        let (status, body) = d.call(
+            "POST",
+            &format!("/v1/runs/{doomed}/{action}"),
+            &admin,
+            Some((JSON, "{}")),
+        );
+        assert_eq!(status, 409, "{action}: {body}");
+        assert!(
+            body["type"].as_str().unwrap().ends_with("run-erased"),
+            "{body}"
+        );
+    }
+
+    // The orchestrator dropped the failed run's state kept for redrive (its input): the
+    // changelog's last word on it is a tombstone. The kept run's state is still there.
+    let changelog = format!("{}orchestrator-changelog", d.prefix);
+    wait_until("the kept state tombstoned", Duration::from_secs(30), || {
+        last_under(&kafka, &changelog, &format!("acme/run/{doomed}")) == Some(None)
+    });
+    assert!(
+        matches!(
+            last_under(&kafka, &changelog, &format!("acme/run/{kept}")),
+            Some(Some(_))
+        ),
+        "the other failed run's state went too"
+    );
+
+    // The sink rewrote the Parquet files without the erased run's messages, and only
+    // those: the other run's are there, and every row of both runs is still counted.
+    wait_until(
+        "the messages gone from Parquet",
+        Duration::from_secs(60),
+        || messages("runs", &doomed).is_empty() && messages("steps", &doomed).is_empty(),
+    );
+    assert!(!messages("runs", &kept).is_empty());
+    assert!(!messages("steps", &kept).is_empty());
+    let mut counted = sql(format!(
+        "SELECT status, error_class FROM runs WHERE run_id = '{doomed}'"
+    ));
+    counted.sort_by_key(|r| r.to_string());
+    assert_eq!(
+        counted,
+        vec![json!(["failed", "fatal"]), json!(["running", null])],
+        "{counted:?}"
+    );
+
+    // The certificate is in the tenant's audit trail.
+    wait_until(
+        "the certificate in the audit",
+        Duration::from_secs(30),
+        || {
+            d.all_pages("/v1/audit", &admin, "events")
+                .iter()
+                .any(|e| e["action"] == "run_erased" && e["subject"] == doomed.as_str())
+        },
+    );
+}

@@ -73,6 +73,8 @@ pub enum Action {
     ReadAudit,
     ExportTenantData,
     EraseTenantData,
+    /// Erase one ended run's payloads (its input, output and error messages).
+    EraseRunData,
     /// List and read the tenant's dead letters.
     ReadDeadLetters,
     /// Replay or resolve the tenant's dead letters.
@@ -83,7 +85,7 @@ pub enum Action {
 
 impl Action {
     /// Row order of the permission table.
-    pub const ALL: [Action; 18] = [
+    pub const ALL: [Action; 19] = [
         Action::RegisterWorkflow,
         Action::ReadWorkflows,
         Action::StartRun,
@@ -99,6 +101,7 @@ impl Action {
         Action::ReadAudit,
         Action::ExportTenantData,
         Action::EraseTenantData,
+        Action::EraseRunData,
         Action::ReadDeadLetters,
         Action::ManageDeadLetters,
         Action::ReadDeadLettersAllTenants,
@@ -121,6 +124,7 @@ impl Action {
             Action::ReadAudit => "read_audit",
             Action::ExportTenantData => "export_tenant_data",
             Action::EraseTenantData => "erase_tenant_data",
+            Action::EraseRunData => "erase_run_data",
             Action::ReadDeadLetters => "read_dead_letters",
             Action::ManageDeadLetters => "manage_dead_letters",
             Action::ReadDeadLettersAllTenants => "read_dead_letters_all_tenants",
@@ -145,7 +149,7 @@ pub fn permits(role: Role, action: Action) -> bool {
             Role::TenantAdmin,
             RegisterWorkflow | ReadWorkflows | StartRun | SendSignal | CancelRun | ReadRuns
             | QuerySql | ManageApiKeys | ManageWebhooks | ManageSecrets | ReadAudit
-            | ExportTenantData | ReadDeadLetters | ManageDeadLetters,
+            | ExportTenantData | EraseRunData | ReadDeadLetters | ManageDeadLetters,
         ) => true,
         (
             Role::TenantAdmin,
@@ -168,6 +172,7 @@ pub fn permits(role: Role, action: Action) -> bool {
             | ReadAudit
             | ExportTenantData
             | EraseTenantData
+            | EraseRunData
             | ManageDeadLetters
             | ReadDeadLettersAllTenants,
         ) => false,
@@ -219,6 +224,7 @@ mod tests {
             (Action::ReadAudit, true, true, false),
             (Action::ExportTenantData, true, true, false),
             (Action::EraseTenantData, true, false, false),
+            (Action::EraseRunData, true, true, false),
             (Action::ReadDeadLetters, true, true, true),
             (Action::ManageDeadLetters, true, true, false),
             (Action::ReadDeadLettersAllTenants, true, false, false),

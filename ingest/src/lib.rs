@@ -28,6 +28,7 @@ pub mod queues;
 pub mod recovery;
 pub mod registry;
 pub mod replays;
+pub mod run_erasure;
 pub mod runs;
 pub mod settings;
 pub mod signature;

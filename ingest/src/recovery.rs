@@ -28,6 +28,8 @@ pub enum RecoveryError {
     NotRedrivable { run: RunId, status: String },
     #[error("run {0} has no workflow in the history; it cannot be rerun")]
     NoWorkflow(RunId),
+    #[error("run {0}'s payloads were erased; it can be neither redriven nor rerun")]
+    Erased(RunId),
     #[error("Idempotency-Key {0:?} was used for a different request")]
     KeyReused(String),
     #[error("a request with Idempotency-Key {0:?} is still being processed")]
@@ -91,6 +93,9 @@ impl Recovery<'_> {
             .run_row(tenant.as_str(), run.as_uuid())
             .await?
             .ok_or(RecoveryError::NotFound(run))?;
+        if detail.payloads_erased_at.is_some() {
+            return Err(RecoveryError::Erased(run));
+        }
         let status = detail.status.clone().unwrap_or_default();
         let redrivable = [RunStatus::Failed.as_str(), RunStatus::TimedOut.as_str()];
         let failed_at = match detail.finished_at {
@@ -183,6 +188,9 @@ impl Recovery<'_> {
             .run_row(tenant.as_str(), run.as_uuid())
             .await?
             .ok_or(RecoveryError::NotFound(run))?;
+        if detail.payloads_erased_at.is_some() {
+            return Err(RecoveryError::Erased(run));
+        }
         let workflow = detail
             .workflow
             .as_deref()

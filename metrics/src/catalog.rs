@@ -342,6 +342,12 @@ pub mod sink {
             labels: &[],
             help: "Events of tenants whose data was erased, dropped instead of written",
         };
+        ERASED_RUNS = Metric {
+            name: "aiq_sink_erased_runs_total",
+            kind: Kind::Counter,
+            labels: &[],
+            help: "Runs whose payloads were cleared from the Parquet history",
+        };
         DEAD_LETTERS = Metric {
             name: "aiq_sink_dead_letters_total",
             kind: Kind::Counter,

@@ -15,6 +15,7 @@ pub const UNDECODABLE: &str = sink::UNDECODABLE.name;
 pub const DEAD_LETTERS: &str = sink::DEAD_LETTERS.name;
 pub const PARQUET_FLUSH_SECONDS: &str = sink::PARQUET_FLUSH_SECONDS.name;
 pub const COMMITS: &str = sink::COMMITS.name;
+pub const ERASED_RUNS: &str = sink::ERASED_RUNS.name;
 
 const SECONDS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -42,6 +43,8 @@ pub struct Metrics {
     pub flush_seconds: Histogram,
     /// By outcome (`ok`, `failed`).
     pub commits: IntCounterVec,
+    /// Runs whose payloads were scrubbed from the Parquet files.
+    pub erased_runs: IntCounter,
 }
 
 /// The metrics are constants checked by aiq-metrics' tests, so creating them cannot fail.
@@ -75,6 +78,7 @@ impl Metrics {
             dead_letters,
             flush_seconds: constant(histogram(r, &sink::PARQUET_FLUSH_SECONDS, SECONDS)),
             commits: constant(counter_vec(r, &sink::COMMITS, &["outcome"])),
+            erased_runs: constant(counter(r, &sink::ERASED_RUNS)),
         }
     }
 }
@@ -95,5 +99,16 @@ mod tests {
         let retries = families.iter().find(|f| f.name() == RETRIES).unwrap();
         assert_eq!(retries.get_metric()[0].get_counter().get_value(), 1.0);
         assert!(families.iter().any(|f| f.name() == CONSUMER_LAG));
+    }
+
+    #[test]
+    fn erased_runs_are_counted_under_their_name() {
+        let registry = Registry::new();
+        let m = Metrics::new(&registry);
+        m.erased_runs.inc();
+        let families = registry.gather();
+        let erased = families.iter().find(|f| f.name() == ERASED_RUNS).unwrap();
+        assert_eq!(erased.help(), sink::ERASED_RUNS.help);
+        assert_eq!(erased.get_metric()[0].get_counter().get_value(), 1.0);
     }
 }

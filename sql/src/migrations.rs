@@ -33,6 +33,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(8, "0008_replays"),
     migration!(9, "0009_audit_fields"),
     migration!(10, "0010_exports"),
+    migration!(11, "0011_run_erasure"),
 ];
 
 impl Migration {

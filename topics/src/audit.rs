@@ -46,6 +46,8 @@ pub enum AuditAction {
     SecretOpened,
     /// A tenant's data was erased: the certificate (what, where, when, by whom).
     TenantErased,
+    /// One run's payloads were erased: the certificate.
+    RunErased,
 }
 
 impl AuditAction {
@@ -78,6 +80,7 @@ impl AuditAction {
             AuditAction::SqlQuery => "sql_query",
             AuditAction::SecretOpened => "secret_opened",
             AuditAction::TenantErased => "tenant_erased",
+            AuditAction::RunErased => "run_erased",
         }
     }
 }

@@ -146,12 +146,28 @@ pub struct StepEvent {
     pub output_bytes: Option<u64>,
 }
 
+/// One ended run's payloads were erased (`DELETE /v1/runs/{id}`): written by ingest
+/// after the history rows were cleared, keyed by tenant like the run's own events, so
+/// it lands behind all of them in the partition. The sink clears the run's error
+/// messages from the Parquet files of the days `from..=to` (both tiers) and from the
+/// rows it still holds in memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunErased {
+    pub tenant: TenantId,
+    pub run: RunId,
+    pub at: DateTime<Utc>,
+    /// The first and last day of the run's events (the Parquet day folders to clear).
+    pub from: chrono::NaiveDate,
+    pub to: chrono::NaiveDate,
+}
+
 /// A record of the events topic: what happened to a run or to one of its steps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     Run(RunEvent),
     Step(StepEvent),
+    RunErased(RunErased),
 }
 
 impl Event {
@@ -159,6 +175,7 @@ impl Event {
         match self {
             Event::Run(e) => &e.tenant,
             Event::Step(e) => &e.tenant,
+            Event::RunErased(e) => &e.tenant,
         }
     }
 
@@ -166,6 +183,16 @@ impl Event {
         match self {
             Event::Run(e) => e.run,
             Event::Step(e) => e.run,
+            Event::RunErased(e) => e.run,
+        }
+    }
+
+    /// When it happened.
+    pub fn at(&self) -> DateTime<Utc> {
+        match self {
+            Event::Run(e) => e.at,
+            Event::Step(e) => e.at,
+            Event::RunErased(e) => e.at,
         }
     }
 

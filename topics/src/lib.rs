@@ -26,7 +26,7 @@ pub use audit::{AuditAction, AuditEvent};
 pub use data_key::{DataKeyId, DataKeyRecord, WrappedKey};
 pub use dead_letter::DeadLetterKind;
 pub use definition::{DefinitionRecord, DefinitionsEntry, WorkflowState};
-pub use events::{Event, Failure, RunEvent, RunStatus, StepEvent, StepStatus};
+pub use events::{Event, Failure, RunErased, RunEvent, RunStatus, StepEvent, StepStatus};
 pub use ids::{IdError, RunId, StepId, TenantId, WorkflowId};
 pub use labels::TenantLabels;
 pub use notification::{Notification, NotifySpec, WebhookTarget};

@@ -39,6 +39,9 @@ pub enum SignalAction {
     CancelTenant {
         reason: String,
     },
+    /// The ended run's payloads were erased: the orchestrator drops the state it keeps
+    /// of it for redrive (which holds its input and step outputs).
+    Erase,
 }
 
 impl SignalEvent {

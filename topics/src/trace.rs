@@ -142,6 +142,7 @@ impl Traced<'_> {
                 }
                 l
             }
+            Traced::Event(Event::RunErased(_)) => "event/run/erased".to_owned(),
         }
     }
 }

@@ -68,6 +68,12 @@ impl From<SignalAction> for Input {
                 Input::Cancel { reason }
             }
             SignalAction::Redrive { failed_at } => Input::Redrive { failed_at },
+            // Only an ended run's payloads are erased, and the orchestrator applies that
+            // itself (it drops the state kept for redrive). Should a run have come back
+            // to life in between, its input is gone: it cannot go on.
+            SignalAction::Erase => Input::Cancel {
+                reason: "its payloads were erased".to_owned(),
+            },
         }
     }
 }

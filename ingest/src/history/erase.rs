@@ -35,12 +35,87 @@ pub struct ErasedRows {
     pub partitions: usize,
 }
 
+/// What erasing one run's payloads cleared in the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ErasedRunRows {
+    /// The run's row: input, output and error message cleared.
+    pub run: bool,
+    /// Step dispatches whose error message was cleared.
+    pub steps: usize,
+}
+
 /// One day's runs (id, workflow) and dead letters (id) of the tenant.
 type DayRows = (NaiveDate, Vec<(Uuid, Option<String>)>, Vec<(Uuid,)>);
 
 const STATUSES: [&str; 5] = ["running", "succeeded", "failed", "cancelled", "timed_out"];
 
 impl HistoryStore {
+    /// Clears one run's payloads: the run row's input, output and error message, and
+    /// every step dispatch's error message, and marks the row erased at `at`.
+    ///
+    /// The writes take the server's clock, later than any of the sink's (which are
+    /// stamped with the events' own times), so a replay of the run's events by the sink
+    /// cannot bring the values back. The mark lives as long as the row (its TTL).
+    pub async fn erase_run_payloads(
+        &self,
+        tenant: &str,
+        run_id: Uuid,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<ErasedRunRows, HistoryError> {
+        let ks = &*self.keyspace;
+        let op = "erasing a run's payloads";
+        let st = self
+            .prepared(
+                op,
+                format!("SELECT TTL(status) FROM {ks}.runs WHERE tenant = ? AND run_id = ?"),
+            )
+            .await?;
+        let ttl: Vec<(Option<i32>,)> = self.all_rows(op, &st, (tenant, run_id)).await?;
+        let Some((ttl,)) = ttl.into_iter().next() else {
+            return Ok(ErasedRunRows::default());
+        };
+        let st = self
+            .prepared(
+                op,
+                format!(
+                    "UPDATE {ks}.runs USING TTL ? SET input = null, output = null, \
+                     error = null, payloads_erased_at = ? WHERE tenant = ? AND run_id = ?"
+                ),
+            )
+            .await?;
+        self.run_all(op, &st, vec![(ttl.unwrap_or(0), at, tenant, run_id)])
+            .await?;
+        let st = self
+            .prepared(
+                op,
+                format!(
+                    "SELECT step, iteration, attempt FROM {ks}.steps \
+                     WHERE tenant = ? AND run_id = ?"
+                ),
+            )
+            .await?;
+        let keys: Vec<(String, i64, i32)> = self.all_rows(op, &st, (tenant, run_id)).await?;
+        let st = self
+            .prepared(
+                op,
+                format!(
+                    "UPDATE {ks}.steps SET error = null WHERE tenant = ? AND run_id = ? \
+                     AND step = ? AND iteration = ? AND attempt = ?"
+                ),
+            )
+            .await?;
+        let steps = self
+            .run_all(
+                op,
+                &st,
+                keys.into_iter()
+                    .map(|(step, iteration, attempt)| (tenant, run_id, step, iteration, attempt))
+                    .collect(),
+            )
+            .await?;
+        Ok(ErasedRunRows { run: true, steps })
+    }
+
     pub(super) async fn prepared(
         &self,
         op: &'static str,

@@ -25,7 +25,7 @@ use scylla::statement::prepared::PreparedStatement;
 pub use audit::AuditEntry;
 pub use cursor::{BadToken, Position};
 pub use dead_letters::{Letter, LetterFilter, LetterState, LetterSummary, PLATFORM};
-pub use erase::ErasedRows;
+pub use erase::{ErasedRows, ErasedRunRows};
 pub use export::DayReader;
 pub use runs::{Failure, MAX_STEPS, RunDetail, RunFilter, RunSummary, StepDetail};
 pub use walk::{Budget, Page, Scan};

@@ -89,8 +89,8 @@ const CHECKS_IN_FLIGHT: usize = 32;
 pub(super) fn run_cql(ks: &str) -> String {
     format!(
         "SELECT workflow, version, status, trigger_source, scheduled_at, started_at, \
-         finished_at, duration_ms, input, output, error_class, error_step, error \
-         FROM {ks}.runs WHERE tenant = ? AND run_id = ?"
+         finished_at, duration_ms, input, output, error_class, error_step, error, \
+         payloads_erased_at FROM {ks}.runs WHERE tenant = ? AND run_id = ?"
     )
 }
 
@@ -270,6 +270,10 @@ pub struct RunDetail {
     #[schema(value_type = Value)]
     pub output: Value,
     pub error: Option<Failure>,
+    /// When the run's payloads (input, output, error messages) were erased; they read
+    /// null from then on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payloads_erased_at: Option<DateTime<Utc>>,
     /// Ordered by step id, then iteration, then attempt.
     pub steps: Vec<StepDetail>,
     /// True when the run has more than [`MAX_STEPS`] dispatches and only the first are
@@ -294,6 +298,7 @@ type RunRow = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<DateTime<Utc>>,
 );
 
 /// The row of `runs_by_day` with the key `k`.
@@ -497,6 +502,7 @@ impl HistoryStore {
             error_class,
             error_step,
             error,
+            payloads_erased_at,
         ) = row;
         let (input, output) = self.opened(tenant, json(input), json(output)).await?;
         let mut error = failure(error_class, error_step, error);
@@ -516,6 +522,7 @@ impl HistoryStore {
             input,
             output,
             error,
+            payloads_erased_at,
             steps: Vec::new(),
             steps_truncated: false,
         }))

@@ -149,7 +149,7 @@ fn api() -> OpenApiRouter<App> {
         .routes(routes!(lifecycle::default_version))
         .routes(routes!(runs::start))
         .routes(routes!(history::list))
-        .routes(routes!(history::get))
+        .routes(routes!(history::get, erasure::erase_run))
         .routes(routes!(audit::list))
         .routes(routes!(dead_letters::list))
         .routes(routes!(dead_letters::get, dead_letters::resolve))
@@ -263,7 +263,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     /// Every route and method the API serves; the document must list exactly these.
-    const ROUTES: [(&str, &str); 44] = [
+    const ROUTES: [(&str, &str); 45] = [
         ("/v1/tenants", "post"),
         ("/v1/tenants", "get"),
         ("/v1/tenants/{id}", "get"),
@@ -289,6 +289,7 @@ mod tests {
         ("/v1/audit", "get"),
         ("/v1/runs", "get"),
         ("/v1/runs/{run_id}", "get"),
+        ("/v1/runs/{run_id}", "delete"),
         ("/healthz", "get"),
         ("/v1/api-keys", "get"),
         ("/v1/api-keys/{key_id}", "delete"),

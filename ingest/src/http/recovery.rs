@@ -42,6 +42,7 @@ pub(crate) fn recovery_problem(e: RecoveryError) -> Problem {
         RecoveryError::NoWorkflow(_) => {
             Problem::new(StatusCode::CONFLICT, "not-rerunnable", e.to_string())
         }
+        RecoveryError::Erased(_) => Problem::new(StatusCode::CONFLICT, "run-erased", e.to_string()),
         RecoveryError::KeyReused(_) => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency-key-reused",

@@ -103,9 +103,11 @@ impl Replayer {
         };
         match result {
             Ok(()) => Outcome::Done,
-            Err(RecoveryError::NotFound(_) | RecoveryError::NotRedrivable { .. }) => {
-                Outcome::Skipped
-            }
+            Err(
+                RecoveryError::NotFound(_)
+                | RecoveryError::NotRedrivable { .. }
+                | RecoveryError::Erased(_),
+            ) => Outcome::Skipped,
             Err(
                 e @ (RecoveryError::InProgress(_)
                 | RecoveryError::History(_)

@@ -164,6 +164,8 @@ impl OrchestratorMetrics {
                 .steps
                 .with_label_values(&[tenant.as_str(), s.kind.as_str(), s.status.as_str()])
                 .inc(),
+            // Written by ingest, never by the orchestrator.
+            Event::RunErased(_) => {}
         }
     }
 

@@ -154,6 +154,7 @@ fn ten_thousand_runs_survive_repeated_sigkill() {
                     .entry((s.run, s.step.to_string(), s.attempt, s.status))
                     .or_default() += 1;
             }
+            Event::RunErased(e) => panic!("nothing erases a run here: {e:?}"),
         }
     }
     assert!(done, "only {} of {RUNS} runs ended", ended.len());

@@ -56,6 +56,7 @@ fn summary(events: &[Event], run: aiq_topics::RunId) -> Vec<String> {
                 s.attempt,
                 serde_json::to_value(s.status).unwrap().as_str().unwrap()
             ),
+            Event::RunErased(_) => "run erased".to_owned(),
         })
         .collect()
 }

@@ -5,7 +5,7 @@ use std::io;
 use std::sync::Arc;
 
 use aiq_sql::layout::Table;
-use aiq_topics::{AuditEvent, Event, RunEvent, StepEvent};
+use aiq_topics::{AuditEvent, RunEvent, StepEvent};
 use arrow_array::builder::{
     Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
@@ -79,11 +79,12 @@ pub(super) enum Row {
 }
 
 impl Row {
-    pub fn from_event(offset: i64, event: &Event) -> Row {
-        match event {
-            Event::Run(e) => Row::Run(run_row(offset, e)),
-            Event::Step(e) => Row::Step(step_row(offset, e)),
-        }
+    pub fn from_run(offset: i64, e: &RunEvent) -> Row {
+        Row::Run(run_row(offset, e))
+    }
+
+    pub fn from_step(offset: i64, e: &StepEvent) -> Row {
+        Row::Step(step_row(offset, e))
     }
 
     pub fn from_audit(offset: i64, e: &AuditEvent) -> Row {
@@ -160,6 +161,28 @@ impl Rows {
             (Rows::Audit(v), Row::Audit(r)) => insert_ordered(v, r, |r| r.offset),
             // The group key holds the table, so a row always meets rows of its own kind.
             _ => debug_assert!(false, "a row was grouped under another table"),
+        }
+    }
+
+    /// Clears the error message of every run or step row of the run `run_id` (the
+    /// messages are the tables' only payloads; ids, times and classes stay); returns how
+    /// many rows held one.
+    pub fn clear_run_messages(&mut self, run_id: &str) -> usize {
+        fn clear<'a>(messages: impl Iterator<Item = &'a mut Option<String>>) -> usize {
+            messages.filter_map(Option::take).count()
+        }
+        match self {
+            Rows::Runs(v) => clear(
+                v.iter_mut()
+                    .filter(|r| r.run_id == run_id)
+                    .map(|r| &mut r.error_message),
+            ),
+            Rows::Steps(v) => clear(
+                v.iter_mut()
+                    .filter(|r| r.run_id == run_id)
+                    .map(|r| &mut r.error_message),
+            ),
+            Rows::Audit(_) => 0,
         }
     }
 
@@ -359,7 +382,8 @@ fn audit_batch(rows: &[AuditRow], partition: i32) -> Result<RecordBatch, ArrowEr
 mod tests {
     use super::*;
     use aiq_topics::{
-        ErrorClass, Failure, RunId, RunStatus, StepId, TenantId, TriggerSource, WorkflowId,
+        ErrorClass, Failure, RunId, RunStatus, StepId, StepStatus, TenantId, TriggerSource,
+        WorkflowId,
     };
     use arrow_array::{Array, Int64Array, StringArray};
 
@@ -404,10 +428,10 @@ mod tests {
 
     #[test]
     fn rows_stay_in_offset_order_with_one_row_per_offset() {
-        let e = Event::Run(run_event());
+        let e = run_event();
         let mut rows = Rows::new(Table::Runs);
         for o in [5, 1, 9, 5, 3] {
-            rows.insert(Row::from_event(o, &e));
+            rows.insert(Row::from_run(o, &e));
         }
         let b = rows.to_batch(2).unwrap();
         assert_eq!(b.num_rows(), 4);
@@ -427,5 +451,92 @@ mod tests {
         assert_eq!(source.value(0), "sub_workflow");
         assert_eq!(b.schema(), Table::Runs.file_schema());
         assert_eq!(b.column_by_name("scheduled_at").unwrap().null_count(), 4);
+    }
+
+    fn step_event(run: RunId, step: &str, message: Option<&str>) -> StepEvent {
+        StepEvent {
+            tenant: TenantId::new("acme").unwrap(),
+            run,
+            step: StepId::new(step).unwrap(),
+            attempt: 1,
+            status: StepStatus::Failed,
+            at: at(1_000),
+            kind: "task".into(),
+            connector: None,
+            error: message.map(|m| Failure {
+                class: ErrorClass::Retryable,
+                message: m.into(),
+                step: None,
+            }),
+            iteration: None,
+            duration_ms: Some(5),
+            output_bytes: None,
+        }
+    }
+
+    fn messages(rows: &Rows) -> Vec<Option<String>> {
+        match rows {
+            Rows::Runs(v) => v.iter().map(|r| r.error_message.clone()).collect(),
+            Rows::Steps(v) => v.iter().map(|r| r.error_message.clone()).collect(),
+            Rows::Audit(_) => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn clearing_a_run_takes_only_its_messages_and_counts_the_rows_that_had_one() {
+        let a = run_event();
+        let b = RunEvent {
+            run: RunId::random(),
+            ..run_event()
+        };
+        let mut runs = Rows::new(Table::Runs);
+        runs.insert(Row::from_run(1, &a));
+        runs.insert(Row::from_run(2, &b));
+        runs.insert(Row::from_run(
+            3,
+            &RunEvent {
+                error: None,
+                ..a.clone()
+            },
+        ));
+        let before = runs.clone();
+        assert_eq!(runs.clear_run_messages(&a.run.to_string()), 1);
+        assert_eq!(messages(&runs), vec![None, Some("open".into()), None]);
+        // Nothing but the message changed.
+        let (Rows::Runs(now), Rows::Runs(was)) = (&runs, &before) else {
+            panic!("runs rows");
+        };
+        assert_eq!(
+            now[0],
+            RunRow {
+                error_message: None,
+                ..was[0].clone()
+            }
+        );
+        assert_eq!(now[0].error_class, Some("circuit_open"));
+        assert_eq!(now[1..], was[1..]);
+        // Idempotent.
+        assert_eq!(runs.clear_run_messages(&a.run.to_string()), 0);
+
+        let mut steps = Rows::new(Table::Steps);
+        steps.insert(Row::from_step(1, &step_event(a.run, "s1", Some("x"))));
+        steps.insert(Row::from_step(2, &step_event(b.run, "s1", Some("y"))));
+        steps.insert(Row::from_step(3, &step_event(a.run, "s2", Some("z"))));
+        steps.insert(Row::from_step(4, &step_event(a.run, "s3", None)));
+        assert_eq!(steps.clear_run_messages(&a.run.to_string()), 2);
+        assert_eq!(messages(&steps), vec![None, Some("y".into()), None, None]);
+        assert_eq!(
+            steps
+                .to_batch(0)
+                .unwrap()
+                .column_by_name("error_message")
+                .unwrap()
+                .null_count(),
+            3
+        );
+        assert_eq!(
+            Rows::new(Table::Audit).clear_run_messages(&a.run.to_string()),
+            0
+        );
     }
 }

@@ -183,7 +183,11 @@ pub async fn spawn(
 ) -> Result<StageHandle, SinkError> {
     settings.validate()?;
     let store = Store::new(session, keyspace).await?;
-    let parquet = Arc::new(Mutex::new(Writers::new(&settings.parquet)?));
+    let metrics = Arc::new(Metrics::new(registry));
+    let parquet = Arc::new(Mutex::new(Writers::new(
+        &settings.parquet,
+        metrics.erased_runs.clone(),
+    )?));
     let progress: Arc<Mutex<Progress>> = Arc::default();
     let events: Arc<str> = topics.name(TopicKind::Events).into();
     let audit: Arc<str> = topics.name(TopicKind::Audit).into();
@@ -221,7 +225,6 @@ pub async fn spawn(
         .create()
         .map_err(kafka("create the dead-letter producer"))?;
     let dead_letters = topics.name(TopicKind::DeadLetters).to_owned();
-    let metrics = Arc::new(Metrics::new(registry));
     Ok(aiq_stage::spawn_task(STAGE, move |stop| async move {
         let mut compaction = (settings.compact_interval_secs > 0).then(|| {
             spawn_compaction(
@@ -286,7 +289,8 @@ fn decode(ctx: &SinkContext, msg: &BorrowedMessage<'_>, metrics: &Metrics) -> Op
         Payload::Skip
     });
     // An erased tenant's events still in flight are not written back after the
-    // erasure deleted its rows.
+    // erasure deleted its rows. Its run erasures too: the tenant's erasure removes
+    // more than they would.
     if let Payload::Event(e) = &payload
         && ctx.erased.contains(e.tenant().as_str())
     {
@@ -581,6 +585,7 @@ impl Loop {
             }
             if !refused.contains(&i) {
                 match &r.payload {
+                    Payload::Event(Event::RunErased(e)) => parquet.erase_run(r.tp.1, e),
                     Payload::Event(e) => parquet.add_event(r.tp.1, r.offset, e),
                     Payload::Audit(a) => parquet.add_audit(r.tp.1, r.offset, a),
                     Payload::DeadLetter(_) | Payload::Skip => {}

@@ -172,6 +172,9 @@ pub fn event_writes(event: &Event, retention: &RetentionSettings) -> Vec<Write> 
         Event::Run(e) if e.status.is_terminal() => run_finished(e, retention),
         Event::Run(e) => run_started(e, retention),
         Event::Step(e) => vec![step(e, retention)],
+        // Ingest cleared the run's rows in the store before it published the marker,
+        // which is only for the Parquet history: there is nothing left to write here.
+        Event::RunErased(_) => Vec::new(),
     }
 }
 
@@ -513,5 +516,19 @@ mod tests {
             &by_day[7],
             MaybeUnset::Set(CqlValue::BigInt(86_406_000))
         ));
+    }
+
+    #[test]
+    fn an_erasure_marker_writes_nothing_to_the_store() {
+        let e = run(RunStatus::Failed, None);
+        let day = e.at.date_naive();
+        let marker = Event::RunErased(aiq_topics::RunErased {
+            tenant: e.tenant,
+            run: e.run,
+            at: e.at,
+            from: day,
+            to: day,
+        });
+        assert!(event_writes(&marker, &RetentionSettings::default()).is_empty());
     }
 }

@@ -28,6 +28,10 @@ impl Core {
         if matches!(s.action, SignalAction::Redrive { .. }) {
             return self.redrive(rec, s, now, definitions_fresh);
         }
+        if matches!(s.action, SignalAction::Erase) {
+            self.forget_erased(p, &s);
+            return Ok(());
+        }
         if let SignalAction::CancelTenant { reason } = &s.action {
             return self.cancel_tenant(rec, &s.tenant, reason, now, definitions_fresh);
         }

@@ -147,6 +147,25 @@ impl Core {
         self.drive(p, s.run, input, now, Origin::Record(rec, definitions_fresh))
     }
 
+    /// An ended run's payloads were erased: the state kept for its redrive holds its
+    /// input and step outputs, so it goes, and its changelog entry is tombstoned. Only
+    /// the tenant's own run; nothing kept is nothing to do (and no dead letter: the
+    /// request did what it asked).
+    pub(super) fn forget_erased(&mut self, p: i32, s: &SignalEvent) {
+        let Some(st) = self.parts.get_mut(&p) else {
+            return;
+        };
+        if st
+            .redrivable
+            .get(&s.run)
+            .is_some_and(|k| k.tenant == s.tenant)
+        {
+            st.redrivable.remove(&s.run);
+            self.dirty
+                .insert((p, EntryKey::Run(s.tenant.clone(), s.run)));
+        }
+    }
+
     /// Forgets kept runs past the retention, at most `max`; returns how many.
     pub(super) fn expire_redrivable(&mut self, now: DateTime<Utc>, max: usize) -> usize {
         // Never past the finished-run markers: a kept run's id must stay known, so that

@@ -67,7 +67,7 @@ fn run_status(events: &[Event]) -> Vec<RunStatus> {
         .iter()
         .filter_map(|e| match e {
             Event::Run(r) => Some(r.status),
-            Event::Step(_) => None,
+            _ => None,
         })
         .collect()
 }
@@ -194,4 +194,71 @@ fn kept_runs_expire_with_their_retention() {
             .iter()
             .any(|w| w.value.is_none() && w.key.contains(&first[0].run.to_string()))
     );
+}
+
+#[test]
+fn erasing_a_failed_run_drops_its_kept_state_and_tombstones_it() {
+    let mut c = Core::new(
+        Arc::new(OrchestratorSettings::default()),
+        catalog(&[two_steps()]),
+        PARTS,
+    );
+    let p = partition_for_key(b"acme", PARTS as u32) as i32;
+    c.restore(p, Vec::new());
+    let t = TriggerEvent::new(
+        TenantId::new("acme").unwrap(),
+        WorkflowId::new("two").unwrap(),
+        TriggerSource::Api,
+        json!({"canary": "x"}),
+    );
+    feed(&mut c, InputTopic::Triggers, p, 0, &t.encode());
+    let (first, _, _) = outputs(&mut c);
+    let fatal = TaskOutcome::Error {
+        class: ErrorClass::Fatal,
+        message: "no".into(),
+    };
+    answer(&mut c, p, 1, &first[0], fatal);
+    c.take_changelog();
+    let run = first[0].run;
+    assert_eq!(c.parts[&p].redrivable.len(), 1);
+    let erase = |tenant: &str| SignalEvent {
+        tenant: TenantId::new(tenant).unwrap(),
+        run,
+        action: SignalAction::Erase,
+    };
+    let send = |c: &mut Core, offset: i64, s: &SignalEvent| {
+        let rec = Record {
+            topic: InputTopic::Signals,
+            partition: p,
+            offset,
+            key: Some(s.tenant.as_str().as_bytes()),
+            payload: Some(&s.encode()),
+        };
+        c.handle(rec, t0(), true).unwrap();
+    };
+    // Another tenant sharing the partition cannot make it forget the run.
+    let other = (0..1000)
+        .map(|i| format!("other{i}"))
+        .find(|t| partition_for_key(t.as_bytes(), PARTS as u32) as i32 == p)
+        .unwrap();
+    send(&mut c, 2, &erase(&other));
+    assert_eq!(c.parts[&p].redrivable.len(), 1);
+    assert!(c.take_changelog().is_empty());
+
+    send(&mut c, 3, &erase("acme"));
+    assert_eq!(c.parts[&p].redrivable.len(), 0);
+    let tombstones = c.take_changelog();
+    assert!(
+        tombstones
+            .iter()
+            .any(|w| w.value.is_none() && w.key.contains(&run.to_string())),
+        "{tombstones:?}"
+    );
+    let (_, _, letters) = outputs(&mut c);
+    assert!(letters.is_empty(), "{letters:?}");
+    // Nothing is left to redrive.
+    redrive(&mut c, p, 4, "acme", run);
+    let (tasks, _, letters) = outputs(&mut c);
+    assert!(tasks.is_empty());
+    assert_eq!(letters.len(), 1);
 }

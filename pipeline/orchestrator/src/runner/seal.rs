@@ -115,6 +115,7 @@ pub(super) fn seal_output(vault: &Vault, out: &mut Output) -> Result<(), VaultEr
             }
             None => Ok(()),
         },
+        Output::Event(Event::RunErased(_)) => Ok(()),
         Output::Notification(n) => match &mut n.error {
             Some(f) => {
                 ensure(vault, &n.tenant)?;
