@@ -35,7 +35,11 @@ fn a_tenant_with_ten_thousand_runs_exports_to_a_verified_archive_of_its_own_data
         &contact_points,
         DEV_SECRET,
         "",
-        &[("AIQ_INGEST_OPEN_TENANTS", "false")],
+        &[
+            ("AIQ_INGEST_OPEN_TENANTS", "false"),
+            // One export at a time: the second one asked for meanwhile is refused.
+            ("AIQ_INGEST_MAX_CONCURRENT_EXPORTS", "1"),
+        ],
     );
     let root = d.token("ops", "platform_admin");
     let onboard = |id: &str| {
@@ -113,6 +117,13 @@ fn a_tenant_with_ten_thousand_runs_exports_to_a_verified_archive_of_its_own_data
     let (status, started) = d.call("POST", "/v1/tenants/acme/exports", &acme, None);
     assert_eq!(status, 202, "{started}");
     let url = started["status_url"].as_str().unwrap().to_owned();
+    // Building 10,000 runs takes seconds: a second export now is past the bound.
+    let (status, busy) = d.call("POST", "/v1/tenants/globex/exports", &root, None);
+    assert_eq!(status, 429, "{busy}");
+    assert!(
+        busy["type"].as_str().unwrap().ends_with("too-many-exports"),
+        "{busy}"
+    );
     let mut view = Value::Null;
     wait_until("the export succeeding", Duration::from_secs(300), || {
         view = d.call("GET", &url, &acme, None).1;
@@ -120,6 +131,9 @@ fn a_tenant_with_ten_thousand_runs_exports_to_a_verified_archive_of_its_own_data
         view["state"] == "succeeded"
     });
     assert_eq!(view["runs"], RUNS as u64, "{view}");
+    // Its slot is free again.
+    let (status, other) = d.call("POST", "/v1/tenants/globex/exports", &root, None);
+    assert_eq!(status, 202, "{other}");
     // Another tenant does not see it.
     assert_eq!(d.call("GET", &url, &globex, None).0, 404);
     let download = view["download_url"].as_str().unwrap();

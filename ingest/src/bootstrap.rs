@@ -98,6 +98,9 @@ pub async fn build(
             catalog: Arc::clone(&definitions.catalog),
             files: files.clone(),
             jobs: crate::export::ExportStore::new(Arc::clone(&session), &cql.keyspace).await?,
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                settings.max_concurrent_exports.max(1),
+            )),
         }),
         None => None,
     };

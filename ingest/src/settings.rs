@@ -18,6 +18,10 @@ pub struct IngestSettings {
     /// trigger always fits, and run state built from the input stays small.
     #[serde(default = "default_max_trigger_input_bytes")]
     pub max_trigger_input_bytes: usize,
+    /// Tenant exports this process builds at once; each holds its archive in memory
+    /// (at most 512 MiB), so more are refused with 429 until one ends.
+    #[serde(default = "default_max_concurrent_exports")]
+    pub max_concurrent_exports: usize,
     /// How long a request waits for Kafka's acknowledgement before it gets 503.
     pub ack_timeout_ms: u64,
     /// How far a webhook's timestamp may be from now, in seconds.
@@ -58,6 +62,10 @@ pub struct IngestSettings {
 
 fn default_max_trigger_input_bytes() -> usize {
     256 * 1024
+}
+
+fn default_max_concurrent_exports() -> usize {
+    2
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -71,6 +71,7 @@ async fn api(brokers: String, cql: String) -> Api {
         max_body_bytes: 64 * 1024,
         // Small, so the test can pass it with a body the body limit still takes.
         max_trigger_input_bytes: 1024,
+        max_concurrent_exports: 2,
         ack_timeout_ms: 5000,
         webhook_replay_window_secs: 300,
         idempotency_stale_after_ms: 30_000,

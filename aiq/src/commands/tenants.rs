@@ -121,6 +121,7 @@ async fn export(
         catalog: Arc::clone(&definitions.catalog),
         files: config.sink.parquet.files()?,
         jobs: aiq_ingest::export::ExportStore::new(session, &config.cql.keyspace).await?,
+        slots: Arc::new(tokio::sync::Semaphore::new(1)),
     };
     let export_id = uuid::Uuid::new_v4();
     let (bytes, digest, manifest, runs) = exporter

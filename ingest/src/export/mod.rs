@@ -64,6 +64,9 @@ pub struct Exporter {
     /// The Parquet history, read for the tenant's files and written with the archive.
     pub files: HistoryFiles,
     pub jobs: ExportStore,
+    /// One permit per export this process may build at once
+    /// (`ingest.max_concurrent_exports`).
+    pub slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The archive's object in the history store.

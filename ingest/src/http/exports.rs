@@ -70,7 +70,7 @@ fn may_export(caller: &Caller, tenant: &str) -> Result<(), Problem> {
     responses(
         (status = 202, body = ExportStarted),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
-        (status = 409, body = Problem), (status = 503, body = Problem),
+        (status = 409, body = Problem), (status = 429, body = Problem), (status = 503, body = Problem),
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -98,13 +98,31 @@ pub async fn start(
         }
         None => return Err(Problem::not_found(format!("no tenant {id:?}"))),
     };
+    let slot = std::sync::Arc::clone(&exporter.slots)
+        .try_acquire_owned()
+        .map_err(|_| {
+            Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-exports",
+                format!(
+                    "this process is building as many exports as it may at once \
+                     (ingest.max_concurrent_exports = {}); ask again once one has ended",
+                    app.settings.max_concurrent_exports
+                ),
+            )
+            .retry_after(30)
+        })?;
     let export_id = Uuid::new_v4();
     exporter
         .jobs
         .insert(export_id, tenant.as_str(), &caller.subject, Utc::now())
         .await
         .map_err(|e| Problem::unavailable(e.to_string()))?;
-    tokio::spawn(exporter.clone().run(tenant, since, export_id));
+    let job = exporter.clone().run(tenant, since, export_id);
+    tokio::spawn(async move {
+        job.await;
+        drop(slot);
+    });
     Ok((
         StatusCode::ACCEPTED,
         Json(ExportStarted {

@@ -41,6 +41,7 @@ pub fn settings() -> IngestSettings {
     IngestSettings {
         max_body_bytes: 64 * 1024,
         max_trigger_input_bytes: 32 * 1024,
+        max_concurrent_exports: 2,
         ack_timeout_ms: 5000,
         webhook_replay_window_secs: 300,
         idempotency_stale_after_ms: 30_000,
