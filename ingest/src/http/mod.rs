@@ -13,6 +13,7 @@ mod health;
 mod history;
 mod hooks;
 mod lifecycle;
+mod me;
 pub mod ops;
 mod recovery;
 mod rejection;
@@ -177,6 +178,7 @@ fn api() -> OpenApiRouter<App> {
         .routes(routes!(exports::start))
         .routes(routes!(exports::get))
         .routes(routes!(exports::archive))
+        .routes(routes!(me::me))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }
@@ -213,6 +215,8 @@ pub fn router(app: App) -> (axum::Router, utoipa::openapi::OpenApi) {
         )
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(rejection::problem_documents))
+        // The web console: its page at `/`, its files under `/console/`.
+        .merge(aiq_console::router())
         // Handlers turned into routes now, once, instead of on every connection.
         .with_state(());
     (router, api)
@@ -263,7 +267,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     /// Every route and method the API serves; the document must list exactly these.
-    const ROUTES: [(&str, &str); 45] = [
+    const ROUTES: [(&str, &str); 46] = [
         ("/v1/tenants", "post"),
         ("/v1/tenants", "get"),
         ("/v1/tenants/{id}", "get"),
@@ -290,6 +294,7 @@ mod tests {
         ("/v1/runs", "get"),
         ("/v1/runs/{run_id}", "get"),
         ("/v1/runs/{run_id}", "delete"),
+        ("/v1/me", "get"),
         ("/healthz", "get"),
         ("/v1/api-keys", "get"),
         ("/v1/api-keys/{key_id}", "delete"),

@@ -1,0 +1,412 @@
+//! The web console in a real browser: Debian's headless Chromium, driven over WebDriver
+//! by chromedriver (`scripts/services up chromedriver`), against a real `aiq serve` with
+//! Kafka and Cassandra. A tenant admin signs in with an API key, runs a workflow from the
+//! form its `input_schema` generates and sees it succeed on the run's timeline; redrives
+//! a failed run from its page; and finds nothing of another tenant by URL. Each main
+//! page is saved as a screenshot under `target/tmp/console-screenshots/`.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use aiq_testkit::{CQL, KAFKA, require_service};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use support::{Deployment, wait_until};
+
+const DEV_SECRET: &str = "console-test-secret-not-for-production";
+const JSON: &str = "application/json";
+
+const GREET: &str = r#"
+id: greet
+name: Greeting
+input_schema:
+  type: object
+  required: [name]
+  properties:
+    name: { type: string, title: Name, description: Who to greet }
+    times: { type: integer, title: Times }
+    loud: { type: boolean, title: Loud }
+steps:
+  - id: hello
+    task:
+      connector: noop
+      args:
+        output: { greeting: "hello ${ input.name }" }
+"#;
+
+fn flaky(port: u16) -> String {
+    format!(
+        "id: flaky\nsteps:\n  - id: call\n    task:\n      connector: http\n      args: {{ method: GET, url: \"http://127.0.0.1:{port}/flaky\" }}\n      retry: {{ max_attempts: 1 }}\n"
+    )
+}
+
+/// An HTTP target that answers 500 until fixed, counting the calls.
+fn target() -> (u16, Arc<AtomicBool>, Arc<AtomicU32>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fixed = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU32::new(0));
+    let (f, c) = (Arc::clone(&fixed), Arc::clone(&calls));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            c.fetch_add(1, Ordering::SeqCst);
+            let answer: &[u8] = if f.load(Ordering::SeqCst) {
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\nconnection: close\r\n\r\n{\"ok\":true}"
+            } else {
+                b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\nconnection: close\r\n\r\noops"
+            };
+            let _ = s.write_all(answer);
+        }
+    });
+    (port, fixed, calls)
+}
+
+/// A tenant admin API key of `tenant`.
+fn admin_key(d: &Deployment, tenant: &str) -> String {
+    let token = d.token(tenant, "tenant_admin");
+    let body = json!({"role": "tenant_admin", "label": "console test"}).to_string();
+    let (status, created) = d.call("POST", "/v1/api-keys", &token, Some((JSON, &body)));
+    assert_eq!(status, 201, "{created}");
+    created["key"].as_str().unwrap().to_owned()
+}
+
+fn register(d: &Deployment, key: &str, doc: &str) {
+    let (status, body) = d.call(
+        "POST",
+        "/v1/workflows",
+        key,
+        Some(("application/yaml", doc)),
+    );
+    assert_eq!(status, 201, "{body}");
+}
+
+async fn browser(webdriver: &str) -> Client {
+    let chromium = std::env::var("AIQ_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1366,900"],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(webdriver)
+        .await
+        .unwrap()
+}
+
+/// The element `css` once it appears; on a timeout, the page as it was and what it
+/// showed, saved beside the screenshots.
+async fn wait_css(c: &Client, css: &str) -> fantoccini::elements::Element {
+    match c
+        .wait()
+        .at_most(Duration::from_secs(60))
+        .for_element(Locator::Css(css))
+        .await
+    {
+        Ok(e) => e,
+        Err(e) => {
+            shot(c, "failure").await;
+            let url = c
+                .current_url()
+                .await
+                .map(|u| u.to_string())
+                .unwrap_or_default();
+            let main = match c.find(Locator::Css("body")).await {
+                Ok(b) => b.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            panic!("no {css} within 60 s at {url}: {e}\n--- the page:\n{main}");
+        }
+    }
+}
+
+/// axe-core's verdict on the page in view: no violation of serious or critical impact.
+async fn accessible(c: &Client, axe: &str, name: &str) {
+    let loaded = c
+        .execute("return typeof axe !== 'undefined'", vec![])
+        .await
+        .unwrap();
+    if loaded != Value::Bool(true) {
+        c.execute(axe, vec![]).await.unwrap();
+    }
+    let found = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, { resultTypes: ['violations'] })
+               .then(r => done(r.violations.map(v => ({
+                   id: v.id, impact: v.impact, help: v.help,
+                   nodes: v.nodes.map(n => n.target.join(' ')) }))))
+               .catch(e => done([{ id: 'axe-failed', impact: 'critical', help: String(e) }]));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let violations = found.as_array().unwrap();
+    let grave: Vec<&Value> = violations
+        .iter()
+        .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+        .collect();
+    assert!(
+        grave.is_empty(),
+        "{name}: serious or critical accessibility violations among: {found}"
+    );
+}
+
+async fn shot(c: &Client, name: &str) {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = c.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a screenshot is a PNG");
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+async fn heading(c: &Client) -> String {
+    c.find(Locator::Css("main h1"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn click_button(c: &Client, label: &str) {
+    c.find(Locator::XPath(&format!(
+        "//button[normalize-space()='{label}']"
+    )))
+    .await
+    .unwrap_or_else(|e| panic!("no button {label}: {e}"))
+    .click()
+    .await
+    .unwrap();
+}
+
+#[test]
+fn a_tenant_admin_runs_redrives_and_sees_only_its_own_tenant_in_a_real_browser() {
+    let brokers = require_service!(KAFKA);
+    let contact_points = require_service!(CQL);
+    let webdriver = require_service!("AIQ_WEBDRIVER_URL");
+    let axe = std::fs::read_to_string(require_service!("AIQ_AXE_JS")).unwrap();
+    let d = Deployment::start(
+        "console",
+        &brokers,
+        &contact_points,
+        DEV_SECRET,
+        "[connectors.outbound]\nallow = [\"127.0.0.0/8\"]\n",
+    );
+    let (port, fixed, calls) = target();
+    let acme = admin_key(&d, "acme");
+    let globex = admin_key(&d, "globex");
+    register(&d, &acme, GREET);
+    register(&d, &acme, &flaky(port));
+    register(&d, &globex, GREET);
+    register(
+        &d,
+        &globex,
+        "id: globex-only\nsteps:\n  - id: s\n    task: { connector: noop }\n",
+    );
+    // Another tenant's run, and acme's run that fails (the target answers 500).
+    let start = |key: &str, wf: &str, input: Value| {
+        let body = json!({ "input": input }).to_string();
+        let (status, r) = d.call(
+            "POST",
+            &format!("/v1/workflows/{wf}/runs"),
+            key,
+            Some((JSON, &body)),
+        );
+        assert_eq!(status, 202, "{r}");
+        r["run_id"].as_str().unwrap().to_owned()
+    };
+    let secret_name = format!("globex-{}", uuid::Uuid::new_v4().simple());
+    let theirs = start(&globex, "greet", json!({ "name": secret_name }));
+    let failing = start(&acme, "flaky", json!({}));
+    wait_until("the flaky run failing", Duration::from_secs(60), || {
+        d.call("GET", &format!("/v1/runs/{failing}"), &acme, None).1["status"] == "failed"
+    });
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = browser(&webdriver).await;
+        let base = d.api.clone();
+
+        // Signing in: the page asks first, then lands on the runs.
+        c.goto(&format!("{base}/")).await.unwrap();
+        wait_css(&c, "#api-key").await;
+        assert_eq!(heading(&c).await, "Sign in");
+        shot(&c, "signin").await;
+        accessible(&c, &axe, "signin").await;
+        c.find(Locator::Css("#api-key"))
+            .await
+            .unwrap()
+            .send_keys(&acme)
+            .await
+            .unwrap();
+        click_button(&c, "Sign in").await;
+        wait_css(&c, "#runs tbody tr").await;
+        assert_eq!(heading(&c).await, "Runs");
+        let who = c
+            .find(Locator::Css("#who"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            who.contains("acme") && who.contains("tenant_admin"),
+            "{who}"
+        );
+        let listed = c
+            .find(Locator::Css("#runs"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(listed.contains(&failing[..8]), "{listed}");
+        assert!(
+            !listed.contains(&theirs[..8]),
+            "another tenant's run listed: {listed}"
+        );
+        shot(&c, "runs").await;
+        accessible(&c, &axe, "runs").await;
+
+        // The workflows, then one drawn as a graph with its generated input form.
+        c.goto(&format!("{base}/#/workflows")).await.unwrap();
+        wait_css(&c, "a[href='#/workflows/greet']").await;
+        shot(&c, "workflows").await;
+        accessible(&c, &axe, "workflows").await;
+        let text = c
+            .find(Locator::Css("main"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!text.contains("globex-only"), "{text}");
+        c.find(Locator::Css("a[href='#/workflows/greet']"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_css(&c, "#graph svg").await;
+        let graph = c.find(Locator::Css("#graph svg")).await.unwrap();
+        assert!(graph.text().await.unwrap().contains("hello"));
+        // The form follows the schema: a text field, a number, a yes/no; a missing
+        // required field is named, and nothing starts.
+        wait_css(&c, "#run-input-name").await;
+        assert_eq!(
+            c.find(Locator::Css("#run-input-times"))
+                .await
+                .unwrap()
+                .attr("type")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("number")
+        );
+        shot(&c, "workflow").await;
+        accessible(&c, &axe, "workflow").await;
+        c.find(Locator::Css("#run-input-name"))
+            .await
+            .unwrap()
+            .clear()
+            .await
+            .unwrap();
+        c.execute(
+            "document.getElementById('run-input-name').removeAttribute('required')",
+            vec![],
+        )
+        .await
+        .unwrap();
+        click_button(&c, "Run v1").await;
+        let err = wait_css(&c, "#run-now .error").await;
+        assert!(err.text().await.unwrap().contains("Name: required"));
+        c.find(Locator::Css("#run-input-name"))
+            .await
+            .unwrap()
+            .send_keys("Ada")
+            .await
+            .unwrap();
+        c.find(Locator::Css("#run-input-times"))
+            .await
+            .unwrap()
+            .send_keys("2")
+            .await
+            .unwrap();
+        click_button(&c, "Run v1").await;
+        // The run's page: it succeeds on the timeline.
+        wait_css(&c, "#run-status[data-status='succeeded']").await;
+        wait_css(
+            &c,
+            "#timeline tr[data-step='hello'][data-status='succeeded']",
+        )
+        .await;
+        shot(&c, "run").await;
+        accessible(&c, &axe, "run").await;
+        let url = c.current_url().await.unwrap();
+        let run = url
+            .fragment()
+            .unwrap()
+            .trim_start_matches("/runs/")
+            .to_owned();
+        let (_, detail) = d.call("GET", &format!("/v1/runs/{run}"), &acme, None);
+        assert_eq!(
+            detail["input"],
+            json!({"name": "Ada", "times": 2, "loud": false})
+        );
+        assert_eq!(detail["output"]["greeting"], "hello Ada");
+        assert_eq!(detail["trigger_source"], "manual", "{detail}");
+
+        // The failed run, redriven from its page once the target is fixed.
+        c.goto(&format!("{base}/#/runs/{failing}")).await.unwrap();
+        wait_css(&c, "#run-status[data-status='failed']").await;
+        wait_css(&c, "#timeline tr[data-step='call'][data-status='failed']").await;
+        shot(&c, "run-failed").await;
+        accessible(&c, &axe, "run-failed").await;
+        fixed.store(true, Ordering::SeqCst);
+        let before = calls.load(Ordering::SeqCst);
+        click_button(&c, "Redrive").await;
+        wait_css(&c, "#run-status[data-status='succeeded']").await;
+        assert_eq!(calls.load(Ordering::SeqCst), before + 1, "one call again");
+        assert_eq!(
+            d.call("GET", &format!("/v1/runs/{failing}"), &acme, None).1["status"],
+            "succeeded"
+        );
+
+        // Another tenant's run and workflow by URL: nothing, as the API says.
+        c.goto(&format!("{base}/#/runs/{theirs}")).await.unwrap();
+        wait_css(&c, "#not-found").await;
+        let page = c.source().await.unwrap();
+        assert!(!page.contains(&secret_name), "another tenant's input shown");
+        c.goto(&format!("{base}/#/workflows/globex-only"))
+            .await
+            .unwrap();
+        wait_css(&c, "#not-found").await;
+
+        c.goto(&format!("{base}/#/dead-letters")).await.unwrap();
+        wait_css(&c, "main table").await;
+        assert_eq!(heading(&c).await, "Dead letters");
+        shot(&c, "dead-letters").await;
+        accessible(&c, &axe, "dead-letters").await;
+
+        // Signing out forgets the key: the next view asks again.
+        click_button(&c, "Sign out").await;
+        wait_css(&c, "#api-key").await;
+        c.goto(&format!("{base}/#/runs")).await.unwrap();
+        wait_css(&c, "#api-key").await;
+        c.close().await.unwrap();
+    });
+}

@@ -1,0 +1,64 @@
+// Calls the API with the signed-in credential. The credential lives in sessionStorage:
+// it goes with the tab, and the page's policy lets no other script run beside it.
+
+const KEY = "aiq.credential";
+
+export function credential() {
+  try {
+    return JSON.parse(sessionStorage.getItem(KEY) || "null");
+  } catch {
+    return null;
+  }
+}
+
+export function signIn(kind, value) {
+  sessionStorage.setItem(KEY, JSON.stringify({ kind, value }));
+}
+
+export function signOut() {
+  sessionStorage.removeItem(KEY);
+}
+
+export class ApiError extends Error {
+  constructor(status, problem) {
+    const detail = problem && typeof problem === "object" ? problem.detail || problem.title : problem;
+    super(detail ? `${status}: ${detail}` : `HTTP ${status}`);
+    this.status = status;
+    this.problem = problem;
+  }
+}
+
+// One call: JSON in, JSON out; a problem document becomes an ApiError.
+export async function api(method, path, body) {
+  const c = credential();
+  const headers = { accept: "application/json" };
+  if (c && c.kind === "key") headers["x-api-key"] = c.value;
+  if (c && c.kind === "token") headers.authorization = `Bearer ${c.value}`;
+  const init = { method, headers };
+  if (body !== undefined) {
+    headers["content-type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const res = await fetch(path, init);
+  const text = await res.text();
+  let data = null;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = text;
+    }
+  }
+  if (!res.ok) throw new ApiError(res.status, data);
+  return data;
+}
+
+// The query string of an object, leaving out empty values.
+export function query(params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) {
+    if (v !== undefined && v !== null && v !== "") q.set(k, v);
+  }
+  const s = q.toString();
+  return s ? `?${s}` : "";
+}

@@ -1,0 +1,129 @@
+// The console's router: the view is named by the URL's fragment (`#/runs/<id>`), so a
+// link can be shared and the back button works; the server serves one page.
+
+import { api, credential, signOut } from "./api.js";
+import { h, show, errorBox } from "./dom.js";
+import { signinPage } from "./pages/signin.js";
+import { workflowsPage } from "./pages/workflows.js";
+import { workflowPage } from "./pages/workflow.js";
+import { runsPage } from "./pages/runs.js";
+import { runPage } from "./pages/run.js";
+import { deadLettersPage } from "./pages/dead_letters.js";
+
+const NAV = [
+  ["#/workflows", "Workflows"],
+  ["#/runs", "Runs"],
+  ["#/dead-letters", "Dead letters"],
+];
+
+// What the page in view polls; stopped when the view changes.
+let timers = [];
+let me = null;
+
+export const page = {
+  // Calls `fn` now and every `ms` while this view is shown.
+  every(ms, fn) {
+    fn();
+    timers.push(setInterval(fn, ms));
+  },
+  me: () => me,
+  may: (action) => Boolean(me && me.may.includes(action)),
+  go(hash) {
+    if (location.hash === hash) route();
+    else location.hash = hash;
+  },
+  // Opens the page of a run this tab just started (it may not be in the history yet).
+  openStarted(run) {
+    started.add(run);
+    page.go(`#/runs/${run}`);
+  },
+  startedHere: (run) => started.has(run),
+};
+const started = new Set();
+
+function parse() {
+  const raw = location.hash.startsWith("#/") ? location.hash.slice(2) : "";
+  const [path, q] = raw.split("?");
+  return { parts: path.split("/").filter(Boolean).map(decodeURIComponent), params: new URLSearchParams(q || "") };
+}
+
+function header() {
+  const { parts } = parse();
+  const nav = document.getElementById("nav");
+  nav.replaceChildren(
+    ...(me
+      ? NAV.map(([href, label]) =>
+          h("a", { href, "aria-current": href === `#/${parts[0] || ""}` ? "page" : null }, label))
+      : []),
+  );
+  const who = document.getElementById("who");
+  who.replaceChildren(
+    ...(me
+      ? [
+          `${me.tenant} · ${me.role}`,
+          h("button", {
+            class: "secondary",
+            type: "button",
+            onclick: () => {
+              signOut();
+              me = null;
+              page.go("#/signin");
+            },
+          }, "Sign out"),
+        ]
+      : []),
+  );
+}
+
+async function route() {
+  for (const t of timers) clearInterval(t);
+  timers = [];
+  const { parts, params } = parse();
+  if (!credential()) {
+    me = null;
+    header();
+    if (parts[0] !== "signin") location.hash = "#/signin";
+    else signinPage(page, async () => {
+      me = await api("GET", "/v1/me");
+      page.go("#/runs");
+    });
+    return;
+  }
+  if (!me) {
+    try {
+      me = await api("GET", "/v1/me");
+    } catch (e) {
+      signOut();
+      show(h("h1", {}, "Signed out"), errorBox(e));
+      setTimeout(() => page.go("#/signin"), 1500);
+      return;
+    }
+  }
+  header();
+  try {
+    switch (parts[0]) {
+      case "workflows":
+        return parts[1] ? workflowPage(page, parts[1], params) : workflowsPage(page);
+      case "runs":
+        return parts[1] ? runPage(page, parts[1]) : runsPage(page, params);
+      case "dead-letters":
+        return deadLettersPage(page);
+      case "signin":
+        return signinPage(page, async () => {
+          me = await api("GET", "/v1/me");
+          page.go("#/runs");
+        });
+      default:
+        page.go("#/runs");
+    }
+  } catch (e) {
+    show(h("h1", {}, "Something went wrong"), errorBox(e));
+  }
+}
+
+window.addEventListener("hashchange", () => {
+  // The skip link's `#main` is not a view.
+  if (location.hash === "#main") return;
+  route();
+});
+route();
