@@ -1,9 +1,11 @@
 //! The web console in a real browser: Debian's headless Chromium, driven over WebDriver
 //! by chromedriver (`scripts/services up chromedriver`), against a real `aiq serve` with
-//! Kafka and Cassandra. A tenant admin signs in with an API key, runs a workflow from the
-//! form its `input_schema` generates and sees it succeed on the run's timeline; redrives
-//! a failed run from its page; and finds nothing of another tenant by URL. Each main
-//! page is saved as a screenshot under `target/tmp/console-screenshots/`.
+//! Kafka, Cassandra and an SMTP server. A tenant admin signs in with an API key, runs a
+//! workflow from the form its `input_schema` generates and sees it succeed on the run's
+//! timeline; redrives a failed run from its page; builds a two-step workflow (an HTTP
+//! call, then an email) with the form builder and runs it; and finds nothing of another
+//! tenant by URL. axe-core checks every page; each is saved as a screenshot under
+//! `target/tmp/console-screenshots/`.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use aiq_testkit::{CQL, KAFKA, require_service};
+use aiq_testkit::{CQL, KAFKA, SMTP, require_service};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use support::{Deployment, wait_until};
@@ -199,18 +201,32 @@ fn a_tenant_admin_runs_redrives_and_sees_only_its_own_tenant_in_a_real_browser()
     let contact_points = require_service!(CQL);
     let webdriver = require_service!("AIQ_WEBDRIVER_URL");
     let axe = std::fs::read_to_string(require_service!("AIQ_AXE_JS")).unwrap();
+    let smtp_port = require_service!(SMTP);
+    let var = |n: &str| std::env::var(n).unwrap_or_else(|_| panic!("{n} is not set"));
+    let (smtp_user, smtp_password, smtp_ca, maildir) = (
+        var("AIQ_SMTP_USER"),
+        var("AIQ_SMTP_PASSWORD"),
+        var("AIQ_SMTP_CA"),
+        std::path::PathBuf::from(var("AIQ_SMTP_MAILDIR")),
+    );
     let d = Deployment::start(
         "console",
         &brokers,
         &contact_points,
         DEV_SECRET,
-        "[connectors.outbound]\nallow = [\"127.0.0.0/8\"]\n",
+        &format!(
+            "[connectors]\nextra_ca_files = [\"{smtp_ca}\"]\n\n[connectors.outbound]\nallow = [\"127.0.0.0/8\", \"::1/128\"]\n"
+        ),
     );
     let (port, fixed, calls) = target();
     let acme = admin_key(&d, "acme");
     let globex = admin_key(&d, "globex");
     register(&d, &acme, GREET);
     register(&d, &acme, &flaky(port));
+    // The SMTP password, as a secret the builder offers by name.
+    let body = json!({ "value": smtp_password }).to_string();
+    let (status, answer) = d.call("PUT", "/v1/secrets/smtp-pw", &acme, Some((JSON, &body)));
+    assert!(status == 200 || status == 201, "{status} {answer}");
     register(&d, &globex, GREET);
     register(
         &d,
@@ -386,6 +402,109 @@ fn a_tenant_admin_runs_redrives_and_sees_only_its_own_tenant_in_a_real_browser()
             "succeeded"
         );
 
+        // The builder: a two-step workflow (an HTTP call, then an email) from forms.
+        c.goto(&format!("{base}/#/workflows")).await.unwrap();
+        wait_css(&c, "#new-workflow").await.click().await.unwrap();
+        wait_css(&c, "#step-1-url").await;
+        let fill = |css: &'static str, text: String| {
+            let c = c.clone();
+            async move {
+                let e = c.find(Locator::Css(css)).await.unwrap();
+                e.clear().await.unwrap();
+                e.send_keys(&text).await.unwrap();
+            }
+        };
+        fill("#wf-id", "notify-order".into()).await;
+        fill("#wf-name", "Order notice".into()).await;
+        click_button(&c, "Add an input field").await;
+        wait_css(&c, "#in-name-1").await;
+        fill("#step-1-url", format!("http://127.0.0.1:{port}/order")).await;
+        click_button(&c, "Add a step").await;
+        wait_css(&c, "#step-connector-2").await;
+        c.find(Locator::Css("#step-connector-2"))
+            .await
+            .unwrap()
+            .select_by_value("email")
+            .await
+            .unwrap();
+        wait_css(&c, "#step-2-smtp-host").await;
+        fill("#step-2-smtp-host", "localhost".into()).await;
+        fill("#step-2-smtp-port", smtp_port.clone()).await;
+        fill("#step-2-smtp-username", smtp_user.clone()).await;
+        c.find(Locator::Css("#step-2-smtp-password_secret"))
+            .await
+            .unwrap()
+            .select_by_value("smtp-pw")
+            .await
+            .unwrap();
+        fill("#step-2-from", "AutomateIQ <robot@automateiq.test>".into()).await;
+        fill("#step-2-to", "orders@example.test".into()).await;
+        fill("#step-2-subject", "Order ${ input.order }".into()).await;
+        fill(
+            "#step-2-text",
+            "Order ${ input.order } was called in.".into(),
+        )
+        .await;
+        // The document beside the form is what will be registered.
+        let doc: Value = serde_json::from_str(
+            &c.find(Locator::Css("#document"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(doc["id"], "notify-order", "{doc}");
+        assert_eq!(doc["input_schema"]["required"], json!(["order"]), "{doc}");
+        assert_eq!(doc["steps"][0]["task"]["connector"], "http", "{doc}");
+        assert_eq!(doc["steps"][1]["task"]["connector"], "email", "{doc}");
+        assert_eq!(
+            doc["steps"][1]["task"]["args"]["smtp"]["password_secret"],
+            "smtp-pw"
+        );
+        assert_eq!(
+            doc["steps"][1]["task"]["args"]["to"],
+            json!(["orders@example.test"])
+        );
+        assert_eq!(doc["steps"][1]["task"]["retry"]["max_attempts"], 3);
+        shot(&c, "build").await;
+        accessible(&c, &axe, "build").await;
+        click_button(&c, "Register the workflow").await;
+        // Registered: its page, drawn, with the form its input asks for.
+        wait_css(&c, "#run-input-order").await;
+        let graph = c
+            .find(Locator::Css("#graph svg"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            graph.contains("step-1") && graph.contains("step-2"),
+            "{graph}"
+        );
+        fill("#run-input-order", "A-17".into()).await;
+        click_button(&c, "Run v1").await;
+        wait_css(&c, "#run-status[data-status='succeeded']").await;
+        wait_css(
+            &c,
+            "#timeline tr[data-step='step-2'][data-status='succeeded']",
+        )
+        .await;
+        shot(&c, "built-run").await;
+        let mut mailed = false;
+        wait_until(
+            "the order email in the maildir",
+            Duration::from_secs(30),
+            || {
+                mailed = walk(&maildir)
+                    .iter()
+                    .any(|t| t.contains("Order A-17") && t.contains("orders@example.test"));
+                mailed
+            },
+        );
+
         // Another tenant's run and workflow by URL: nothing, as the API says.
         c.goto(&format!("{base}/#/runs/{theirs}")).await.unwrap();
         wait_css(&c, "#not-found").await;
@@ -409,4 +528,21 @@ fn a_tenant_admin_runs_redrives_and_sees_only_its_own_tenant_in_a_real_browser()
         wait_css(&c, "#api-key").await;
         c.close().await.unwrap();
     });
+}
+
+/// Every file's text below `dir`.
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if let Ok(t) = std::fs::read_to_string(&p) {
+            out.push(t);
+        }
+    }
+    out
 }

@@ -8,6 +8,7 @@ mod call;
 mod email;
 mod error;
 mod file;
+pub mod forms;
 mod http;
 mod kafka;
 mod noop;

@@ -43,12 +43,14 @@ assets!(
     "js/dom.js",
     "js/graph.js",
     "js/form.js",
+    "js/cron.js",
     "js/pages/signin.js",
     "js/pages/workflows.js",
     "js/pages/workflow.js",
     "js/pages/runs.js",
     "js/pages/run.js",
     "js/pages/dead_letters.js",
+    "js/pages/build.js",
 );
 
 /// Where the console's files are served from (the page itself is `/`).

@@ -9,6 +9,7 @@ import { workflowPage } from "./pages/workflow.js";
 import { runsPage } from "./pages/runs.js";
 import { runPage } from "./pages/run.js";
 import { deadLettersPage } from "./pages/dead_letters.js";
+import { buildPage } from "./pages/build.js";
 
 const NAV = [
   ["#/workflows", "Workflows"],
@@ -108,6 +109,8 @@ async function route() {
         return parts[1] ? runPage(page, parts[1]) : runsPage(page, params);
       case "dead-letters":
         return deadLettersPage(page);
+      case "build":
+        return buildPage(page);
       case "signin":
         return signinPage(page, async () => {
           me = await api("GET", "/v1/me");

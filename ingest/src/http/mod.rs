@@ -5,6 +5,7 @@ mod api_keys;
 mod audit;
 mod body;
 mod caller;
+mod connectors;
 mod dead_letters;
 mod doc;
 mod erasure;
@@ -179,6 +180,8 @@ fn api() -> OpenApiRouter<App> {
         .routes(routes!(exports::get))
         .routes(routes!(exports::archive))
         .routes(routes!(me::me))
+        .routes(routes!(connectors::list))
+        .routes(routes!(connectors::secret_names))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }
@@ -267,7 +270,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     /// Every route and method the API serves; the document must list exactly these.
-    const ROUTES: [(&str, &str); 46] = [
+    const ROUTES: [(&str, &str); 48] = [
         ("/v1/tenants", "post"),
         ("/v1/tenants", "get"),
         ("/v1/tenants/{id}", "get"),
@@ -295,6 +298,8 @@ mod tests {
         ("/v1/runs/{run_id}", "get"),
         ("/v1/runs/{run_id}", "delete"),
         ("/v1/me", "get"),
+        ("/v1/connectors", "get"),
+        ("/v1/secrets", "get"),
         ("/healthz", "get"),
         ("/v1/api-keys", "get"),
         ("/v1/api-keys/{key_id}", "delete"),

@@ -25,6 +25,7 @@ export async function workflowsPage(page) {
   );
   show(
     h("h1", {}, "Workflows"),
+    page.may("register_workflow") ? h("p", {}, h("a", { href: "#/build", class: "button", id: "new-workflow" }, "New workflow")) : null,
     list.length === 0
       ? h("p", {}, "No workflows yet.")
       : h(
