@@ -505,6 +505,43 @@ fn a_tenant_admin_runs_redrives_and_sees_only_its_own_tenant_in_a_real_browser()
             },
         );
 
+        // Insights: the ready reports as charts, and SQL answered as a table.
+        c.goto(&format!("{base}/#/insights")).await.unwrap();
+        wait_css(&c, "section[aria-label='Runs started per hour'] figure svg").await;
+        wait_css(
+            &c,
+            "section[aria-label='Success rate and p95 by workflow'] figure svg",
+        )
+        .await;
+        click_button(&c, "Run the query").await;
+        let answer = wait_css(&c, "#sql-result table")
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            answer.contains("greet") && answer.contains("succeeded"),
+            "{answer}"
+        );
+        assert!(!answer.contains("globex-only"), "{answer}");
+        shot(&c, "insights").await;
+        accessible(&c, &axe, "insights").await;
+
+        // Administration: a key made here is shown once and works; the secrets by name.
+        c.goto(&format!("{base}/#/admin")).await.unwrap();
+        wait_css(&c, "#api-keys").await;
+        let names = wait_css(&c, "#secret-names").await.text().await.unwrap();
+        assert!(names.contains("smtp-pw"), "{names}");
+        fill("#key-label", "made in the console".into()).await;
+        click_button(&c, "Make a key").await;
+        let made = wait_css(&c, "#new-key").await.text().await.unwrap();
+        let (status, me) = d.call("GET", "/v1/me", made.trim(), None);
+        assert_eq!(status, 200, "{me}");
+        assert_eq!(me["tenant"], "acme");
+        assert_eq!(me["role"], "user");
+        shot(&c, "admin").await;
+        accessible(&c, &axe, "admin").await;
+
         // Another tenant's run and workflow by URL: nothing, as the API says.
         c.goto(&format!("{base}/#/runs/{theirs}")).await.unwrap();
         wait_css(&c, "#not-found").await;

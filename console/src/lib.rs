@@ -44,6 +44,7 @@ assets!(
     "js/graph.js",
     "js/form.js",
     "js/cron.js",
+    "js/chart.js",
     "js/pages/signin.js",
     "js/pages/workflows.js",
     "js/pages/workflow.js",
@@ -51,6 +52,8 @@ assets!(
     "js/pages/run.js",
     "js/pages/dead_letters.js",
     "js/pages/build.js",
+    "js/pages/insights.js",
+    "js/pages/admin.js",
 );
 
 /// Where the console's files are served from (the page itself is `/`).

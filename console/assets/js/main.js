@@ -10,11 +10,15 @@ import { runsPage } from "./pages/runs.js";
 import { runPage } from "./pages/run.js";
 import { deadLettersPage } from "./pages/dead_letters.js";
 import { buildPage } from "./pages/build.js";
+import { insightsPage } from "./pages/insights.js";
+import { adminPage } from "./pages/admin.js";
 
 const NAV = [
   ["#/workflows", "Workflows"],
   ["#/runs", "Runs"],
   ["#/dead-letters", "Dead letters"],
+  ["#/insights", "Insights"],
+  ["#/admin", "Administration", ["manage_api_keys", "manage_secrets", "manage_tenants"]],
 ];
 
 // What the page in view polls; stopped when the view changes.
@@ -53,7 +57,7 @@ function header() {
   const nav = document.getElementById("nav");
   nav.replaceChildren(
     ...(me
-      ? NAV.map(([href, label]) =>
+      ? NAV.filter(([, , needs]) => !needs || needs.some((a) => me.may.includes(a))).map(([href, label]) =>
           h("a", { href, "aria-current": href === `#/${parts[0] || ""}` ? "page" : null }, label))
       : []),
   );
@@ -111,6 +115,10 @@ async function route() {
         return deadLettersPage(page);
       case "build":
         return buildPage(page);
+      case "insights":
+        return insightsPage(page);
+      case "admin":
+        return adminPage(page);
       case "signin":
         return signinPage(page, async () => {
           me = await api("GET", "/v1/me");
