@@ -505,6 +505,35 @@ fn a_tenant_admin_runs_redrives_and_sees_only_its_own_tenant_in_a_real_browser()
             },
         );
 
+        // The text editor: an error marked at its line as it is typed, then fixed and
+        // registered.
+        c.goto(&format!("{base}/#/editor")).await.unwrap();
+        wait_css(&c, "#source").await;
+        fill(
+            "#source",
+            "id: typed\nsteps:\n  - id: a\n    task: { connector: nope }\n".into(),
+        )
+        .await;
+        let marked = wait_css(&c, "#editor-errors li[data-line='4']").await;
+        assert!(
+            marked
+                .text()
+                .await
+                .unwrap()
+                .contains("/steps/0/task/connector")
+        );
+        shot(&c, "editor").await;
+        accessible(&c, &axe, "editor").await;
+        fill(
+            "#source",
+            "id: typed\nsteps:\n  - id: a\n    task: { connector: noop }\n".into(),
+        )
+        .await;
+        wait_css(&c, "#editor-state.ok").await;
+        click_button(&c, "Register").await;
+        wait_css(&c, "#graph svg").await;
+        assert_eq!(heading(&c).await, "Workflow typed");
+
         // Insights: the ready reports as charts, and SQL answered as a table.
         c.goto(&format!("{base}/#/insights")).await.unwrap();
         wait_css(&c, "section[aria-label='Runs started per hour'] figure svg").await;

@@ -54,6 +54,7 @@ assets!(
     "js/pages/build.js",
     "js/pages/insights.js",
     "js/pages/admin.js",
+    "js/pages/editor.js",
 );
 
 /// Where the console's files are served from (the page itself is `/`).

@@ -12,6 +12,7 @@ pub mod cron;
 pub mod definition;
 pub mod duration;
 pub mod expr;
+pub mod locate;
 pub mod parse;
 pub mod run;
 pub mod schema;

@@ -30,14 +30,23 @@ export class ApiError extends Error {
 
 // One call: JSON in, JSON out; a problem document becomes an ApiError.
 export async function api(method, path, body) {
+  return send(method, path, body === undefined ? undefined : JSON.stringify(body), "application/json");
+}
+
+// One call with a body of text as it is (a YAML or JSON document).
+export async function apiText(method, path, text, contentType) {
+  return send(method, path, text, contentType);
+}
+
+async function send(method, path, body, contentType) {
   const c = credential();
   const headers = { accept: "application/json" };
   if (c && c.kind === "key") headers["x-api-key"] = c.value;
   if (c && c.kind === "token") headers.authorization = `Bearer ${c.value}`;
   const init = { method, headers };
   if (body !== undefined) {
-    headers["content-type"] = "application/json";
-    init.body = JSON.stringify(body);
+    headers["content-type"] = contentType;
+    init.body = body;
   }
   const res = await fetch(path, init);
   const text = await res.text();

@@ -12,6 +12,7 @@ import { deadLettersPage } from "./pages/dead_letters.js";
 import { buildPage } from "./pages/build.js";
 import { insightsPage } from "./pages/insights.js";
 import { adminPage } from "./pages/admin.js";
+import { editorPage } from "./pages/editor.js";
 
 const NAV = [
   ["#/workflows", "Workflows"],
@@ -119,6 +120,8 @@ async function route() {
         return insightsPage(page);
       case "admin":
         return adminPage(page);
+      case "editor":
+        return editorPage(page, params);
       case "signin":
         return signinPage(page, async () => {
           me = await api("GET", "/v1/me");

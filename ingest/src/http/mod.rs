@@ -25,6 +25,7 @@ mod signals;
 mod sql;
 mod tenants;
 pub mod trail;
+mod validate;
 mod workflows;
 
 use std::sync::Arc;
@@ -181,6 +182,7 @@ fn api() -> OpenApiRouter<App> {
         .routes(routes!(exports::archive))
         .routes(routes!(me::me))
         .routes(routes!(connectors::list))
+        .routes(routes!(validate::validate))
         .routes(routes!(connectors::secret_names))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
@@ -270,7 +272,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     /// Every route and method the API serves; the document must list exactly these.
-    const ROUTES: [(&str, &str); 48] = [
+    const ROUTES: [(&str, &str); 49] = [
         ("/v1/tenants", "post"),
         ("/v1/tenants", "get"),
         ("/v1/tenants/{id}", "get"),
@@ -299,6 +301,7 @@ mod tests {
         ("/v1/runs/{run_id}", "delete"),
         ("/v1/me", "get"),
         ("/v1/connectors", "get"),
+        ("/v1/workflows/validate", "post"),
         ("/v1/secrets", "get"),
         ("/healthz", "get"),
         ("/v1/api-keys", "get"),

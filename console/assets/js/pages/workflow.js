@@ -57,6 +57,16 @@ export async function workflowPage(page, id, params) {
     versions,
     h("div", { class: "row" }, h("div", {}, h("label", { for: "diff-with" }, `Compare v${v} with`), compare)),
   ];
+  if (page.may("register_workflow")) {
+    parts.push(h("div", { class: "actions" }, h("button", {
+      type: "button",
+      class: "secondary",
+      onclick: () => {
+        sessionStorage.setItem("aiq.editor", JSON.stringify(def, null, 2));
+        page.go(`#/editor?from=${encodeURIComponent(`${id} v${v}`)}`);
+      },
+    }, "Edit as text")));
+  }
   if (other) parts.push(await diffView(id, other, v, def));
   if (page.may("start_run") && !summary.disabled) parts.push(runNow(page, id, v, def));
   parts.push(

@@ -25,7 +25,11 @@ export async function workflowsPage(page) {
   );
   show(
     h("h1", {}, "Workflows"),
-    page.may("register_workflow") ? h("p", {}, h("a", { href: "#/build", class: "button", id: "new-workflow" }, "New workflow")) : null,
+    page.may("register_workflow")
+      ? h("p", { class: "actions" },
+        h("a", { href: "#/build", class: "button", id: "new-workflow" }, "New workflow"),
+        h("a", { href: "#/editor", class: "button", id: "new-as-text" }, "Write one as text"))
+      : null,
     list.length === 0
       ? h("p", {}, "No workflows yet.")
       : h(

@@ -1,0 +1,79 @@
+//! `POST /v1/workflows/validate`: a definition checked as registration would check it,
+//! without registering anything, each error with the line it is on (for an editor that
+//! marks errors as you type).
+
+use aiq_auth::Action;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, header};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::http::body;
+use crate::http::{App, Caller};
+use crate::problem::Problem;
+
+#[derive(Serialize, ToSchema)]
+pub struct Located {
+    /// JSON pointer into the document.
+    pointer: String,
+    /// The 1-based line the pointer leads to (the deepest one found on its way).
+    line: Option<usize>,
+    message: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Validation {
+    valid: bool,
+    /// The document's workflow id, when it is valid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workflow: Option<String>,
+    errors: Vec<Located>,
+}
+
+/// Checks a definition (YAML with a YAML content type, JSON otherwise) exactly as
+/// `POST /v1/workflows` would, and registers nothing. Always 200: `valid` says.
+#[utoipa::path(post, path = "/v1/workflows/validate", tag = "workflows",
+    request_body(description = "The definition document: YAML with a YAML content type, JSON otherwise",
+        content((String = "application/yaml"), (Object = "application/json"))),
+    responses((status = 200, body = Validation), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 413, body = Problem)),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn validate(
+    State(app): State<App>,
+    caller: Caller,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<Validation>, Problem> {
+    caller.require(Action::RegisterWorkflow)?;
+    let raw = body::bytes(raw, app.settings.max_body_bytes)?;
+    let text = std::str::from_utf8(&raw)
+        .map_err(|e| Problem::bad_request("not-utf8", format!("the body is not UTF-8: {e}")))?;
+    let yaml = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.contains("yaml"));
+    let file = if yaml { "request.yaml" } else { "request.json" };
+    Ok(Json(match aiq_engine::validate_source(file, text) {
+        Ok(wf) => Validation {
+            valid: true,
+            workflow: Some(wf.definition().id.to_string()),
+            errors: Vec::new(),
+        },
+        Err(errors) => Validation {
+            valid: false,
+            workflow: None,
+            errors: errors
+                .into_iter()
+                .map(|e| Located {
+                    line: aiq_engine::locate::line_of(text, &e.pointer),
+                    pointer: e.pointer,
+                    message: e.message,
+                })
+                .collect(),
+        },
+    }))
+}
