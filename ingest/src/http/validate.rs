@@ -7,7 +7,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -34,11 +34,14 @@ pub struct Validation {
 }
 
 /// Checks a definition (YAML with a YAML content type, JSON otherwise) exactly as
-/// `POST /v1/workflows` would, and registers nothing. Always 200: `valid` says.
+/// `POST /v1/workflows` would, and registers nothing: 200 for a valid one, 422 with
+/// every error and its line for an invalid one (the same body, `valid` false); 400 for
+/// a body that is no document at all (empty, or not UTF-8).
 #[utoipa::path(post, path = "/v1/workflows/validate", tag = "workflows",
     request_body(description = "The definition document: YAML with a YAML content type, JSON otherwise",
         content((String = "application/yaml"), (Object = "application/json"))),
-    responses((status = 200, body = Validation), (status = 400, body = Problem), (status = 401, body = Problem),
+    responses((status = 200, body = Validation), (status = 422, body = Validation),
+        (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 413, body = Problem)),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -47,9 +50,15 @@ pub async fn validate(
     caller: Caller,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
-) -> Result<Json<Validation>, Problem> {
+) -> Result<(StatusCode, Json<Validation>), Problem> {
     caller.require(Action::RegisterWorkflow)?;
     let raw = body::bytes(raw, app.settings.max_body_bytes)?;
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Err(Problem::bad_request(
+            "empty-body",
+            "the body is empty: send the definition document to check",
+        ));
+    }
     let text = std::str::from_utf8(&raw)
         .map_err(|e| Problem::bad_request("not-utf8", format!("the body is not UTF-8: {e}")))?;
     let yaml = headers
@@ -57,23 +66,29 @@ pub async fn validate(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.contains("yaml"));
     let file = if yaml { "request.yaml" } else { "request.json" };
-    Ok(Json(match aiq_engine::validate_source(file, text) {
-        Ok(wf) => Validation {
-            valid: true,
-            workflow: Some(wf.definition().id.to_string()),
-            errors: Vec::new(),
-        },
-        Err(errors) => Validation {
-            valid: false,
-            workflow: None,
-            errors: errors
-                .into_iter()
-                .map(|e| Located {
-                    line: aiq_engine::locate::line_of(text, &e.pointer),
-                    pointer: e.pointer,
-                    message: e.message,
-                })
-                .collect(),
-        },
-    }))
+    Ok(match aiq_engine::validate_source(file, text) {
+        Ok(wf) => (
+            StatusCode::OK,
+            Json(Validation {
+                valid: true,
+                workflow: Some(wf.definition().id.to_string()),
+                errors: Vec::new(),
+            }),
+        ),
+        Err(errors) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(Validation {
+                valid: false,
+                workflow: None,
+                errors: errors
+                    .into_iter()
+                    .map(|e| Located {
+                        line: aiq_engine::locate::line_of(text, &e.pointer),
+                        pointer: e.pointer,
+                        message: e.message,
+                    })
+                    .collect(),
+            }),
+        ),
+    })
 }

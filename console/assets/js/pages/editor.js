@@ -43,7 +43,14 @@ export async function editorPage(page, params) {
   async function check() {
     const mine = ++asked;
     try {
-      const v = await apiText("POST", "/v1/workflows/validate", text.value, kind(text.value));
+      let v;
+      try {
+        v = await apiText("POST", "/v1/workflows/validate", text.value, kind(text.value));
+      } catch (e) {
+        // 422: the document's errors, each with its line.
+        if (e.status !== 422 || !e.problem || !Array.isArray(e.problem.errors)) throw e;
+        v = e.problem;
+      }
       if (mine !== asked) return;
       const bad = new Set(v.errors.map((e) => e.line).filter(Boolean));
       numbers(bad);
