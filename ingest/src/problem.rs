@@ -12,6 +12,10 @@ pub struct FieldError {
     /// A JSON pointer into the request document, e.g. `/steps/4/retry/max_attempts`.
     pub pointer: String,
     pub reason: String,
+    /// The 1-based line of the request document the pointer leads to, where it is known
+    /// (a definition's errors).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
 }
 
 /// An RFC 9457 problem document.
@@ -112,6 +116,7 @@ mod tests {
                 FieldError {
                     pointer: "/steps/0/next".into(),
                     reason: "unknown step \"x\"".into(),
+                    line: None,
                 },
             ]);
         let v = serde_json::to_value(&p).unwrap();

@@ -75,6 +75,7 @@ pub(crate) fn bad_param(name: &str, reason: impl Into<String>) -> Problem {
     .with_errors(vec![FieldError {
         pointer: format!("/query/{name}"),
         reason,
+        line: None,
     }])
 }
 

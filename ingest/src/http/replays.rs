@@ -65,6 +65,7 @@ fn field(name: &str, reason: String) -> Problem {
         FieldError {
             pointer: format!("/{name}"),
             reason,
+            line: None,
         },
     ])
 }
@@ -79,6 +80,7 @@ fn select_problem(e: SelectError) -> Problem {
         .with_errors(vec![FieldError {
             pointer: "/where".into(),
             reason: e.to_string(),
+            line: None,
         }]),
         SelectError::Analytics(a) => analytics_error(a),
         SelectError::BadRow(_) => Problem::unavailable(e.to_string()),

@@ -82,10 +82,12 @@ pub(crate) fn start_error(e: StartError) -> Problem {
                     Some((p, r)) => FieldError {
                         pointer: format!("/input{}", if p == "/" { "" } else { p }),
                         reason: r.to_owned(),
+                        line: None,
                     },
                     None => FieldError {
                         pointer: "/input".into(),
                         reason: line,
+                        line: None,
                     },
                 })
                 .collect(),
@@ -101,6 +103,7 @@ pub(crate) fn start_error(e: StartError) -> Problem {
         .with_errors(vec![FieldError {
             pointer: "/input".into(),
             reason: format!("{size} bytes, over the limit of {limit} bytes"),
+            line: None,
         }]),
         StartError::BadKey { .. } => Problem::bad_request("bad-idempotency-key", e.to_string()),
         StartError::KeyReused(_) => Problem::new(

@@ -84,6 +84,7 @@ pub async fn put(
         .with_errors(vec![FieldError {
             pointer: "/value".into(),
             reason: format!("must be 1 to {MAX_VALUE_CHARS} characters"),
+            line: None,
         }]));
     }
     let keyring = keyring(&app)?;

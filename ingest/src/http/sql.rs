@@ -158,6 +158,7 @@ pub(crate) fn analytics_error(e: AnalyticsError) -> Problem {
             .with_errors(vec![FieldError {
                 pointer: "/query".into(),
                 reason: message,
+                line: None,
             }]),
         AnalyticsError::Timeout { .. } => {
             Problem::new(StatusCode::GATEWAY_TIMEOUT, "query-timeout", detail)
@@ -249,6 +250,7 @@ pub async fn query(
                 FieldError {
                     pointer: "/query".into(),
                     reason: "must be one SQL statement".into(),
+                    line: None,
                 },
             ]),
         );

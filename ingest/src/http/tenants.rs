@@ -180,6 +180,7 @@ pub(crate) fn problem(e: TenantError) -> Problem {
         .with_errors(vec![FieldError {
             pointer: format!("/{}", field.replace('.', "/")),
             reason,
+            line: None,
         }]),
         TenantError::Unavailable(_) | TenantError::Store(_) | TenantError::Internal(_) => {
             Problem::unavailable(e.to_string())
@@ -217,6 +218,7 @@ pub async fn create(
         .with_errors(vec![FieldError {
             pointer: "/id".into(),
             reason: e.to_string(),
+            line: None,
         }])
     })?;
     let made = app

@@ -13,34 +13,24 @@ use utoipa::ToSchema;
 
 use crate::http::body;
 use crate::http::{App, Caller};
-use crate::problem::Problem;
-
-#[derive(Serialize, ToSchema)]
-pub struct Located {
-    /// JSON pointer into the document.
-    pointer: String,
-    /// The 1-based line the pointer leads to (the deepest one found on its way).
-    line: Option<usize>,
-    message: String,
-}
+use crate::problem::{FieldError, Problem};
 
 #[derive(Serialize, ToSchema)]
 pub struct Validation {
+    /// Always true: an invalid document is answered 422.
     valid: bool,
-    /// The document's workflow id, when it is valid.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    workflow: Option<String>,
-    errors: Vec<Located>,
+    /// The document's workflow id.
+    workflow: String,
 }
 
 /// Checks a definition (YAML with a YAML content type, JSON otherwise) exactly as
-/// `POST /v1/workflows` would, and registers nothing: 200 for a valid one, 422 with
-/// every error and its line for an invalid one (the same body, `valid` false); 400 for
+/// `POST /v1/workflows` would, and registers nothing: 200 for a valid one; 422 for an
+/// invalid one, a problem document with every error, its pointer and its line; 400 for
 /// a body that is no document at all (empty, or not UTF-8).
 #[utoipa::path(post, path = "/v1/workflows/validate", tag = "workflows",
     request_body(description = "The definition document: YAML with a YAML content type, JSON otherwise",
         content((String = "application/yaml"), (Object = "application/json"))),
-    responses((status = 200, body = Validation), (status = 422, body = Validation),
+    responses((status = 200, body = Validation), (status = 422, body = Problem),
         (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 413, body = Problem)),
     security(("bearer" = []), ("api_key" = []))
@@ -50,7 +40,7 @@ pub async fn validate(
     caller: Caller,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Validation>), Problem> {
+) -> Result<Json<Validation>, Problem> {
     caller.require(Action::RegisterWorkflow)?;
     let raw = body::bytes(raw, app.settings.max_body_bytes)?;
     if raw.iter().all(u8::is_ascii_whitespace) {
@@ -66,29 +56,25 @@ pub async fn validate(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.contains("yaml"));
     let file = if yaml { "request.yaml" } else { "request.json" };
-    Ok(match aiq_engine::validate_source(file, text) {
-        Ok(wf) => (
-            StatusCode::OK,
-            Json(Validation {
-                valid: true,
-                workflow: Some(wf.definition().id.to_string()),
-                errors: Vec::new(),
-            }),
-        ),
-        Err(errors) => (
+    match aiq_engine::validate_source(file, text) {
+        Ok(wf) => Ok(Json(Validation {
+            valid: true,
+            workflow: wf.definition().id.to_string(),
+        })),
+        Err(errors) => Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            Json(Validation {
-                valid: false,
-                workflow: None,
-                errors: errors
-                    .into_iter()
-                    .map(|e| Located {
-                        line: aiq_engine::locate::line_of(text, &e.pointer),
-                        pointer: e.pointer,
-                        message: e.message,
-                    })
-                    .collect(),
-            }),
-        ),
-    })
+            "invalid-workflow",
+            format!("the workflow has {} error(s)", errors.len()),
+        )
+        .with_errors(
+            errors
+                .into_iter()
+                .map(|e| FieldError {
+                    line: aiq_engine::locate::line_of(text, &e.pointer),
+                    pointer: e.pointer,
+                    reason: e.message,
+                })
+                .collect(),
+        )),
+    }
 }

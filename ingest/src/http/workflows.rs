@@ -67,6 +67,7 @@ pub(crate) fn register_error(e: RegisterError) -> Problem {
                 .map(|e| FieldError {
                     pointer: e.pointer,
                     reason: e.message,
+                    line: None,
                 })
                 .collect(),
         ),

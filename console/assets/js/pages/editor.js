@@ -46,10 +46,11 @@ export async function editorPage(page, params) {
       let v;
       try {
         v = await apiText("POST", "/v1/workflows/validate", text.value, kind(text.value));
+        v.errors = [];
       } catch (e) {
-        // 422: the document's errors, each with its line.
+        // 422: a problem document with the errors, each with its pointer and line.
         if (e.status !== 422 || !e.problem || !Array.isArray(e.problem.errors)) throw e;
-        v = e.problem;
+        v = { valid: false, errors: e.problem.errors.map((x) => ({ pointer: x.pointer, line: x.line, message: x.reason })) };
       }
       if (mine !== asked) return;
       const bad = new Set(v.errors.map((e) => e.line).filter(Boolean));
