@@ -498,7 +498,7 @@ fn a_tenant_admin_runs_redrives_and_sees_only_its_own_tenant_in_a_real_browser()
             "the order email in the maildir",
             Duration::from_secs(30),
             || {
-                mailed = walk(&maildir)
+                mailed = support::texts_under(&maildir)
                     .iter()
                     .any(|t| t.contains("Order A-17") && t.contains("orders@example.test"));
                 mailed
@@ -594,21 +594,4 @@ fn a_tenant_admin_runs_redrives_and_sees_only_its_own_tenant_in_a_real_browser()
         wait_css(&c, "#api-key").await;
         c.close().await.unwrap();
     });
-}
-
-/// Every file's text below `dir`.
-fn walk(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else if let Ok(t) = std::fs::read_to_string(&p) {
-            out.push(t);
-        }
-    }
-    out
 }

@@ -264,26 +264,9 @@ steps:
     // The email itself, in the server's maildir.
     let mut found = false;
     wait_until("the email in the maildir", Duration::from_secs(30), || {
-        found = walk(&maildir)
+        found = support::texts_under(&maildir)
             .iter()
             .any(|text| text.contains(&run) && text.contains("ops@example.test"));
         found
     });
-}
-
-/// Every file's text below `dir`.
-fn walk(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else if let Ok(t) = std::fs::read_to_string(&p) {
-            out.push(t);
-        }
-    }
-    out
 }

@@ -289,3 +289,21 @@ impl Deployment {
         }
     }
 }
+
+/// Every file's text below `dir` (a mail server's maildir, say); unreadable files and a
+/// missing folder give nothing.
+pub fn texts_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(texts_under(&p));
+        } else if let Ok(t) = std::fs::read_to_string(&p) {
+            out.push(t);
+        }
+    }
+    out
+}

@@ -7,7 +7,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -49,13 +49,7 @@ pub async fn validate(
             "the body is empty: send the definition document to check",
         ));
     }
-    let text = std::str::from_utf8(&raw)
-        .map_err(|e| Problem::bad_request("not-utf8", format!("the body is not UTF-8: {e}")))?;
-    let yaml = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.contains("yaml"));
-    let file = if yaml { "request.yaml" } else { "request.json" };
+    let (file, text) = super::workflows::document(&headers, &raw)?;
     match aiq_engine::validate_source(file, text) {
         Ok(wf) => Ok(Json(Validation {
             valid: true,

@@ -80,6 +80,21 @@ pub(crate) fn register_error(e: RegisterError) -> Problem {
     }
 }
 
+/// A definition document from a request body: its text, and the file name that tells
+/// the parser its format (YAML with a YAML content type, JSON otherwise).
+pub(crate) fn document<'a>(
+    headers: &HeaderMap,
+    raw: &'a [u8],
+) -> Result<(&'static str, &'a str), Problem> {
+    let text = std::str::from_utf8(raw)
+        .map_err(|e| Problem::bad_request("not-utf8", format!("the body is not UTF-8: {e}")))?;
+    let yaml = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.contains("yaml"));
+    Ok((if yaml { "request.yaml" } else { "request.json" }, text))
+}
+
 /// Registers a new version of a workflow (JSON, or YAML with a YAML content type).
 /// Registering the newest version's content again answers 200 with that version.
 #[utoipa::path(post, path = "/v1/workflows", tag = "workflows",
@@ -102,13 +117,7 @@ pub async fn register(
 ) -> Result<Response, Problem> {
     caller.require(Action::RegisterWorkflow)?;
     let raw = body::bytes(raw, app.settings.max_body_bytes)?;
-    let text = std::str::from_utf8(&raw)
-        .map_err(|e| Problem::bad_request("not-utf8", format!("the body is not UTF-8: {e}")))?;
-    let yaml = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.contains("yaml"));
-    let file = if yaml { "request.yaml" } else { "request.json" };
+    let (file, text) = document(&headers, &raw)?;
     let label = app.metrics.tenant(&caller.tenant);
     let count = |outcome: &str| {
         app.metrics
