@@ -3,8 +3,9 @@
 //! Kafka, Cassandra and an SMTP server. A tenant admin signs in with an API key, runs a
 //! workflow from the form its `input_schema` generates and sees it succeed on the run's
 //! timeline; redrives a failed run from its page; builds a two-step workflow (an HTTP
-//! call, then an email) with the form builder and runs it; and finds nothing of another
-//! tenant by URL. axe-core checks every page; each is saved as a screenshot under
+//! call, then an email) and a decision with the form builder and runs them; sets who is
+//! told when a workflow's runs end; finds nothing of another tenant by URL; and, as a
+//! platform admin, makes a tenant and changes its plan. axe-core checks every page; each is saved as a screenshot under
 //! `target/tmp/console-screenshots/`.
 #![allow(clippy::unwrap_used)]
 
@@ -505,6 +506,78 @@ fn a_tenant_admin_runs_redrives_and_sees_only_its_own_tenant_in_a_real_browser()
             },
         );
 
+        // A decision: an order over 100 goes to `big`, any other to `small`, which
+        // ends the run. The builder's first step gives way to the decision.
+        let select = |css: &'static str, value: &'static str| {
+            let c = c.clone();
+            async move {
+                c.find(Locator::Css(css))
+                    .await
+                    .unwrap()
+                    .select_by_value(value)
+                    .await
+                    .unwrap();
+            }
+        };
+        c.goto(&format!("{base}/#/build")).await.unwrap();
+        wait_css(&c, "#step-1-url").await;
+        fill("#wf-id", "route-order".into()).await;
+        click_button(&c, "Add an input field").await;
+        fill("#in-name-1", "amount".into()).await;
+        select("#in-type-1", "integer").await;
+        click_button(&c, "Remove step 1").await;
+        click_button(&c, "Add a decision").await;
+        wait_css(&c, "#case-1-1-field").await;
+        click_button(&c, "Add a step").await;
+        select("#step-connector-2", "noop").await;
+        fill("#step-id-2", "small".into()).await;
+        select("#step-then-2", "end").await;
+        click_button(&c, "Add a step").await;
+        select("#step-connector-3", "noop").await;
+        fill("#step-id-3", "big".into()).await;
+        select("#case-1-1-field", "input.amount").await;
+        select("#case-1-1-op", ">").await;
+        fill("#case-1-1-value", "100".into()).await;
+        select("#case-1-1-next", "step:big").await;
+        select("#step-otherwise-1", "step:small").await;
+        let cel = wait_css(&c, "#case-1-1-cel").await.text().await.unwrap();
+        assert_eq!(cel, "Condition: input.amount > 100");
+        let doc: Value = serde_json::from_str(
+            &c.find(Locator::Css("#document"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            doc["steps"][0],
+            json!({"id": "decide-1", "choice": {
+                "cases": [{"when": "input.amount > 100", "next": "big"}],
+                "default": "small"}}),
+            "{doc}"
+        );
+        assert_eq!(doc["steps"][1]["id"], "small", "{doc}");
+        assert_eq!(doc["steps"][1]["end"], true, "{doc}");
+        assert_eq!(doc["steps"][2]["id"], "big", "{doc}");
+        shot(&c, "build-decision").await;
+        accessible(&c, &axe, "build-decision").await;
+        click_button(&c, "Register the workflow").await;
+        wait_css(&c, "#run-input-amount").await;
+        fill("#run-input-amount", "500".into()).await;
+        click_button(&c, "Run v1").await;
+        wait_css(&c, "#run-status[data-status='succeeded']").await;
+        wait_css(&c, "#timeline tr[data-step='big'][data-status='succeeded']").await;
+        let timeline = c
+            .find(Locator::Css("#timeline"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!timeline.contains("small"), "{timeline}");
+
         // The text editor: an error marked at its line as it is typed, then fixed and
         // registered.
         c.goto(&format!("{base}/#/editor")).await.unwrap();
@@ -570,6 +643,22 @@ fn a_tenant_admin_runs_redrives_and_sees_only_its_own_tenant_in_a_real_browser()
         assert_eq!(me["role"], "user");
         shot(&c, "admin").await;
         accessible(&c, &axe, "admin").await;
+        // Who is told when greet's runs end: saved as greet's next version.
+        fill("#notify-url-greet", format!("http://127.0.0.1:{port}/told")).await;
+        click_button(&c, "Save for greet").await;
+        let mut told = Value::Null;
+        wait_until("greet's notify saved", Duration::from_secs(20), || {
+            told = d
+                .call("GET", "/v1/workflows/greet/versions/2", &acme, None)
+                .1;
+            told["definition"]["notify"]["webhook"]["url"].is_string()
+        });
+        assert_eq!(
+            told["definition"]["notify"]["webhook"]["url"],
+            format!("http://127.0.0.1:{port}/told")
+        );
+        assert_eq!(told["definition"]["notify"]["on"], json!(["failed"]));
+        assert_eq!(told["definition"]["steps"][0]["id"], "hello", "{told}");
 
         // Another tenant's run and workflow by URL: nothing, as the API says.
         c.goto(&format!("{base}/#/runs/{theirs}")).await.unwrap();
@@ -592,6 +681,44 @@ fn a_tenant_admin_runs_redrives_and_sees_only_its_own_tenant_in_a_real_browser()
         wait_css(&c, "#api-key").await;
         c.goto(&format!("{base}/#/runs")).await.unwrap();
         wait_css(&c, "#api-key").await;
+
+        // A platform admin, signed in with a token: makes a tenant (its first key shown
+        // once, and working) and changes its plan.
+        c.find(Locator::Css("#token"))
+            .await
+            .unwrap()
+            .send_keys(&d.token("ops", "platform_admin"))
+            .await
+            .unwrap();
+        click_button(&c, "Sign in").await;
+        wait_css(&c, "#runs").await;
+        c.goto(&format!("{base}/#/admin")).await.unwrap();
+        wait_css(&c, "#new-tenant-id").await;
+        fill("#new-tenant-id", "initech".into()).await;
+        fill("#new-tenant-name", "Initech".into()).await;
+        click_button(&c, "Make the tenant").await;
+        let first = wait_css(&c, "#new-tenant-key").await.text().await.unwrap();
+        let (status, me) = d.call("GET", "/v1/me", first.trim(), None);
+        assert_eq!(status, 200, "{me}");
+        assert_eq!(me["tenant"], "initech");
+        assert_eq!(me["role"], "tenant_admin");
+        wait_css(&c, "#plan-initech-trigger_per_second").await;
+        fill("#plan-initech-trigger_per_second", "7".into()).await;
+        fill("#plan-initech-allowed_connectors", "http, noop".into()).await;
+        click_button(&c, "Save the plan of initech").await;
+        let ops = d.token("ops", "platform_admin");
+        let mut plan = Value::Null;
+        wait_until("initech's plan saved", Duration::from_secs(20), || {
+            plan = d.call("GET", "/v1/tenants/initech", &ops, None).1["plan"].clone();
+            plan["trigger_per_second"] == 7
+        });
+        assert_eq!(
+            plan["allowed_connectors"],
+            json!(["http", "noop"]),
+            "{plan}"
+        );
+        shot(&c, "admin-platform").await;
+        accessible(&c, &axe, "admin-platform").await;
         c.close().await.unwrap();
     });
 }

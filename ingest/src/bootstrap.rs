@@ -108,6 +108,7 @@ pub async fn build(
         kafka: kafka.clone(),
         vault,
         files,
+        secret_names: crate::secret_names::SecretNames::default(),
     };
     let replays = crate::replays::ReplayStore::new(Arc::clone(&session), &cql.keyspace).await?;
     let dead_letters = crate::dead_letters::DeadLetters::new(

@@ -113,6 +113,8 @@ pub struct Erasure {
     pub vault: Arc<aiq_vault::Vault>,
     /// The Parquet history; `None` when this deployment keeps none.
     pub files: Option<HistoryFiles>,
+    /// Every tenant's secret names, followed from the secrets topic.
+    pub secret_names: crate::secret_names::SecretNames,
 }
 
 /// The confirmation token of the tenant as it is now.

@@ -30,6 +30,7 @@ pub mod registry;
 pub mod replays;
 pub mod run_erasure;
 pub mod runs;
+pub mod secret_names;
 pub mod settings;
 pub mod signature;
 pub mod tenants;

@@ -646,6 +646,22 @@ async fn secrets_are_stored_sealed_and_deleted_with_a_tombstone() {
     assert_eq!(body["name"], "crm-token");
     assert_eq!(body["key_id"], "k1");
     assert!(!body.to_string().contains(value));
+    // Listed at once (the list reads the topic to its present end first), by name only.
+    let list = |who: String| {
+        let router = api.router.clone();
+        async move {
+            call(
+                &router,
+                req("GET", "/v1/secrets", Some(&who), Body::empty()),
+            )
+            .await
+        }
+    };
+    let (status, _, body) = list(admin.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({ "secrets": ["crm-token"] }));
+    let (status, _, body) = list(token("acme", Role::User)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 
     let wait_for = |n: usize| {
         let seen = seen.clone();
@@ -711,6 +727,13 @@ async fn secrets_are_stored_sealed_and_deleted_with_a_tombstone() {
     )
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, body) = list(admin.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({ "secrets": [] }),
+        "deleted, so no longer listed"
+    );
     wait_for(2).await;
     let (key, payload) = seen.lock().unwrap()[1].clone();
     assert_eq!(key, "acme/crm-token");

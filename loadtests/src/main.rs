@@ -14,10 +14,12 @@
 //!   aiq-load chaos --aiq-bin target/release/aiq --rate 100 --duration 250 --kills 20  (scripts/chaos)
 //!   aiq-load markers --runs 1000000
 //!   aiq-load restore --runs 1000000
+//!   aiq-load console --api http://127.0.0.1:8080 --token "$TOKEN" --loads 40  (scripts/bench-console)
 //!   aiq-load sql-isolation --api http://127.0.0.1:8080 --rate 200 --clients 20 --pid PID  (scripts/bench-sql)
 
 mod analytics;
 mod baseline;
+mod console_pages;
 mod loadgen;
 mod sql_isolation;
 
@@ -53,6 +55,9 @@ enum Cmd {
     /// One tenant's open-loop runs alone, then beside another tenant's heavy SQL queries:
     /// end-to-end p99 of both, the queries' 429s, CPU of the SQL threads.
     SqlIsolation(sql_isolation::SqlIsolationArgs),
+    /// The web console's pages in headless Chromium: time from a navigation to the
+    /// page's data drawn, per page (scripts/bench-console).
+    Console(console_pages::ConsoleArgs),
     /// POST /v1/workflows/{id}/runs at a fixed rate; report accepted/s and latency.
     Triggers {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -126,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Pipe(a) => loadgen::cli::pipe(a).await,
         Cmd::Analytics(a) => analytics::run(a).await,
         Cmd::SqlIsolation(a) => sql_isolation::run(a).await,
+        Cmd::Console(a) => console_pages::run(a).await,
         Cmd::Drain {
             brokers,
             runs,

@@ -27,10 +27,12 @@ let timers = [];
 let me = null;
 
 export const page = {
-  // Calls `fn` now and every `ms` while this view is shown.
+  // Calls `fn` now and every `ms` while this view is shown; the first call's promise is
+  // returned, so a page is shown (and marked rendered) once its first data is in.
   every(ms, fn) {
-    fn();
+    const first = fn();
     timers.push(setInterval(fn, ms));
+    return first;
   },
   me: () => me,
   may: (action) => Boolean(me && me.may.includes(action)),
@@ -81,7 +83,23 @@ function header() {
   );
 }
 
+// Marks the view as rendered, with its data: `data-view` names the fragment and
+// `data-rendered` counts views shown, so a browser test or the page benchmark
+// (`aiq-load console`) knows when a navigation has finished without guessing.
+let renders = 0;
+function rendered(hash) {
+  renders += 1;
+  document.body.dataset.view = hash;
+  document.body.dataset.rendered = String(renders);
+}
+
 async function route() {
+  const hash = location.hash;
+  await view();
+  if (location.hash === hash) rendered(hash);
+}
+
+async function view() {
   for (const t of timers) clearInterval(t);
   timers = [];
   const { parts, params } = parse();
@@ -89,7 +107,7 @@ async function route() {
     me = null;
     header();
     if (parts[0] !== "signin") location.hash = "#/signin";
-    else signinPage(page, async () => {
+    else return signinPage(page, async () => {
       me = await api("GET", "/v1/me");
       page.go("#/runs");
     });
@@ -109,19 +127,19 @@ async function route() {
   try {
     switch (parts[0]) {
       case "workflows":
-        return parts[1] ? workflowPage(page, parts[1], params) : workflowsPage(page);
+        return await (parts[1] ? workflowPage(page, parts[1], params) : workflowsPage(page));
       case "runs":
-        return parts[1] ? runPage(page, parts[1]) : runsPage(page, params);
+        return await (parts[1] ? runPage(page, parts[1]) : runsPage(page, params));
       case "dead-letters":
-        return deadLettersPage(page);
+        return await deadLettersPage(page);
       case "build":
-        return buildPage(page);
+        return await buildPage(page);
       case "insights":
-        return insightsPage(page);
+        return await insightsPage(page);
       case "admin":
-        return adminPage(page);
+        return await adminPage(page);
       case "editor":
-        return editorPage(page, params);
+        return await editorPage(page, params);
       case "signin":
         return signinPage(page, async () => {
           me = await api("GET", "/v1/me");

@@ -3,7 +3,6 @@
 //! of the caller's secrets (never a value), for picking one by name.
 
 use aiq_auth::Action;
-use aiq_topics::TopicKind;
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
@@ -30,7 +29,7 @@ pub struct SecretNames {
     secrets: Vec<String>,
 }
 
-/// The names of the caller's secrets, read from the secrets topic (to its end).
+/// The names of the caller's secrets, as the secrets topic holds them now.
 #[utoipa::path(get, path = "/v1/secrets", tag = "secrets",
     responses((status = 200, body = SecretNames), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 503, body = Problem)),
@@ -41,14 +40,11 @@ pub async fn secret_names(
     caller: Caller,
 ) -> Result<Json<SecretNames>, Problem> {
     caller.require(Action::ManageSecrets)?;
-    let prefix = format!("{}/", caller.tenant);
-    let keys = crate::erasure::live_keys(&app.erasure.kafka, TopicKind::Secrets, &prefix)
+    let secrets = app
+        .erasure
+        .secret_names
+        .of(&app.erasure.kafka, caller.tenant.as_str())
         .await
         .map_err(|e| Problem::unavailable(e.to_string()))?;
-    Ok(Json(SecretNames {
-        secrets: keys
-            .into_iter()
-            .filter_map(|k| k.strip_prefix(&prefix).map(str::to_owned))
-            .collect(),
-    }))
+    Ok(Json(SecretNames { secrets }))
 }

@@ -59,5 +59,5 @@ export async function deadLettersPage(page) {
       state.replaceChildren(errorBox(e));
     }
   };
-  page.every(5000, load);
+  await page.every(5000, load);
 }

@@ -16,7 +16,7 @@ export async function runPage(page, id) {
   // A run started from this tab reaches the history within moments of its 202: wait
   // for it rather than call it missing.
   let patience = page.startedHere(id) ? 40 : 2;
-  page.every(1500, async () => {
+  await page.every(1500, async () => {
     // An ended run is read a few more times (a redrive may reopen it), then left.
     if (settled > 3) return;
     let run;

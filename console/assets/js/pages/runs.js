@@ -38,7 +38,7 @@ export async function runsPage(page, params) {
   );
   show(h("h1", {}, "Runs"), filters, state, table);
   let shown = "";
-  page.every(2000, async () => {
+  await page.every(2000, async () => {
     try {
       const r = await api("GET", `/v1/runs${query({ workflow, status, limit: 50 })}`);
       // Rebuilt only when something changed, so focus and reading stay put.
