@@ -24,6 +24,16 @@
 //   issuer b:  beta-admin  secret beta-admin-secret  claims {groups: ["beta-admins"]}
 //              beta-user   secret beta-user-secret   claims {groups: ["staff"]}
 //
+// Issuer a also signs people in to the web console: the public client aiq-console
+// (authorization code with PKCE S256, no secret, application_type native with the redirect
+// URI http://127.0.0.1/, so any port of the loopback address is accepted as RFC 8252
+// asks) and oidc-provider's own development login and consent pages, which take any login
+// name and password. A login name below gets its claims in the access token (a JWT for
+// urn:aiq:api, as above); any other gets none. CORS answers the console's origin (any
+// loopback http origin) for this client only.
+//   issuer a people:  ada@acme  claims {org: "org-acme", groups: ["aiq-admins", "everyone"]}
+//                     bob@acme  claims {org: "org-acme", groups: ["everyone"]}
+//
 // Logs (stdout): one line once listening (version, issuer, kid), one per refused token request
 // or server error, one at stop; oidc-provider itself warns twice at start (stderr): Node 20 is
 // not the LTS it asks for (22; it runs on 20.18+), and its in-memory store is for development.
@@ -49,6 +59,16 @@ const CLIENTS = {
   },
 };
 
+const PEOPLE = {
+  a: {
+    "ada@acme": { org: "org-acme", groups: ["aiq-admins", "everyone"] },
+    "bob@acme": { org: "org-acme", groups: ["everyone"] },
+  },
+  b: {},
+};
+const CONSOLE_CLIENT = "aiq-console";
+const LOOPBACK_ORIGIN = /^http:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d+)?$/;
+
 function fail(message) {
   console.error(`oidc-provider.mjs: ${message}`);
   process.exit(2);
@@ -69,6 +89,8 @@ const { default: Provider, errors } = await import(pathToFileURL(require.resolve
 
 const issuer = `http://127.0.0.1:${port}`;
 const clients = CLIENTS[name];
+const people = PEOPLE[name];
+const signsPeopleIn = Object.keys(people).length > 0;
 
 // A fresh signing key; kid = the JWK thumbprint (RFC 7638: SHA-256 over e, kty, n in order).
 const { privateKey } = crypto.generateKeyPairSync("rsa", { modulusLength: 2048 });
@@ -84,12 +106,21 @@ const provider = new Provider(issuer, {
     response_types: [],
     redirect_uris: [],
     token_endpoint_auth_method: "client_secret_basic",
-  })),
+  })).concat(signsPeopleIn ? [{
+    client_id: CONSOLE_CLIENT,
+    application_type: "native",
+    grant_types: ["authorization_code"],
+    response_types: ["code"],
+    redirect_uris: ["http://127.0.0.1/"],
+    token_endpoint_auth_method: "none",
+  }] : []),
+  findAccount: async (_ctx, sub) => ({ accountId: sub, claims: async () => ({ sub }) }),
+  clientBasedCORS: (_ctx, origin, client) => client.clientId === CONSOLE_CLIENT && LOOPBACK_ORIGIN.test(origin),
   cookies: { keys: [crypto.randomBytes(32).toString("base64url")] },
   routes: { jwks: "/jwks", token: "/token" },
   ttl: { ClientCredentials: 600 },
   features: {
-    devInteractions: { enabled: false },
+    devInteractions: { enabled: signsPeopleIn },
     clientCredentials: { enabled: true },
     resourceIndicators: {
       enabled: true,
@@ -104,6 +135,9 @@ const provider = new Provider(issuer, {
   // The client's own claims in every access token issued to it (sub, iss, aud, ... are set by
   // the library after these and cannot be overridden from here).
   extraTokenClaims: async (_ctx, token) => {
+    if (token.accountId) {
+      return Object.hasOwn(people, token.accountId) ? structuredClone(people[token.accountId]) : undefined;
+    }
     const clientId = token.clientId ?? token.client?.clientId;
     const claims = Object.hasOwn(clients, clientId ?? "") ? clients[clientId].claims : undefined;
     return claims ? structuredClone(claims) : undefined;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use aiq_testkit::{CQL, KAFKA, SMTP, require_service};
+use aiq_testkit::{CQL, KAFKA, OIDC_A, SMTP, require_service};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use support::{Deployment, wait_until};
@@ -719,6 +719,110 @@ fn a_tenant_admin_runs_redrives_and_sees_only_its_own_tenant_in_a_real_browser()
         );
         shot(&c, "admin-platform").await;
         accessible(&c, &axe, "admin-platform").await;
+        c.close().await.unwrap();
+    });
+}
+
+/// A person signs in at the deployment's OpenID provider (issuer a of `scripts/services
+/// up oidc`, its development login and consent pages) and comes back signed in as the
+/// tenant and role the provider's claims name; a sign-in that comes back with a forged
+/// state is refused by name.
+#[test]
+fn a_person_signs_in_at_the_deployments_openid_provider() {
+    let brokers = require_service!(KAFKA);
+    let contact_points = require_service!(CQL);
+    let webdriver = require_service!("AIQ_WEBDRIVER_URL");
+    let issuer = require_service!(OIDC_A);
+    let axe = std::fs::read_to_string(require_service!("AIQ_AXE_JS")).unwrap();
+    let jwks = format!("{issuer}/jwks");
+    let d = Deployment::start_with_env(
+        "console-oidc",
+        &brokers,
+        &contact_points,
+        DEV_SECRET,
+        r#"
+[ingest.jwt_claims]
+tenant = "org"
+tenants = { "org-acme" = "acme" }
+role = "groups"
+roles = { "aiq-admins" = "tenant_admin", "everyone" = "user" }
+"#,
+        &[
+            ("AIQ_INGEST_JWKS", &jwks),
+            ("AIQ_INGEST_JWT_ISSUER", &issuer),
+            ("AIQ_INGEST_ALLOW_DEV_TOKENS_WITH_JWKS", "true"),
+            ("AIQ_INGEST_CONSOLE_CLIENT_ID", "aiq-console"),
+            ("AIQ_INGEST_CONSOLE_SCOPE", "openid api"),
+            ("AIQ_INGEST_CONSOLE_RESOURCE", "urn:aiq:api"),
+        ],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = browser(&webdriver).await;
+        let base = d.api.clone();
+        c.goto(&format!("{base}/")).await.unwrap();
+        wait_css(&c, "#sign-in-provider").await;
+        shot(&c, "signin-provider").await;
+        accessible(&c, &axe, "signin-provider").await;
+        c.find(Locator::Css("#sign-in-provider"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        // The provider's own login page, then its consent page.
+        let login = wait_css(&c, "input[name='login']").await;
+        assert!(c.current_url().await.unwrap().as_str().starts_with(&issuer));
+        login.send_keys("ada@acme").await.unwrap();
+        c.find(Locator::Css("input[name='password']"))
+            .await
+            .unwrap()
+            .send_keys("any password")
+            .await
+            .unwrap();
+        c.find(Locator::Css("button[type='submit']"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_css(&c, "input[name='prompt'][value='consent']").await;
+        c.find(Locator::Css("button[type='submit']"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        // Back in the console, signed in as the claims say, with the code gone from
+        // the address bar.
+        wait_css(&c, "#runs").await;
+        let who = c
+            .find(Locator::Css("#who"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            who.contains("acme") && who.contains("tenant_admin"),
+            "{who}"
+        );
+        let url = c.current_url().await.unwrap();
+        assert!(url.query().is_none(), "{url}");
+        assert_eq!(url.fragment(), Some("/runs"));
+        // The token works for what the role may do.
+        wait_css(&c, "a[href='#/admin']").await;
+
+        // A return with a state this tab did not start is refused, and nobody is
+        // signed in by it.
+        click_button(&c, "Sign out").await;
+        wait_css(&c, "#sign-in-provider").await;
+        c.goto(&format!("{base}/?code=forged&state=forged"))
+            .await
+            .unwrap();
+        let refused = wait_css(&c, ".error").await.text().await.unwrap();
+        assert!(refused.contains("not started from this tab"), "{refused}");
+        wait_css(&c, "#sign-in-provider").await;
         c.close().await.unwrap();
     });
 }

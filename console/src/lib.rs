@@ -46,6 +46,7 @@ assets!(
     "js/cron.js",
     "js/chart.js",
     "js/pages/signin.js",
+    "js/oidc.js",
     "js/pages/workflows.js",
     "js/pages/workflow.js",
     "js/pages/runs.js",
@@ -61,10 +62,48 @@ assets!(
 pub const PREFIX: &str = "/console/";
 
 /// Scripts and styles only from this origin, no inline script, no framing: the page
-/// holds a credential, so nothing else may run beside it.
-const POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
-     form-action 'self'";
+/// holds a credential, so nothing else may run beside it. Requests go to this origin, and
+/// to the OpenID provider's when people sign in through one (its discovery document and
+/// token endpoint are fetched by the page).
+fn policy(provider_origin: Option<&str>) -> String {
+    let connect = match provider_origin {
+        Some(o) => format!("'self' {o}"),
+        None => "'self'".to_owned(),
+    };
+    format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src {connect}; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    )
+}
+
+/// Signing people in through the deployment's OpenID provider: the authorization code
+/// flow with PKCE, run by the page as a public client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignIn {
+    /// The provider's issuer URL (its discovery document is under it).
+    pub issuer: String,
+    /// The console's client id at the provider (a public client; no secret).
+    pub client_id: String,
+    /// The scopes asked for, space-separated.
+    pub scope: String,
+    /// The resource indicator (RFC 8707) the access token is for, if the provider wants one.
+    pub resource: Option<String>,
+}
+
+/// `scheme://host[:port]` of an http(s) URL whose host part holds only characters a
+/// host may hold; `None` for anything else, so nothing odd reaches the policy header.
+fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_ok = !authority.is_empty()
+        && authority
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    host_ok.then(|| format!("{scheme}://{authority}"))
+}
 
 fn content_type(path: &str) -> &'static str {
     match path.rsplit_once('.').map(|(_, ext)| ext) {
@@ -80,13 +119,13 @@ fn find(path: &str) -> Option<&'static Asset> {
     ASSETS.iter().find(|a| a.path == path)
 }
 
-fn serve(path: &str) -> Response {
+fn serve(path: &str, policy: &HeaderValue) -> Response {
     let Some(asset) = find(path) else {
         return (StatusCode::NOT_FOUND, "no such console file").into_response();
     };
     let headers = [
         (CONTENT_TYPE, HeaderValue::from_static(content_type(path))),
-        (CONTENT_SECURITY_POLICY, HeaderValue::from_static(POLICY)),
+        (CONTENT_SECURITY_POLICY, policy.clone()),
         // A new binary may bring new files under the same names: always revalidate.
         (CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         (
@@ -101,15 +140,42 @@ fn serve(path: &str) -> Response {
     (headers, asset.bytes).into_response()
 }
 
-/// The console's routes: `/` and `/console/{*path}`.
-pub fn router() -> Router {
+/// The console's routes: `/`, `/console/{*path}`, and `/console/sign-in.json`, which
+/// tells the page how people sign in through the OpenID provider (`null`: with an API
+/// key or a pasted token only). An issuer that is no http(s) URL is not offered.
+pub fn router(sign_in: Option<SignIn>) -> Router {
+    let sign_in = sign_in.and_then(|s| origin(&s.issuer).map(|o| (s, o)));
+    let policy = HeaderValue::from_str(&policy(sign_in.as_ref().map(|(_, o)| o.as_str())))
+        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'"));
+    let config = match &sign_in {
+        Some((s, _)) => serde_json::json!({
+            "issuer": s.issuer, "client_id": s.client_id, "scope": s.scope, "resource": s.resource,
+        }),
+        None => serde_json::Value::Null,
+    }
+    .to_string();
+    let (root, files) = (policy.clone(), policy);
     Router::new()
-        .route("/", get(|| async { serve("index.html") }))
+        .route("/", get(move || async move { serve("index.html", &root) }))
+        .route(
+            "/console/sign-in.json",
+            get(move || async move {
+                (
+                    [
+                        (CONTENT_TYPE, HeaderValue::from_static("application/json")),
+                        (CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+                    ],
+                    config,
+                )
+            }),
+        )
         .route(
             "/console/{*path}",
-            get(|axum::extract::Path(path): axum::extract::Path<String>| async move {
-                serve(&path)
-            }),
+            get(
+                move |axum::extract::Path(path): axum::extract::Path<String>| async move {
+                    serve(&path, &files)
+                },
+            ),
         )
 }
 
@@ -186,7 +252,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_page_and_its_files_are_served_with_their_types_and_a_strict_policy() {
-        let app = router();
+        let app = router(None);
         let res = app
             .clone()
             .oneshot(Request::get("/").body(Body::empty()).unwrap())
@@ -223,5 +289,59 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(res.status(), 404);
+    }
+
+    async fn get_text(app: &Router, path: &str) -> (String, String) {
+        let res = app
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let policy = res.headers()[CONTENT_SECURITY_POLICY]
+            .to_str()
+            .map(str::to_owned)
+            .unwrap_or_default();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (policy, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_configured_provider_is_offered_and_only_its_origin_is_added_to_the_policy() {
+        let app = router(None);
+        assert_eq!(get_text(&app, "/console/sign-in.json").await.1, "null");
+        assert!(get_text(&app, "/").await.0.contains("connect-src 'self';"));
+
+        let app = router(Some(SignIn {
+            issuer: "https://idp.example.com:8443/realms/aiq".into(),
+            client_id: "aiq-console".into(),
+            scope: "openid api".into(),
+            resource: Some("urn:aiq:api".into()),
+        }));
+        let config: serde_json::Value =
+            serde_json::from_str(&get_text(&app, "/console/sign-in.json").await.1).unwrap();
+        assert_eq!(config["issuer"], "https://idp.example.com:8443/realms/aiq");
+        assert_eq!(config["client_id"], "aiq-console");
+        assert_eq!(config["resource"], "urn:aiq:api");
+        let (policy, _) = get_text(&app, "/console/js/main.js").await;
+        assert!(
+            policy.contains("connect-src 'self' https://idp.example.com:8443;"),
+            "{policy}"
+        );
+
+        // An issuer that could smuggle anything into the header is not offered at all.
+        let app = router(Some(SignIn {
+            issuer: "https://idp.example.com; script-src *".into(),
+            client_id: "x".into(),
+            scope: "openid".into(),
+            resource: None,
+        }));
+        assert_eq!(get_text(&app, "/console/sign-in.json").await.1, "null");
+        assert_eq!(origin("ftp://idp.example.com"), None);
+        assert_eq!(
+            origin("http://127.0.0.1:4000").as_deref(),
+            Some("http://127.0.0.1:4000")
+        );
     }
 }

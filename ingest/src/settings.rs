@@ -35,6 +35,18 @@ pub struct IngestSettings {
     /// A JWKS file or URL with the OIDC provider's RS256/ES256 keys.
     #[serde(default)]
     pub jwks: Option<String>,
+    /// The web console's client id at the provider of `jwt_issuer`: with both set, the
+    /// console's sign-in page offers signing in there (authorization code with PKCE, as a
+    /// public client whose redirect URI is the console's own address).
+    #[serde(default)]
+    pub console_client_id: Option<String>,
+    /// The scopes the console asks the provider for (default `openid`).
+    #[serde(default)]
+    pub console_scope: Option<String>,
+    /// The resource indicator the console's access tokens are asked for, if the provider
+    /// needs one to issue a JWT for this API.
+    #[serde(default)]
+    pub console_resource: Option<String>,
     /// A JWKS URL is fetched again this often, so that rotated keys are picked up.
     pub jwks_refresh_secs: u64,
     /// With `jwks` set, HS256 development tokens (`AIQ_DEV_JWT_SECRET`) are refused

@@ -1,7 +1,8 @@
 // The console's router: the view is named by the URL's fragment (`#/runs/<id>`), so a
 // link can be shared and the back button works; the server serves one page.
 
-import { api, credential, signOut } from "./api.js";
+import { api, credential, signIn, signOut } from "./api.js";
+import { finish, returning, signInConfig } from "./oidc.js";
 import { h, show, errorBox } from "./dom.js";
 import { signinPage } from "./pages/signin.js";
 import { workflowsPage } from "./pages/workflows.js";
@@ -158,4 +159,17 @@ window.addEventListener("hashchange", () => {
   if (location.hash === "#main") return;
   route();
 });
-route();
+
+// Back from the OpenID provider: the code becomes a token before the first view.
+async function start() {
+  if (returning()) {
+    try {
+      const done = await finish(await signInConfig());
+      signIn("token", done.token);
+    } catch (e) {
+      page.notice = e.message;
+    }
+  }
+  route();
+}
+start();

@@ -199,6 +199,19 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// axum's own rejections included ([`rejection`]).
 pub fn router(app: App) -> (axum::Router, utoipa::openapi::OpenApi) {
     let max_body = app.settings.max_body_bytes;
+    let sign_in = match (&app.settings.jwt_issuer, &app.settings.console_client_id) {
+        (Some(issuer), Some(client_id)) => Some(aiq_console::SignIn {
+            issuer: issuer.clone(),
+            client_id: client_id.clone(),
+            scope: app
+                .settings
+                .console_scope
+                .clone()
+                .unwrap_or_else(|| "openid".to_owned()),
+            resource: app.settings.console_resource.clone(),
+        }),
+        _ => None,
+    };
     let trail_state = app.clone();
     let (router, mut api) = api().with_state(app).split_for_parts();
     // Per route, so that the route's template (MatchedPath) names the call.
@@ -221,7 +234,7 @@ pub fn router(app: App) -> (axum::Router, utoipa::openapi::OpenApi) {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(rejection::problem_documents))
         // The web console: its page at `/`, its files under `/console/`.
-        .merge(aiq_console::router())
+        .merge(aiq_console::router(sign_in))
         // Handlers turned into routes now, once, instead of on every connection.
         .with_state(());
     (router, api)

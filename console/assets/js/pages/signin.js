@@ -1,11 +1,30 @@
-// Signing in: an API key (what the API's `x-api-key` takes), or a bearer token from
-// the deployment's OpenID provider. The console keeps it for this tab only.
+// Signing in: through the deployment's OpenID provider where one is configured, with an
+// API key (what the API's `x-api-key` takes), or with a bearer token pasted in. The
+// console keeps the credential for this tab only.
 
 import { signIn, signOut } from "../api.js";
 import { h, show, errorBox } from "../dom.js";
+import { begin, signInConfig } from "../oidc.js";
 
-export function signinPage(page, done) {
+export async function signinPage(page, done) {
   const err = h("div", { "aria-live": "assertive" });
+  if (page.notice) {
+    err.replaceChildren(errorBox(page.notice));
+    page.notice = null;
+  }
+  const cfg = await signInConfig();
+  const provider = cfg
+    ? h("section", { "aria-label": "Your organisation's sign-in", class: "panel" },
+      h("button", { type: "button", id: "sign-in-provider", onclick: async () => {
+        err.replaceChildren();
+        try {
+          await begin(cfg, "#/runs");
+        } catch (e) {
+          err.replaceChildren(errorBox(e));
+        }
+      } }, "Sign in with your organisation"),
+      h("p", { class: "help" }, `You sign in at ${new URL(cfg.issuer).host} and come back here.`))
+    : null;
   const key = h("input", { id: "api-key", type: "password", autocomplete: "off", name: "api-key" });
   const token = h("textarea", { id: "token", name: "token", rows: 3 });
   const form = h(
@@ -38,5 +57,5 @@ export function signinPage(page, done) {
     h("div", { class: "actions" }, h("button", { type: "submit" }, "Sign in")),
     err,
   );
-  show(h("h1", {}, "Sign in"), form);
+  show(h("h1", {}, "Sign in"), provider, provider ? h("p", {}, "Or:") : null, form);
 }
