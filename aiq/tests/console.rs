@@ -736,7 +736,7 @@ fn a_person_signs_in_at_the_deployments_openid_provider() {
     let axe = std::fs::read_to_string(require_service!("AIQ_AXE_JS")).unwrap();
     let jwks = format!("{issuer}/jwks");
     let d = Deployment::start_with_env(
-        "console-oidc",
+        "consoleoidc",
         &brokers,
         &contact_points,
         DEV_SECRET,
