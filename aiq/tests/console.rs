@@ -812,11 +812,22 @@ roles = { "aiq-admins" = "tenant_admin", "everyone" = "user" }
         assert_eq!(url.fragment(), Some("/runs"));
         // The token works for what the role may do.
         wait_css(&c, "a[href='#/admin']").await;
+        // A credential that stops working (here: the token replaced by one nobody
+        // signed) sends the page back to signing in, saying why.
+        c.execute(
+            "sessionStorage.setItem('aiq.credential', JSON.stringify({kind: 'token', value: 'e30.e30.not-signed'}));",
+            vec![],
+        )
+        .await
+        .unwrap();
+        c.goto(&format!("{base}/#/workflows")).await.unwrap();
+        let ended = wait_css(&c, ".error").await.text().await.unwrap();
+        assert!(ended.contains("Your sign-in ended"), "{ended}");
+        assert_eq!(heading(&c).await, "Sign in");
+        wait_css(&c, "#sign-in-provider").await;
 
         // A return with a state this tab did not start is refused, and nobody is
         // signed in by it.
-        click_button(&c, "Sign out").await;
-        wait_css(&c, "#sign-in-provider").await;
         c.goto(&format!("{base}/?code=forged&state=forged"))
             .await
             .unwrap();

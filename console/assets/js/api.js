@@ -58,6 +58,12 @@ async function send(method, path, body, contentType) {
       data = text;
     }
   }
+  if (res.status === 401 && c) {
+    // The credential no longer works (a token expired, a key was revoked): forget it,
+    // and let the router ask for a new one, saying why.
+    signOut();
+    window.dispatchEvent(new CustomEvent("aiq:signed-out", { detail: new ApiError(res.status, data).message }));
+  }
   if (!res.ok) throw new ApiError(res.status, data);
   return data;
 }

@@ -118,6 +118,8 @@ async function view() {
     try {
       me = await api("GET", "/v1/me");
     } catch (e) {
+      // A 401 has already sent the page to signing in (the "aiq:signed-out" event).
+      if (e.status === 401) return;
       signOut();
       show(h("h1", {}, "Signed out"), errorBox(e));
       setTimeout(() => page.go("#/signin"), 1500);
@@ -158,6 +160,15 @@ window.addEventListener("hashchange", () => {
   // The skip link's `#main` is not a view.
   if (location.hash === "#main") return;
   route();
+});
+
+// A call refused with 401 forgot the credential: back to signing in, saying why.
+window.addEventListener("aiq:signed-out", (ev) => {
+  me = null;
+  // The sign-in page says itself that a credential was not accepted.
+  if (location.hash.startsWith("#/signin")) return;
+  page.notice = `Your sign-in ended (${ev.detail}); sign in again.`;
+  page.go("#/signin");
 });
 
 // Back from the OpenID provider: the code becomes a token before the first view.
