@@ -368,6 +368,8 @@ pub struct PipeSettings {
     /// `orchestrator.transaction_timeout_ms`.
     pub transaction_timeout_ms: u64,
     pub commit: Commit,
+    /// `orchestrator.transactional_producers`: producers the batches take in turn.
+    pub producers: usize,
     /// Leaves the topics and the consumer group in place when the pipe ran to its end.
     pub keep_topics: bool,
 }
@@ -383,6 +385,7 @@ impl PipeSettings {
             batch_max_ms: o.batch_max_ms,
             transaction_timeout_ms: o.transaction_timeout_ms,
             commit: Commit::Orchestrator,
+            producers: o.transactional_producers,
             keep_topics: false,
         }
     }
@@ -456,18 +459,20 @@ impl Pipe {
 
     pub fn markdown(&self) -> String {
         format!(
-            "| messages | bytes each | partitions | batch at most | commit | transactions | records per transaction | seconds | pipe records/s | read back | missing | duplicated | altered |\n\
-             | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n\
-             | {} | {} | {} | {} records / {} ms | {} | {} | {:.0} | {:.2} | {:.0} | {} | {} | {} | {} |\n",
+            "| messages | bytes each | partitions | batch at most | commit | producers | transactions | records per transaction | seconds | transactions/s | pipe records/s | read back | missing | duplicated | altered |\n\
+             | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n\
+             | {} | {} | {} | {} records / {} ms | {} | {} | {} | {:.0} | {:.2} | {:.0} | {:.0} | {} | {} | {} | {} |\n",
             self.settings.messages,
             self.message_bytes,
             self.settings.partitions,
             self.settings.batch_max_records,
             self.settings.batch_max_ms,
             self.settings.commit.label(),
+            self.settings.producers,
             self.transactions,
             self.records_per_transaction(),
             self.seconds,
+            self.transactions as f64 / self.seconds.max(1e-9),
             self.records_per_sec(),
             self.read_back,
             self.missing,
@@ -495,6 +500,7 @@ pub async fn pipe(brokers: &str, prefix: &str, settings: &PipeSettings) -> Resul
     create_topics(&admin, &[&names.input, &names.output], settings.partitions).await?;
     let settings = PipeSettings {
         batch_max_records: settings.batch_max_records.max(1),
+        producers: settings.producers.max(1),
         ..*settings
     };
     let run = {
@@ -626,24 +632,33 @@ fn transact(
     names: &PipeNames,
     settings: &PipeSettings,
 ) -> Result<Through, LoadError> {
-    // As `runner::create_producer` makes it.
-    let mut config = kafka.producer_config();
-    config
-        .set("transactional.id", &names.id)
-        .set(
-            "transaction.timeout.ms",
-            settings.transaction_timeout_ms.to_string(),
-        )
-        .set("linger.ms", "2");
-    if settings.commit == Commit::Orchestrator {
-        config.set("retry.backoff.ms", "2");
+    // As `runner::create_producer` makes them, one per lane, taken in turn.
+    let mut producers = Vec::with_capacity(settings.producers);
+    for lane in 0..settings.producers.max(1) {
+        let id = match lane {
+            0 => names.id.clone(),
+            n => format!("{}.lane{n}", names.id),
+        };
+        let mut config = kafka.producer_config();
+        config
+            .set("transactional.id", &id)
+            .set(
+                "transaction.timeout.ms",
+                settings.transaction_timeout_ms.to_string(),
+            )
+            .set("linger.ms", "2");
+        if settings.commit == Commit::Orchestrator {
+            config.set("retry.backoff.ms", "2");
+        }
+        let producer: ThreadedProducer<Deliveries> = config
+            .create_with_context(Deliveries::default())
+            .map_err(LoadError::kafka("pipe transactional producer"))?;
+        retrying("init transactions", || {
+            producer.init_transactions(TXN_CALL_TIMEOUT)
+        })?;
+        producers.push(producer);
     }
-    let producer: ThreadedProducer<Deliveries> = config
-        .create_with_context(Deliveries::default())
-        .map_err(LoadError::kafka("pipe transactional producer"))?;
-    retrying("init transactions", || {
-        producer.init_transactions(TXN_CALL_TIMEOUT)
-    })?;
+    let mut lane = 0;
     // As `runner::Runner::new` makes it, but without static membership: a static member
     // does not leave the group when it closes, and the group could not be deleted.
     let consumer: BaseConsumer = kafka
@@ -691,6 +706,7 @@ fn transact(
                 first.get_or_insert(now);
                 batch_started.get_or_insert(now);
                 last_progress = now;
+                let producer = &producers[lane];
                 if !in_txn {
                     retrying("begin transaction", || producer.begin_transaction())?;
                     in_txn = true;
@@ -702,7 +718,7 @@ fn transact(
                 if let Some(p) = m.payload() {
                     out = out.payload(p);
                 }
-                send_record(&producer, out)?;
+                send_record(producer, out)?;
                 offsets.insert(m.partition(), m.offset() + 1);
                 batch += 1;
             }
@@ -723,14 +739,16 @@ fn transact(
             let group = consumer
                 .group_metadata()
                 .ok_or_else(|| LoadError::Broker("the pipe consumer has no group".into()))?;
+            let producer = &producers[lane];
             retrying("send offsets to transaction", || {
                 producer.send_offsets_to_transaction(&tpl, &group, TXN_CALL_TIMEOUT)
             })?;
             retrying("commit transaction", || match settings.commit {
-                Commit::Orchestrator => aiq_kafka::commit_promptly(&producer, TXN_CALL_TIMEOUT),
+                Commit::Orchestrator => aiq_kafka::commit_promptly(producer, TXN_CALL_TIMEOUT),
                 Commit::Plain => producer.commit_transaction(TXN_CALL_TIMEOUT),
             })?;
             in_txn = false;
+            lane = (lane + 1) % producers.len();
             committed += batch;
             transactions += 1;
             batch = 0;
@@ -900,6 +918,7 @@ mod tests {
                 batch_max_ms: 20,
                 transaction_timeout_ms: 10_000,
                 commit: Commit::Orchestrator,
+                producers: 2,
                 keep_topics: false,
             },
             message_bytes: 200,
@@ -916,7 +935,7 @@ mod tests {
         assert!((p.records_per_sec() - 2000.0).abs() < 1e-9);
         assert!(
             p.markdown().contains(
-                "| 1000 | 200 | 12 | 500 records / 20 ms | as the orchestrator | 4 | 250 | 0.50 | 2000 | 1000 | 0 | 0 | 0 |"
+                "| 1000 | 200 | 12 | 500 records / 20 ms | as the orchestrator | 2 | 4 | 250 | 0.50 | 8 | 2000 | 1000 | 0 | 0 | 0 |"
             ),
             "{}",
             p.markdown()

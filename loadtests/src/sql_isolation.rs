@@ -231,6 +231,7 @@ async fn phase(a: &SqlIsolationArgs, name: &'static str, with_sql: bool) -> anyh
         max_in_flight: 4096,
         baseline_messages: None,
         hops: false,
+        cron_schedules: 0,
         pipe_messages: None,
         out: a.out.join(name),
         show_progress: std::io::stderr().is_terminal(),

@@ -73,13 +73,16 @@ fn records(brokers: &str, topic: &str, isolation: &str) -> HashMap<(Vec<u8>, Vec
 #[tokio::test(flavor = "multi_thread")]
 async fn every_input_comes_through_the_transactional_pipe_exactly_once() {
     let brokers = require_service!(KAFKA);
-    exactly_once(&brokers, &[]).await;
+    // Small batches over three producers taken in turn: hundreds of transactions, each
+    // begun while the coordinator may still complete the one before it.
+    let args = ["--producers", "3", "--batch-max-records", "7"];
+    exactly_once(&brokers, &args).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_input_comes_through_the_plainly_committed_pipe_exactly_once() {
     let brokers = require_service!(KAFKA);
-    exactly_once(&brokers, &["--plain-commit"]).await;
+    exactly_once(&brokers, &["--plain-commit", "--producers", "1"]).await;
 }
 
 /// Runs the pipe with `args`, keeping its topics, and compares them.
@@ -133,16 +136,27 @@ async fn exactly_once(brokers: &str, args: &[&str]) {
     );
     assert!(input.starts_with(&prefix) && output.starts_with(&prefix));
 
-    // messages | bytes each | partitions | batch at most | commit | transactions | records
-    // per transaction | seconds | pipe records/s | read back | missing | duplicated | altered
+    // messages | bytes each | partitions | batch at most | commit | producers |
+    // transactions | records per transaction | seconds | transactions/s | pipe records/s |
+    // read back | missing | duplicated | altered
     let cells = row(&stdout);
     assert_eq!(cells[0], MESSAGES.to_string(), "{cells:?}");
     assert!(cells[1].parse::<usize>().unwrap() > 100, "{cells:?}");
     assert_eq!(cells[2], PARTITIONS.to_string(), "{cells:?}");
-    assert!(cells[5].parse::<u64>().unwrap() >= 1, "{cells:?}");
-    assert!(cells[8].parse::<f64>().unwrap() > 0.0, "{cells:?}");
+    let producers = args
+        .iter()
+        .position(|a| *a == "--producers")
+        .map(|i| args[i + 1]);
+    assert_eq!(Some(cells[5].as_str()), producers, "{cells:?}");
+    let transactions: u64 = cells[6].parse().unwrap();
+    assert!(transactions >= 1, "{cells:?}");
+    if let Some(i) = args.iter().position(|a| *a == "--batch-max-records") {
+        let most: u64 = args[i + 1].parse().unwrap();
+        assert!(transactions >= MESSAGES as u64 / most, "{cells:?}");
+    }
+    assert!(cells[10].parse::<f64>().unwrap() > 0.0, "{cells:?}");
     assert_eq!(
-        cells[9..],
+        cells[11..],
         [MESSAGES.to_string(), "0".into(), "0".into(), "0".into()]
     );
 

@@ -64,6 +64,10 @@ pub struct RunArgs {
     /// results topics beside the events one).
     #[arg(long)]
     no_hops: bool,
+    /// Per-second cron schedules registered for the first tenant before the load and
+    /// disabled after it; the hop tap reports how late their ticks became visible.
+    #[arg(long, default_value_t = 0)]
+    cron_schedules: usize,
     /// Inputs of the transactional consume → produce pipe measured before the load (the
     /// floor tasks/s is compared with); 0 skips it.
     #[arg(long, default_value_t = 100_000)]
@@ -112,6 +116,10 @@ pub struct PipeArgs {
     /// defaults, as the orchestrator did before it avoided their ~100 ms waits.
     #[arg(long)]
     plain_commit: bool,
+    /// Transactional producers the batches take in turn; by default the orchestrator's
+    /// default (`orchestrator.transactional_producers`).
+    #[arg(long)]
+    producers: Option<usize>,
     /// Leaves the input and output topics (named on the last line) and the consumer group
     /// in place instead of deleting them.
     #[arg(long)]
@@ -150,6 +158,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         baseline_messages: (!a.no_baseline && a.baseline_messages > 0)
             .then_some(a.baseline_messages),
         hops: !a.no_hops,
+        cron_schedules: a.cron_schedules,
         pipe_messages: (a.pipe_messages > 0).then_some(a.pipe_messages),
         out: a.out,
         show_progress: std::io::stderr().is_terminal(),
@@ -198,6 +207,7 @@ pub async fn pipe(a: PipeArgs) -> anyhow::Result<()> {
         } else {
             baseline::Commit::Orchestrator
         },
+        producers: a.producers.unwrap_or(defaults.producers),
         keep_topics: a.keep_topics,
         ..defaults
     };

@@ -15,6 +15,13 @@ pub enum LoadError {
         status: u16,
         body: String,
     },
+    #[error("disabling workflow {workflow} of tenant {tenant}: HTTP {status}: {body}")]
+    Disable {
+        tenant: String,
+        workflow: String,
+        status: u16,
+        body: String,
+    },
     #[error("reading workflow document {path}: {source}")]
     Document {
         path: PathBuf,

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aiq_topics::{Event, RunId, TRACEPARENT, TraceParent};
+use aiq_topics::{Event, RunId, TRACEPARENT, TraceParent, TriggerEvent, TriggerSource};
 use hdrhistogram::Histogram;
 use rdkafka::TopicPartitionList;
 use rdkafka::config::ClientConfig;
@@ -80,11 +80,14 @@ pub struct Breakdown {
     pub hops: Vec<(String, Percentiles)>,
     /// Due → terminal event visible, over the same runs.
     pub total: Percentiles,
+    /// Cron ticks due after the tap started, and their due → trigger visible (the
+    /// orchestrator fired the tick and its transaction committed).
+    pub cron: Option<(u64, Percentiles)>,
 }
 
 pub struct HopWatch {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<HashMap<RunId, Points>>,
+    thread: JoinHandle<(HashMap<RunId, Points>, Histogram<u64>)>,
     due: Arc<Mutex<HashMap<RunId, i64>>>,
 }
 
@@ -126,8 +129,10 @@ impl HopWatch {
             .map_err(LoadError::kafka("assigning the hop topics"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let started_us = wall_us();
         let thread = std::thread::spawn(move || {
             let mut seen: HashMap<RunId, Points> = HashMap::new();
+            let mut cron = histogram();
             while !flag.load(Ordering::Relaxed) {
                 let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) else {
                     continue;
@@ -136,6 +141,11 @@ impl HopWatch {
                 let Some(hop) = topics.iter().find(|(t, _)| t == m.topic()).map(|(_, h)| *h) else {
                     continue;
                 };
+                if hop == Hop::Trigger
+                    && let Some(due_us) = cron_due_us(&m).filter(|d| *d >= started_us)
+                {
+                    let _ = cron.record((visible_us - due_us).max(1) as u64);
+                }
                 let Some(run) = run_of(&m) else { continue };
                 let Some(produced_ms) = m.timestamp().to_millis() else {
                     continue;
@@ -163,7 +173,7 @@ impl HopWatch {
                 // not counted twice.
                 slot.get_or_insert(s);
             }
-            seen
+            (seen, cron)
         });
         Ok(Self {
             stop,
@@ -180,13 +190,27 @@ impl HopWatch {
     /// Stops reading; the breakdown over the runs noted in `due_times`.
     pub fn stop(self) -> Breakdown {
         self.stop.store(true, Ordering::Relaxed);
-        let seen = self.thread.join().unwrap_or_default();
+        let (seen, cron) = self
+            .thread
+            .join()
+            .unwrap_or_else(|_| (HashMap::new(), histogram()));
         let due = self
             .due
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        breakdown(&due, &seen)
+        Breakdown {
+            cron: (!cron.is_empty()).then(|| (cron.len(), Percentiles::of(&cron))),
+            ..breakdown(&due, &seen)
+        }
     }
+}
+
+/// A cron trigger's tick, in wall-clock microseconds (`occurred_at` is the tick).
+fn cron_due_us(m: &rdkafka::message::BorrowedMessage<'_>) -> Option<i64> {
+    let t = TriggerEvent::decode(m.key(), m.payload()?).ok()?;
+    (t.source == TriggerSource::Cron)
+        .then_some(t.occurred_at?)
+        .map(|at| at.timestamp_micros())
 }
 
 fn run_of(m: &rdkafka::message::BorrowedMessage<'_>) -> Option<RunId> {
@@ -244,6 +268,7 @@ fn breakdown(due: &HashMap<RunId, i64>, seen: &HashMap<RunId, Points>) -> Breakd
             .map(|(l, h)| ((*l).to_owned(), Percentiles::of(h)))
             .collect(),
         total: Percentiles::of(&total),
+        cron: None,
     }
 }
 

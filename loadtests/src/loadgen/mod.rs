@@ -70,6 +70,9 @@ pub struct Settings {
     /// Whether to follow the triggers, tasks and results topics too, for the per-hop
     /// breakdown of end-to-end latency.
     pub hops: bool,
+    /// Per-second cron workflows of the first tenant that tick through the load (their
+    /// lateness is in the hop breakdown); disabled afterwards.
+    pub cron_schedules: usize,
     pub out: PathBuf,
     pub show_progress: bool,
 }
@@ -183,6 +186,10 @@ pub async fn run(settings: &Settings) -> Result<Outcome, LoadError> {
         Arc::clone(&tally),
     )?;
     prime(&client, &api, settings, &names[0], &docs, &tally).await?;
+    let cron_docs: Vec<Document> = (0..settings.cron_schedules)
+        .map(workflows::every_second)
+        .collect();
+    register_all(&client, &api, &settings.token, &names[..1], &cron_docs).await?;
     // After priming: the hop tap starts at the topics' ends, and only runs due from
     // now on are broken down.
     let hops = match settings.hops {
@@ -254,6 +261,9 @@ pub async fn run(settings: &Settings) -> Result<Outcome, LoadError> {
         Some(h) => Some(tokio::task::spawn_blocking(move || h.stop()).await?),
         None => None,
     };
+    for doc in &cron_docs {
+        workflows::disable(&client, &api, &settings.token, &names[0], &doc.id).await?;
+    }
     if let Some(p) = progress {
         p.finish();
     }

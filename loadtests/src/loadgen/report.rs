@@ -295,6 +295,14 @@ impl Outcome {
                     p.p50, p.p90, p.p99, p.max
                 );
             }
+            if let Some((ticks, p)) = &b.cron {
+                let _ = writeln!(
+                    w,
+                    "\nCron ticks during the load: {ticks}, due → trigger visible (fired and \
+                     committed) p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} ms.",
+                    p.p50, p.p90, p.p99, p.max
+                );
+            }
         }
         let active = self.tenants.iter().filter(|t| t.sent > 0).count();
         let _ = writeln!(
@@ -378,6 +386,8 @@ impl Outcome {
                 "runs": b.runs,
                 "hops": b.hops.iter().map(|(l, p)| json!({"hop": l, "ms": pct(p)})).collect::<Vec<_>>(),
                 "total": pct(&b.total),
+                "cron_ticks": b.cron.as_ref().map(|(n, _)| n),
+                "cron_due_to_visible": b.cron.as_ref().map(|(_, p)| pct(p)),
             })),
         })
     }

@@ -62,6 +62,48 @@ pub fn noop_chain(id: &str, n: usize) -> Value {
     json!({"id": id, "name": format!("{n} noop step(s), for load"), "steps": steps})
 }
 
+/// `load-cron-<k>`: one noop task, started every second by its cron schedule.
+pub fn every_second(k: usize) -> Document {
+    let id = format!("load-cron-{k}");
+    let body = json!({
+        "id": id,
+        "name": "a per-second schedule, for load",
+        "triggers": {"cron": [{"schedule": "* * * * * *"}]},
+        "steps": [{"id": "tick", "task": {"connector": "noop", "args": {"output": k}}}],
+    });
+    Document {
+        id,
+        content_type: "application/json",
+        body: body.to_string(),
+    }
+}
+
+/// Disables workflow `id` of `tenant`: its schedules stop ticking.
+pub async fn disable(
+    client: &reqwest::Client,
+    api: &str,
+    token: &str,
+    tenant: &str,
+    id: &str,
+) -> Result<(), LoadError> {
+    let resp = client
+        .post(format!("{api}/v1/workflows/{id}/disable"))
+        .bearer_auth(token)
+        .header(crate::loadgen::ACTING_TENANT, tenant)
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    Err(LoadError::Disable {
+        tenant: tenant.to_owned(),
+        workflow: id.to_owned(),
+        status,
+        body: resp.text().await.unwrap_or_default(),
+    })
+}
+
 /// Registers `doc` for `tenant`, acting for it with a platform admin's credential.
 pub async fn register(
     client: &reqwest::Client,
@@ -106,6 +148,9 @@ mod tests {
             aiq_engine::validate_source("load.json", &d.body).unwrap();
         }
         assert!(document("steps-0", none).is_err());
+        let cron = every_second(3);
+        assert_eq!(cron.id, "load-cron-3");
+        aiq_engine::validate_source("cron.json", &cron.body).unwrap();
         assert!(document("nope", none).is_err());
     }
 

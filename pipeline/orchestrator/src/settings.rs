@@ -76,7 +76,22 @@ pub struct OrchestratorSettings {
     /// read to its end; at most one such wait per transaction.
     #[serde(default = "default_definitions_catch_up_ms")]
     pub definitions_catch_up_ms: u64,
+    /// Transactional producers the instance commits its batches with, in turn (1 to
+    /// 8). A transaction's first write waits while the coordinator still completes the
+    /// previous transaction of the same producer (librdkafka retries it after a fixed
+    /// 20 ms), so with one producer nearly every batch under load waited for its
+    /// predecessor's markers. Batches still commit one after the other.
+    #[serde(default = "default_transactional_producers")]
+    pub transactional_producers: usize,
 }
+
+fn default_transactional_producers() -> usize {
+    2
+}
+
+/// The most `transactional_producers` accepted: each is a connection and a
+/// transactional id that a restart must fence again.
+pub const MAX_TRANSACTIONAL_PRODUCERS: usize = 8;
 
 fn default_redrive_retention_secs() -> u64 {
     86_400
@@ -136,6 +151,11 @@ pub enum SettingsError {
          and kept across restarts"
     )]
     NoInstanceId,
+    #[error(
+        "orchestrator.transactional_producers must be between 1 and \
+         {MAX_TRANSACTIONAL_PRODUCERS}, got {0}"
+    )]
+    Producers(usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,9 +207,27 @@ impl OrchestratorSettings {
         Ok(id)
     }
 
+    /// `transactional_producers` refused outside 1..=`MAX_TRANSACTIONAL_PRODUCERS`.
+    pub fn checked_producers(&self) -> Result<usize, SettingsError> {
+        match self.transactional_producers {
+            n @ 1..=MAX_TRANSACTIONAL_PRODUCERS => Ok(n),
+            n => Err(SettingsError::Producers(n)),
+        }
+    }
+
     /// `<topic prefix>orchestrator-<instance id>`.
     pub fn transactional_id(&self, topic_prefix: &str) -> String {
         format!("{topic_prefix}orchestrator-{}", self.instance_id)
+    }
+
+    /// The transactional id of producer `lane`: the first is `transactional_id`
+    /// itself, so that an instance upgraded from one producer fences its old one; the
+    /// others add `.lane<n>`.
+    pub fn lane_transactional_id(&self, topic_prefix: &str, lane: usize) -> String {
+        match lane {
+            0 => self.transactional_id(topic_prefix),
+            n => format!("{}.lane{n}", self.transactional_id(topic_prefix)),
+        }
     }
 
     pub fn group(&self, topic_prefix: &str) -> String {
@@ -226,6 +264,7 @@ impl Default for OrchestratorSettings {
             redrive_retention_secs: default_redrive_retention_secs(),
             redrive_max_runs: default_redrive_max_runs(),
             definitions_catch_up_ms: default_definitions_catch_up_ms(),
+            transactional_producers: default_transactional_producers(),
         }
     }
 }
@@ -266,5 +305,29 @@ mod tests {
         assert_eq!(s.max_event_bytes, 921_600);
         assert_eq!(s.max_early_signals_per_tenant, 10_000);
         assert_eq!(s.early_signal_ttl_secs, 3_600);
+        assert_eq!(s.transactional_producers, 2);
+    }
+
+    #[test]
+    fn producers_are_counted_within_bounds_and_named_by_lane() {
+        let s = OrchestratorSettings {
+            instance_id: "o-1".into(),
+            ..OrchestratorSettings::default()
+        };
+        assert_eq!(s.checked_producers(), Ok(2));
+        assert_eq!(s.lane_transactional_id("aiq.", 0), "aiq.orchestrator-o-1");
+        assert_eq!(
+            s.lane_transactional_id("aiq.", 1),
+            "aiq.orchestrator-o-1.lane1"
+        );
+        for n in [0, MAX_TRANSACTIONAL_PRODUCERS + 1] {
+            let bad = OrchestratorSettings {
+                transactional_producers: n,
+                ..s.clone()
+            };
+            let e = bad.checked_producers().unwrap_err().to_string();
+            assert!(e.contains("orchestrator.transactional_producers"), "{e}");
+            assert!(e.contains(&format!("got {n}")), "{e}");
+        }
     }
 }

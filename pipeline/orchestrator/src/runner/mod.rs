@@ -1,7 +1,8 @@
 //! Consume, process, produce — exactly once.
 //!
 //! One thread per instance: a read-committed group consumer of the triggers, signals
-//! and results topics, and a transactional producer. Each batch (at most
+//! and results topics, and `transactional_producers` transactional producers that the
+//! batches take in turn (see `transaction::Runner::next_lane`). Each batch (at most
 //! `batch_max_records` inputs or `batch_max_ms`, and no more than was already fetched
 //! when it is drained) is one transaction holding the tasks,
 //! events, dead letters and triggers it caused, the changelog entries it changed, and
@@ -72,9 +73,10 @@ pub fn spawn(
 ) -> Result<StageHandle, OrchestratorError> {
     // Refused before any Kafka client exists: without an id every such instance would
     // share one transactional id and fence the others.
-    settings.checked_instance_id().map_err(|e| {
-        OrchestratorError::Thread(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
-    })?;
+    let invalid =
+        |e| OrchestratorError::Thread(std::io::Error::new(std::io::ErrorKind::InvalidInput, e));
+    settings.checked_instance_id().map_err(invalid)?;
+    settings.checked_producers().map_err(invalid)?;
     let thread_name = format!("orchestrator-{}", settings.instance_id);
     aiq_stage::spawn_thread(STAGE, thread_name, move |stop| {
         Runner::new(kafka, settings, catalog, definitions, metrics, stop)?
@@ -102,7 +104,12 @@ struct Runner {
     kafka: KafkaSettings,
     settings: Arc<OrchestratorSettings>,
     names: Names,
-    producer: Arc<TxProducer>,
+    /// `transactional_producers` of them, used in turn: batch n commits with
+    /// `producers[n % len]`, so a transaction never starts while the coordinator still
+    /// completes the one before it on the same producer.
+    producers: Vec<Arc<TxProducer>>,
+    /// The producer of the open (or next) batch.
+    lane: usize,
     consumer: BaseConsumer<RebalanceContext>,
     in_txn: Arc<AtomicBool>,
     core: Core,
@@ -129,18 +136,19 @@ struct BatchWork {
     expiries: usize,
 }
 
-/// A transactional producer, with `init_transactions` done: that fences any earlier
-/// producer with this id (this instance before a crash, or the producer this one
+/// Transactional producer `lane`, with `init_transactions` done: that fences any
+/// earlier producer with its id (this instance before a crash, or the producer this one
 /// replaces after a fatal error) and aborts what it left open.
 fn create_producer(
     kafka: &KafkaSettings,
     settings: &OrchestratorSettings,
+    lane: usize,
 ) -> Result<TxProducer, OrchestratorError> {
     let producer: TxProducer = kafka
         .producer_config()
         .set(
             "transactional.id",
-            settings.transactional_id(&kafka.topic_prefix),
+            settings.lane_transactional_id(&kafka.topic_prefix, lane),
         )
         .set(
             "transaction.timeout.ms",
@@ -193,10 +201,12 @@ impl Runner {
             notifications: name(TopicKind::Notifications),
             audit: name(TopicKind::Audit),
         };
-        let producer = Arc::new(create_producer(&kafka, &settings)?);
+        let producers = (0..settings.transactional_producers.max(1))
+            .map(|lane| create_producer(&kafka, &settings, lane).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
         let in_txn = Arc::new(AtomicBool::new(false));
         let ctx = RebalanceContext {
-            producer: Mutex::new(Arc::clone(&producer)),
+            producer: Mutex::new(Arc::clone(&producers[0])),
             in_txn: Arc::clone(&in_txn),
             triggers: names.triggers.clone(),
             changelog: names.changelog.clone(),
@@ -244,7 +254,8 @@ impl Runner {
             kafka,
             settings,
             names,
-            producer,
+            producers,
+            lane: 0,
             consumer,
             in_txn,
             definitions,

@@ -65,9 +65,27 @@ pub(super) fn abort_retrying(producer: &TxProducer) -> Result<(), OrchestratorEr
 }
 
 impl Runner {
+    /// The producer of the open (or next) batch.
+    pub(super) fn producer(&self) -> &Arc<TxProducer> {
+        &self.producers[self.lane]
+    }
+
+    /// After a commit: the next batch goes to the next producer, whose previous
+    /// transaction (a turn ago) is complete by now, while the coordinator still writes
+    /// the markers of the one just committed. The commit above returned, so this
+    /// batch's outputs and offsets are decided before the next one's are sent: the
+    /// group coordinator keeps the offsets written last, and a partition's records stay
+    /// in batch order.
+    fn next_lane(&mut self) {
+        self.lane = (self.lane + 1) % self.producers.len();
+        self.consumer
+            .context()
+            .set_producer(Arc::clone(&self.producers[self.lane]));
+    }
+
     fn begin(&mut self) -> Result<(), OrchestratorError> {
         if !self.in_txn.load(Ordering::SeqCst) {
-            call_retrying(&self.producer, "begin transaction", |p| {
+            call_retrying(self.producer(), "begin transaction", |p| {
                 p.begin_transaction()
             })?;
             self.in_txn.store(true, Ordering::SeqCst);
@@ -233,7 +251,7 @@ impl Runner {
             record = record.headers(h);
         }
         loop {
-            match self.producer.send(record) {
+            match self.producer().send(record) {
                 Ok(()) => return Ok(()),
                 Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
@@ -266,7 +284,7 @@ impl Runner {
                 tracing::warn!(error = %e, "transaction failed; aborting and redoing the batch");
                 self.metrics.aborts.inc();
                 if self.in_txn.swap(false, Ordering::SeqCst)
-                    && let Err(abort) = abort_retrying(&self.producer)
+                    && let Err(abort) = abort_retrying(self.producer())
                 {
                     return self.replace_producer(abort);
                 }
@@ -292,10 +310,10 @@ impl Runner {
         tracing::warn!(error = %e, "transactional producer unusable; replacing it and redoing the batch");
         self.metrics.aborts.inc();
         self.in_txn.store(false, Ordering::SeqCst);
-        let producer = Arc::new(create_producer(&self.kafka, &self.settings)?);
+        let producer = Arc::new(create_producer(&self.kafka, &self.settings, self.lane)?);
         self.consumer.context().set_producer(Arc::clone(&producer));
         // The old producer is dropped here, already fenced by the new one.
-        self.producer = producer;
+        self.producers[self.lane] = producer;
         self.clear_batch();
         self.rewind()
     }
@@ -305,7 +323,7 @@ impl Runner {
             instance_id: self.settings.instance_id.as_str().into(),
             transactional_id: self
                 .settings
-                .transactional_id(&self.kafka.topic_prefix)
+                .lane_transactional_id(&self.kafka.topic_prefix, self.lane)
                 .into(),
             source,
         }
@@ -380,25 +398,26 @@ impl Runner {
                 .consumer
                 .group_metadata()
                 .ok_or(OrchestratorError::NoGroupMetadata)?;
-            call_retrying(&self.producer, "send offsets to transaction", |p| {
+            call_retrying(self.producer(), "send offsets to transaction", |p| {
                 p.send_offsets_to_transaction(&tpl, &group, TXN_CALL_TIMEOUT)
             })?;
         }
         phase("offsets", offsets);
         // Acknowledged first, so that the commit call itself has nothing to wait for.
         let acks = Instant::now();
-        call_retrying(&self.producer, "flush", |p| {
+        call_retrying(self.producer(), "flush", |p| {
             aiq_kafka::flush_promptly(p, TXN_CALL_TIMEOUT)
         })?;
         phase("acks", acks);
         let end = Instant::now();
         // Everything is acknowledged above, so the commit's own flush has nothing to wait
         // for (what `aiq_kafka::commit_promptly` does in one call).
-        call_retrying(&self.producer, "commit transaction", |p| {
+        call_retrying(self.producer(), "commit transaction", |p| {
             p.commit_transaction(TXN_CALL_TIMEOUT)
         })?;
         phase("end", end);
         self.in_txn.store(false, Ordering::SeqCst);
+        self.next_lane();
         self.metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
