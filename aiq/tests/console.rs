@@ -136,6 +136,26 @@ async fn wait_css(c: &Client, css: &str) -> fantoccini::elements::Element {
     }
 }
 
+/// The text of the element `css` once it holds `needle`. Found and read again until
+/// then: a page drawn anew after the element was found leaves it stale.
+async fn wait_text(c: &Client, css: &str, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    while std::time::Instant::now() < deadline {
+        if let Ok(e) = c.find(Locator::Css(css)).await
+            && let Ok(text) = e.text().await
+        {
+            if text.contains(needle) {
+                return text;
+            }
+            last = text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shot(c, "failure").await;
+    panic!("{css} never held {needle:?} within 60 s; last: {last:?}");
+}
+
 /// axe-core's verdict on the page in view: no violation of serious or critical impact.
 async fn accessible(c: &Client, axe: &str, name: &str) {
     let loaded = c
@@ -183,6 +203,26 @@ async fn heading(c: &Client) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// Types `text` into the element `css` names.
+async fn type_into(c: &Client, css: &str, text: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
+/// Clicks the element `css` names.
+async fn click_css(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .click()
+        .await
+        .unwrap();
 }
 
 async fn click_button(c: &Client, label: &str) {
@@ -264,12 +304,7 @@ fn a_tenant_admin_runs_redrives_and_sees_only_its_own_tenant_in_a_real_browser()
         assert_eq!(heading(&c).await, "Sign in");
         shot(&c, "signin").await;
         accessible(&c, &axe, "signin").await;
-        c.find(Locator::Css("#api-key"))
-            .await
-            .unwrap()
-            .send_keys(&acme)
-            .await
-            .unwrap();
+        type_into(&c, "#api-key", &acme).await;
         click_button(&c, "Sign in").await;
         wait_css(&c, "#runs tbody tr").await;
         assert_eq!(heading(&c).await, "Runs");
@@ -312,12 +347,7 @@ fn a_tenant_admin_runs_redrives_and_sees_only_its_own_tenant_in_a_real_browser()
             .await
             .unwrap();
         assert!(!text.contains("globex-only"), "{text}");
-        c.find(Locator::Css("a[href='#/workflows/greet']"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click_css(&c, "a[href='#/workflows/greet']").await;
         wait_css(&c, "#graph svg").await;
         let graph = c.find(Locator::Css("#graph svg")).await.unwrap();
         assert!(graph.text().await.unwrap().contains("hello"));
@@ -351,18 +381,8 @@ fn a_tenant_admin_runs_redrives_and_sees_only_its_own_tenant_in_a_real_browser()
         click_button(&c, "Run v1").await;
         let err = wait_css(&c, "#run-now .error").await;
         assert!(err.text().await.unwrap().contains("Name: required"));
-        c.find(Locator::Css("#run-input-name"))
-            .await
-            .unwrap()
-            .send_keys("Ada")
-            .await
-            .unwrap();
-        c.find(Locator::Css("#run-input-times"))
-            .await
-            .unwrap()
-            .send_keys("2")
-            .await
-            .unwrap();
+        type_into(&c, "#run-input-name", "Ada").await;
+        type_into(&c, "#run-input-times", "2").await;
         click_button(&c, "Run v1").await;
         // The run's page: it succeeds on the timeline.
         wait_css(&c, "#run-status[data-status='succeeded']").await;
@@ -684,12 +704,7 @@ fn a_tenant_admin_runs_redrives_and_sees_only_its_own_tenant_in_a_real_browser()
 
         // A platform admin, signed in with a token: makes a tenant (its first key shown
         // once, and working) and changes its plan.
-        c.find(Locator::Css("#token"))
-            .await
-            .unwrap()
-            .send_keys(&d.token("ops", "platform_admin"))
-            .await
-            .unwrap();
+        type_into(&c, "#token", &d.token("ops", "platform_admin")).await;
         click_button(&c, "Sign in").await;
         wait_css(&c, "#runs").await;
         c.goto(&format!("{base}/#/admin")).await.unwrap();
@@ -764,35 +779,15 @@ roles = { "aiq-admins" = "tenant_admin", "everyone" = "user" }
         wait_css(&c, "#sign-in-provider").await;
         shot(&c, "signin-provider").await;
         accessible(&c, &axe, "signin-provider").await;
-        c.find(Locator::Css("#sign-in-provider"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click_css(&c, "#sign-in-provider").await;
         // The provider's own login page, then its consent page.
         let login = wait_css(&c, "input[name='login']").await;
         assert!(c.current_url().await.unwrap().as_str().starts_with(&issuer));
         login.send_keys("ada@acme").await.unwrap();
-        c.find(Locator::Css("input[name='password']"))
-            .await
-            .unwrap()
-            .send_keys("any password")
-            .await
-            .unwrap();
-        c.find(Locator::Css("button[type='submit']"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        type_into(&c, "input[name='password']", "any password").await;
+        click_css(&c, "button[type='submit']").await;
         wait_css(&c, "input[name='prompt'][value='consent']").await;
-        c.find(Locator::Css("button[type='submit']"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click_css(&c, "button[type='submit']").await;
         // Back in the console, signed in as the claims say, with the code gone from
         // the address bar.
         wait_css(&c, "#runs").await;
@@ -821,7 +816,7 @@ roles = { "aiq-admins" = "tenant_admin", "everyone" = "user" }
         .await
         .unwrap();
         c.goto(&format!("{base}/#/workflows")).await.unwrap();
-        let ended = wait_css(&c, ".error").await.text().await.unwrap();
+        let ended = wait_text(&c, ".error", "Your sign-in ended").await;
         assert!(ended.contains("Your sign-in ended"), "{ended}");
         assert_eq!(heading(&c).await, "Sign in");
         wait_css(&c, "#sign-in-provider").await;
@@ -831,7 +826,7 @@ roles = { "aiq-admins" = "tenant_admin", "everyone" = "user" }
         c.goto(&format!("{base}/?code=forged&state=forged"))
             .await
             .unwrap();
-        let refused = wait_css(&c, ".error").await.text().await.unwrap();
+        let refused = wait_text(&c, ".error", "not started from this tab").await;
         assert!(refused.contains("not started from this tab"), "{refused}");
         wait_css(&c, "#sign-in-provider").await;
         c.close().await.unwrap();

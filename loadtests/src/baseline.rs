@@ -635,10 +635,7 @@ fn transact(
     // As `runner::create_producer` makes them, one per lane, taken in turn.
     let mut producers = Vec::with_capacity(settings.producers);
     for lane in 0..settings.producers.max(1) {
-        let id = match lane {
-            0 => names.id.clone(),
-            n => format!("{}.lane{n}", names.id),
-        };
+        let id = aiq_orchestrator::settings::lane_id(&names.id, lane);
         let mut config = kafka.producer_config();
         config
             .set("transactional.id", &id)

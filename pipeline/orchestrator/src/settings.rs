@@ -89,6 +89,15 @@ fn default_transactional_producers() -> usize {
     2
 }
 
+/// Producer `lane`'s transactional id after `base`: `base` itself for the first,
+/// `<base>.lane<n>` for the others.
+pub fn lane_id(base: &str, lane: usize) -> String {
+    match lane {
+        0 => base.to_owned(),
+        n => format!("{base}.lane{n}"),
+    }
+}
+
 /// The most `transactional_producers` accepted: each is a connection and a
 /// transactional id that a restart must fence again.
 pub const MAX_TRANSACTIONAL_PRODUCERS: usize = 8;
@@ -224,10 +233,7 @@ impl OrchestratorSettings {
     /// itself, so that an instance upgraded from one producer fences its old one; the
     /// others add `.lane<n>`.
     pub fn lane_transactional_id(&self, topic_prefix: &str, lane: usize) -> String {
-        match lane {
-            0 => self.transactional_id(topic_prefix),
-            n => format!("{}.lane{n}", self.transactional_id(topic_prefix)),
-        }
+        lane_id(&self.transactional_id(topic_prefix), lane)
     }
 
     pub fn group(&self, topic_prefix: &str) -> String {
