@@ -304,13 +304,13 @@ pub mod sink {
             name: "aiq_sink_writes_total",
             kind: Kind::Counter,
             labels: &["table", "outcome"],
-            help: "CQL writes, by table and outcome",
+            help: "Rows written to the store, by table and outcome",
         };
         WRITE_SECONDS = Metric {
             name: "aiq_sink_write_seconds",
             kind: Kind::Histogram,
             labels: &["table"],
-            help: "Latency of one CQL write, by table",
+            help: "Latency of one store request (a row, or an unlogged batch of one partition's rows), by table",
         };
         BATCH_RECORDS = Metric {
             name: "aiq_sink_batch_records",

@@ -32,7 +32,8 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SettingsError
 pub struct SinkSettings {
     /// The sink's consumer group, after the topic prefix (`aiq.sink`).
     pub group_id: String,
-    /// CQL statements in flight at once; a batch waits for room beyond it.
+    /// CQL requests in flight at once (a row, or an unlogged batch of one partition's
+    /// rows); a batch waits for room beyond it.
     pub max_in_flight_writes: usize,
     /// Records read before their writes are sent together.
     pub batch_max_records: usize,

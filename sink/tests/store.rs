@@ -632,3 +632,134 @@ async fn a_status_change_moves_the_run_between_status_indexes_and_a_replay_does_
     assert!(!keys.contains(&running(run_c)), "{keys:?}");
     assert_eq!(keys.len(), 3);
 }
+
+/// Rows of one table and partition go to the store as one unlogged batch. 150 runs of one
+/// tenant and day, each started and ended in the same call, and 100 audit events of that
+/// day: every listing holds every run under its final status, the audit partition every
+/// event, and the store took them in far fewer requests than rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_of_one_partition_go_in_batches_and_land_whole() {
+    let Some(env) = common::env("sinkbatch", 1).await else {
+        return;
+    };
+    let store = aiq_sink::Store::new(env.session.clone(), &env.cql.keyspace)
+        .await
+        .unwrap();
+    let registry = prometheus::Registry::new();
+    let metrics = std::sync::Arc::new(aiq_sink::metrics::Metrics::new(&registry));
+    let retention = common::retention();
+    let t0 = 1_780_000_000_000_i64;
+    let mut writes = Vec::new();
+    let mut runs = Vec::new();
+    for i in 0..150_i64 {
+        let run = RunId::from_uuid(Uuid::from_u128(0x1000 + i as u128));
+        let started = at(t0 + i);
+        let running = run_event("bulk", run, RunStatus::Running, started);
+        let mut done = run_event("bulk", run, RunStatus::Succeeded, at(t0 + i + 50));
+        done.started_at = Some(started);
+        writes.extend(aiq_sink::store::event_writes(
+            &Event::Run(running),
+            &retention,
+        ));
+        writes.extend(aiq_sink::store::event_writes(&Event::Run(done), &retention));
+        runs.push(run.as_uuid());
+    }
+    for i in 0..100_i64 {
+        let event = AuditEvent {
+            id: Uuid::from_u128(0xa000 + i as u128),
+            tenant: TenantId::new("bulk").unwrap(),
+            at: at(t0 + i),
+            actor: "key-1".into(),
+            action: AuditAction::ApiCall,
+            subject: format!("POST /v1/call/{i}"),
+            detail: json!({"i": i}),
+            actor_tenant: None,
+            request_id: None,
+            outcome: Some("202".into()),
+        };
+        writes.push(aiq_sink::store::audit(&event, &retention));
+    }
+    let rows = writes.len() as u64;
+    store
+        .execute(std::sync::Arc::new(writes), 8, &metrics)
+        .await
+        .unwrap();
+
+    runs.sort();
+    let succeeded: Vec<(String, Uuid)> =
+        runs.iter().map(|r| ("succeeded".to_owned(), *r)).collect();
+    for table in ["runs_by_status_day", "runs_by_workflow_status_day"] {
+        assert_eq!(listed(&env, table, "bulk").await, succeeded, "{table}");
+    }
+    let ks = &env.cql.keyspace;
+    let day = at(t0).date_naive();
+    let mut by_day: Vec<(Uuid, Option<String>, Option<i64>)> = env
+        .session
+        .query_unpaged(
+            format!(
+                "SELECT run_id, status, duration_ms FROM {ks}.runs_by_day \
+                 WHERE tenant = 'bulk' AND day = ?"
+            ),
+            (day,),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .rows()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    by_day.sort();
+    let want: Vec<_> = runs
+        .iter()
+        .map(|r| (*r, Some("succeeded".to_owned()), Some(50)))
+        .collect();
+    assert_eq!(by_day, want, "runs_by_day");
+    let mut subjects: Vec<String> = env
+        .session
+        .query_unpaged(
+            format!("SELECT subject FROM {ks}.audit WHERE tenant = 'bulk' AND day = ?"),
+            (day,),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .rows::<(String,)>()
+        .unwrap()
+        .map(|r| r.unwrap().0)
+        .collect();
+    subjects.sort();
+    let mut want: Vec<String> = (0..100).map(|i| format!("POST /v1/call/{i}")).collect();
+    want.sort();
+    assert_eq!(subjects, want, "audit");
+
+    let tables = [
+        "runs",
+        "runs_by_day",
+        "runs_by_workflow_day",
+        "runs_by_status_day",
+        "runs_by_workflow_status_day",
+        "steps",
+        "audit",
+    ];
+    let written: u64 = tables
+        .iter()
+        .map(|t| metrics.writes.with_label_values(&[t, "ok"]).get())
+        .sum();
+    let requests: u64 = tables
+        .iter()
+        .map(|t| {
+            metrics
+                .write_seconds
+                .with_label_values(&[t])
+                .get_sample_count()
+        })
+        .sum();
+    assert_eq!(written, rows, "every row counted once");
+    assert!(
+        requests * 4 < rows,
+        "{rows} rows took {requests} requests: one partition's rows were not batched"
+    );
+}

@@ -1,8 +1,10 @@
 //! The Cassandra side of the sink: events into the run history tables, every statement
 //! prepared once, sent with bounded concurrency, each with a TTL from the tenant's
-//! retention class and a timestamp derived from the event (see `stamp`).
+//! retention class and a timestamp derived from the event (see `stamp`). Rows of one
+//! partition go in one unlogged batch (see `group`).
 
 mod dead_letters;
+mod group;
 mod index;
 mod rows;
 mod stamp;
@@ -13,11 +15,15 @@ use std::time::Instant;
 
 use scylla::client::session::Session;
 use scylla::errors::{BadQuery, DbError, ExecutionError, RequestAttemptError};
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
+use scylla::value::{CqlValue, MaybeUnset};
 use tokio::task::JoinSet;
 
 pub use dead_letters::{Letter, PLATFORM, letter_id, letter_writes};
-pub use rows::{Table, Write, audit, event_writes, run_finished, run_started, step, utc_day};
+pub use rows::{
+    Table, Values, Write, audit, event_writes, run_finished, run_started, step, utc_day,
+};
 pub use stamp::{run_rank, step_rank, write_timestamp};
 
 use crate::metrics::Metrics;
@@ -152,14 +158,19 @@ impl Store {
         })
     }
 
+    fn prepared(&self, table: Table) -> &PreparedStatement {
+        self.statements
+            .get(&table)
+            .unwrap_or_else(|| unreachable!("every table is prepared in Store::new"))
+    }
+
     async fn execute_one(&self, write: &Write, metrics: &Metrics) -> Result<(), StoreError> {
         let table = write.table.name();
-        let prepared = self
-            .statements
-            .get(&write.table)
-            .unwrap_or_else(|| unreachable!("every table is prepared in Store::new"));
         let clock = Instant::now();
-        let result = self.session.execute_unpaged(prepared, &write.values).await;
+        let result = self
+            .session
+            .execute_unpaged(self.prepared(write.table), &write.values)
+            .await;
         metrics
             .write_seconds
             .with_label_values(&[table])
@@ -172,9 +183,97 @@ impl Store {
         })
     }
 
-    /// Executes `writes` with at most `max_in_flight` at once. Their order does not
-    /// matter: each cell's timestamp comes from its event, so the store keeps the same
-    /// winner whichever lands first.
+    /// `rows` (two or more, one table and partition) as one unlogged batch. Each row
+    /// keeps its own TTL and timestamp; the batch sets none.
+    async fn execute_batch(
+        &self,
+        writes: &[Write],
+        rows: &[usize],
+        metrics: &Metrics,
+    ) -> Result<(), StoreError> {
+        let Some(&first) = rows.first() else {
+            return Ok(());
+        };
+        let table = writes[first].table;
+        let mut batch = Batch::new(BatchType::Unlogged);
+        let mut values: Vec<&Values> = Vec::with_capacity(rows.len());
+        for &i in rows {
+            batch.append_statement(self.prepared(writes[i].table).clone());
+            values.push(&writes[i].values);
+        }
+        // Same cells, same timestamps: a retried batch changes nothing.
+        batch.set_is_idempotent(true);
+        let clock = Instant::now();
+        let result = self.session.batch(&batch, values).await;
+        metrics
+            .write_seconds
+            .with_label_values(&[table.name()])
+            .observe(clock.elapsed().as_secs_f64());
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        metrics
+            .writes
+            .with_label_values(&[table.name(), outcome])
+            .inc_by(rows.len() as u64);
+        result.map(|_| ()).map_err(|source| StoreError::Execute {
+            table: table.name(),
+            source: Box::new(source),
+        })
+    }
+
+    /// One request: a single row, or a batch of one partition's rows. A batch the store
+    /// refuses does not say which row it refused, so its rows then go one by one and
+    /// only the refused ones are reported.
+    async fn execute_unit(&self, writes: &[Write], rows: Vec<usize>, metrics: &Metrics) -> Failed {
+        let mut failed = Failed::default();
+        let single = |failed: &mut Failed, i: usize, r: Result<(), StoreError>| match r {
+            Ok(()) => {}
+            Err(e) if e.refusal().is_some() => failed.refused.push((i, e)),
+            Err(e) => {
+                failed.retry.push(i);
+                failed.error.get_or_insert(e);
+            }
+        };
+        if let [i] = rows[..] {
+            let r = self.execute_one(&writes[i], metrics).await;
+            single(&mut failed, i, r);
+            return failed;
+        }
+        match self.execute_batch(writes, &rows, metrics).await {
+            Ok(()) => {}
+            Err(e) if e.refusal().is_some() => {
+                tracing::debug!(error = %e, rows = rows.len(), "batch refused; writing its rows one by one");
+                for i in rows {
+                    let r = self.execute_one(&writes[i], metrics).await;
+                    single(&mut failed, i, r);
+                }
+            }
+            Err(e) => {
+                failed.retry = rows;
+                failed.error = Some(e);
+            }
+        }
+        failed
+    }
+
+    /// The requests `writes` go in: rows grouped by table and partition key.
+    fn units(&self, writes: &[Write]) -> Vec<Vec<usize>> {
+        let keys: Vec<_> = writes
+            .iter()
+            .map(|w| {
+                self.prepared(w.table)
+                    .compute_partition_key(&w.values)
+                    .ok()
+                    .map(|key| (w.table, key))
+            })
+            .collect();
+        let sizes: Vec<usize> = writes.iter().map(|w| approx_bytes(&w.values)).collect();
+        group::units(&keys, &sizes, group::MAX_ROWS, group::MAX_BYTES)
+    }
+
+    /// Executes `writes` with at most `max_in_flight` requests at once (a request is a
+    /// row or one partition's batch). Their order does not matter: each cell's
+    /// timestamp comes from its event, so the store keeps the same winner whichever
+    /// lands first.
     pub async fn execute(
         &self,
         writes: Arc<Vec<Write>>,
@@ -184,27 +283,27 @@ impl Store {
         let mut running = JoinSet::new();
         let mut failed = Failed::default();
         let mut panicked = false;
-        let mut note = |r: Result<(usize, Result<(), StoreError>), tokio::task::JoinError>,
-                        failed: &mut Failed| match r {
-            Ok((_, Ok(()))) => {}
-            Ok((i, Err(e))) if e.refusal().is_some() => failed.refused.push((i, e)),
-            Ok((i, Err(e))) => {
-                failed.retry.push(i);
-                failed.error.get_or_insert(e);
+        let mut note = |r: Result<Failed, tokio::task::JoinError>, failed: &mut Failed| match r {
+            Ok(unit) => {
+                failed.retry.extend(unit.retry);
+                failed.refused.extend(unit.refused);
+                if let Some(e) = unit.error {
+                    failed.error.get_or_insert(e);
+                }
             }
             Err(e) => {
                 panicked = true;
                 failed.error.get_or_insert(StoreError::Join(e));
             }
         };
-        for i in 0..writes.len() {
+        for rows in self.units(&writes) {
             while running.len() >= max_in_flight.max(1) {
                 if let Some(r) = running.join_next().await {
                     note(r, &mut failed);
                 }
             }
             let (store, writes, metrics) = (self.clone(), Arc::clone(&writes), Arc::clone(metrics));
-            running.spawn(async move { (i, store.execute_one(&writes[i], &metrics).await) });
+            running.spawn(async move { store.execute_unit(&writes, rows, &metrics).await });
         }
         while let Some(r) = running.join_next().await {
             note(r, &mut failed);
@@ -223,6 +322,18 @@ impl Store {
         failed.refused.sort_unstable_by_key(|(i, _)| *i);
         Err(failed)
     }
+}
+
+/// Roughly the bytes of a row's bound values: what a batch's size bound needs.
+fn approx_bytes(values: &Values) -> usize {
+    values
+        .iter()
+        .map(|v| match v {
+            MaybeUnset::Set(CqlValue::Text(s) | CqlValue::Ascii(s)) => s.len() + 4,
+            MaybeUnset::Set(CqlValue::Blob(b)) => b.len() + 4,
+            _ => 16,
+        })
+        .sum()
 }
 
 #[cfg(test)]
