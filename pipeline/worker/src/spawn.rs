@@ -40,7 +40,7 @@ pub fn spawn(
         metrics: Arc::clone(&metrics),
     };
     let consumer: TaskConsumer = kafka_settings
-        .client_config()
+        .group_member_config()
         .set(
             "group.id",
             format!("{}{}", kafka_settings.topic_prefix, settings.group_id),
@@ -130,7 +130,7 @@ fn notifier(
         metrics: Arc::clone(metrics),
     };
     let consumer: TaskConsumer = kafka_settings
-        .client_config()
+        .group_member_config()
         .set(
             "group.id",
             format!(

@@ -201,7 +201,7 @@ pub async fn spawn(
         erased: settings.retention.erased.clone(),
     };
     let consumer: SinkConsumer = kafka_settings
-        .client_config()
+        .group_member_config()
         .set(
             "group.id",
             format!("{}{}", kafka_settings.topic_prefix, settings.group_id),

@@ -221,7 +221,7 @@ impl Runner {
             metrics: Arc::clone(&metrics),
         };
         let consumer: BaseConsumer<RebalanceContext> = kafka
-            .client_config()
+            .group_member_config()
             .set("group.id", settings.group(&kafka.topic_prefix))
             // Static membership: a restarted instance takes its partitions back at once
             // instead of waiting out a rebalance.
@@ -236,8 +236,6 @@ impl Runner {
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
             .set(
                 "statistics.interval.ms",
                 aiq_kafka::lag::SAMPLE_INTERVAL_MS.to_string(),
