@@ -168,19 +168,11 @@ async fn a_store_outage_holds_the_offsets_and_loses_nothing() {
 
     let produced = produced.lock().await.clone();
     let rows: Vec<(Uuid, Option<String>)> = env
-        .session
-        .query_unpaged(
+        .select(
             format!("SELECT run_id, status FROM {}.runs", env.cql.keyspace),
             (),
         )
-        .await
-        .unwrap()
-        .into_rows_result()
-        .unwrap()
-        .rows()
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+        .await;
     let succeeded: HashSet<Uuid> = rows
         .iter()
         .filter(|r| r.1.as_deref() == Some("succeeded"))

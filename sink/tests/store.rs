@@ -361,22 +361,14 @@ async fn every_event_kind_lands_in_its_columns_with_its_retention() {
         .await;
     assert_eq!(by_day.len(), 3, "{by_day:#?}");
     let day_rows: Vec<DayRow> = env
-        .session
-        .query_unpaged(
+        .select(
             format!(
                 "SELECT tenant, day, started_at, run_id, status, duration_ms, TTL(status) \
                  FROM {ks}.runs_by_day"
             ),
             (),
         )
-        .await
-        .unwrap()
-        .into_rows_result()
-        .unwrap()
-        .rows()
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+        .await;
     let find = |run: RunId| day_rows.iter().find(|r| r.3 == run.as_uuid()).unwrap();
     let ra = find(run_a);
     assert_eq!(
@@ -458,22 +450,14 @@ async fn every_event_kind_lands_in_its_columns_with_its_retention() {
 
     // audit
     let audit_rows: Vec<AuditRow> = env
-        .session
-        .query_unpaged(
+        .select(
             format!(
                 "SELECT tenant, day, at, event_id, actor, action, subject, detail, TTL(actor) \
                  FROM {ks}.audit"
             ),
             (),
         )
-        .await
-        .unwrap()
-        .into_rows_result()
-        .unwrap()
-        .rows()
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+        .await;
     assert_eq!(audit_rows.len(), 1);
     let r = &audit_rows[0];
     assert_eq!(
@@ -491,22 +475,23 @@ async fn every_event_kind_lands_in_its_columns_with_its_retention() {
 type WorkflowRow = (Uuid, Option<String>, Option<i64>, Option<i32>);
 
 /// The keys of `table` (a status index), as `(status, run_id)` in `tenant`.
+/// The sink's store over the test's keyspace, with metrics of its own.
+async fn store(env: &common::Env) -> (aiq_sink::Store, std::sync::Arc<aiq_sink::metrics::Metrics>) {
+    let store = aiq_sink::Store::new(env.session.clone(), &env.cql.keyspace)
+        .await
+        .unwrap();
+    let metrics = aiq_sink::metrics::Metrics::new(&prometheus::Registry::new());
+    (store, std::sync::Arc::new(metrics))
+}
+
 async fn listed(env: &common::Env, table: &str, tenant: &str) -> Vec<(String, Uuid)> {
     let ks = &env.cql.keyspace;
     let mut rows: Vec<(String, String, NaiveDate, DateTime<Utc>, Uuid)> = env
-        .session
-        .query_unpaged(
+        .select(
             format!("SELECT tenant, status, day, started_at, run_id FROM {ks}.{table}"),
             (),
         )
-        .await
-        .unwrap()
-        .into_rows_result()
-        .unwrap()
-        .rows()
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+        .await;
     rows.retain(|r| r.0 == tenant);
     let mut keys: Vec<(String, Uuid)> = rows.into_iter().map(|r| (r.1, r.4)).collect();
     keys.sort();
@@ -518,11 +503,7 @@ async fn a_status_change_moves_the_run_between_status_indexes_and_a_replay_does_
     let Some(env) = common::env("sinkindex", 1).await else {
         return;
     };
-    let store = aiq_sink::Store::new(env.session.clone(), &env.cql.keyspace)
-        .await
-        .unwrap();
-    let metrics =
-        std::sync::Arc::new(aiq_sink::metrics::Metrics::new(&prometheus::Registry::new()));
+    let (store, metrics) = store(&env).await;
     let retention = common::retention();
     let write = |events: Vec<RunEvent>| {
         let writes: Vec<_> = events
@@ -569,8 +550,7 @@ async fn a_status_change_moves_the_run_between_status_indexes_and_a_replay_does_
     // The per-workflow tables follow the same keys, and runs_by_workflow_day its status.
     let ks = &env.cql.keyspace;
     let both: Vec<(String, String, Uuid)> = env
-        .session
-        .query_unpaged(
+        .select(
             format!(
                 "SELECT workflow, status, run_id FROM {ks}.runs_by_workflow_status_day \
                  WHERE tenant = 'acme' AND workflow = 'order-sync' AND status = 'running' \
@@ -578,35 +558,20 @@ async fn a_status_change_moves_the_run_between_status_indexes_and_a_replay_does_
             ),
             (at(t0).date_naive(),),
         )
-        .await
-        .unwrap()
-        .into_rows_result()
-        .unwrap()
-        .rows()
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+        .await;
     assert_eq!(
         both,
         [("order-sync".into(), "running".into(), run_b.as_uuid())]
     );
     let wf: Vec<WorkflowRow> = env
-        .session
-        .query_unpaged(
+        .select(
             format!(
                 "SELECT run_id, status, duration_ms, TTL(status) FROM {ks}.runs_by_workflow_day \
                  WHERE tenant = 'acme' AND workflow = 'order-sync' AND day = ?"
             ),
             (at(t0).date_naive(),),
         )
-        .await
-        .unwrap()
-        .into_rows_result()
-        .unwrap()
-        .rows()
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+        .await;
     assert_eq!(wf.len(), 2);
     let a = wf.iter().find(|r| r.0 == run_a.as_uuid()).unwrap();
     assert_eq!((a.1.as_deref(), a.2), (Some("failed"), Some(5000)));
@@ -642,11 +607,7 @@ async fn rows_of_one_partition_go_in_batches_and_land_whole() {
     let Some(env) = common::env("sinkbatch", 1).await else {
         return;
     };
-    let store = aiq_sink::Store::new(env.session.clone(), &env.cql.keyspace)
-        .await
-        .unwrap();
-    let registry = prometheus::Registry::new();
-    let metrics = std::sync::Arc::new(aiq_sink::metrics::Metrics::new(&registry));
+    let (store, metrics) = store(&env).await;
     let retention = common::retention();
     let t0 = 1_780_000_000_000_i64;
     let mut writes = Vec::new();
@@ -694,22 +655,14 @@ async fn rows_of_one_partition_go_in_batches_and_land_whole() {
     let ks = &env.cql.keyspace;
     let day = at(t0).date_naive();
     let mut by_day: Vec<(Uuid, Option<String>, Option<i64>)> = env
-        .session
-        .query_unpaged(
+        .select(
             format!(
                 "SELECT run_id, status, duration_ms FROM {ks}.runs_by_day \
                  WHERE tenant = 'bulk' AND day = ?"
             ),
             (day,),
         )
-        .await
-        .unwrap()
-        .into_rows_result()
-        .unwrap()
-        .rows()
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+        .await;
     by_day.sort();
     let want: Vec<_> = runs
         .iter()
@@ -717,18 +670,13 @@ async fn rows_of_one_partition_go_in_batches_and_land_whole() {
         .collect();
     assert_eq!(by_day, want, "runs_by_day");
     let mut subjects: Vec<String> = env
-        .session
-        .query_unpaged(
+        .select::<(String,)>(
             format!("SELECT subject FROM {ks}.audit WHERE tenant = 'bulk' AND day = ?"),
             (day,),
         )
         .await
-        .unwrap()
-        .into_rows_result()
-        .unwrap()
-        .rows::<(String,)>()
-        .unwrap()
-        .map(|r| r.unwrap().0)
+        .into_iter()
+        .map(|(s,)| s)
         .collect();
     subjects.sort();
     let mut want: Vec<String> = (0..100).map(|i| format!("POST /v1/call/{i}")).collect();
@@ -762,4 +710,76 @@ async fn rows_of_one_partition_go_in_batches_and_land_whole() {
         requests * 4 < rows,
         "{rows} rows took {requests} requests: one partition's rows were not batched"
     );
+}
+
+/// A batch the store refuses says nothing of which row it refused, so its rows go again
+/// one by one: only the refused row is reported (for the dead letters), none is left to
+/// retry, and the other rows of its partition are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_goes_row_by_row_and_only_its_bad_row_is_refused() {
+    let Some(env) = common::env("sinkrefused", 1).await else {
+        return;
+    };
+    let (store, metrics) = store(&env).await;
+    let retention = common::retention();
+    let t0 = 1_780_000_000_000_i64;
+    let mut writes: Vec<_> = (0..10_i64)
+        .map(|i| {
+            let event = AuditEvent {
+                id: Uuid::from_u128(0xb000 + i as u128),
+                tenant: TenantId::new("acme").unwrap(),
+                at: at(t0 + i),
+                actor: "key-1".into(),
+                action: AuditAction::ApiCall,
+                subject: format!("call {i}"),
+                detail: json!({}),
+                actor_tenant: None,
+                request_id: None,
+                outcome: None,
+            };
+            aiq_sink::store::audit(&event, &retention)
+        })
+        .collect();
+    // Row 3's TTL past Cassandra's maximum (20 years): the server refuses that row, and
+    // with it the batch of its partition.
+    let ttl = writes[3].values.len() - 2;
+    writes[3].values[ttl] =
+        scylla::value::MaybeUnset::Set(scylla::value::CqlValue::Int(999_999_999));
+
+    let failed = store
+        .execute(std::sync::Arc::new(writes), 8, &metrics)
+        .await
+        .unwrap_err();
+    assert!(failed.retry.is_empty(), "{:?}", failed.retry);
+    assert!(failed.error.is_none(), "{:?}", failed.error);
+    let refused: Vec<usize> = failed.refused.iter().map(|(i, _)| *i).collect();
+    assert_eq!(refused, [3]);
+    assert_eq!(
+        failed.refused[0].1.refusal(),
+        Some(aiq_sink::store::Refusal::TooLarge),
+        "{}",
+        failed.refused[0].1
+    );
+    let ks = &env.cql.keyspace;
+    let mut subjects: Vec<String> = env
+        .select::<(String,)>(
+            format!("SELECT subject FROM {ks}.audit WHERE tenant = 'acme' AND day = ?"),
+            (at(t0).date_naive(),),
+        )
+        .await
+        .into_iter()
+        .map(|(s,)| s)
+        .collect();
+    subjects.sort();
+    let want: Vec<String> = [0, 1, 2, 4, 5, 6, 7, 8, 9]
+        .iter()
+        .map(|i| format!("call {i}"))
+        .collect();
+    assert_eq!(subjects, want);
+    // One refused batch of ten, then ten rows one by one.
+    let requests = metrics
+        .write_seconds
+        .with_label_values(&["audit"])
+        .get_sample_count();
+    assert_eq!(requests, 11);
 }

@@ -165,22 +165,12 @@ impl Store {
     }
 
     async fn execute_one(&self, write: &Write, metrics: &Metrics) -> Result<(), StoreError> {
-        let table = write.table.name();
         let clock = Instant::now();
         let result = self
             .session
             .execute_unpaged(self.prepared(write.table), &write.values)
             .await;
-        metrics
-            .write_seconds
-            .with_label_values(&[table])
-            .observe(clock.elapsed().as_secs_f64());
-        let outcome = if result.is_ok() { "ok" } else { "failed" };
-        metrics.writes.with_label_values(&[table, outcome]).inc();
-        result.map(|_| ()).map_err(|source| StoreError::Execute {
-            table,
-            source: Box::new(source),
-        })
+        finish(write.table, 1, clock, result, metrics)
     }
 
     /// `rows` (two or more, one table and partition) as one unlogged batch. Each row
@@ -205,19 +195,7 @@ impl Store {
         batch.set_is_idempotent(true);
         let clock = Instant::now();
         let result = self.session.batch(&batch, values).await;
-        metrics
-            .write_seconds
-            .with_label_values(&[table.name()])
-            .observe(clock.elapsed().as_secs_f64());
-        let outcome = if result.is_ok() { "ok" } else { "failed" };
-        metrics
-            .writes
-            .with_label_values(&[table.name(), outcome])
-            .inc_by(rows.len() as u64);
-        result.map(|_| ()).map_err(|source| StoreError::Execute {
-            table: table.name(),
-            source: Box::new(source),
-        })
+        finish(table, rows.len(), clock, result, metrics)
     }
 
     /// One request: a single row, or a batch of one partition's rows. A batch the store
@@ -257,16 +235,22 @@ impl Store {
 
     /// The requests `writes` go in: rows grouped by table and partition key.
     fn units(&self, writes: &[Write]) -> Vec<Vec<usize>> {
+        let sizes: Vec<usize> = writes.iter().map(|w| approx_bytes(&w.values)).collect();
+        // A row over the batch bound goes alone whatever its key, and computing the key
+        // serialises the row's values: skip that for the rows it would not change.
         let keys: Vec<_> = writes
             .iter()
-            .map(|w| {
+            .zip(&sizes)
+            .map(|(w, &size)| {
+                if size > group::MAX_BYTES {
+                    return None;
+                }
                 self.prepared(w.table)
                     .compute_partition_key(&w.values)
                     .ok()
                     .map(|key| (w.table, key))
             })
             .collect();
-        let sizes: Vec<usize> = writes.iter().map(|w| approx_bytes(&w.values)).collect();
         group::units(&keys, &sizes, group::MAX_ROWS, group::MAX_BYTES)
     }
 
@@ -322,6 +306,31 @@ impl Store {
         failed.refused.sort_unstable_by_key(|(i, _)| *i);
         Err(failed)
     }
+}
+
+/// Counts one request of `rows` rows to `table` in the metrics, and names the table in
+/// its error.
+fn finish<R>(
+    table: Table,
+    rows: usize,
+    clock: Instant,
+    result: Result<R, ExecutionError>,
+    metrics: &Metrics,
+) -> Result<(), StoreError> {
+    let name = table.name();
+    metrics
+        .write_seconds
+        .with_label_values(&[name])
+        .observe(clock.elapsed().as_secs_f64());
+    let outcome = if result.is_ok() { "ok" } else { "failed" };
+    metrics
+        .writes
+        .with_label_values(&[name, outcome])
+        .inc_by(rows as u64);
+    result.map(|_| ()).map_err(|source| StoreError::Execute {
+        table: name,
+        source: Box::new(source),
+    })
 }
 
 /// Roughly the bytes of a row's bound values: what a batch's size bound needs.

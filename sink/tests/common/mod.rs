@@ -18,6 +18,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use scylla::client::session::Session;
+use scylla::deserialize::row::DeserializeRow;
+use scylla::serialize::row::SerializeRow;
 use scylla::value::Row;
 
 pub struct Env {
@@ -255,6 +257,23 @@ impl Env {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Every row of `cql` bound to `values`, typed, in the order the store returns them.
+    pub async fn select<T>(&self, cql: impl AsRef<str>, values: impl SerializeRow) -> Vec<T>
+    where
+        T: for<'f, 'm> DeserializeRow<'f, 'm>,
+    {
+        self.session
+            .query_unpaged(cql.as_ref(), values)
+            .await
+            .unwrap()
+            .into_rows_result()
+            .unwrap()
+            .rows::<T>()
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     }
 
     /// Every row of `cql` (a SELECT without keyspace placeholders), formatted, sorted.
