@@ -269,6 +269,22 @@ fn topics_and_schema_apply_twice_change_nothing_the_second_time_and_check_passes
         text.contains("kafka: read it back") && text.contains("cql:   read it back"),
         "{text}"
     );
+
+    // Serving these topics with another partition count would map tenants to partitions
+    // where their state is not: refused before any stage starts, naming the setting.
+    let mut other = env.to_vec();
+    other.retain(|(k, _)| *k != "AIQ_KAFKA_TENANT_PARTITIONS");
+    other.push(("AIQ_KAFKA_TENANT_PARTITIONS", "6"));
+    other.push(("AIQ_SERVE_HTTP_LISTEN", "127.0.0.1:0"));
+    other.push(("AIQ_SERVE_OPS_LISTEN", "127.0.0.1:0"));
+    let o = aiq(&["serve", "--roles", "orchestrator"], &other);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("kafka setting `tenant_partitions`: is 6, but topic")
+            && err.contains("has 3 partitions"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -64,6 +64,37 @@ fn existing_partitions(
         .collect())
 }
 
+/// Refuses settings whose partition counts differ from the topics that exist: every
+/// producer maps a tenant to a partition by the configured count, so a count that is not
+/// the topic's would put a tenant's records where its state is not. Topics that do not
+/// exist yet are not checked (`aiq topics apply` creates them with the configured counts).
+pub fn check_partitions(settings: &KafkaSettings, set: &TopicSet) -> Result<(), KafkaError> {
+    let existing = existing_partitions(&admin(settings)?)?;
+    for spec in set.specs() {
+        let field = if spec.kind.is_tenant_copartitioned() {
+            "tenant_partitions"
+        } else if spec.kind.uses_work_partitions() {
+            "work_partitions"
+        } else {
+            continue;
+        };
+        match existing.get(&spec.name) {
+            Some(&actual) if actual != spec.partitions => {
+                return Err(KafkaError::Setting {
+                    field,
+                    reason: format!(
+                        "is {}, but topic `{}` has {actual} partitions; set `kafka.{field}` \
+                         to {actual} (a partition count is fixed once the topic exists)",
+                        spec.partitions, spec.name
+                    ),
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Waits until every named topic shows in metadata with all its partitions led, so
 /// that a caller can use a topic as soon as `apply_topics` returns (creation is
 /// acknowledged by the controller before every broker's metadata has it).

@@ -8,7 +8,7 @@ pub mod settings;
 pub mod tail;
 pub mod transactions;
 
-pub use admin::{TopicAction, TopicReport, apply_topics};
+pub use admin::{TopicAction, TopicReport, apply_topics, check_partitions};
 pub use dead_letter::{DeadLetterOrigin, ReadOrigin, read_origin};
 pub use settings::{KafkaError, KafkaSettings, SecurityProtocol};
 pub use tail::{Tail, TailRecord, TailSync, tail_topic};

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use aiq_kafka::{KafkaSettings, TopicAction, apply_topics};
+use aiq_kafka::{KafkaError, KafkaSettings, TopicAction, apply_topics, check_partitions};
 use aiq_testkit::{KAFKA, require_service, unique};
 use aiq_topics::TopicKind;
 use rdkafka::admin::{
@@ -165,4 +165,38 @@ async fn a_changed_config_is_restored_and_a_partition_count_is_reported() {
         .find(|(k, _)| *k == "retention.ms")
         .map(|(_, v)| v.clone());
     assert_eq!(config_value(&s, &events, "retention.ms").await, retention);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn settings_whose_partition_counts_differ_from_the_topics_are_refused() {
+    let brokers = require_service!(KAFKA);
+    let prefix = format!("{}.", unique("counts"));
+    let created = settings(brokers.clone(), prefix.clone());
+    apply_topics(&created, &created.topics())
+        .await
+        .expect("apply");
+    check_partitions(&created, &created.topics()).expect("the counts the topics were made with");
+
+    // The same topics, read with other counts: each setting is named with the topic's.
+    let tenant = KafkaSettings::plaintext(brokers.clone(), prefix.clone(), 12, 3);
+    match check_partitions(&tenant, &tenant.topics()) {
+        Err(KafkaError::Setting { field, reason }) => {
+            assert_eq!(field, "tenant_partitions");
+            assert!(reason.starts_with("is 12, but topic"), "{reason}");
+            assert!(reason.contains("has 4 partitions"), "{reason}");
+        }
+        other => panic!("expected the tenant count refused, got {other:?}"),
+    }
+    let work = KafkaSettings::plaintext(brokers.clone(), prefix, 4, 5);
+    match check_partitions(&work, &work.topics()) {
+        Err(KafkaError::Setting { field, reason }) => {
+            assert_eq!(field, "work_partitions");
+            assert!(reason.contains("has 3 partitions"), "{reason}");
+        }
+        other => panic!("expected the work count refused, got {other:?}"),
+    }
+
+    // Topics not made yet are not checked.
+    let fresh = KafkaSettings::plaintext(brokers, format!("{}.", unique("none")), 9, 9);
+    check_partitions(&fresh, &fresh.topics()).expect("nothing to compare with");
 }

@@ -74,6 +74,19 @@ impl TopicKind {
             TopicKind::Triggers | TopicKind::Signals | TopicKind::Results | TopicKind::Changelog
         )
     }
+
+    /// Topics keyed by run or read by the sink and the workers: they share the work
+    /// partition count. Every other topic that is not tenant co-partitioned has one.
+    pub fn uses_work_partitions(self) -> bool {
+        matches!(
+            self,
+            TopicKind::Tasks
+                | TopicKind::Events
+                | TopicKind::Audit
+                | TopicKind::DeadLetters
+                | TopicKind::Notifications
+        )
+    }
 }
 
 /// What a record's key is, so that every producer keys a topic the same way.
@@ -387,6 +400,21 @@ mod tests {
             }
         }
         assert_eq!(set.get(TopicKind::Tasks).partitions, 3);
+    }
+
+    #[test]
+    fn each_topic_takes_its_partition_count_from_the_setting_its_kind_names() {
+        let set = TopicSet::new("x.", 7, 3);
+        for s in set.specs() {
+            let expected = if s.kind.is_tenant_copartitioned() {
+                7
+            } else if s.kind.uses_work_partitions() {
+                3
+            } else {
+                1
+            };
+            assert_eq!(s.partitions, expected, "{}", s.name);
+        }
     }
 
     #[test]

@@ -73,6 +73,9 @@ async fn start(
     has: &impl Fn(Role) -> bool,
     stages: &mut Stages,
 ) -> anyhow::Result<()> {
+    // Before any stage maps a tenant to a partition by the configured counts.
+    aiq_kafka::check_partitions(&config.kafka, &config.kafka.topics())
+        .context("checking the topics' partition counts")?;
     // What the stages report as keeping the process from being ready (/readyz).
     let health = aiq_stage::Health::new();
     // One tenant directory per process, read by every stage: plans and suspensions
