@@ -124,6 +124,7 @@ async fn a_store_outage_holds_the_offsets_and_loses_nothing() {
     println!("cut: committed {} records, lag {lag_at_cut}", total(&held));
     let cut_at = Instant::now();
     let mut last_lag = lag_at_cut;
+    let mut last_metric = 0;
     while cut_at.elapsed() < outage {
         tokio::time::sleep(Duration::from_secs(5).min(outage)).await;
         let committed = env.committed("sink").await;
@@ -148,8 +149,14 @@ async fn a_store_outage_holds_the_offsets_and_loses_nothing() {
         assert_eq!(committed, held, "an offset moved while the store was down");
         assert!(now_lag >= last_lag, "lag shrank while the store was down");
         last_lag = now_lag;
+        last_metric = metric;
     }
     assert!(last_lag > lag_at_cut, "lag did not grow during the outage");
+    // Sampled beside the loop, which is retrying the store meanwhile.
+    assert!(
+        last_metric > 0,
+        "aiq_sink_consumer_lag did not show the lag during the outage"
+    );
     assert!(!sink.is_finished(), "the sink gave up during the outage");
     let (refused, accepted) = proxy.counts();
     println!("proxy: {refused} connections refused during the outage, {accepted} accepted");

@@ -19,6 +19,7 @@ mod progress;
 mod writers;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use aiq_stage::{Health, StageHandle, StopSignal};
 use aiq_topics::{AuditEvent, DeadLetterKind, Event, TopicKind, TopicSet};
 use prometheus::Registry;
 use rdkafka::Offset;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use scylla::client::session::Session;
@@ -161,6 +162,12 @@ struct Loop {
     parquet: Arc<Mutex<Writers>>,
     stop: StopSignal,
     last_lag: Instant,
+    /// Asked for the partitions' ends when the lag is sampled. Not the consumer: a broker
+    /// answers one connection's requests in order, so a query sent where a fetch waits
+    /// for data waits for it (up to 500 ms, once per partition).
+    watermarks: Arc<BaseConsumer>,
+    /// A lag sample is running; the next one is not started before it ends.
+    sampling: Arc<AtomicBool>,
     health: Health,
 }
 
@@ -220,6 +227,19 @@ pub async fn spawn(
     consumer
         .subscribe(&[&events, &audit, &dead_letter_topic])
         .map_err(kafka("subscribe to events, audit and dead letters"))?;
+    let watermarks: BaseConsumer = kafka_settings
+        .client_config()
+        .set(
+            "group.id",
+            format!(
+                "{}{}-watermarks",
+                kafka_settings.topic_prefix, settings.group_id
+            ),
+        )
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .map_err(kafka("create the sink's watermark client"))?;
     let producer: FutureProducer = kafka_settings
         .producer_config()
         .create()
@@ -244,6 +264,8 @@ pub async fn spawn(
             parquet,
             stop: stop.clone(),
             last_lag: Instant::now(),
+            watermarks: Arc::new(watermarks),
+            sampling: Arc::default(),
             health,
         }
         .run();
@@ -471,7 +493,7 @@ impl Loop {
             self.metrics.retries.inc();
             origins = again.iter().map(|&i| origins[i]).collect();
             writes = Arc::new(again.iter().map(|&i| writes[i].clone()).collect());
-            self.sample_lag().await;
+            self.sample_lag();
             tokio::select! {
                 () = self.stop.stopped() => return None,
                 () = tokio::time::sleep(backoff) => {}
@@ -626,7 +648,7 @@ impl Loop {
                 HISTORY_STORE,
                 format!("the sink cannot write the Parquet history: {error}"),
             );
-            self.sample_lag().await;
+            self.sample_lag();
             tokio::select! {
                 () = self.stop.stopped() => return,
                 () = tokio::time::sleep(backoff) => {}
@@ -653,42 +675,49 @@ impl Loop {
                 Err(e) => tracing::warn!(error = %e, "commit task failed"),
             }
         }
-        self.sample_lag().await;
+        self.sample_lag();
     }
 
-    /// Lag from the brokers' watermarks (one request per partition, off the runtime).
-    async fn sample_lag(&mut self) {
-        if self.last_lag.elapsed() < LAG_SAMPLE_EVERY {
+    /// Lag from the brokers' watermarks (one request per partition), sampled off the
+    /// runtime and beside the loop: the loop never waits for a metric.
+    fn sample_lag(&mut self) {
+        if self.last_lag.elapsed() < LAG_SAMPLE_EVERY || self.sampling.swap(true, Ordering::AcqRel)
+        {
             return;
         }
         self.last_lag = Instant::now();
         let consumer = Arc::clone(&self.consumer);
+        let watermarks = Arc::clone(&self.watermarks);
         let metrics = Arc::clone(&self.metrics);
-        let sampled = tokio::task::spawn_blocking(move || {
-            let Ok(positions) = consumer.position() else {
-                return;
-            };
-            let ctx = consumer.context();
-            for e in positions.elements() {
-                let Some(source) = ctx.source(e.topic()) else {
-                    continue;
-                };
-                let Offset::Offset(pos) = e.offset() else {
-                    continue;
-                };
-                if let Ok((_, high)) =
-                    consumer.fetch_watermarks(e.topic(), e.partition(), WATERMARK_TIMEOUT)
-                {
-                    metrics
-                        .lag
-                        .with_label_values(&[source.label(), &e.partition().to_string()])
-                        .set((high - pos).max(0));
-                }
-            }
-        })
-        .await;
-        if let Err(e) = sampled {
-            tracing::debug!(error = %e, "lag sample failed");
+        let sampling = Arc::clone(&self.sampling);
+        tokio::task::spawn_blocking(move || {
+            sample_lag(&consumer, &watermarks, &metrics);
+            sampling.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// Sets each owned partition's lag: the partition's end (the last stable offset, read
+/// committed) less the consumer's position.
+fn sample_lag(consumer: &SinkConsumer, watermarks: &BaseConsumer, metrics: &Metrics) {
+    let Ok(positions) = consumer.position() else {
+        return;
+    };
+    let ctx = consumer.context();
+    for e in positions.elements() {
+        let Some(source) = ctx.source(e.topic()) else {
+            continue;
+        };
+        let Offset::Offset(pos) = e.offset() else {
+            continue;
+        };
+        if let Ok((_, high)) =
+            watermarks.fetch_watermarks(e.topic(), e.partition(), WATERMARK_TIMEOUT)
+        {
+            metrics
+                .lag
+                .with_label_values(&[source.label(), &e.partition().to_string()])
+                .set((high - pos).max(0));
         }
     }
 }
