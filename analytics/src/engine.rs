@@ -188,18 +188,26 @@ fn outcome(result: &Result<QueryResult, AnalyticsError>) -> &'static str {
 /// Attempts at a query whose files changed while it read them.
 const TORN_READ_ATTEMPTS: u32 = 3;
 
-/// Whether `e` is what reading a Parquet file replaced mid-read looks like. DataFusion
-/// hands these over as text only (an Arrow or Parquet error inside an external one).
+/// Whether `e` is what reading a Parquet file replaced mid-read looks like: a file
+/// listed with its old size read at the new file's bytes fails wherever those bytes are
+/// decoded — the footer ("Corrupt footer", the thrift decoder's "Unexpected struct field
+/// type 14"), a page's compression ("snappy: corrupt input") or a short read. Every
+/// history file is written whole by the sink and a query names tables, never files, so a
+/// Parquet-level failure is not the query's fault; one that persists is returned after
+/// the last attempt. DataFusion hands these over as text only (an Arrow or Parquet error
+/// inside an external one).
 fn is_torn_read(e: &AnalyticsError) -> bool {
     let message = match e {
         AnalyticsError::Invalid { message } | AnalyticsError::Internal(message) => message,
         _ => return false,
     };
     [
+        "Parquet error",
+        "Parquet argument error",
         "Corrupt footer",
         "failed to fill whole buffer",
-        "Invalid Parquet file",
         "EOF while reading",
+        "corrupt input",
     ]
     .iter()
     .any(|m| message.contains(m))
@@ -325,6 +333,20 @@ mod torn_read_tests {
                 .into(),
         };
         assert!(is_torn_read(&short));
+        // Seen in CI: a query listed the open window's file, the sink rewrote it longer.
+        let grown = AnalyticsError::Invalid {
+            message: "Arrow error: Parquet argument error: Parquet error: Unexpected struct field type 14".into(),
+        };
+        assert!(is_torn_read(&grown));
+        // Seen in CI on Azure Blob Storage: a page of a blob put again meanwhile.
+        let page = AnalyticsError::Invalid {
+            message: "Arrow error: Parquet argument error: External: snappy: corrupt input (expected literal read of length 53; remaining src: 36; remaining dst: 156)".into(),
+        };
+        assert!(is_torn_read(&page));
+        let column = AnalyticsError::Invalid {
+            message: "Schema error: No field named nope. Valid fields are runs.run_id.".into(),
+        };
+        assert!(!is_torn_read(&column));
         let typo = AnalyticsError::Invalid {
             message: "SQL error: ParserError(\"Expected: an SQL statement\")".into(),
         };
