@@ -197,4 +197,26 @@ fn a_tenant_with_ten_thousand_runs_exports_to_a_verified_archive_of_its_own_data
         !finder("aiq_sealed"),
         "a payload left sealed in the archive"
     );
+    // The history the archive holds was written by the sink on threads of its own at a
+    // lower priority than the run path's (`sink.thread_nice`, 10 by default).
+    #[cfg(target_os = "linux")]
+    {
+        let threads = aiq_testkit::threads_of(Some(d.serve_pid()));
+        let sink: Vec<_> = threads.iter().filter(|(n, ..)| n == "aiq-sink").collect();
+        assert!(!sink.is_empty(), "no aiq-sink thread: {threads:?}");
+        assert!(sink.iter().all(|(_, _, nice)| *nice == 10), "{sink:?}");
+        assert!(
+            sink.iter().map(|(_, cpu, _)| cpu).sum::<u64>() > 0,
+            "{sink:?}"
+        );
+        let run_path: Vec<_> = threads
+            .iter()
+            .filter(|(n, ..)| n == "tokio-rt-worker")
+            .collect();
+        assert!(!run_path.is_empty(), "{threads:?}");
+        assert!(
+            run_path.iter().all(|(_, _, nice)| *nice == 0),
+            "{run_path:?}"
+        );
+    }
 }

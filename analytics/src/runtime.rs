@@ -4,13 +4,14 @@
 //! they run on). The runtime of ingest, orchestrator, worker and sink never polls a query:
 //! the caller only awaits its answer.
 //!
-//! On Linux the SQL threads also run at nice `thread_nice`, so that when a query and a
-//! pipeline stage want the same core, the stage gets it first.
+//! The SQL threads run at nice `thread_nice` ([`BackgroundRuntime`]), so that when a
+//! query and a pipeline stage want the same core, the stage gets it first.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use aiq_stage::BackgroundRuntime;
 use tokio::task::JoinHandle;
 
 use crate::AnalyticsError;
@@ -19,25 +20,15 @@ use crate::AnalyticsError;
 pub const THREAD_NAME: &str = "aiq-sql";
 
 #[derive(Debug)]
-pub(crate) struct SqlRuntime {
-    /// Always `Some` until dropped.
-    runtime: Option<tokio::runtime::Runtime>,
-}
+pub(crate) struct SqlRuntime(BackgroundRuntime);
 
 impl SqlRuntime {
     pub fn new(threads: usize, nice: i32) -> Result<SqlRuntime, AnalyticsError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            // DataFusion reads local files on blocking threads.
-            .max_blocking_threads(threads.saturating_mul(4).max(4))
-            .thread_name(THREAD_NAME)
-            .on_thread_start(move || lower_priority(nice))
-            .enable_all()
-            .build()
-            .map_err(|e| AnalyticsError::Internal(format!("starting the SQL runtime: {e}")))?;
-        Ok(SqlRuntime {
-            runtime: Some(runtime),
-        })
+        // DataFusion reads local files on blocking threads.
+        let blocking = threads.saturating_mul(4).max(4);
+        BackgroundRuntime::new(THREAD_NAME, threads, blocking, nice)
+            .map(SqlRuntime)
+            .map_err(|e| AnalyticsError::Internal(format!("starting the SQL runtime: {e}")))
     }
 
     /// Runs `work` on the SQL threads. Dropping the returned future (the caller went
@@ -46,21 +37,7 @@ impl SqlRuntime {
         &self,
         work: impl Future<Output = T> + Send + 'static,
     ) -> Result<Running<T>, AnalyticsError> {
-        let runtime = self
-            .runtime
-            .as_ref()
-            .ok_or_else(|| AnalyticsError::Internal("the SQL runtime is shut down".into()))?;
-        Ok(Running(runtime.spawn(work)))
-    }
-}
-
-impl Drop for SqlRuntime {
-    fn drop(&mut self) {
-        // Dropping a runtime inside another one would panic; queries still running are
-        // abandoned, as their callers are gone.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
+        Ok(Running(self.0.spawn(work)))
     }
 }
 
@@ -82,18 +59,3 @@ impl<T> Drop for Running<T> {
         self.0.abort();
     }
 }
-
-/// Raises the calling thread's nice value (Linux keeps one per thread).
-#[cfg(target_os = "linux")]
-fn lower_priority(nice: i32) {
-    if nice == 0 {
-        return;
-    }
-    // `None` is the caller: on Linux, the calling thread, not the whole process.
-    if let Err(e) = rustix::process::setpriority_process(None, nice) {
-        tracing::warn!(error = %e, nice, "cannot lower the SQL threads' priority");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lower_priority(_nice: i32) {}

@@ -87,32 +87,12 @@ async fn queries_beyond_the_tenant_and_process_limits_are_refused_until_a_slot_f
     until_running(&a, 0).await;
 }
 
-/// Per thread of this process, by name: CPU time in clock ticks and the nice value.
-#[cfg(target_os = "linux")]
-fn threads() -> Vec<(String, u64, i64)> {
-    let mut out = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let dir = task.unwrap().path();
-        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
-            continue; // ended meanwhile
-        };
-        // The name is in parentheses and may hold spaces; fields follow the last ')'.
-        let (head, tail) = stat.rsplit_once(')').unwrap();
-        let name = head.split_once('(').unwrap().1.to_owned();
-        let f: Vec<&str> = tail.split_whitespace().collect();
-        // Fields 14, 15 (utime, stime) and 19 (nice), counted from 1 with pid and name.
-        let cpu = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-        out.push((name, cpu, f[16].parse().unwrap()));
-    }
-    out
-}
-
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "current_thread")]
 async fn queries_execute_on_the_sql_threads_at_a_lower_priority() {
     let a = engine(1_500);
     let cpu_by = |sql: bool| {
-        threads()
+        aiq_testkit::threads_of(None)
             .into_iter()
             .filter(|(name, ..)| (name == aiq_analytics::THREAD_NAME) == sql)
             .map(|(_, cpu, _)| cpu)
@@ -133,7 +113,7 @@ async fn queries_execute_on_the_sql_threads_at_a_lower_priority() {
         other * 10 <= sql,
         "other threads did the work: {other} vs {sql}"
     );
-    let sql_threads: Vec<_> = threads()
+    let sql_threads: Vec<_> = aiq_testkit::threads_of(None)
         .into_iter()
         .filter(|(name, ..)| name == aiq_analytics::THREAD_NAME)
         .collect();

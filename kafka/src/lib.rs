@@ -10,6 +10,6 @@ pub mod transactions;
 
 pub use admin::{TopicAction, TopicReport, apply_topics, check_partitions};
 pub use dead_letter::{DeadLetterOrigin, ReadOrigin, read_origin};
-pub use settings::{KafkaError, KafkaSettings, SecurityProtocol};
+pub use settings::{Isolation, KafkaError, KafkaSettings, SecurityProtocol};
 pub use tail::{Tail, TailRecord, TailSync, tail_topic};
 pub use transactions::{commit_promptly, flush_promptly};

@@ -20,7 +20,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use crate::settings::{KafkaError, KafkaSettings};
+use crate::settings::{Isolation, KafkaError, KafkaSettings};
 
 /// One record as read: key and payload (a tombstone has no payload).
 pub struct TailRecord<'a> {
@@ -151,11 +151,11 @@ where
             source,
         })?;
 
-    let watermarks: BaseConsumer = settings
-        .client_config()
-        .set("group.id", format!("aiq-tail-{}", uuid_like()))
-        .set("enable.auto.commit", "false")
-        .create()
+    let watermarks = settings
+        .watermark_client(
+            &format!("aiq-tail-{}", uuid_like()),
+            Isolation::ReadCommitted,
+        )
         .map_err(|source| KafkaError::Client {
             what: "tail watermark client",
             brokers: settings.brokers.clone(),

@@ -50,6 +50,15 @@ pub struct SinkSettings {
     /// races a flush); 0 turns it off.
     #[serde(default = "default_compact_interval")]
     pub compact_interval_secs: u64,
+    /// Worker threads of the sink's own runtime in `aiq serve`: no run waits on the
+    /// sink, so it does not share the runtime of ingest, orchestrator and worker.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// Nice value of those threads (Linux; 0 to 19): above 0, a core that the run path
+    /// and the sink both want goes to the run path first, and the sink's lag absorbs the
+    /// difference. Ignored elsewhere.
+    #[serde(default = "default_thread_nice")]
+    pub thread_nice: i32,
     /// How long rows live in the store, per tenant.
     #[serde(default)]
     pub retention: RetentionSettings,
@@ -60,6 +69,14 @@ pub struct SinkSettings {
 
 fn default_compact_interval() -> u64 {
     3600
+}
+
+fn default_threads() -> usize {
+    2
+}
+
+fn default_thread_nice() -> i32 {
+    10
 }
 
 impl Default for SinkSettings {
@@ -74,6 +91,8 @@ impl Default for SinkSettings {
             retry_backoff_min_ms: 100,
             retry_backoff_max_ms: 10_000,
             compact_interval_secs: default_compact_interval(),
+            threads: default_threads(),
+            thread_nice: default_thread_nice(),
             retention: RetentionSettings::default(),
             parquet: ParquetSettings::default(),
         }
@@ -92,6 +111,7 @@ impl SinkSettings {
             ("batch_max_ms", self.batch_max_ms),
             ("commit_interval_ms", self.commit_interval_ms),
             ("retry_backoff_min_ms", self.retry_backoff_min_ms),
+            ("threads", self.threads as u64),
         ] {
             if value == 0 {
                 return Err(invalid(field, "must be at least 1"));
@@ -104,6 +124,12 @@ impl SinkSettings {
                     "must be at least retry_backoff_min_ms ({}), got {}",
                     self.retry_backoff_min_ms, self.retry_backoff_max_ms
                 ),
+            ));
+        }
+        if !(0..=19).contains(&self.thread_nice) {
+            return Err(invalid(
+                "thread_nice",
+                format!("must be between 0 and 19, got {}", self.thread_nice),
             ));
         }
         self.retention.validate()?;
@@ -310,6 +336,36 @@ mod tests {
         let e = r.validate().unwrap_err().to_string();
         assert!(e.contains("retention.tenants.zeta"), "{e}");
         assert!(e.contains("platinum"), "{e}");
+    }
+
+    #[test]
+    fn the_sink_runtime_needs_a_thread_and_a_nice_value_linux_accepts() {
+        for (settings, field) in [
+            (
+                SinkSettings {
+                    threads: 0,
+                    ..SinkSettings::default()
+                },
+                "threads",
+            ),
+            (
+                SinkSettings {
+                    thread_nice: 20,
+                    ..SinkSettings::default()
+                },
+                "thread_nice",
+            ),
+            (
+                SinkSettings {
+                    thread_nice: -1,
+                    ..SinkSettings::default()
+                },
+                "thread_nice",
+            ),
+        ] {
+            let e = settings.validate().unwrap_err().to_string();
+            assert!(e.contains(field), "{e}");
+        }
     }
 
     #[test]

@@ -17,8 +17,10 @@
 
 mod handle;
 mod health;
+mod runtime;
 mod set;
 
 pub use handle::{StageFailure, StageHandle, StopSignal, spawn_task, spawn_thread};
 pub use health::Health;
+pub use runtime::BackgroundRuntime;
 pub use set::Stages;

@@ -94,3 +94,30 @@ pub fn unique(label: &str) -> String {
         std::process::id()
     )
 }
+
+/// Per thread of process `pid` (`None`: this process), by name: CPU time in clock ticks
+/// and the nice value, read from `/proc`. Panics where `/proc` cannot be read: a test
+/// that asks is a test of thread placement on Linux.
+#[cfg(target_os = "linux")]
+#[allow(clippy::unwrap_used)]
+pub fn threads_of(pid: Option<u32>) -> Vec<(String, u64, i64)> {
+    let dir = match pid {
+        Some(pid) => format!("/proc/{pid}/task"),
+        None => "/proc/self/task".to_owned(),
+    };
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(dir).unwrap() {
+        let dir = task.unwrap().path();
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            continue; // ended meanwhile
+        };
+        // The name is in parentheses and may hold spaces; fields follow the last ')'.
+        let (head, tail) = stat.rsplit_once(')').unwrap();
+        let name = head.split_once('(').unwrap().1.to_owned();
+        let f: Vec<&str> = tail.split_whitespace().collect();
+        // Fields 14, 15 (utime, stime) and 19 (nice), counted from 1 with pid and name.
+        let cpu = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        out.push((name, cpu, f[16].parse().unwrap()));
+    }
+    out
+}

@@ -16,12 +16,15 @@ use std::time::Duration;
 use aiq_catalog::Definitions;
 use aiq_connectors::{Connectors, KafkaTarget, SecretStore};
 use aiq_orchestrator::OrchestratorMetrics;
-use aiq_stage::{StageHandle, Stages};
+use aiq_stage::{BackgroundRuntime, StageHandle, Stages};
 use anyhow::Context;
 use rdkafka::producer::FutureProducer;
 
 use crate::config::Config;
 use crate::roles::Role;
+
+/// The name of the sink's threads (Linux keeps 15 bytes).
+const SINK_THREAD_NAME: &str = "aiq-sink";
 
 pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     let roles: Vec<Role> = config.serve.roles.iter().collect();
@@ -38,9 +41,11 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         tracing::info!("shutting down");
     };
 
+    // Declared before the stages, so dropped after them: a stage's runtime outlives it.
+    let mut runtimes = Vec::new();
     let mut stages = Stages::new();
     // Anything that fails while starting stops what already runs before returning.
-    let started = start(config, &has, &mut stages).await;
+    let started = start(config, &has, &mut stages, &mut runtimes).await;
     if let Err(e) = started {
         for failure in stages.stop_all().await {
             tracing::error!(error = %failure, "while stopping after a failed start");
@@ -72,6 +77,7 @@ async fn start(
     config: &Config,
     has: &impl Fn(Role) -> bool,
     stages: &mut Stages,
+    runtimes: &mut Vec<BackgroundRuntime>,
 ) -> anyhow::Result<()> {
     // Before any stage maps a tenant to a partition by the configured counts.
     aiq_kafka::check_partitions(&config.kafka, &config.kafka.topics())
@@ -176,20 +182,36 @@ async fn start(
                     .and_then(|id| directory.with(&id, aiq_topics::TenantRecord::is_erased))
                     .unwrap_or(false)
             })));
-        let session = aiq_sql::connect(&config.cql)
-            .await
-            .context("connecting the sink to the store")?;
-        let sink = aiq_sink::spawn(
-            &config.kafka,
-            &config.kafka.topics(),
-            Arc::new(session),
-            &config.cql.keyspace,
-            sink_settings,
-            prometheus::default_registry(),
-            health.clone(),
+        // No run waits on the sink: it runs on threads of its own at a lower priority,
+        // its store driver's connection tasks with it (they run where they are spawned).
+        let runtime = BackgroundRuntime::new(
+            SINK_THREAD_NAME,
+            sink_settings.threads,
+            sink_settings.threads.saturating_mul(4),
+            sink_settings.thread_nice,
         )
-        .await
-        .context("starting the sink")?;
+        .context("starting the sink's runtime")?;
+        let (kafka, cql, health) = (config.kafka.clone(), config.cql.clone(), health.clone());
+        let sink = runtime
+            .spawn(async move {
+                let session = aiq_sql::connect(&cql)
+                    .await
+                    .context("connecting the sink to the store")?;
+                aiq_sink::spawn(
+                    &kafka,
+                    &kafka.topics(),
+                    Arc::new(session),
+                    &cql.keyspace,
+                    sink_settings,
+                    prometheus::default_registry(),
+                    health,
+                )
+                .await
+                .context("starting the sink")
+            })
+            .await
+            .context("starting the sink")??;
+        runtimes.push(runtime);
         stages.push(sink);
     }
 

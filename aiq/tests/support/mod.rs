@@ -213,6 +213,11 @@ impl Deployment {
         }
     }
 
+    /// The process id of its `aiq serve`.
+    pub fn serve_pid(&self) -> u32 {
+        self._procs.0[0].1.id()
+    }
+
     /// Runs `aiq args` against this deployment; it must succeed.
     pub fn aiq(&self, args: &[&str]) -> Output {
         aiq(&self.config, self.dev_secret, args)

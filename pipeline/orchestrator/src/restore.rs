@@ -14,7 +14,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use aiq_kafka::KafkaSettings;
+use aiq_kafka::{Isolation, KafkaSettings};
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
@@ -70,20 +70,20 @@ pub fn restore(
     // asked of clients that do not fetch: a broker answers one connection's requests in
     // order, so a query sent where a fetch is waiting waits for the fetch first (an
     // empty changelog of 12 partitions took 7 s to restore that way).
-    let watermark_client = |isolation: &str, what: &'static str| {
+    let watermark_client = |isolation: Isolation| {
         kafka
-            .client_config()
-            .set(
-                "group.id",
-                format!("aiq-restore-{isolation}-{}", std::process::id()),
+            .watermark_client(
+                &format!(
+                    "aiq-restore-{}-{}",
+                    isolation.as_librdkafka(),
+                    std::process::id()
+                ),
+                isolation,
             )
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", isolation)
-            .create::<BaseConsumer>()
-            .map_err(|e| OrchestratorError::kafka(what, e))
+            .map_err(|e| OrchestratorError::kafka("create a restore watermark client", e))
     };
-    let committed = watermark_client("read_committed", "create the restore stable-offset client")?;
-    let uncommitted = watermark_client("read_uncommitted", "create the restore watermark client")?;
+    let committed = watermark_client(Isolation::ReadCommitted)?;
+    let uncommitted = watermark_client(Isolation::ReadUncommitted)?;
     let wm = Duration::from_secs(5);
     let stable_offset = |p: i32| {
         committed

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aiq_kafka::{DeadLetterOrigin, KafkaSettings};
+use aiq_kafka::{DeadLetterOrigin, Isolation, KafkaSettings};
 use aiq_stage::{Health, StageHandle, StopSignal};
 use aiq_topics::{AuditEvent, DeadLetterKind, Event, TopicKind, TopicSet};
 use prometheus::Registry;
@@ -227,18 +227,14 @@ pub async fn spawn(
     consumer
         .subscribe(&[&events, &audit, &dead_letter_topic])
         .map_err(kafka("subscribe to events, audit and dead letters"))?;
-    let watermarks: BaseConsumer = kafka_settings
-        .client_config()
-        .set(
-            "group.id",
-            format!(
+    let watermarks = kafka_settings
+        .watermark_client(
+            &format!(
                 "{}{}-watermarks",
                 kafka_settings.topic_prefix, settings.group_id
             ),
+            Isolation::ReadCommitted,
         )
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
         .map_err(kafka("create the sink's watermark client"))?;
     let producer: FutureProducer = kafka_settings
         .producer_config()

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aiq_engine::Catalog;
-use aiq_kafka::{KafkaSettings, TailSync};
+use aiq_kafka::{Isolation, KafkaSettings, TailSync};
 use aiq_stage::{StageHandle, StopSignal};
 use aiq_topics::TopicKind;
 use chrono::Utc;
@@ -211,11 +211,10 @@ impl Runner {
             triggers: names.triggers.clone(),
             changelog: names.changelog.clone(),
             watermarks: kafka
-                .client_config()
-                .set("group.id", format!("aiq-watermarks-{}", std::process::id()))
-                .set("enable.auto.commit", "false")
-                .set("isolation.level", "read_uncommitted")
-                .create()
+                .watermark_client(
+                    &format!("aiq-watermarks-{}", std::process::id()),
+                    Isolation::ReadUncommitted,
+                )
                 .map_err(|e| OrchestratorError::kafka("create the watermark client", e))?,
             events: Mutex::new(Vec::new()),
             metrics: Arc::clone(&metrics),
