@@ -161,10 +161,8 @@ impl Deployment {
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).unwrap();
         let prefix = format!("{name}.");
-        let api_port = free_port();
         let config = dir.join("aiq.toml");
         let history = dir.join("history").display().to_string();
-        let ports = (api_port, free_port());
         // Every deployment seals its tenants' payloads under a deployment key of its
         // own, unless the test configures its own key.
         let mut extra = extra.to_owned();
@@ -177,29 +175,53 @@ impl Deployment {
                 key_file.display()
             ));
         }
-        std::fs::write(
-            &config,
-            config_text(&name, brokers, contact_points, ports, &history, &extra),
-        )
-        .unwrap();
+        let write_config = |ports: (u16, u16)| {
+            std::fs::write(
+                &config,
+                config_text(&name, brokers, contact_points, ports, &history, &extra),
+            )
+            .unwrap();
+        };
+        write_config((free_port(), free_port()));
         aiq(&config, dev_secret, &["topics", "apply"]);
         aiq(&config, dev_secret, &["schema", "apply"]);
-        let serve = aiq_command(&config, dev_secret, &["serve"])
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let procs = Processes(vec![("aiq serve", serve)]);
-        let api = format!("http://127.0.0.1:{api_port}");
         let agent = http();
-        wait_until("aiq serve ready", Duration::from_secs(120), || {
-            agent
-                .get(&format!("{api}/readyz"))
-                .call()
-                .is_ok_and(|r| r.status().as_u16() == 200)
-        });
+        let log = dir.join("serve.log");
+        // A free port is free when asked, not when `aiq serve` binds it: a client's
+        // outgoing connection can take it meanwhile. Then the process ends at once
+        // ("Address already in use") and is started again on other ports.
+        let mut attempt = 0;
+        let (api, procs) = loop {
+            attempt += 1;
+            let api_port = free_port();
+            write_config((api_port, free_port()));
+            let serve = aiq_command(&config, dev_secret, &["serve"])
+                .envs(env.iter().copied())
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            let mut procs = Processes(vec![("aiq serve", serve)]);
+            let api = format!("http://127.0.0.1:{api_port}");
+            let mut exited = false;
+            wait_until("aiq serve ready", Duration::from_secs(120), || {
+                exited = procs.0[0].1.try_wait().unwrap().is_some();
+                exited
+                    || agent
+                        .get(&format!("{api}/readyz"))
+                        .call()
+                        .is_ok_and(|r| r.status().as_u16() == 200)
+            });
+            if !exited {
+                break (api, procs);
+            }
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(
+                attempt < 3 && text.contains("Address already in use"),
+                "aiq serve ended while starting (attempt {attempt}):\n{text}"
+            );
+        };
         Self {
             name,
             dir,
