@@ -151,7 +151,7 @@ impl Analytics {
             let result = job.run().await;
             permit.ended(outcome(&result));
             result
-        })?;
+        });
         running.await?
     }
 

@@ -36,8 +36,8 @@ impl SqlRuntime {
     pub fn run<T: Send + 'static>(
         &self,
         work: impl Future<Output = T> + Send + 'static,
-    ) -> Result<Running<T>, AnalyticsError> {
-        Ok(Running(self.0.spawn(work)))
+    ) -> Running<T> {
+        Running(self.0.spawn(work))
     }
 }
 
