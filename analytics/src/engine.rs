@@ -10,12 +10,15 @@ use aiq_topics::TenantId;
 use datafusion::execution::cache::cache_manager::{CacheManager, CacheManagerConfig};
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use prometheus::Registry;
+use prometheus::{IntCounter, Registry};
+use url::Url;
 
 use crate::gate::Gate;
+use crate::pinned::PinnedStore;
 use crate::pool::QueryPool;
 use crate::result::Collector;
 use crate::runtime::SqlRuntime;
@@ -48,10 +51,11 @@ pub struct Analytics {
 #[derive(Debug)]
 struct Inner {
     settings: Arc<AnalyticsSettings>,
-    /// Where the history is; its store is registered in `env`.
+    /// Where the history is; each query attempt reaches its store through a
+    /// [`PinnedStore`] of its own.
     location: HistoryLocation,
-    /// Disk manager, object stores and the process's memory pool, shared by every query
-    /// (each query gets caches of its own).
+    /// Disk manager and the process's memory pool, shared by every query (each query
+    /// gets caches and object stores of its own).
     env: Arc<RuntimeEnv>,
     gate: Arc<Gate>,
     /// Only here, never in a query's task: the last clone may be dropped anywhere but on
@@ -78,11 +82,6 @@ impl Analytics {
         let env = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(FairSpillPool::new(settings.memory_pool_bytes)))
             .build_arc()?;
-        // The local file system is registered already; a cloud store is reached by the
-        // scheme and container (or bucket) of its URL.
-        if location.local_root().is_none() {
-            env.register_object_store(location.store_url(), Arc::clone(location.whole_store()));
-        }
         let gate = Arc::new(Gate::new(
             settings.max_queries,
             settings.max_queries_per_tenant,
@@ -146,6 +145,7 @@ impl Analytics {
             env: Arc::clone(&self.inner.env),
             scope: scope.clone(),
             sql: sql.to_owned(),
+            reruns: self.inner.gate.reruns.clone(),
         };
         let running = self.inner.runtime.run(async move {
             let result = job.run().await;
@@ -181,36 +181,21 @@ fn outcome(result: &Result<QueryResult, AnalyticsError>) -> &'static str {
         Err(AnalyticsError::Invalid { .. } | AnalyticsError::UnknownReport(_)) => "invalid",
         Err(AnalyticsError::Timeout { .. }) => "timeout",
         Err(AnalyticsError::ResourcesExhausted { .. }) => "too_big",
+        Err(AnalyticsError::HistoryChanged { .. }) => "changed",
         Err(AnalyticsError::Busy { .. } | AnalyticsError::Internal(_)) => "internal",
     }
 }
 
-/// Attempts at a query whose files changed while it read them.
-const TORN_READ_ATTEMPTS: u32 = 3;
+/// Attempts at a query whose files changed while it read them. The sink rewrites an
+/// open window's file at each flush (every `sink.commit_interval_ms`), so a slow query
+/// over busy tenants may meet a rewrite more than once; each attempt stops at the first
+/// changed file, and the query's time limit bounds them all.
+const CHANGED_HISTORY_ATTEMPTS: u32 = 8;
 
-/// Whether `e` is what reading a Parquet file replaced mid-read looks like: a file
-/// listed with its old size read at the new file's bytes fails wherever those bytes are
-/// decoded — the footer ("Corrupt footer", the thrift decoder's "Unexpected struct field
-/// type 14"), a page's compression ("snappy: corrupt input") or a short read. Every
-/// history file is written whole by the sink and a query names tables, never files, so a
-/// Parquet-level failure is not the query's fault; one that persists is returned after
-/// the last attempt. DataFusion hands these over as text only (an Arrow or Parquet error
-/// inside an external one).
-fn is_torn_read(e: &AnalyticsError) -> bool {
-    let message = match e {
-        AnalyticsError::Invalid { message } | AnalyticsError::Internal(message) => message,
-        _ => return false,
-    };
-    [
-        "Parquet error",
-        "Parquet argument error",
-        "Corrupt footer",
-        "failed to fill whole buffer",
-        "EOF while reading",
-        "corrupt input",
-    ]
-    .iter()
-    .any(|m| message.contains(m))
+/// Wait before attempt `n + 1`: a little longer each time, so that attempts spread over
+/// a flush interval rather than all meeting the same flush.
+fn changed_history_backoff(n: u32) -> Duration {
+    Duration::from_millis(25 * u64::from(n))
 }
 
 /// One query, as it travels to the SQL runtime.
@@ -220,6 +205,7 @@ struct Job {
     env: Arc<RuntimeEnv>,
     scope: Scope,
     sql: String,
+    reruns: IntCounter,
 }
 
 impl Job {
@@ -239,17 +225,23 @@ impl Job {
         Ok(result)
     }
 
-    /// Runs the query again (at most [`TORN_READ_ATTEMPTS`] times in all) when it read
-    /// a file the sink replaced under it: the open window's file is rewritten whole at
-    /// each flush, and a query that listed it (with its size) before the rewrite reads
-    /// the new file's bytes at the old file's offsets — a "corrupt footer" or a short
-    /// read. Listed afresh, the same query sees the new file whole.
+    /// Runs the query again (at most [`CHANGED_HISTORY_ATTEMPTS`] times in all) when a
+    /// file it listed was replaced or deleted before it read it (see [`PinnedStore`]):
+    /// listed afresh, the same query sees the new files whole.
     async fn execute_whole(&self) -> Result<QueryResult, AnalyticsError> {
         let mut attempt = 1;
         loop {
-            match self.execute().await {
-                Err(e) if attempt < TORN_READ_ATTEMPTS && is_torn_read(&e) => {
+            let store = Arc::new(PinnedStore::new(Arc::clone(self.location.whole_store())));
+            let result = self.execute(Arc::clone(&store)).await;
+            match result {
+                Err(e) if store.changed() => {
+                    if attempt == CHANGED_HISTORY_ATTEMPTS {
+                        tracing::debug!(error = %e, attempt, "history files changed under every attempt at the query");
+                        return Err(AnalyticsError::HistoryChanged { attempts: attempt });
+                    }
                     tracing::debug!(error = %e, attempt, "a history file changed under the query; running it again");
+                    self.reruns.inc();
+                    tokio::time::sleep(changed_history_backoff(attempt)).await;
                     attempt += 1;
                 }
                 other => return other,
@@ -257,8 +249,8 @@ impl Job {
         }
     }
 
-    async fn execute(&self) -> Result<QueryResult, AnalyticsError> {
-        let ctx = self.session()?;
+    async fn execute(&self, store: Arc<PinnedStore>) -> Result<QueryResult, AnalyticsError> {
+        let ctx = self.session(store)?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -289,8 +281,9 @@ impl Job {
 
     /// A session that holds `runs` and `steps` for its scope and nothing else: no
     /// information_schema, no URL tables; its memory comes from the process's pool,
-    /// at most `memory_limit_bytes` of it.
-    fn session(&self) -> Result<SessionContext, AnalyticsError> {
+    /// at most `memory_limit_bytes` of it. It reaches the history store only through
+    /// `store`, this attempt's own.
+    fn session(&self, store: Arc<PinnedStore>) -> Result<SessionContext, AnalyticsError> {
         let config = SessionConfig::new()
             .with_information_schema(false)
             .with_target_partitions(self.settings.target_partitions);
@@ -303,6 +296,7 @@ impl Job {
                 self.settings.memory_limit_bytes,
             )),
             cache_manager: CacheManager::try_new(&CacheManagerConfig::default())?,
+            object_store_registry: registry(self.location.store_url(), store),
             ..RuntimeEnv::clone(&self.env)
         });
         let ctx = SessionContext::new_with_config_rt(config, runtime);
@@ -318,39 +312,10 @@ impl Job {
     }
 }
 
-#[cfg(test)]
-mod torn_read_tests {
-    use super::*;
-
-    #[test]
-    fn only_a_file_replaced_mid_read_is_tried_again() {
-        let torn = AnalyticsError::Internal(
-            "Parquet error: Parquet error: Invalid Parquet file. Corrupt footer".into(),
-        );
-        assert!(is_torn_read(&torn));
-        let short = AnalyticsError::Invalid {
-            message: "Arrow error: Parquet argument error: External: failed to fill whole buffer"
-                .into(),
-        };
-        assert!(is_torn_read(&short));
-        // Seen in CI: a query listed the open window's file, the sink rewrote it longer.
-        let grown = AnalyticsError::Invalid {
-            message: "Arrow error: Parquet argument error: Parquet error: Unexpected struct field type 14".into(),
-        };
-        assert!(is_torn_read(&grown));
-        // Seen in CI on Azure Blob Storage: a page of a blob put again meanwhile.
-        let page = AnalyticsError::Invalid {
-            message: "Arrow error: Parquet argument error: External: snappy: corrupt input (expected literal read of length 53; remaining src: 36; remaining dst: 156)".into(),
-        };
-        assert!(is_torn_read(&page));
-        let column = AnalyticsError::Invalid {
-            message: "Schema error: No field named nope. Valid fields are runs.run_id.".into(),
-        };
-        assert!(!is_torn_read(&column));
-        let typo = AnalyticsError::Invalid {
-            message: "SQL error: ParserError(\"Expected: an SQL statement\")".into(),
-        };
-        assert!(!is_torn_read(&typo));
-        assert!(!is_torn_read(&AnalyticsError::Timeout { ms: 5 }));
-    }
+/// Object stores of one query attempt: the history's, pinned, under its URL (for a
+/// local history that is `file:///`, replacing the default local file system).
+fn registry(url: &Url, store: Arc<PinnedStore>) -> Arc<dyn ObjectStoreRegistry> {
+    let registry = DefaultObjectStoreRegistry::new();
+    registry.register_store(url, store);
+    Arc::new(registry)
 }

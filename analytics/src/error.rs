@@ -1,5 +1,5 @@
 //! Why a query gave no result, sorted by who has to act: the caller (refused, invalid,
-//! too big, busy: try later) or the operator (internal).
+//! too big, busy or changed history: try later) or the operator (internal).
 
 use std::fmt;
 
@@ -64,6 +64,13 @@ pub enum AnalyticsError {
         /// `tenant acme`, `the platform scope` or `this process`.
         who: String,
     },
+    /// Files the query listed were replaced (the sink rewrites an open window's file at
+    /// each flush) before it read them, at each of its `attempts`; nothing wrong was
+    /// read. Try again after [`crate::RETRY_AFTER_SECS`].
+    #[error(
+        "the history's files changed under each of {attempts} attempts at the query (the sink rewrites the newest files at each flush); try again"
+    )]
+    HistoryChanged { attempts: u32 },
     #[error("no report named {0:?}")]
     UnknownReport(String),
     #[error("internal error: {0}")]

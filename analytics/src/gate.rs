@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use aiq_metrics::analytics as m;
 use aiq_topics::{TenantId, TenantLabels};
-use prometheus::{IntCounterVec, IntGauge, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
 
 use crate::error::QueryLimit;
 use crate::{AnalyticsError, Scope};
@@ -35,6 +35,8 @@ pub(crate) struct Gate {
     running: IntGauge,
     ended: IntCounterVec,
     refused: IntCounterVec,
+    /// Attempts run again because the history changed under them (see `engine`).
+    pub(crate) reruns: IntCounter,
     tenants: TenantLabels,
 }
 
@@ -73,6 +75,7 @@ impl Gate {
                 &m::QUERIES_REFUSED,
                 &["tenant", "limit"],
             ))?,
+            reruns: metric(aiq_metrics::counter(registry, &m::QUERY_RERUNS))?,
             tenants: aiq_metrics::tenant_labels(),
         })
     }

@@ -18,6 +18,7 @@ mod engine;
 mod error;
 mod gate;
 mod guard;
+mod pinned;
 mod pool;
 mod reports;
 mod result;
@@ -33,6 +34,7 @@ pub use result::{ColumnInfo, QueryResult};
 pub use runtime::THREAD_NAME;
 pub use settings::AnalyticsSettings;
 
-/// Seconds a caller refused with [`AnalyticsError::Busy`] should wait before trying
-/// again (HTTP `Retry-After`).
+/// Seconds a caller refused with [`AnalyticsError::Busy`] or
+/// [`AnalyticsError::HistoryChanged`] should wait before trying again (HTTP
+/// `Retry-After`).
 pub const RETRY_AFTER_SECS: u64 = 1;

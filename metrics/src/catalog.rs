@@ -286,6 +286,12 @@ pub mod analytics {
             labels: &["tenant", "limit"],
             help: "SQL queries refused because the tenant (analytics.max_queries_per_tenant) or the process (analytics.max_queries) ran as many as allowed",
         };
+        QUERY_RERUNS = Metric {
+            name: "aiq_analytics_query_reruns_total",
+            kind: Kind::Counter,
+            labels: &[],
+            help: "SQL query attempts run again on a fresh listing because a history file they listed was replaced or deleted before they read it",
+        };
     }
 }
 

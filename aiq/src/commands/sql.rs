@@ -20,10 +20,12 @@ fn scope(tenant: Option<TenantId>) -> Scope {
     tenant.map_or(Scope::Platform, Scope::Tenant)
 }
 
-/// EX_TEMPFAIL: refused by a query limit; the same command may succeed later.
+/// EX_TEMPFAIL: refused by a query limit, or the history changed under every attempt;
+/// the same command may succeed later.
 const BUSY: u8 = 75;
 
-/// Prints the answer, or says why there is none: a refusal by a limit is exit status 75.
+/// Prints the answer, or says why there is none: a refusal by a limit or a history that
+/// kept changing is exit status 75.
 fn finish(
     result: Result<QueryResult, AnalyticsError>,
     format: OutputFormat,
@@ -33,7 +35,7 @@ fn finish(
             print(&result, format)?;
             Ok(ExitCode::SUCCESS)
         }
-        Err(e @ AnalyticsError::Busy { .. }) => {
+        Err(e @ (AnalyticsError::Busy { .. } | AnalyticsError::HistoryChanged { .. })) => {
             eprintln!("aiq: {e}");
             Ok(ExitCode::from(BUSY))
         }

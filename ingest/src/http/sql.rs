@@ -176,6 +176,10 @@ pub(crate) fn analytics_error(e: AnalyticsError) -> Problem {
             detail,
         )
         .retry_after(aiq_analytics::RETRY_AFTER_SECS),
+        AnalyticsError::HistoryChanged { .. } => {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "history-changed", detail)
+                .retry_after(aiq_analytics::RETRY_AFTER_SECS)
+        }
         AnalyticsError::UnknownReport(_) => Problem::not_found(detail),
         AnalyticsError::Internal(_) => {
             tracing::error!(error = %detail, "analytics query failed");
@@ -219,7 +223,8 @@ fn answer(result: QueryResult, format: Format) -> Response {
 }
 
 /// Runs one read-only SQL statement over the caller's run history (`runs`, `steps`).
-/// Beyond the tenant's or the process's concurrent queries: 429 with `Retry-After`.
+/// Beyond the tenant's or the process's concurrent queries: 429 with `Retry-After`; 503
+/// with `Retry-After` when the history's files changed under every attempt at it.
 #[utoipa::path(post, path = "/v1/sql", tag = "sql",
     params(("X-AIQ-Tenant" = Option<String>, Header, pattern = "^[a-z0-9][a-z0-9_-]{0,63}$",
         description = "Platform admins: query this tenant only")),
@@ -230,7 +235,9 @@ fn answer(result: QueryResult, format: Format) -> Response {
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 413, body = Problem), (status = 422, body = Problem),
         (status = 429, description = "the tenant or the process runs as many queries as allowed; see Retry-After", body = Problem),
-        (status = 500, body = Problem), (status = 503, body = Problem), (status = 504, body = Problem),
+        (status = 500, body = Problem),
+        (status = 503, description = "this deployment serves no SQL (`analytics-disabled`), or the history's files changed under every attempt at the query (`history-changed`, with Retry-After)", body = Problem),
+        (status = 504, body = Problem),
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -303,7 +310,9 @@ pub async fn reports(State(app): State<App>, caller: Caller) -> Result<Json<Repo
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 422, body = Problem),
         (status = 429, description = "the tenant or the process runs as many queries as allowed; see Retry-After", body = Problem),
-        (status = 500, body = Problem), (status = 503, body = Problem), (status = 504, body = Problem),
+        (status = 500, body = Problem),
+        (status = 503, description = "this deployment serves no SQL (`analytics-disabled`), or the history's files changed under every attempt at the query (`history-changed`, with Retry-After)", body = Problem),
+        (status = 504, body = Problem),
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -331,4 +340,31 @@ pub async fn report(
     audit_query(&app, &caller, &headers, text, Some(&name), &result).await;
     let result = result.map_err(analytics_error)?;
     Ok(answer(result, q.format.unwrap_or_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::response::IntoResponse;
+
+    use super::*;
+
+    #[test]
+    fn a_history_that_kept_changing_is_a_503_to_try_again() {
+        let resp = analytics_error(AnalyticsError::HistoryChanged { attempts: 8 }).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            resp.headers()[axum::http::header::RETRY_AFTER],
+            aiq_analytics::RETRY_AFTER_SECS.to_string()
+        );
+    }
+
+    #[test]
+    fn a_query_the_engine_cannot_plan_names_the_query_field() {
+        let problem = analytics_error(AnalyticsError::Invalid {
+            message: "No field named nope".into(),
+        });
+        let body = serde_json::to_value(&problem).unwrap_or_default();
+        assert_eq!(problem.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(body["errors"][0]["pointer"], "/query", "{body}");
+    }
 }
