@@ -1,6 +1,7 @@
 //! Runs one query in a fresh, locked-down session, on the process's SQL runtime, within
 //! the process's memory pool and its concurrency limits.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -198,6 +199,35 @@ fn changed_history_backoff(n: u32) -> Duration {
     Duration::from_millis(25 * u64::from(n))
 }
 
+/// Runs `attempt` (which answers with whether the history changed under it) until it
+/// succeeds, fails on files that did not change, or has met changed files
+/// [`CHANGED_HISTORY_ATTEMPTS`] times: then [`AnalyticsError::HistoryChanged`].
+async fn until_unchanged<T, F, Fut>(
+    reruns: &IntCounter,
+    mut attempt: F,
+) -> Result<T, AnalyticsError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = (Result<T, AnalyticsError>, bool)>,
+{
+    let mut n = 1;
+    loop {
+        match attempt().await {
+            (Err(e), true) if n < CHANGED_HISTORY_ATTEMPTS => {
+                tracing::debug!(error = %e, attempt = n, "a history file changed under the query; running it again");
+                reruns.inc();
+                tokio::time::sleep(changed_history_backoff(n)).await;
+                n += 1;
+            }
+            (Err(e), true) => {
+                tracing::debug!(error = %e, attempt = n, "history files changed under every attempt at the query");
+                return Err(AnalyticsError::HistoryChanged { attempts: n });
+            }
+            (result, _) => return result,
+        }
+    }
+}
+
 /// One query, as it travels to the SQL runtime.
 struct Job {
     settings: Arc<AnalyticsSettings>,
@@ -225,28 +255,15 @@ impl Job {
         Ok(result)
     }
 
-    /// Runs the query again (at most [`CHANGED_HISTORY_ATTEMPTS`] times in all) when a
-    /// file it listed was replaced or deleted before it read it (see [`PinnedStore`]):
-    /// listed afresh, the same query sees the new files whole.
+    /// Runs the query, and again on a fresh listing while a file it listed was
+    /// replaced or deleted before it read it (see [`PinnedStore`]).
     async fn execute_whole(&self) -> Result<QueryResult, AnalyticsError> {
-        let mut attempt = 1;
-        loop {
+        until_unchanged(&self.reruns, || async move {
             let store = Arc::new(PinnedStore::new(Arc::clone(self.location.whole_store())));
             let result = self.execute(Arc::clone(&store)).await;
-            match result {
-                Err(e) if store.changed() => {
-                    if attempt == CHANGED_HISTORY_ATTEMPTS {
-                        tracing::debug!(error = %e, attempt, "history files changed under every attempt at the query");
-                        return Err(AnalyticsError::HistoryChanged { attempts: attempt });
-                    }
-                    tracing::debug!(error = %e, attempt, "a history file changed under the query; running it again");
-                    self.reruns.inc();
-                    tokio::time::sleep(changed_history_backoff(attempt)).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+            (result, store.changed())
+        })
+        .await
     }
 
     async fn execute(&self, store: Arc<PinnedStore>) -> Result<QueryResult, AnalyticsError> {
@@ -318,4 +335,69 @@ fn registry(url: &Url, store: Arc<PinnedStore>) -> Arc<dyn ObjectStoreRegistry> 
     let registry = DefaultObjectStoreRegistry::new();
     registry.register_store(url, store);
     Arc::new(registry)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    fn changed() -> (Result<u32, AnalyticsError>, bool) {
+        (Err(AnalyticsError::Internal("412".into())), true)
+    }
+
+    #[tokio::test]
+    async fn a_query_that_met_changed_files_runs_again_until_it_reads_them_whole() {
+        let reruns = IntCounter::new("reruns", "test").unwrap();
+        let calls = Cell::new(0);
+        let result = until_unchanged(&reruns, || {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move { if n < 3 { changed() } else { (Ok(n), false) } }
+        })
+        .await;
+        assert_eq!(result.unwrap(), 3);
+        assert_eq!(reruns.get(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_history_that_changes_under_every_attempt_ends_after_the_last() {
+        let reruns = IntCounter::new("reruns", "test").unwrap();
+        let calls = Cell::new(0);
+        let result = until_unchanged(&reruns, || {
+            calls.set(calls.get() + 1);
+            async { changed() }
+        })
+        .await;
+        assert!(
+            matches!(result, Err(AnalyticsError::HistoryChanged { attempts }) if attempts == CHANGED_HISTORY_ATTEMPTS),
+            "{result:?}"
+        );
+        assert_eq!(calls.get(), CHANGED_HISTORY_ATTEMPTS);
+        assert_eq!(reruns.get(), u64::from(CHANGED_HISTORY_ATTEMPTS - 1));
+    }
+
+    #[tokio::test]
+    async fn a_failure_on_files_that_did_not_change_is_returned_at_once() {
+        let reruns = IntCounter::new("reruns", "test").unwrap();
+        let calls = Cell::new(0);
+        let result: Result<u32, _> = until_unchanged(&reruns, || {
+            calls.set(calls.get() + 1);
+            async {
+                (
+                    Err(AnalyticsError::Invalid {
+                        message: "No field named nope".into(),
+                    }),
+                    false,
+                )
+            }
+        })
+        .await;
+        assert!(
+            matches!(result, Err(AnalyticsError::Invalid { .. })),
+            "{result:?}"
+        );
+        assert_eq!((calls.get(), reruns.get()), (1, 0));
+    }
 }
